@@ -1,0 +1,206 @@
+"""Dataset generation: run the reference simulator over a fixed plan of episodes into a store.
+
+The plan is a pure function of (seed, episode index), so a run can be resumed, extended to
+more episodes, or split into chunks and always yields the same episodes in the same order.
+Writes go through `EpisodeStore.append` in batches, each batch one atomic commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wmgym.data.store import EpisodeStore
+from wmgym.sim.episode import EpisodeRecord, EpisodeSpec
+
+logger = logging.getLogger(__name__)
+
+DEMO_NOISE_LEVELS = (0.0, 0.01, 0.02, 0.04)
+PERTURBED_NOISE = 0.02
+# One cycle of 20 kinds, spread evenly: 11 demo (55%), 5 perturbed (25%), 4 random (20%).
+KIND_CYCLE = tuple({"D": "demo", "P": "perturbed", "R": "random"}[c]
+                   for c in "DPDRDPDDRDPDDRDPDRDP")
+MIN_RESOLUTION = 16
+
+
+@dataclass
+class GenerateConfig:
+    """Arguments of `wmgym generate` (and of `generate`)."""
+
+    out: str
+    """Path of the zarr episode store to write."""
+    episodes: int
+    """Total number of episodes the store should hold when done."""
+    resolution: int = 64
+    """Square image size in pixels; `height`/`width` override one side."""
+    height: int | None = None
+    """Image height in pixels (default: `resolution`)."""
+    width: int | None = None
+    """Image width in pixels (default: `resolution`)."""
+    seed: int = 0
+    """Master seed; episode i's seed is derived from (seed, i)."""
+    tasks: tuple[str, ...] | None = None
+    """Tasks to cycle through, episode i gets tasks[i % len(tasks)]; None = all of `TASKS`."""
+    horizon: int = 16
+    """Actions per episode T (episodes have T + 1 frames)."""
+    workers: int = 0
+    """Simulator processes; 0 = os.cpu_count(), 1 = run in this process."""
+    batch_episodes: int = 32
+    """Episodes per atomic write; an interruption loses at most this many."""
+    resume: bool = False
+    """Continue an existing store at `out`, skipping its committed episodes."""
+    overwrite: bool = False
+    """Delete an existing store at `out` and start over."""
+    show_progress: bool = True
+    """Show a progress bar over episodes and print a throughput line at the end."""
+
+
+def _kind_and_noise(i: int) -> tuple[str, float]:
+    kind = KIND_CYCLE[i % len(KIND_CYCLE)]
+    if kind == "demo":  # noise cycles over the demos in order: count demos before episode i
+        demo_ordinal = (i // len(KIND_CYCLE)) * KIND_CYCLE.count("demo") + \
+            KIND_CYCLE[: i % len(KIND_CYCLE)].count("demo")
+        return kind, DEMO_NOISE_LEVELS[demo_ordinal % len(DEMO_NOISE_LEVELS)]
+    return kind, PERTURBED_NOISE if kind == "perturbed" else 0.0
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Seed of episode `index`: 32 bits drawn from SeedSequence(seed, spawn_key=(index,))."""
+    state = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, np.uint32)
+    return int(state[0])
+
+
+def plan_episodes(num_episodes: int, seed: int, tasks, height: int, width: int,
+                  horizon: int) -> list[EpisodeSpec]:
+    """The specs of episodes 0..num_episodes-1; episode i does not depend on num_episodes.
+
+    Episode i gets task tasks[i % len(tasks)], seed `episode_seed(seed, i)` and a kind from a
+    fixed cycle of 20 (55% "demo" with noise cycling over `DEMO_NOISE_LEVELS`, 25% "perturbed"
+    with noise 0.02, 20% "random" with noise 0).
+    """
+    tasks = tuple(tasks)
+    specs = []
+    for i in range(num_episodes):
+        kind, noise = _kind_and_noise(i)
+        specs.append(EpisodeSpec(task=tasks[i % len(tasks)], seed=episode_seed(seed, i),
+                                 kind=kind, noise=noise, height=height, width=width,
+                                 horizon=horizon))
+    return specs
+
+
+def _check_config(config: GenerateConfig) -> tuple[int, int, tuple[str, ...]]:
+    """Validate `config`; return (height, width, tasks)."""
+    from wmgym.sim.tasks import TASKS  # lazy: the simulator's task list
+
+    if config.episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {config.episodes}")
+    height = config.resolution if config.height is None else config.height
+    width = config.resolution if config.width is None else config.width
+    if min(height, width) < MIN_RESOLUTION:
+        raise ValueError(f"resolution must be at least {MIN_RESOLUTION} pixels, got "
+                         f"height={height}, width={width}")
+    tasks = tuple(TASKS) if config.tasks is None else tuple(config.tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"unknown task(s) {unknown or tasks!r}; valid tasks are {tuple(TASKS)}")
+    if config.horizon < 1 or config.batch_episodes < 1 or config.workers < 0:
+        raise ValueError(f"need horizon >= 1, batch_episodes >= 1, workers >= 0, got "
+                         f"{config.horizon}, {config.batch_episodes}, {config.workers}")
+    if config.resume and config.overwrite:
+        raise ValueError("pass at most one of resume and overwrite")
+    if Path(config.out).exists() and not (config.resume or config.overwrite):
+        raise FileExistsError(f"{config.out} already exists; pass --resume to continue it or "
+                              "--overwrite to replace it")
+    return height, width, tasks
+
+
+def _open_store(config: GenerateConfig, height: int, width: int,
+                tasks: tuple[str, ...]) -> EpisodeStore:
+    plan = {"seed": config.seed, "horizon": config.horizon}
+    if not (config.resume and Path(config.out).exists()):
+        return EpisodeStore.create(config.out, height, width, tasks,
+                                   overwrite=config.overwrite, attrs={"generation": plan})
+    store = EpisodeStore.open(config.out, mode="a")
+    found = {"height": store.height, "width": store.width, "tasks": store.tasks,
+             **store.attrs.get("generation", {})}
+    wanted = {"height": height, "width": width, "tasks": tasks, **plan}
+    differ = [f"{k}: store has {found[k]!r}, asked for {wanted[k]!r}"
+              for k in wanted if k in found and found[k] != wanted[k]]
+    if differ:
+        raise ValueError(f"cannot resume {config.out} with different settings ("
+                         + "; ".join(differ) + "); use --overwrite or a new path")
+    return store
+
+
+def _run_all(specs: list[EpisodeSpec], run_episode: Callable, workers: int) -> Iterator:
+    """Records in plan order, from a spawn-context pool when workers > 1."""
+    if workers <= 1 or len(specs) <= 1:
+        yield from map(run_episode, specs)
+        return
+    # spawn: the parent holds zarr's I/O thread, and forking a threaded process is unsafe
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(specs))) as pool:
+        yield from pool.imap(run_episode, specs, chunksize=4)
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def generate(config: GenerateConfig,
+             run_episode: Callable[[EpisodeSpec], EpisodeRecord] | None = None) -> str:
+    """Fill the store at `config.out` with `config.episodes` planned episodes; return its path.
+
+    `run_episode` defaults to `wmgym.sim.episode.run_episode`; with several workers it must be
+    picklable (a module-level function). Already committed episodes are skipped on resume.
+    """
+    height, width, tasks = _check_config(config)
+    if run_episode is None:
+        from wmgym.sim.episode import run_episode
+    store = _open_store(config, height, width, tasks)
+    done = store.num_episodes
+    if done >= config.episodes:
+        logger.info("%s already holds %d episodes (asked for %d); nothing to do",
+                    config.out, done, config.episodes)
+        return str(config.out)
+    specs = plan_episodes(config.episodes, config.seed, tasks, height, width,
+                          config.horizon)[done:]
+    workers = config.workers or os.cpu_count() or 1
+    frames, write_seconds, start = 0, 0.0, time.perf_counter()
+    with tqdm(total=config.episodes, initial=done, unit="episode", desc="generate",
+              disable=not config.show_progress) as bar:
+        for batch in _batches(_run_all(specs, run_episode, workers), config.batch_episodes):
+            planned = specs[store.num_episodes - done:][: len(batch)]
+            for spec, record in zip(planned, batch):
+                if record.spec != spec:
+                    raise ValueError(f"run_episode returned a record for {record.spec}, "
+                                     f"expected {spec}")
+            tick = time.perf_counter()
+            store.append(batch)
+            write_seconds += time.perf_counter() - tick
+            frames += sum(r.num_frames for r in batch)
+            bar.update(len(batch))
+    seconds = time.perf_counter() - start
+    message = (f"generated {config.episodes - done} episodes ({frames} frames) in "
+               f"{seconds:.1f} s: {frames / seconds:.1f} frames/s overall, writer "
+               f"{frames / max(write_seconds, 1e-9):.0f} frames/s; store {config.out} holds "
+               f"{store.num_episodes} episodes")
+    logger.info(message)
+    if config.show_progress:
+        print(message)
+    return str(config.out)

@@ -1,0 +1,357 @@
+"""The episode store: simulated episodes in UMI's ReplayBuffer layout, in a zarr (v3) directory.
+
+Layout (N frames over E episodes; an episode of T actions has T + 1 frames):
+
+    data/camera0_rgb                 (N, H, W, 3) uint8    the interaction view
+    data/static_scene_rgb            (N, H, W, 3) uint8    start state without grippers
+    data/grippers_rgb                (N, H, W, 3) uint8    grippers alone on black
+    data/robot{0,1}_eef_pos          (N, 3) float32        robot0 = left, robot1 = right
+    data/robot{0,1}_eef_rot_axis_angle (N, 3) float32
+    data/robot{0,1}_gripper_width    (N, 1) float32
+    data/action                      (N, 20) float32       layout of `wmgym.actions`
+    data/task_id                     (N,) int16
+    data/score                       (N,) float32
+    meta/episode_ends                (E,) int64            cumulative frame counts (UMI)
+    meta/episode_task_id (int16), meta/episode_seed (int64), meta/episode_kind (int8, index
+    into `EPISODE_KINDS`), meta/episode_noise (float32), meta/episode_success (bool): (E,)
+    meta/goal_rgb                    (E, H, W, 3) uint8
+    root attrs: format_version, height, width, tasks, episode_captions, goal_captions
+
+`task_id` indexes the store's own `tasks` list (read names, not ids, when mixing stores).
+UMI keeps one action per frame, so row T of each episode's `data/action` -- its last frame --
+is padding: a "hold" action (zero position delta, identity rot6d [1, 0, 0, 0, 1, 0], the
+current widths at indices 9 and 19). `read_episode` drops it; `WindowDataset` never uses it.
+
+Atomicity: `append` writes every data and per-episode array first and `meta/episode_ends`
+last; that write is the commit. zarr's LocalStore writes each file atomically (temporary file
+then rename). Rows past the commit point are invisible to readers and are cut off when the
+store is opened with mode="a", so an interrupted run loses at most the batch in flight and
+never duplicates an episode.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from wmgym.sim.episode import EPISODE_KINDS, EpisodeRecord, EpisodeSpec
+
+FORMAT_VERSION = 1
+CHUNK_FRAMES = 64  # image chunks hold ~64 frames (~780 KiB raw at 64x64)
+CHUNK_ROWS = 4096  # chunks of the small per-frame arrays
+CHUNK_EPISODES = 1 << 16  # per-episode scalars: one chunk, so a commit is one file
+HOLD_ROT6D = np.array([1, 0, 0, 0, 1, 0], np.float32)
+
+_IMAGE = "image"  # marker for trailing shape (H, W, 3)
+# name -> (dtype, trailing shape)
+FRAME_ARRAYS: dict[str, tuple[str, object]] = {
+    "camera0_rgb": ("uint8", _IMAGE),
+    "static_scene_rgb": ("uint8", _IMAGE),
+    "grippers_rgb": ("uint8", _IMAGE),
+    "robot0_eef_pos": ("float32", (3,)),
+    "robot0_eef_rot_axis_angle": ("float32", (3,)),
+    "robot0_gripper_width": ("float32", (1,)),
+    "robot1_eef_pos": ("float32", (3,)),
+    "robot1_eef_rot_axis_angle": ("float32", (3,)),
+    "robot1_gripper_width": ("float32", (1,)),
+    "action": ("float32", (20,)),
+    "task_id": ("int16", ()),
+    "score": ("float32", ()),
+}
+EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
+    "episode_task_id": ("int16", ()),
+    "episode_seed": ("int64", ()),
+    "episode_kind": ("int8", ()),
+    "episode_noise": ("float32", ()),
+    "episode_success": ("bool", ()),
+    "goal_rgb": ("uint8", _IMAGE),
+}
+ATTR_LISTS = ("episode_captions", "goal_captions")
+ROOT_ATTRS = ("format_version", "height", "width", "tasks") + ATTR_LISTS
+
+
+class EpisodeStore:
+    """Append-only episode store; see the module docstring for the layout and the commit rule.
+
+    Use `EpisodeStore.create` or `EpisodeStore.open`, not the constructor.
+    """
+
+    def __init__(self, root: zarr.Group, path: Path, mode: str):
+        self.root, self.path, self.mode = root, path, mode
+        self.height = int(root.attrs["height"])
+        self.width = int(root.attrs["width"])
+        self.tasks = tuple(root.attrs["tasks"])
+        self._ends = np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, path, height: int, width: int, tasks, overwrite: bool = False,
+               attrs: dict | None = None) -> "EpisodeStore":
+        """Make an empty store at `path` (extra JSON `attrs` are kept beside the required ones)."""
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"episode store {path} already exists; pass --resume to "
+                                      "continue it or --overwrite to replace it")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if height < 1 or width < 1 or not tasks:
+            raise ValueError(f"need height, width >= 1 and at least one task, got "
+                             f"height={height}, width={width}, tasks={tasks!r}")
+        root = zarr.open_group(path, mode="w")
+        root.attrs.update({**(attrs or {}), "format_version": FORMAT_VERSION,
+                           "height": int(height), "width": int(width), "tasks": list(tasks),
+                           "episode_captions": [], "goal_captions": []})
+        for group, specs, rows in (("data", FRAME_ARRAYS, CHUNK_ROWS),
+                                   ("meta", EPISODE_ARRAYS, CHUNK_EPISODES)):
+            for name, (dtype, tail) in specs.items():
+                image = tail is _IMAGE
+                tail = (height, width, 3) if image else tail
+                chunk = (CHUNK_FRAMES,) if image else (rows,)
+                root.create_array(f"{group}/{name}", shape=(0, *tail), dtype=dtype,
+                                  chunks=chunk + tail)
+        root.create_array("meta/episode_ends", shape=(0,), dtype="int64", chunks=(CHUNK_EPISODES,))
+        return cls(root, path, "a")
+
+    @classmethod
+    def open(cls, path, mode: str = "r") -> "EpisodeStore":
+        """Open a store for reading ("r") or appending ("a"); "a" drops uncommitted rows."""
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise FileNotFoundError(f"no episode store at {path} (expected a zarr group "
+                                    "directory made by EpisodeStore.create)")
+        root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
+        missing = [key for key in ROOT_ATTRS if key not in root.attrs]
+        if missing:
+            raise ValueError(f"episode store {path} is malformed: missing attribute {missing[0]!r}")
+        store = cls(root, path, mode)
+        store.validate()
+        if mode == "a":
+            store._drop_uncommitted()
+        return store
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def num_episodes(self) -> int:
+        return len(self._ends)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self._ends.copy()
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.root.attrs)
+
+    def episode_slice(self, i: int) -> slice:
+        """Frame rows of committed episode `i` (negative indices count from the end)."""
+        if not -self.num_episodes <= i < self.num_episodes:
+            raise IndexError(f"episode {i} out of range for a store of {self.num_episodes}")
+        i %= self.num_episodes
+        return slice(int(self._ends[i - 1]) if i else 0, int(self._ends[i]))
+
+    def read_episode(self, i: int) -> dict:
+        """Episode `i` as numpy arrays: frames/static/grippers (T+1, H, W, 3) uint8, actions
+        (T, 20) (the padding row dropped), score (T+1,), eef_pos and eef_rot_axis_angle
+        (T+1, 2, 3), gripper_width (T+1, 2), goal_rgb (H, W, 3), and caption, goal_caption,
+        task, task_id, seed, kind, noise, success."""
+        rows = self.episode_slice(i)
+        i %= self.num_episodes
+        data, meta = self.root["data"], self.root["meta"]
+        both = lambda name: np.stack([data[f"robot{r}_{name}"][rows] for r in (0, 1)], axis=1)
+        attrs, task_id = self.root.attrs, int(meta["episode_task_id"][i])
+        return {
+            "frames": data["camera0_rgb"][rows], "static": data["static_scene_rgb"][rows],
+            "grippers": data["grippers_rgb"][rows], "actions": data["action"][rows][:-1],
+            "score": data["score"][rows], "eef_pos": both("eef_pos"),
+            "eef_rot_axis_angle": both("eef_rot_axis_angle"),
+            "gripper_width": both("gripper_width")[..., 0],  # (T+1, 2)
+            "goal_rgb": meta["goal_rgb"][i], "caption": attrs["episode_captions"][i],
+            "goal_caption": attrs["goal_captions"][i], "task": self.tasks[task_id],
+            "task_id": task_id, "seed": int(meta["episode_seed"][i]),
+            "kind": EPISODE_KINDS[int(meta["episode_kind"][i])],
+            # shortest decimal of the float32, so 0.02 reads back as 0.02, not 0.0199999995
+            "noise": float(str(meta["episode_noise"][i])),
+            "success": bool(meta["episode_success"][i]),
+        }
+
+    def read_record(self, i: int) -> EpisodeRecord:
+        """Episode `i` as the `EpisodeRecord` that was appended (task_id: index into `tasks`)."""
+        ep = self.read_episode(i)
+        spec = EpisodeSpec(task=ep["task"], seed=ep["seed"], kind=ep["kind"], noise=ep["noise"],
+                           height=self.height, width=self.width, horizon=len(ep["actions"]))
+        return EpisodeRecord(
+            spec=spec, task_id=ep["task_id"], interaction=ep["frames"], static_scene=ep["static"],
+            grippers=ep["grippers"], eef_pos=ep["eef_pos"],
+            eef_rot_axis_angle=ep["eef_rot_axis_angle"], gripper_width=ep["gripper_width"],
+            actions=ep["actions"], score=ep["score"], success=ep["success"],
+            caption=ep["caption"], goal_caption=ep["goal_caption"], goal_image=ep["goal_rgb"])
+
+    # ------------------------------------------------------------------ checking
+    def validate(self) -> None:
+        """Check keys, dtypes, shapes and that every array covers the committed episodes.
+
+        Rows past the commit point (an interrupted append) are allowed; missing ones are not.
+        Raises ValueError naming the missing key or the mismatched array and its length.
+        """
+        where = f"episode store {self.path} is malformed"
+        arrays = {}
+        for group, specs in (("data", FRAME_ARRAYS),
+                             ("meta", {**EPISODE_ARRAYS, "episode_ends": ("int64", ())})):
+            for name, (dtype, tail) in specs.items():
+                key = f"{group}/{name}"
+                if key not in self.root:
+                    raise ValueError(f"{where}: missing array {key!r}")
+                arr = self.root[key]
+                tail = (self.height, self.width, 3) if tail is _IMAGE else tail
+                if arr.dtype != np.dtype(dtype) or tuple(arr.shape[1:]) != tail:
+                    raise ValueError(f"{where}: {key} should be (n, *{tail}) {dtype}, found "
+                                     f"{tuple(arr.shape)} {arr.dtype}")
+                arrays[key] = arr
+        ends = self._committed_ends(arrays["meta/episode_ends"][:])
+        num_frames = int(ends[-1]) if len(ends) else 0
+        for key, arr in arrays.items():
+            need = num_frames if key.startswith("data/") else len(ends)
+            if arr.shape[0] < need:
+                raise ValueError(f"{where}: {key} has length {arr.shape[0]}, but meta/episode_ends "
+                                 f"commits {need} {'frames' if need == num_frames else 'episodes'}")
+        for key in ATTR_LISTS:
+            if len(self.root.attrs[key]) < len(ends):
+                raise ValueError(f"{where}: attribute {key!r} has length "
+                                 f"{len(self.root.attrs[key])}, need {len(ends)} episodes")
+        task_ids = arrays["meta/episode_task_id"][: len(ends)]
+        if len(ends) and not (0 <= task_ids.min() and task_ids.max() < len(self.tasks)):
+            raise ValueError(f"{where}: meta/episode_task_id outside [0, {len(self.tasks)})")
+        self._ends = ends
+
+    def _committed_ends(self, ends: np.ndarray) -> np.ndarray:
+        """The committed prefix of meta/episode_ends: strictly increasing positive values.
+
+        A commit interrupted between zarr's resize and its chunk write leaves a tail of fill
+        zeros (we zero the tail before every shrink, so no stale values hide there)."""
+        bad = np.flatnonzero(np.diff(np.concatenate([[0], ends])) <= 0)
+        if len(bad) == 0:
+            return ends
+        k = int(bad[0])
+        if ends[k] != 0:
+            raise ValueError(f"episode store {self.path} is malformed: meta/episode_ends is not "
+                             f"strictly increasing at index {k} ({ends[max(k - 1, 0)]} -> {ends[k]})")
+        return ends[:k]
+
+    def _drop_uncommitted(self) -> None:
+        """Cut every array and attribute list back to the committed episodes."""
+        for partial in self.path.rglob("*.partial"):  # temp files of an interrupted write
+            partial.unlink(missing_ok=True)
+        num_episodes, num_frames = self.num_episodes, self.num_frames
+        for name in FRAME_ARRAYS:
+            self._resize(self.root[f"data/{name}"], num_frames)
+        for name in EPISODE_ARRAYS:
+            self._resize(self.root[f"meta/{name}"], num_episodes)
+        ends = self.root["meta/episode_ends"]
+        if ends.shape[0] > num_episodes:
+            ends[num_episodes:] = 0  # keep the commit-detection invariant (see _committed_ends)
+            self._resize(ends, num_episodes)
+        lists = {key: list(self.root.attrs[key]) for key in ATTR_LISTS}
+        if any(len(v) > num_episodes for v in lists.values()):
+            self.root.attrs.update({key: v[:num_episodes] for key, v in lists.items()})
+
+    @staticmethod
+    def _resize(arr, length: int) -> None:
+        if arr.shape[0] != length:
+            arr.resize((length, *arr.shape[1:]))
+
+    # ------------------------------------------------------------------ writing
+    def append(self, records: list[EpisodeRecord]) -> None:
+        """Append whole episodes; data first, `meta/episode_ends` last (the commit)."""
+        if self.mode != "a":
+            raise ValueError(f"episode store {self.path} is open read-only; open it with mode='a'")
+        if not records:
+            return
+        for record in records:
+            self._check(record)
+        n0, e0 = self.num_frames, self.num_episodes
+        lengths = np.array([r.num_frames for r in records], np.int64)
+        task_ids = [self.tasks.index(r.spec.task) for r in records]
+        hold = [_hold_action(r.gripper_width[-1]) for r in records]
+        frame_blocks = {
+            "camera0_rgb": [r.interaction for r in records],
+            "static_scene_rgb": [r.static_scene for r in records],
+            "grippers_rgb": [r.grippers for r in records],
+            "action": [np.concatenate([r.actions, h[None]]) for r, h in zip(records, hold)],
+            "task_id": [np.full(r.num_frames, t) for r, t in zip(records, task_ids)],
+            "score": [r.score for r in records],
+        }
+        for robot in (0, 1):
+            frame_blocks[f"robot{robot}_eef_pos"] = [r.eef_pos[:, robot] for r in records]
+            frame_blocks[f"robot{robot}_eef_rot_axis_angle"] = [
+                r.eef_rot_axis_angle[:, robot] for r in records]
+            frame_blocks[f"robot{robot}_gripper_width"] = [
+                r.gripper_width[:, robot, None] for r in records]
+        episode_blocks = {
+            "episode_task_id": task_ids, "episode_seed": [r.spec.seed for r in records],
+            "episode_kind": [EPISODE_KINDS.index(r.spec.kind) for r in records],
+            "episode_noise": [r.spec.noise for r in records],
+            "episode_success": [bool(r.success) for r in records],
+            "goal_rgb": [r.goal_image for r in records],
+        }
+        for group, blocks, start, stack in (("data", frame_blocks, n0, np.concatenate),
+                                            ("meta", episode_blocks, e0, np.stack)):
+            for name, parts in blocks.items():
+                arr = self.root[f"{group}/{name}"]
+                values = stack([np.asarray(p) for p in parts]).astype(arr.dtype, copy=False)
+                self._resize(arr, start + len(values))
+                arr[start:] = values
+        self.root.attrs.update({
+            "episode_captions": list(self.root.attrs["episode_captions"])[:e0]
+            + [r.caption for r in records],
+            "goal_captions": list(self.root.attrs["goal_captions"])[:e0]
+            + [r.goal_caption for r in records],
+        })
+        new_ends = n0 + np.cumsum(lengths)
+        self._write_episode_ends(e0, new_ends)
+        self._ends = np.concatenate([self._ends, new_ends])
+
+    def _write_episode_ends(self, start: int, new_ends: np.ndarray) -> None:
+        """The commit point: once these entries are on disk the episodes exist."""
+        arr = self.root["meta/episode_ends"]
+        if arr.shape[0] > start + len(new_ends):  # left by a failed append in this process
+            arr[start:] = 0
+        self._resize(arr, start + len(new_ends))
+        arr[start:] = new_ends
+
+    def _check(self, record: EpisodeRecord) -> None:
+        """Shapes and names of one record against this store (ValueError saying which)."""
+        frames, horizon = record.num_frames, len(record.actions)
+        image = (frames, self.height, self.width, 3)
+        expected = {"interaction": image, "static_scene": image, "grippers": image,
+                    "eef_pos": (frames, 2, 3), "eef_rot_axis_angle": (frames, 2, 3),
+                    "gripper_width": (frames, 2), "actions": (frames - 1, 20),
+                    "score": (frames,), "goal_image": image[1:]}
+        for name, shape in expected.items():
+            got = np.shape(getattr(record, name))
+            if got != shape:
+                raise ValueError(f"episode {record.spec}: {name} has shape {got}, expected "
+                                 f"{shape} (store is {self.height}x{self.width}, T={horizon})")
+        if horizon < 1:
+            raise ValueError(f"episode {record.spec} has no actions; need T >= 1")
+        if record.spec.task not in self.tasks:
+            raise ValueError(f"episode task {record.spec.task!r} is not one of the store's "
+                             f"tasks {self.tasks}")
+        if record.spec.kind not in EPISODE_KINDS:
+            raise ValueError(f"episode kind {record.spec.kind!r} is not one of {EPISODE_KINDS}")
+
+
+def _hold_action(widths: np.ndarray) -> np.ndarray:
+    """The padding action of an episode's last frame: stay put, keep the widths."""
+    action = np.zeros(20, np.float32)
+    action[3:9] = action[13:19] = HOLD_ROT6D
+    action[9], action[19] = widths
+    return action

@@ -1,0 +1,253 @@
+"""The folding scene: cloth physics + two grippers + fisheye camera, stepped by 20-D actions.
+
+`FoldWorld` combines `cloth` (physics), `gripper` (geometry, grasping) and `render` (pixels);
+`SimFold-v0` and dataset generation both drive it, so a dataset frame and an environment
+observation are the same function of the same state.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from wmgym.actions import apply_hand_action, validate_action
+from wmgym.sim.camera import FisheyeCamera
+from wmgym.sim.cloth import ClothMesh, ClothSim, ClothState, ShirtShape, make_shirt_mesh
+from wmgym.sim.gripper import DOWN, GRASP_WIDTH, grasp_candidates, grasp_offsets, gripper_parts, limit_pose
+from wmgym.sim.render import Box, Renderer, make_table_texture
+from wmgym.sim.tasks import TASKS, ShirtFrame, Task, fold_score, goal_positions, make_task
+
+OPEN_WIDTH = 0.08
+HOME_POSITIONS = np.array([[-0.24, -0.26, 0.16], [0.24, -0.26, 0.16]])
+_FINGER_COLORS = ((235, 125, 40), (40, 175, 195))  # left orange, right teal: tell the hands apart
+_BODY_COLORS = ((85, 80, 75), (70, 78, 92))
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Scene settings.
+
+    Attributes:
+        height, width: image size in pixels (any size >= 16; 64x64 by default).
+        substeps: physics substeps per action.
+        step_seconds: simulated time per action.
+        settle_substeps: substeps run at reset so the crumpled start state comes to rest.
+        crumple: amplitude (metres) of the random start crumples; 0 gives a flat shirt.
+        is_camera_moving: if True the camera follows a small orbit, one period per `camera_period`
+            steps; the static-scene view is re-rendered from the moving camera every step.
+        camera_period: steps per camera orbit.
+        camera_position, camera_look_at, camera_fov_deg: the fisheye camera's placement (metres)
+            and field of view across the image's shorter side.
+        supersample: render at this multiple of the resolution, then area-downsample.
+    """
+
+    height: int = 64
+    width: int = 64
+    substeps: int = 10
+    step_seconds: float = 0.2
+    settle_substeps: int = 40
+    crumple: float = 0.012
+    is_camera_moving: bool = False
+    camera_period: int = 16
+    supersample: int = 2
+    camera_position: tuple[float, float, float] = (0.0, -0.32, 0.52)
+    camera_look_at: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    camera_fov_deg: float = 110.0
+
+
+def _rodrigues(rotvec: np.ndarray) -> np.ndarray:
+    """Rotation matrix of an axis-angle vector (3,); inlined for the substep loop."""
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = rotvec / angle
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * (kx @ kx)
+
+
+def _shirt_colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    hue = rng.uniform(0.0, 1.0)
+    front = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 0.8), rng.uniform(0.7, 0.95))) * 255
+    # The inside of the fabric: same dye, paler and darker, so a folded layer reads as a fold.
+    back = np.array(colorsys.hsv_to_rgb(hue, 0.25, 0.5)) * 255
+    return front.astype(np.uint8), back.astype(np.uint8)
+
+
+class FoldWorld:
+    """A t-shirt on a table, two grippers, one fisheye camera.
+
+    State after `reset`: `positions` (n, 3) cloth particles, `poses` (2, 4, 4) gripper poses
+    (left, right), `widths` (2,) openings. `step(action)` applies one 20-D action over
+    `config.substeps` physics substeps; `views()` renders the three pixel-aligned views.
+    """
+
+    def __init__(self, config: WorldConfig = WorldConfig()):
+        self.config = config
+        self.camera = FisheyeCamera(  # validates the resolution
+            config.height, config.width, config.camera_position, config.camera_look_at, fov_deg=config.camera_fov_deg
+        )
+        self.shape = ShirtShape()
+        self.mesh: ClothMesh = make_shirt_mesh(self.shape)
+        self.cloth = ClothSim(self.mesh)
+        self.renderer: Renderer | None = None
+
+    # ----------------------------------------------------------------- reset
+    def reset(self, rng: np.random.Generator, task: str) -> None:
+        """Sample a start state for `task` from `rng` and let the cloth settle."""
+        self.task: Task = make_task(task, self.shape)
+        self.frame = ShirtFrame(rng.uniform(-0.03, 0.03), rng.uniform(-0.01, 0.04), rng.uniform(-0.2, 0.2))
+        rest_xy = self.mesh.rest_positions[:, :2]
+        xy = self.frame.to_world(rest_xy + self._crumple_field(rng, rest_xy))
+        z = np.full(len(xy), self.cloth.table_offset) + self.config.crumple * rng.uniform(0, 1, len(xy)) ** 4
+        state = self.cloth.settle_state(np.column_stack([xy, z]))
+        for _ in range(self.config.settle_substeps):
+            state = self.cloth.step(state, self.config.step_seconds / self.config.substeps)
+        self.state = ClothState(state.positions, np.zeros_like(state.positions))
+        self.start = self.state.positions.copy()
+        self.goal = goal_positions(self.task, self.start, rest_xy, self.frame, self.cloth.thickness)
+        self.front_color, self.back_color = _shirt_colors(rng)
+        self.renderer = Renderer(self.camera, make_table_texture(rng), supersample=self.config.supersample)
+        home = HOME_POSITIONS + rng.uniform(-0.02, 0.02, size=(2, 3))
+        yaw = Rotation.from_euler("z", self.frame.yaw).as_matrix()
+        self.poses = np.stack([np.eye(4), np.eye(4)])
+        for hand in range(2):
+            self.poses[hand, :3, :3] = yaw @ DOWN
+            self.poses[hand, :3, 3] = home[hand]
+        self.widths = np.full(2, OPEN_WIDTH)
+        self.held: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
+        self.ever_grasped = [False, False]
+        self.step_count = 0
+        self._static_view: np.ndarray | None = None
+
+    def _crumple_field(self, rng: np.random.Generator, xy: np.ndarray) -> np.ndarray:
+        """Small smooth in-plane displacement (n, 2): a sum of three random plane waves."""
+        out = np.zeros_like(xy)
+        for _ in range(3):
+            k = rng.normal(0, 12.0, size=2)
+            phase = rng.uniform(0, 2 * np.pi)
+            out += rng.normal(0, self.config.crumple / 2, size=2) * np.sin(xy @ k + phase)[:, None]
+        return out
+
+    # ------------------------------------------------------------------ step
+    def step(self, action) -> None:
+        """Apply one 20-D action (DESIGN.md layout) over `config.substeps` physics substeps."""
+        action = validate_action(action)
+        if action.shape != (20,):
+            raise ValueError(f"FoldWorld.step takes one action of shape (20,), got {action.shape}")
+        targets, target_widths = [], []
+        for hand in range(2):
+            pose, width = apply_hand_action(self.poses[hand], action[10 * hand : 10 * hand + 10])
+            width = float(np.clip(width, 0.0, OPEN_WIDTH + 0.01))
+            targets.append(limit_pose(pose, width))
+            target_widths.append(width)
+        rotvecs = [
+            Rotation.from_matrix(self.poses[h, :3, :3].T @ targets[h][:3, :3]).as_rotvec() for h in range(2)
+        ]
+        start_poses, start_widths = self.poses.copy(), self.widths.copy()
+        n = self.config.substeps
+        dt = self.config.step_seconds / n
+        for s in range(1, n + 1):
+            f = s / n
+            for hand in range(2):
+                self.poses[hand, :3, 3] = (1 - f) * start_poses[hand, :3, 3] + f * targets[hand][:3, 3]
+                self.poses[hand, :3, :3] = start_poses[hand, :3, :3] @ _rodrigues(f * rotvecs[hand])
+                self.widths[hand] = (1 - f) * start_widths[hand] + f * target_widths[hand]
+                self._update_grasp(hand)
+            self.state = self.cloth.step(self.state, dt, *self._pins(), obstacles=self._finger_obstacles())
+        self.step_count += 1
+
+    def _update_grasp(self, hand: int) -> None:
+        closed = self.widths[hand] < GRASP_WIDTH
+        if closed and self.held[hand] is None:
+            index = grasp_candidates(self.state.positions, self.poses[hand], self.widths[hand])
+            other = self.held[1 - hand]
+            if other is not None:
+                index = np.setdiff1d(index, other[0])
+            self.held[hand] = (index, grasp_offsets(self.state.positions[index], self.poses[hand]))
+            self.ever_grasped[hand] |= len(index) > 0
+        elif not closed and self.held[hand] is not None:
+            self.held[hand] = None
+
+    def _pins(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        index, targets = [], []
+        for hand, held in enumerate(self.held):
+            if held is not None and len(held[0]):
+                pose = self.poses[hand]
+                index.append(held[0])
+                targets.append(held[1] @ pose[:3, :3].T + pose[:3, 3])
+        if not index:
+            return None, None
+        return np.concatenate(index), np.concatenate(targets)
+
+    def _finger_obstacles(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        return [
+            (p.center, p.rotation, p.half_extents)
+            for hand in range(2)
+            for p in gripper_parts(self.poses[hand], self.widths[hand])
+            if p.is_finger
+        ]
+
+    # ---------------------------------------------------------------- status
+    @property
+    def positions(self) -> np.ndarray:
+        return self.state.positions
+
+    @property
+    def is_holding(self) -> bool:
+        return any(h is not None and len(h[0]) for h in self.held)
+
+    def score(self) -> float:
+        return fold_score(self.state.positions, self.goal, self.start)
+
+    def scores_for_all_tasks(self) -> dict[str, float]:
+        """Score of the current state under every task's goal (from the same start state)."""
+        rest_xy = self.mesh.rest_positions[:, :2]
+        return {
+            name: fold_score(
+                self.state.positions,
+                goal_positions(make_task(name, self.shape), self.start, rest_xy, self.frame, self.cloth.thickness),
+                self.start,
+            )
+            for name in TASKS
+        }
+
+    def is_success(self) -> bool:
+        """Score at the task's threshold with the cloth released (a held fold is not done)."""
+        return self.score() >= self.task.success_threshold and not self.is_holding
+
+    # ---------------------------------------------------------------- render
+    def _boxes(self) -> list[Box]:
+        boxes = []
+        for hand in range(2):
+            for part in gripper_parts(self.poses[hand], self.widths[hand]):
+                color = _FINGER_COLORS[hand] if part.is_finger else _BODY_COLORS[hand]
+                boxes.append(Box(part.center, part.rotation, part.half_extents, np.array(color)))
+        return boxes
+
+    def _sync_camera(self) -> None:
+        if self.config.is_camera_moving:
+            t = (self.step_count % self.config.camera_period) / self.config.camera_period
+            self.renderer.set_camera(self.camera.moved(t))
+            self._static_view = None
+
+    def views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(interaction, static_scene, grippers), each (H, W, 3) uint8, pixel-aligned."""
+        self._sync_camera()
+        faces = self.mesh.faces
+        boxes = self._boxes()
+        r = self.renderer
+        interaction = r.render(self.state.positions, faces, self.front_color, self.back_color, boxes)
+        if self._static_view is None:
+            self._static_view = r.render(self.start, faces, self.front_color, self.back_color, [])
+        grippers = r.render(None, None, self.front_color, self.back_color, boxes, draw_table=False)
+        return interaction, self._static_view, grippers
+
+    def render_goal(self) -> np.ndarray:
+        """(H, W, 3) uint8: the goal configuration, no grippers, from the start camera."""
+        self.renderer.set_camera(self.camera)
+        image = self.renderer.render(self.goal, self.mesh.faces, self.front_color, self.back_color, [])
+        self._sync_camera()
+        return image
