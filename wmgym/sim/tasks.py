@@ -5,7 +5,7 @@ frame (`wmgym.sim.cloth.ShirtShape`): the goal puts every particle on the moving
 mirror image, one cloth thickness above the layer it lands on, and leaves the rest in place.
 The score compares the current particle positions with that goal:
 
-    score = clip(1 - mean_i max(|x_i - g_i| - tol, 0) / mean_i |x0_i - g_i|, 0, 1)
+    score = clip(1 - mean_i max(|x_i - g_i| - tol, 0) / mean_i max(|x0_i - g_i| - tol, 0), 0, 1)
 
 where x0 is the settled start state and tol one grid spacing (2.3 cm): a real fold has a
 crease of finite radius and the particles are that far apart, so an error below one spacing
@@ -104,9 +104,8 @@ def goal_positions(task: Task, start: np.ndarray, rest_xy: np.ndarray, frame: Sh
 
 def fold_score(positions: np.ndarray, goal: np.ndarray, start: np.ndarray, tolerance: float = ShirtShape().spacing) -> float:
     """Ground-truth score in [0, 1] (module docstring); arrays are (n, 3) particle positions."""
-    initial = float(np.mean(np.linalg.norm(start - goal, axis=1)))
-    error = np.maximum(np.linalg.norm(positions - goal, axis=1) - tolerance, 0.0)
-    current = float(np.mean(error))
+    initial = float(np.mean(np.maximum(np.linalg.norm(start - goal, axis=1) - tolerance, 0.0)))
+    current = float(np.mean(np.maximum(np.linalg.norm(positions - goal, axis=1) - tolerance, 0.0)))
     return float(np.clip(1.0 - current / max(initial, 1e-9), 0.0, 1.0))
 
 
