@@ -1,0 +1,146 @@
+"""End-to-end dataset generation speed: `generate()` into a fresh store, per resolution.
+
+Issue 3's target: the seed's 5,248 episodes (17 frames each, 89,216 frames) at 64x64 in
+at most 10 minutes on this machine's two cores, i.e. at least ~150 frames/s overall
+(simulation in the worker pool, zarr writes in the parent, everything counted).
+
+    python benchmarks/generation_speed.py --episodes 5248 --resolutions 64 --json gen64.json
+    python benchmarks/generation_speed.py --episodes 1000 --resolutions 128 --json gen128.json
+
+Each run writes into a new temporary store under `--out-dir` and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from wmgym.data.generate import GenerateConfig, generate
+
+TARGET_EPISODES = 5248  # the seed's dataset size (issue 3)
+TARGET_SECONDS = 600.0  # ... generated in at most 10 minutes
+TARGET_FRAMES_PER_SECOND = 150.0  # = 5,248 x 17 frames / 600 s, rounded up from 148.7
+
+
+class _Capture(logging.Handler):
+    """Keeps the throughput line `generate` logs (it also names the writer's frames/s)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def machine() -> dict:
+    """What ran the benchmark: DESIGN.md asks every benchmark to name its machine."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu": cpu, "cpu_count": os.cpu_count()}
+
+
+def _store_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def measure(episodes: int, resolution: int, workers: int, out_dir: str, horizon: int = 16,
+            show_progress: bool = True) -> dict:
+    """Run `generate` once into a fresh temporary store; return the figures as a dict."""
+    capture = _Capture()
+    gen_logger = logging.getLogger("wmgym.data.generate")
+    gen_logger.addHandler(capture)
+    old_level = gen_logger.level
+    gen_logger.setLevel(logging.INFO)
+    tmp = Path(tempfile.mkdtemp(prefix=f"wmgym_gen{resolution}_", dir=out_dir))
+    store = tmp / "episodes.zarr"
+    try:
+        config = GenerateConfig(out=str(store), episodes=episodes, resolution=resolution,
+                                horizon=horizon, workers=workers, show_progress=show_progress)
+        start = time.perf_counter()
+        generate(config)
+        seconds = time.perf_counter() - start
+        size = _store_bytes(store)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        gen_logger.removeHandler(capture)
+        gen_logger.setLevel(old_level)
+    frames = episodes * (horizon + 1)
+    result = {
+        "resolution": resolution,
+        "episodes": episodes,
+        "frames": frames,
+        "workers": workers or os.cpu_count(),
+        "wall_seconds": round(seconds, 2),
+        "frames_per_second": round(frames / seconds, 1),
+        "episodes_per_second": round(episodes / seconds, 2),
+        "store_megabytes": round(size / 2**20, 1),
+        "generate_log": capture.messages[-1] if capture.messages else "",
+    }
+    if resolution == 64:
+        # Projected time of the full 5,248-episode dataset at the measured rate.
+        projected = TARGET_EPISODES * (horizon + 1) / result["frames_per_second"]
+        result["projected_seconds_for_5248_episodes"] = round(projected, 1)
+        result["meets_issue3_target"] = bool(result["frames_per_second"] >= TARGET_FRAMES_PER_SECOND
+                                             and projected <= TARGET_SECONDS)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=int, default=TARGET_EPISODES,
+                        help="episodes to generate per resolution (default: the seed's 5,248)")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128],
+                        help="square image sizes to measure, one run each")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="simulator processes; 0 = os.cpu_count() (as `generate`)")
+    parser.add_argument("--out-dir", default=None,
+                        help="where the temporary stores go (default: the system temp dir)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    report = {"benchmark": "generation_speed", "date": time.strftime("%Y-%m-%d"),
+              "machine": machine(),
+              "target": {"episodes": TARGET_EPISODES, "seconds": TARGET_SECONDS,
+                         "frames_per_second": TARGET_FRAMES_PER_SECOND, "resolution": 64},
+              "runs": []}
+    m = report["machine"]
+    print(f"machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}")
+    for resolution in args.resolutions:
+        r = measure(args.episodes, resolution, args.workers, args.out_dir,
+                    show_progress=not args.no_progress)
+        report["runs"].append(r)
+        line = (f"{resolution}x{resolution}: {r['episodes']} episodes, {r['frames']} frames, "
+                f"{r['workers']} workers, {r['wall_seconds']:.1f} s -> "
+                f"{r['frames_per_second']:.1f} frames/s end to end, store {r['store_megabytes']} MB")
+        if "meets_issue3_target" in r:
+            line += (f"; 5,248 episodes would take {r['projected_seconds_for_5248_episodes'] / 60:.1f} min"
+                     f" -> issue 3 target (<= 10 min, >= {TARGET_FRAMES_PER_SECOND:.0f} frames/s) "
+                     f"{'MET' if r['meets_issue3_target'] else 'MISSED'}")
+        print(line, flush=True)
+    fps = {r["resolution"]: r["frames_per_second"] for r in report["runs"]}
+    if 64 in fps and 128 in fps:
+        # A ratio measured in one run (DESIGN.md, Scale): how much 4x the pixels costs.
+        report["ratio_fps_64_over_128"] = round(fps[64] / fps[128], 2)
+        print(f"frames/s ratio 64x64 / 128x128: {report['ratio_fps_64_over_128']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
