@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import shutil
 import tempfile
 import time
@@ -38,6 +39,15 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+def code_version() -> str:
+    """`git describe --always --dirty` of the checkout the numbers came from ("unknown" outside git)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine() -> dict:
@@ -93,8 +103,9 @@ def measure(episodes: int, resolution: int, workers: int, out_dir: str, horizon:
         # Projected time of the full 5,248-episode dataset at the measured rate.
         projected = TARGET_EPISODES * (horizon + 1) / result["frames_per_second"]
         result["projected_seconds_for_5248_episodes"] = round(projected, 1)
-        result["meets_issue3_target"] = bool(result["frames_per_second"] >= TARGET_FRAMES_PER_SECOND
-                                             and projected <= TARGET_SECONDS)
+        # The target is the 10 minutes; 150 frames/s is that rate rounded up, reported beside it.
+        result["meets_10_minutes"] = bool(projected <= TARGET_SECONDS)
+        result["meets_150_frames_per_second"] = bool(result["frames_per_second"] >= TARGET_FRAMES_PER_SECOND)
     return result
 
 
@@ -114,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {"benchmark": "generation_speed", "date": time.strftime("%Y-%m-%d"),
               "machine": machine(),
+              "code_version": code_version(),
               "target": {"episodes": TARGET_EPISODES, "seconds": TARGET_SECONDS,
                          "frames_per_second": TARGET_FRAMES_PER_SECOND, "resolution": 64},
               "runs": []}
@@ -126,10 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
         line = (f"{resolution}x{resolution}: {r['episodes']} episodes, {r['frames']} frames, "
                 f"{r['workers']} workers, {r['wall_seconds']:.1f} s -> "
                 f"{r['frames_per_second']:.1f} frames/s end to end, store {r['store_megabytes']} MB")
-        if "meets_issue3_target" in r:
-            line += (f"; 5,248 episodes would take {r['projected_seconds_for_5248_episodes'] / 60:.1f} min"
-                     f" -> issue 3 target (<= 10 min, >= {TARGET_FRAMES_PER_SECOND:.0f} frames/s) "
-                     f"{'MET' if r['meets_issue3_target'] else 'MISSED'}")
+        if "meets_10_minutes" in r:
+            line += (f"; 5,248 episodes take {r['projected_seconds_for_5248_episodes']:.0f} s at this rate"
+                     f" -> issue 3: <= 10 min {'MET' if r['meets_10_minutes'] else 'MISSED'}, "
+                     f">= {TARGET_FRAMES_PER_SECOND:.0f} frames/s "
+                     f"{'MET' if r['meets_150_frames_per_second'] else 'MISSED'}")
         print(line, flush=True)
     fps = {r["resolution"]: r["frames_per_second"] for r in report["runs"]}
     if 64 in fps and 128 in fps:

@@ -137,7 +137,8 @@ class ClothSim:
         thickness: self-collision distance between particles that are not rest neighbours;
             it is also how far a folded layer sits above the one below (metres).
         table_offset: particles' resting height above the table (half the fabric thickness).
-        friction: fraction of a touching particle's tangential motion the table removes per substep.
+        friction: fraction of a touching particle's tangential motion the table removes per
+            substep; a move shorter than `friction` x its penetration depth is removed entirely.
         damping: fraction of velocity lost per substep (air drag).
         iterations: constraint passes per substep.
         relaxation: over-relaxation factor of the Jacobi-averaged corrections.
@@ -270,14 +271,26 @@ class ClothSim:
         length = np.linalg.norm(delta, axis=1) + 1e-12
         radial = ((self.thickness - length) / length)[:, None] * delta
         push = np.where(stacked[:, None], vertical, radial)  # total separation to add, (p, 3)
-        w_lo = inv_mass[lo] * (x[lo, 2] > self.table_offset + 1e-4)  # the table holds a resting lower particle
+        is_lo_on_table = x[lo, 2] <= self.table_offset + 1e-4
+        w_lo = inv_mass[lo] * ~is_lo_on_table  # the table holds a resting lower particle
         w_hi = inv_mass[hi]
         w = np.maximum(w_lo + w_hi, 1e-12)
+        # A particle stacked on cloth that rests on the table must clear every such particle
+        # below it, so it takes the largest of those lifts. Averaged with its other pushes (as
+        # the remaining pairs are), the lift falls short, gravity wins the next substep, and a
+        # folded layer sinks through the gaps of the grid below within a few substeps.
+        is_on_resting = stacked & is_lo_on_table & (inv_mass[lo] > 0)
+        averaged = ~is_on_resting
+        lo_a, hi_a = lo[averaged], hi[averaged]
         acc = np.zeros_like(x)
-        np.add.at(acc, hi, push * (w_hi / w)[:, None])
-        np.add.at(acc, lo, -push * (w_lo / w)[:, None])
-        count = np.bincount(np.concatenate([lo, hi]), minlength=n)[:, None]
-        return x + acc / np.maximum(count, 1)
+        np.add.at(acc, hi_a, push[averaged] * (w_hi[averaged] / w[averaged])[:, None])
+        np.add.at(acc, lo_a, -push[averaged] * (w_lo[averaged] / w[averaged])[:, None])
+        count = np.bincount(np.concatenate([lo_a, hi_a]), minlength=n)[:, None]
+        x = x + acc / np.maximum(count, 1)
+        lift = np.zeros(n)
+        np.maximum.at(lift, hi[is_on_resting], vertical[is_on_resting, 2] * w_hi[is_on_resting])
+        x[:, 2] += lift
+        return x
 
     def _solve_obstacles(self, x: np.ndarray, inv_mass: np.ndarray, obstacles) -> np.ndarray:
         free = inv_mass > 0
@@ -296,7 +309,13 @@ class ClothSim:
     def _solve_table(self, x: np.ndarray, x0: np.ndarray) -> np.ndarray:
         below = x[:, 2] < self.table_offset
         if below.any():
+            depth = self.table_offset - x[below, 2]
             x[below, 2] = self.table_offset
-            # Position-based friction: touching particles keep only part of their sliding motion.
-            x[below, :2] = x0[below, :2] + (1.0 - self.friction) * (x[below, :2] - x0[below, :2])
+            # Position-based friction: touching particles keep only part of their sliding motion,
+            # and none of it below `friction` x penetration depth (static friction, Macklin et
+            # al. 2014, eq. 24). Without the static part a crumpled shirt left alone creeps
+            # forever as its stretched edges relax a little every substep.
+            slide = x[below, :2] - x0[below, :2]
+            is_stuck = np.linalg.norm(slide, axis=1) < self.friction * depth
+            x[below, :2] = x0[below, :2] + np.where(is_stuck[:, None], 0.0, (1.0 - self.friction) * slide)
         return x

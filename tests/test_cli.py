@@ -1,0 +1,41 @@
+"""The `wmgym` console script, run through its real entry point with tiny budgets."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from wmgym.cli import main
+from wmgym.data.store import EpisodeStore
+
+
+def test_generate_then_show_writes_three_view_video(tmp_path):
+    store_path = tmp_path / "tiny.zarr"
+    main(["generate", "--out", str(store_path), "--episodes", "2", "--resolution", "32", "--workers", "1", "--no-show-progress"])
+    store = EpisodeStore.open(store_path)
+    assert store.num_episodes == 2
+    assert store.num_frames == 2 * 17
+    video = tmp_path / "ep.gif"
+    main(["show", "--data", str(store_path), "--episode", "1", "--out", str(video), "--scale", "1"])
+    frames = iio.imread(video)
+    # Three 32-pixel views side by side with 2-pixel spacers, one frame per stored frame.
+    assert frames.shape[:3] == (17, 32, 3 * 32 + 2 * 2)
+    episode = store.read_episode(1)
+    np.testing.assert_allclose(frames[0][:, :32, :3].astype(float), episode["frames"][0].astype(float), atol=40)
+
+
+def test_rollout_of_expert_writes_a_video_of_a_successful_fold(tmp_path, capsys):
+    video = tmp_path / "fold.gif"
+    main(["rollout", "--task", "fold_left_sleeve", "--resolution", "32", "--out", str(video)])
+    assert "success True" in capsys.readouterr().out
+    frames = iio.imread(video)
+    assert frames.shape[1:3] == (32, 3 * 32 + 2 * 2)
+    assert 2 <= frames.shape[0] <= 17
+
+
+def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(["generate", "--out", str(tmp_path / "x.zarr"), "--episodes", "0"])
+    assert "episodes must be positive" in str(error.value.code)
+    with pytest.raises(SystemExit) as error:
+        main(["show", "--data", str(tmp_path / "missing.zarr")])
+    assert "missing.zarr" in str(error.value.code)
