@@ -171,9 +171,11 @@ class ClothSim:
         vals = np.concatenate([np.ones(e), -np.ones(e)])
         self._incidence = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(n, e))
         self._degree = np.maximum(np.bincount(rows, minlength=n), 1).astype(np.float64)
-        # Pairs closer than ~2 thicknesses at rest are topological neighbours, not collisions.
+        # Only the direct grid neighbours are exempt from self-collision. A wider exemption
+        # (every pair within ~2 spacings) let the two layers at a fold's crease, which are
+        # two rows apart in the template, sink into each other.
         tree = cKDTree(mesh.rest_positions)
-        near = tree.query_pairs(1.5 * self.thickness + mesh.spacing, output_type="ndarray")
+        near = tree.query_pairs(1.05 * mesh.spacing, output_type="ndarray")
         self._excluded = np.sort(near[:, 0] * n + near[:, 1])
 
     def settle_state(self, positions: np.ndarray) -> ClothState:
@@ -250,6 +252,10 @@ class ClothSim:
         slide into it sideways, and the fold is lost.
         """
         n = len(x)
+        if x[:, 2].max() < self.table_offset + 0.25 * self.thickness:
+            # Everything lies in one layer on the table: nothing can be stacked, and the
+            # neighbour search is the costliest part of a substep (profiled: 14% of generation).
+            return x
         pairs = cKDTree(x).query_pairs(self.thickness, output_type="ndarray")
         if len(pairs) == 0:
             return x
@@ -258,12 +264,23 @@ class ClothSim:
         pairs = pairs[self._excluded[pos] != keys]
         if len(pairs) == 0:
             return x
-        # Order each pair as (lower, upper) by height at the start of the substep.
-        swap = x0[pairs[:, 0], 2] > x0[pairs[:, 1], 2]
-        lo = np.where(swap, pairs[:, 1], pairs[:, 0])
-        hi = np.where(swap, pairs[:, 0], pairs[:, 1])
+        # Order each pair as (lower, upper) by height at the start of the substep; between
+        # two particles at the same height the one that moved more this substep is the one
+        # arriving on top (the layer below rests, held by friction).
+        a, b = pairs[:, 0], pairs[:, 1]
+        dz0 = x0[b, 2] - x0[a, 2]
+        moved = np.linalg.norm(x - x0, axis=1)
+        is_b_upper = np.where(np.abs(dz0) > 1e-6, dz0 > 0, moved[b] > moved[a])
+        lo = np.where(is_b_upper, a, b)
+        hi = np.where(is_b_upper, b, a)
         delta = x[hi] - x[lo]  # (p, 3)
-        stacked = (x0[hi, 2] - x0[lo, 2]) > 0.25 * self.thickness
+        # Non-neighbours closer than 0.75 thickness sideways cannot share a layer (that would
+        # take a 50% compression of the grid), so they are stacked even if level: pushed
+        # apart sideways, a particle that slipped into a gap of the layer below is pushed
+        # equally by the gap's four corners and stays there.
+        stacked = ((x0[hi, 2] - x0[lo, 2]) > 0.25 * self.thickness) | (
+            np.hypot(delta[:, 0], delta[:, 1]) < 0.75 * self.thickness
+        )
         horizontal = np.minimum(np.hypot(delta[:, 0], delta[:, 1]), self.thickness)
         needed_dz = np.sqrt(self.thickness**2 - horizontal**2)
         vertical = np.zeros_like(delta)
