@@ -59,7 +59,7 @@ class WorldConfig:
     supersample: int = 2
     camera_position: tuple[float, float, float] = (0.0, -0.32, 0.52)
     camera_look_at: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    camera_fov_deg: float = 110.0
+    camera_fov_deg: float = 100.0
 
 
 NUM_TABLE_TEXTURES = 64
