@@ -1,0 +1,165 @@
+"""The world model core: causality, cached sampling, guidance, checkpoints (tiny configs)."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+from wmgym.model.denoiser import Denoiser, DenoiserConfig
+from wmgym.model.kv_cache import KVCache
+from wmgym.model.schedule import noise_level_matrix, sampling_timesteps
+from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
+
+SIZE = 16
+
+
+def tiny_config(**sampler) -> WorldModelConfig:
+    denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=4, width=32, depth=2, num_heads=2)
+    return WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), sampler=asdict(SamplerDefaults(num_steps=3, **sampler)))
+
+
+def randomized(model: WorldModel, seed: int = 0) -> WorldModel:
+    """Zero-initialised output layers make a fresh model predict v = 0 everywhere, which
+    would pass any equality test; give every parameter random values first."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def random_inputs(b=2, c=1, horizon=16, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(b, c, SIZE, SIZE, 3), dtype=np.uint8)
+    actions = rng.normal(size=(b, horizon, 20)).astype(np.float32)
+    return frames, actions
+
+
+def test_future_frames_do_not_change_past_outputs():
+    torch.manual_seed(0)
+    denoiser = randomized(WorldModel(tiny_config(), device="cpu")).denoiser
+    x = torch.randn(2, 6, 3, SIZE, SIZE)
+    timesteps = torch.randint(0, 1000, (2, 6))
+    actions = torch.randn(2, 6, 20)
+    before = denoiser(x, timesteps, actions)
+    x2, t2, a2 = x.clone(), timesteps.clone(), actions.clone()
+    x2[:, 4:] = torch.randn_like(x2[:, 4:])
+    t2[:, 4:] = torch.randint(0, 1000, (2, 2))
+    a2[:, 4:] = torch.randn_like(a2[:, 4:])
+    after = denoiser(x2, t2, a2)
+    torch.testing.assert_close(after[:, :4], before[:, :4], atol=1e-5, rtol=0)
+    assert (after[:, 4:] - before[:, 4:]).abs().max() > 1e-3  # the changed frames did change
+
+
+def test_cached_forward_matches_full_forward():
+    denoiser = randomized(WorldModel(tiny_config(), device="cpu")).denoiser
+    x = torch.randn(1, 5, 3, SIZE, SIZE)
+    timesteps = torch.randint(0, 1000, (1, 5))
+    actions = torch.randn(1, 5, 20)
+    full = denoiser(x, timesteps, actions)
+    cache = KVCache(denoiser.config.depth, denoiser.config.tokens_per_frame)
+    denoiser(x[:, :3], timesteps[:, :3], actions[:, :3], cache=cache, write_cache=True)
+    assert cache.num_frames == 3
+    tail = denoiser(x[:, 3:], timesteps[:, 3:], actions[:, 3:], cache=cache)
+    torch.testing.assert_close(tail, full[:, 3:], atol=1e-5, rtol=1e-4)
+
+
+def test_cached_rollout_matches_recompute():
+    model = randomized(WorldModel(tiny_config(window_frames=None), device="cpu"))
+    frames, actions = random_inputs(horizon=16)
+    cached = model.rollout(frames, actions, generator=torch.Generator().manual_seed(3), use_cache=True)
+    recomputed = model.rollout(frames, actions, generator=torch.Generator().manual_seed(3), use_cache=False)
+    assert cached.shape == (2, 16, SIZE, SIZE, 3) and cached.dtype == torch.uint8
+    # uint8 rounding can flip a value sitting on a rounding boundary by one level.
+    assert (cached.int() - recomputed.int()).abs().max() <= 1
+
+
+def test_same_seed_same_rollout_and_other_seed_differs():
+    model = randomized(WorldModel(tiny_config(), device="cpu"))
+    frames, actions = random_inputs(horizon=4)
+    a = model.rollout(frames, actions, generator=torch.Generator().manual_seed(1))
+    b = model.rollout(frames, actions, generator=torch.Generator().manual_seed(1))
+    c = model.rollout(frames, actions, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_guidance_scale_one_equals_conditional():
+    model = randomized(WorldModel(tiny_config(), device="cpu"))
+    frames, actions = random_inputs(horizon=4)
+    plain = model.rollout(frames, actions, guidance_scale=1.0, generator=torch.Generator().manual_seed(5))
+    # Guidance 1 through the batched two-branch path: v_u + 1 * (v_c - v_u) = v_c.
+    model.sampler.guidance_scale = 1.0 + 1e-9
+    branched = model.rollout(frames, actions, generator=torch.Generator().manual_seed(5))
+    assert (plain.int() - branched.int()).abs().max() <= 1
+    guided = model.rollout(frames, actions, guidance_scale=3.0, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(plain, guided)
+
+
+def test_sliding_window_bounds_cache_memory():
+    model = randomized(WorldModel(tiny_config(window_frames=4), device="cpu"))
+    frames, actions = random_inputs(b=1, horizon=10)
+    out = model.rollout(frames, actions, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 10, SIZE, SIZE, 3)
+    cache = KVCache(2, 16, max_frames=4, keep_first_frame=True)
+    for frame in range(10):
+        k = torch.full((1, 2, 16, 8), float(frame))
+        cache.append(0, k, k)
+    assert cache.num_frames == 4
+    kept = cache.keys[0][0, 0, ::16, 0].tolist()
+    assert kept == [0.0, 7.0, 8.0, 9.0]  # the first frame and the three newest
+
+
+def test_save_load_roundtrip_is_exact(tmp_path):
+    model = randomized(WorldModel(tiny_config(), device="cpu"))
+    path = model.save_pretrained(tmp_path / "ckpt")
+    loaded = WorldModel.from_pretrained(path, device="cpu")
+    for (name, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(p, q), name
+    frames, actions = random_inputs(horizon=3)
+    a = model.rollout(frames, actions, generator=torch.Generator().manual_seed(0))
+    b = loaded.rollout(frames, actions, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_loading_bad_checkpoints_fails_clearly(tmp_path):
+    model = WorldModel(tiny_config(), device="cpu")
+    path = model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="no world-model checkpoint"):
+        WorldModel.from_pretrained(tmp_path / "nowhere")
+    (path / "denoiser.safetensors").rename(path / "denoiser.bin")
+    with pytest.raises(FileNotFoundError, match="missing denoiser.safetensors.*never pickles"):
+        WorldModel.from_pretrained(path)
+    (path / "denoiser.bin").write_bytes(b"not a safetensors file")
+    (path / "denoiser.bin").rename(path / "denoiser.safetensors")
+    with pytest.raises(ValueError, match="denoiser.safetensors is not a readable safetensors file"):
+        WorldModel.from_pretrained(path)
+    bigger = tiny_config()
+    bigger.denoiser["width"] = 48
+    WorldModel(bigger, device="cpu").save_pretrained(tmp_path / "wide")
+    (tmp_path / "wide" / "config.json").write_text(WorldModel(tiny_config(), device="cpu").save_pretrained(tmp_path / "small").joinpath("config.json").read_text())
+    with pytest.raises(ValueError, match="has shape"):
+        WorldModel.from_pretrained(tmp_path / "wide")
+
+
+def test_bad_rollout_inputs_raise():
+    model = WorldModel(tiny_config(), device="cpu")
+    frames, actions = random_inputs(horizon=2)
+    with pytest.raises(ValueError, match="20"):
+        model.rollout(frames, actions[..., :19])
+    bad = actions.copy()
+    bad[0, 1, 3] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        model.rollout(frames, bad)
+    with pytest.raises(ValueError, match="frames must be uint8"):
+        model.rollout(np.zeros((2, 1, 32, 32, 3), np.uint8), actions)
+
+
+def test_noise_level_matrix_shape_and_order():
+    m = noise_level_matrix(num_frames=4, num_context=1, num_steps=3, history_timestep=20)
+    steps = sampling_timesteps(3)
+    assert m.shape == (3 * 3, 4)
+    assert m[:, 0].eq(20).all()  # context held at the history level
+    assert m[:3, 1].tolist() == steps[:-1].tolist() and m[:3, 2:].eq(-1).all()  # frame 1 denoised first
+    assert m[3:, 1].eq(20).all()  # then it joins the history

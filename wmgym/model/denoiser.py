@@ -1,0 +1,163 @@
+"""Causal spatio-temporal transformer that predicts v for every frame of a latent video.
+
+Dimension legend: b batch, t frames, p patches (tokens) per frame, d width, h heads,
+e head width, c latent channels, H x W latent size.
+
+Each frame carries its own noise level and its own action (the seed's per-frame noise and
+per-frame action dropout): both are embedded into one conditioning vector per frame that
+modulates that frame's tokens (AdaLN-Zero, Peebles & Xie 2023). Attention is bidirectional
+inside a frame and block-causal across frames, so no frame sees a later one; time enters
+only as a rotary embedding of the frame index (relative, so a sliding window keeps it
+valid). Optional pixel-aligned condition latents (static scene, grippers; the Dexterous
+World Models recipe) enter through a zero-initialised projection, so adding them leaves a
+trained model's output unchanged at first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from wmgym.model.kv_cache import KVCache
+
+
+@dataclass
+class DenoiserConfig:
+    """Every constructor argument of `Denoiser` (saved as config.json)."""
+
+    latent_channels: int = 3
+    latent_height: int = 64
+    latent_width: int = 64
+    patch_size: int = 8
+    condition_channels: int = 0
+    width: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    action_dim: int = 20
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_height // self.patch_size) * (self.latent_width // self.patch_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x (b, h, n, e) by angles position * freq (RoFormer)."""
+    e = x.shape[-1]
+    freqs = 1.0 / (10000 ** (torch.arange(0, e, 2, device=x.device, dtype=torch.float32) / e))  # (e/2,)
+    angles = positions.to(torch.float32)[:, None] * freqs[None]  # (n, e/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with per-frame AdaLN-Zero modulation and cached attention."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, x, cond, layer: int, cache: KVCache | None, write_cache: bool):
+        b, t, p, d = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, :, None].chunk(6, dim=-1)  # (b, t, 1, d) each
+        y = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(y).reshape(b, t * p, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)  # (b, h, t*p, e)
+        past_k, past_v = cache.get(layer) if cache is not None else (None, None)
+        past_frames = 0 if past_k is None else past_k.shape[2] // p
+        keys = k if past_k is None else torch.cat([past_k, k], dim=2)
+        values = v if past_v is None else torch.cat([past_v, v], dim=2)
+        if write_cache:
+            cache.append(layer, k, v)
+        frame_of_key = torch.arange(past_frames + t, device=x.device).repeat_interleave(p)  # (n_keys,)
+        frame_of_query = frame_of_key[past_frames * p :]  # (t*p,)
+        mask = frame_of_key[None, :] <= frame_of_query[:, None]  # block-causal, (t*p, n_keys)
+        attn = F.scaled_dot_product_attention(rotary(q, frame_of_query), rotary(keys, frame_of_key), values, attn_mask=mask)
+        attn = attn.transpose(1, 2).reshape(b, t, p, d)
+        x = x + gate1 * self.proj(attn)
+        x = x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+        return x
+
+
+class Denoiser(nn.Module):
+    """v-prediction network over latent videos.
+
+    forward(noisy (b, t, c, H, W), timesteps (b, t) int in [0, T), actions (b, t, 20) normalised,
+    is_action_dropped (b, t) bool (True: use the learned null action), conditions
+    (b, t, condition_channels, H, W) or None, cache, write_cache) -> v (b, t, c, H, W).
+
+    Frame i's action is a_{i-1}, the action that produced it (frame 0 gets the null action).
+    With a `cache`, the t frames given are the newest ones, after the cache's frames.
+    """
+
+    def __init__(self, config: DenoiserConfig):
+        super().__init__()
+        cfg = self.config = config
+        if cfg.latent_height % cfg.patch_size or cfg.latent_width % cfg.patch_size:
+            raise ValueError(f"latent size {cfg.latent_height}x{cfg.latent_width} is not divisible by patch_size {cfg.patch_size}")
+        if cfg.width % cfg.num_heads or (cfg.width // cfg.num_heads) % 2:
+            raise ValueError(f"width {cfg.width} must split into {cfg.num_heads} heads of even width")
+        patch_dim = cfg.latent_channels * cfg.patch_size**2
+        self.patch_in = nn.Linear(patch_dim, cfg.width)
+        self.condition_in = nn.Linear(cfg.condition_channels * cfg.patch_size**2, cfg.width) if cfg.condition_channels else None
+        if self.condition_in is not None:  # zero-initialised: conditions start with no effect
+            nn.init.zeros_(self.condition_in.weight)
+            nn.init.zeros_(self.condition_in.bias)
+        self.position = nn.Parameter(torch.randn(cfg.tokens_per_frame, cfg.width) * 0.02)
+        self.time_proj = Timesteps(cfg.width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(cfg.width, cfg.width)
+        self.action_embed = nn.Sequential(nn.Linear(cfg.action_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width))
+        self.null_action = nn.Parameter(torch.zeros(cfg.width))
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm_out = nn.LayerNorm(cfg.width, elementwise_affine=False, eps=1e-6)
+        self.modulation_out = nn.Sequential(nn.SiLU(), nn.Linear(cfg.width, 2 * cfg.width))
+        self.patch_out = nn.Linear(cfg.width, patch_dim)
+        for layer in (self.modulation_out[1], self.patch_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, hh, ww = x.shape
+        s = self.config.patch_size
+        x = x.reshape(b, t, c, hh // s, s, ww // s, s).permute(0, 1, 3, 5, 2, 4, 6)  # (b, t, H/s, W/s, c, s, s)
+        return x.reshape(b, t, (hh // s) * (ww // s), c * s * s)  # (b, t, p, c*s*s)
+
+    def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        cfg, s = self.config, self.config.patch_size
+        b, t = x.shape[:2]
+        x = x.reshape(b, t, cfg.latent_height // s, cfg.latent_width // s, cfg.latent_channels, s, s)
+        return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
+
+    def forward(self, noisy, timesteps, actions, is_action_dropped=None, conditions=None, cache: KVCache | None = None, write_cache: bool = False):
+        cfg = self.config
+        b, t = noisy.shape[:2]
+        x = self.patch_in(self._patchify(noisy)) + self.position  # (b, t, p, d)
+        if self.condition_in is not None:
+            if conditions is None:
+                raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels; got conditions=None")
+            x = x + self.condition_in(self._patchify(conditions))
+        time = self.time_embed(self.time_proj(timesteps.reshape(-1)).to(x.dtype)).reshape(b, t, -1)  # (b, t, d)
+        act = self.action_embed(actions.to(x.dtype))  # (b, t, d)
+        if is_action_dropped is not None:
+            act = torch.where(is_action_dropped[..., None], self.null_action.to(act.dtype), act)
+        cond = time + act  # (b, t, d)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cond, layer, cache, write_cache)
+        shift, scale = self.modulation_out(cond)[:, :, None].chunk(2, dim=-1)
+        return self._unpatchify(self.patch_out(self.norm_out(x) * (1 + scale) + shift))

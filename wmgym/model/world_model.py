@@ -1,0 +1,330 @@
+"""`WorldModel`: codec + causal denoiser + sampler defaults + action statistics.
+
+Dimension legend: b batch, c context frames, T generated frames, t all frames,
+H x W pixels, h x w latents, C latent channels.
+
+Conventions (DESIGN.md): frame o_t is followed by action a_t, which produces o_{t+1}; inside
+the denoiser frame i is conditioned on a_{i-1} and frame 0 (and every context frame, whose
+producing action is unknown) on the learned null action.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
+from wmgym.model.codec import Codec, make_codec
+from wmgym.model.denoiser import Denoiser, DenoiserConfig
+from wmgym.model.kv_cache import KVCache
+from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS, add_noise, ddim_step, make_scheduler, sampling_timesteps, velocity
+
+CONFIG_FILE = "config.json"
+WEIGHT_FILES = ("denoiser.safetensors", "codec.safetensors")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class SamplerDefaults:
+    """Sampler settings a checkpoint carries; `rollout` keywords override them.
+
+    Attributes:
+        num_steps: denoising steps per generated frame.
+        guidance_scale: classifier-free guidance on the newest frame's action (1 = off).
+        history_timestep: noise level history frames are held at (small; Diffusion Forcing
+            conditions on slightly noisy history so errors in generated frames matter less).
+        window_frames: frames the KV cache keeps (None: all); bounds memory past the
+            training length.
+        keep_first_frame: keep the start frame in the window for the whole rollout.
+    """
+
+    num_steps: int = 8
+    guidance_scale: float = 1.0
+    history_timestep: int = 20
+    window_frames: int | None = 16
+    keep_first_frame: bool = True
+
+
+@dataclass
+class WorldModelConfig:
+    """Everything that rebuilds a `WorldModel` (saved as config.json)."""
+
+    height: int = 64
+    width: int = 64
+    codec: dict = field(default_factory=lambda: {"type": "pixel", "patch": 1})
+    denoiser: dict = field(default_factory=lambda: asdict(DenoiserConfig()))
+    sampler: dict = field(default_factory=lambda: asdict(SamplerDefaults()))
+    action_mean: list = field(default_factory=lambda: [0.0] * ACTION_DIM)
+    action_std: list = field(default_factory=lambda: [1.0] * ACTION_DIM)
+    condition_views: tuple = ()
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    min_snr_gamma: float = 5.0
+
+
+def _to_tensor(x, dtype, device) -> torch.Tensor:
+    return (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))).to(device=device, dtype=dtype)
+
+
+class WorldModel(nn.Module):
+    """Action-conditioned causal video diffusion model over latent frames."""
+
+    def __init__(self, config: WorldModelConfig, device: str | torch.device = "auto"):
+        super().__init__()
+        self.config = config
+        self.codec: Codec = make_codec(config.codec)
+        self.codec.check_frame_size(config.height, config.width)
+        self.denoiser = Denoiser(DenoiserConfig(**config.denoiser))
+        dcfg = self.denoiser.config
+        expected = (self.codec.latent_channels, config.height // self.codec.downsample, config.width // self.codec.downsample)
+        got = (dcfg.latent_channels, dcfg.latent_height, dcfg.latent_width)
+        if expected != got:
+            raise ValueError(f"denoiser latent shape {got} does not match the codec's {expected}")
+        if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels:
+            raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels")
+        self.sampler = SamplerDefaults(**config.sampler)
+        self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
+        self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
+        self.to(resolve_device(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.alphas_cumprod.device
+
+    # ------------------------------------------------------------ encoding
+    def encode_frames(self, frames) -> torch.Tensor:
+        """uint8 (b, t, H, W, 3) array or tensor -> latents (b, t, C, h, w) float."""
+        frames = _to_tensor(frames, torch.uint8, self.device)
+        if frames.dim() != 5 or frames.shape[-1] != 3 or tuple(frames.shape[2:4]) != (self.config.height, self.config.width):
+            raise ValueError(f"frames must be uint8 (b, t, {self.config.height}, {self.config.width}, 3), got {tuple(frames.shape)}")
+        b, t = frames.shape[:2]
+        x = frames.permute(0, 1, 4, 2, 3).reshape(b * t, 3, *frames.shape[2:4]).float() / 127.5 - 1.0
+        z = self.codec.encode(x)
+        return z.reshape(b, t, *z.shape[1:])
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (b, t, C, h, w) -> uint8 frames (b, t, H, W, 3) on the model's device."""
+        b, t = latents.shape[:2]
+        x = self.codec.decode(latents.reshape(b * t, *latents.shape[2:]))
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.reshape(b, t, *x.shape[1:]).permute(0, 1, 3, 4, 2)
+
+    def normalize_actions(self, actions) -> torch.Tensor:
+        actions = _to_tensor(actions, torch.float32, self.device)
+        if actions.dim() != 3 or actions.shape[-1] != ACTION_DIM:
+            raise ValueError(f"actions must be (b, T, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
+        if not torch.isfinite(actions).all():
+            raise ValueError(f"actions contain non-finite values\n{ACTION_LAYOUT}")
+        return (actions - self.action_mean) / self.action_std
+
+    def _frame_actions(self, actions: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame conditioning (b, t, 20) and is_dropped (b, t): frame i gets a_{i-1}."""
+        b = actions.shape[0]
+        frame_actions = torch.zeros(b, num_frames, ACTION_DIM, device=self.device)
+        frame_actions[:, 1:] = actions[:, : num_frames - 1]
+        dropped = torch.zeros(b, num_frames, dtype=torch.bool, device=self.device)
+        dropped[:, 0] = True
+        return frame_actions, dropped
+
+    # ------------------------------------------------------------ training
+    def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None):
+        """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
+
+        frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
+        conditions: uint8 (b, t, V, H, W, 3) views named by config.condition_views, or None.
+        Every frame gets its own timestep; each frame's action is dropped with probability
+        `action_dropout` (the seed's per-frame dropout for guidance). The loss is the min-SNR
+        weighted (Hang et al. 2023) v error, summed over frames and averaged over the batch.
+        """
+        z0 = self.encode_frames(frames)
+        b, t = z0.shape[:2]
+        frame_actions, dropped = self._frame_actions(self.normalize_actions(actions), t)
+        drop = torch.rand(b, t, device=self.device, generator=generator) < action_dropout
+        timesteps = torch.randint(0, self.config.num_train_timesteps, (b, t), device=self.device, generator=generator)
+        noise = torch.randn(z0.shape, device=self.device, generator=generator)
+        noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
+        target = velocity(z0, noise, timesteps, self.alphas_cumprod)
+        cond = self._encode_conditions(conditions, b, t)
+        v = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond)
+        a = self.alphas_cumprod[timesteps]
+        snr = a / (1 - a).clamp(min=1e-8)
+        weight = snr.clamp(max=self.config.min_snr_gamma) / (snr + 1)  # (b, t)
+        per_frame = ((v.float() - target) ** 2).mean(dim=(2, 3, 4))  # (b, t)
+        loss = (weight * per_frame).sum(dim=1).mean()
+        return loss, {"loss": float(loss.detach()), "v_mse": float(per_frame.mean().detach())}
+
+    def _encode_conditions(self, conditions, b: int, t: int) -> torch.Tensor | None:
+        if not self.config.condition_views:
+            return None
+        if conditions is None:
+            raise ValueError(f"this model is conditioned on views {self.config.condition_views}; pass conditions")
+        conditions = _to_tensor(conditions, torch.uint8, self.device)
+        views = len(self.config.condition_views)
+        if conditions.dim() != 6 or tuple(conditions.shape[:3]) != (b, t, views):
+            raise ValueError(f"conditions must be uint8 (b={b}, t={t}, views={views}, H, W, 3), got {tuple(conditions.shape)}")
+        z = self.encode_frames(conditions.reshape(b, t * views, *conditions.shape[3:]))
+        return z.reshape(b, t, views * z.shape[2], *z.shape[3:])
+
+    # ------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def rollout(self, context_frames, actions, *, num_steps: int | None = None, guidance_scale: float | None = None,
+                generator: torch.Generator | None = None, use_cache: bool = True, conditions=None) -> torch.Tensor:
+        """Generate one frame per action, frame by frame.
+
+        Args:
+            context_frames: uint8 (b, c, H, W, 3), c >= 1, array or tensor.
+            actions: float32 (b, T, 20); actions[:, i] produces generated frame i.
+            num_steps, guidance_scale: override the checkpoint's sampler defaults.
+            generator: torch.Generator on the model's device (same seed, same frames).
+            use_cache: write each finished frame's keys/values once and reuse them; False
+                recomputes the whole window at every denoiser call (same result).
+            conditions: uint8 (b, c + T, V, H, W, 3) condition views, if the model has any.
+        Returns:
+            uint8 tensor (b, T, H, W, 3) on the model's device.
+        """
+        s = self.sampler
+        num_steps = s.num_steps if num_steps is None else num_steps
+        guidance = s.guidance_scale if guidance_scale is None else float(guidance_scale)
+        context = self.encode_frames(context_frames)  # (b, c, C, h, w)
+        actions = self.normalize_actions(actions)
+        b, c = context.shape[:2]
+        if actions.shape[0] != b:
+            raise ValueError(f"actions batch {actions.shape[0]} != context batch {b}")
+        horizon = actions.shape[1]
+        cond = self._encode_conditions(conditions, b, c + horizon)
+        steps = sampling_timesteps(num_steps, self.config.num_train_timesteps).to(self.device)
+        is_guided = guidance != 1.0
+        rep = 2 if is_guided else 1
+        frames = _History(self, rep, use_cache)
+        # Context frames: held at the history noise level, null actions.
+        hist = torch.full((b, c), s.history_timestep, device=self.device, dtype=torch.long)
+        noise = torch.randn(context.shape, device=self.device, generator=generator)
+        null = torch.zeros(b, c, ACTION_DIM, device=self.device)
+        frames.add(add_noise(context, noise, hist, self.alphas_cumprod), hist, null, torch.ones(b, c, dtype=torch.bool, device=self.device),
+                   None if cond is None else cond[:, :c])
+        outputs = []
+        for i in range(horizon):
+            action = actions[:, i : i + 1]  # (b, 1, 20)
+            frame_cond = None if cond is None else cond[:, c + i : c + i + 1]
+            x = torch.randn((b, 1, *context.shape[2:]), device=self.device, generator=generator)
+            for k, k_next in zip(steps[:-1], steps[1:]):
+                timesteps = torch.full((b, 1), int(k), device=self.device, dtype=torch.long)
+                v = frames.predict(x, timesteps, action, frame_cond)
+                if is_guided:  # batched branches: [conditional, newest action dropped]
+                    v_cond, v_uncond = v.chunk(2)
+                    v = v_uncond + guidance * (v_cond - v_uncond)
+                x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), self.alphas_cumprod)
+            outputs.append(x)
+            hist = torch.full((b, 1), s.history_timestep, device=self.device, dtype=torch.long)
+            noise = torch.randn(x.shape, device=self.device, generator=generator)
+            frames.add(add_noise(x, noise, hist, self.alphas_cumprod), hist, action, torch.zeros(b, 1, dtype=torch.bool, device=self.device), frame_cond)
+        return self.decode_latents(torch.cat(outputs, dim=1))
+
+    # ------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + denoiser.safetensors + codec.safetensors atomically."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}, tmp / WEIGHT_FILES[0])
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.codec.state_dict().items()}, tmp / WEIGHT_FILES[1])
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "WorldModel":
+        """Load a checkpoint directory; clear errors name the missing or mismatched file and key."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no world-model checkpoint directory at {directory}")
+        for name in (CONFIG_FILE, *WEIGHT_FILES):
+            if not (directory / name).is_file():
+                pickles = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+                hint = f" (found {pickles}: only safetensors weights are loaded, never pickles)" if pickles else ""
+                raise FileNotFoundError(f"checkpoint {directory} is missing {name}{hint}")
+        raw = json.loads((directory / CONFIG_FILE).read_text())
+        known = set(WorldModelConfig.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{directory / CONFIG_FILE}: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        raw["condition_views"] = tuple(raw.get("condition_views", ()))
+        model = cls(WorldModelConfig(**raw), device="cpu")
+        for module, name in ((model.denoiser, WEIGHT_FILES[0]), (model.codec, WEIGHT_FILES[1])):
+            _load_state(module, directory / name)
+        return model.to(resolve_device(device))
+
+
+def _load_state(module: nn.Module, path: Path) -> None:
+    try:
+        state = load_file(path)
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path} is not a readable safetensors file: {error}") from None
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {extra[:5]}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(f"{path}: key {key!r} has shape {tuple(value.shape)}, the config needs {tuple(expected[key].shape)}")
+    module.load_state_dict(state)
+
+
+class _History:
+    """The frames generated so far, as a KV cache or as latents to recompute from.
+
+    Both modes keep the same window of frames (the cache's sliding window), so cached and
+    recomputed predictions agree.
+    """
+
+    def __init__(self, model: WorldModel, rep: int, use_cache: bool):
+        self.model, self.rep, self.use_cache = model, rep, use_cache
+        s, dcfg = model.sampler, model.denoiser.config
+        self.cache = KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame) if use_cache else None
+        self.parts: list[tuple] = []  # (latents, timesteps, actions, dropped, cond) per frame, recompute mode
+
+    def _repeat(self, *tensors):
+        return [None if x is None else x.repeat(self.rep, *([1] * (x.dim() - 1))) for x in tensors]
+
+    def add(self, latents, timesteps, actions, dropped, cond) -> None:
+        latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
+        if self.use_cache:  # one pass writes the finished frames' keys and values
+            self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True)
+            return
+        for i in range(latents.shape[1]):
+            self.parts.append(tuple(None if x is None else x[:, i : i + 1] for x in (latents, timesteps, actions, dropped, cond)))
+        s = self.model.sampler
+        if s.window_frames is not None and len(self.parts) > s.window_frames:
+            first = self.parts[:1] if s.keep_first_frame else []
+            self.parts = first + self.parts[len(self.parts) - s.window_frames + len(first) :]
+
+    def predict(self, x, timesteps, action, cond) -> torch.Tensor:
+        """v for the newest frame x (b, 1, C, h, w); guided runs get [cond, uncond] stacked."""
+        b = x.shape[0]
+        x, timesteps, action, cond = self._repeat(x, timesteps, action, cond)
+        dropped = torch.zeros(b * self.rep, 1, dtype=torch.bool, device=x.device)
+        if self.rep == 2:
+            dropped[b:] = True  # the unconditional branch drops only the newest action
+        if self.use_cache:
+            return self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache)
+        seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
+        seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
+        return self.model.denoiser(*seq, seq_cond)[:, -1:]
