@@ -61,7 +61,7 @@ def test_cached_forward_matches_full_forward():
     cache = KVCache(denoiser.config.depth, denoiser.config.tokens_per_frame)
     denoiser(x[:, :3], timesteps[:, :3], actions[:, :3], cache=cache, write_cache=True)
     assert cache.num_frames == 3
-    tail = denoiser(x[:, 3:], timesteps[:, 3:], actions[:, 3:], cache=cache)
+    tail = denoiser(x[:, 3:], timesteps[:, 3:], actions[:, 3:], cache=cache, previous_first=x[:, 2:3])
     torch.testing.assert_close(tail, full[:, 3:], atol=1e-5, rtol=1e-4)
 
 

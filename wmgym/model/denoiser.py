@@ -8,7 +8,11 @@ per-frame action dropout): both are embedded into one conditioning vector per fr
 modulates that frame's tokens (AdaLN-Zero, Peebles & Xie 2023). Attention is bidirectional
 inside a frame and block-causal across frames, so no frame sees a later one; time enters
 only as a rotary embedding of the frame index (relative, so a sliding window keeps it
-valid). Optional pixel-aligned condition latents (static scene, grippers; the Dexterous
+valid). With `use_previous_frame`, every frame's tokens also see the frame before it, as it
+appears in the sequence (noisy or not), pixel-aligned through the patch embedding: an
+identity path in time, the Dexterous World Models insight applied to the previous frame
+(DESIGN.md: giving each frame its predecessor brought one-step prediction level with
+copying within an hour, where attention alone had not). Optional pixel-aligned condition latents (static scene, grippers; the Dexterous
 World Models recipe) enter through a zero-initialised projection, so adding them leaves a
 trained model's output unchanged at first.
 """
@@ -39,6 +43,7 @@ class DenoiserConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     action_dim: int = 20
+    use_previous_frame: bool = True
 
     @property
     def tokens_per_frame(self) -> int:
@@ -103,7 +108,8 @@ class Denoiser(nn.Module):
     (b, t, condition_channels, H, W) or None, cache, write_cache) -> v (b, t, c, H, W).
 
     Frame i's action is a_{i-1}, the action that produced it (frame 0 gets the null action).
-    With a `cache`, the t frames given are the newest ones, after the cache's frames.
+    With a `cache`, the t frames given are the newest ones, after the cache's frames, and
+    `previous_first` (b, 1, c, H, W) is the last cached frame's latent as it was written.
     """
 
     def __init__(self, config: DenoiserConfig):
@@ -115,6 +121,7 @@ class Denoiser(nn.Module):
             raise ValueError(f"width {cfg.width} must split into {cfg.num_heads} heads of even width")
         patch_dim = cfg.latent_channels * cfg.patch_size**2
         self.patch_in = nn.Linear(patch_dim, cfg.width)
+        self.previous_in = nn.Linear(patch_dim, cfg.width) if cfg.use_previous_frame else None
         self.condition_in = nn.Linear(cfg.condition_channels * cfg.patch_size**2, cfg.width) if cfg.condition_channels else None
         if self.condition_in is not None:  # zero-initialised: conditions start with no effect
             nn.init.zeros_(self.condition_in.weight)
@@ -144,10 +151,16 @@ class Denoiser(nn.Module):
         x = x.reshape(b, t, cfg.latent_height // s, cfg.latent_width // s, cfg.latent_channels, s, s)
         return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
 
-    def forward(self, noisy, timesteps, actions, is_action_dropped=None, conditions=None, cache: KVCache | None = None, write_cache: bool = False):
+    def forward(self, noisy, timesteps, actions, is_action_dropped=None, conditions=None, cache: KVCache | None = None,
+                write_cache: bool = False, previous_first=None):
         cfg = self.config
         b, t = noisy.shape[:2]
         x = self.patch_in(self._patchify(noisy)) + self.position  # (b, t, p, d)
+        if self.previous_in is not None:
+            # previous_first (b, 1, c, H, W): the frame before noisy[:, 0] (zeros if None).
+            first = torch.zeros_like(noisy[:, :1]) if previous_first is None else previous_first.to(noisy.dtype)
+            previous = torch.cat([first, noisy[:, :-1]], dim=1)  # (b, t, c, H, W)
+            x = x + self.previous_in(self._patchify(previous))
         if self.condition_in is not None:
             if conditions is None:
                 raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels; got conditions=None")

@@ -300,6 +300,7 @@ class _History:
         s, dcfg = model.sampler, model.denoiser.config
         self.cache = KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame) if use_cache else None
         self.parts: list[tuple] = []  # (latents, timesteps, actions, dropped, cond) per frame, recompute mode
+        self.last: torch.Tensor | None = None  # the newest history latent (b*rep, 1, C, h, w)
 
     def _repeat(self, *tensors):
         return [None if x is None else x.repeat(self.rep, *([1] * (x.dim() - 1))) for x in tensors]
@@ -307,8 +308,10 @@ class _History:
     def add(self, latents, timesteps, actions, dropped, cond) -> None:
         latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
         if self.use_cache:  # one pass writes the finished frames' keys and values
-            self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True)
+            self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True, previous_first=self.last)
+            self.last = latents[:, -1:]
             return
+        self.last = latents[:, -1:]
         for i in range(latents.shape[1]):
             self.parts.append(tuple(None if x is None else x[:, i : i + 1] for x in (latents, timesteps, actions, dropped, cond)))
         s = self.model.sampler
@@ -324,7 +327,7 @@ class _History:
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
         if self.use_cache:
-            return self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache)
+            return self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache, previous_first=self.last)
         seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
         seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
         return self.model.denoiser(*seq, seq_cond)[:, -1:]
