@@ -72,8 +72,8 @@ class WindowDataset(torch.utils.data.Dataset):
         keep = np.zeros(store.num_frames, bool)  # rows of the selected episodes
         for s in slices:
             keep[s] = True
-        self.frames = torch.from_numpy(_read_rows(store.root["data/camera0_rgb"], keep))
-        self.actions = torch.from_numpy(_read_rows(store.root["data/action"], keep))
+        self.frames = torch.from_numpy(read_rows(store.root["data/camera0_rgb"], keep))
+        self.actions = torch.from_numpy(read_rows(store.root["data/action"], keep))
 
         # Window starts as rows of the compacted arrays.
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -90,7 +90,7 @@ class WindowDataset(torch.utils.data.Dataset):
         return frames, actions
 
 
-def _read_rows(array, keep: np.ndarray) -> np.ndarray:
+def read_rows(array, keep: np.ndarray) -> np.ndarray:
     """array[keep] for a zarr array, reading blocks so peak memory stays near the result."""
     out = np.empty((int(keep.sum()), *array.shape[1:]), array.dtype)
     filled = 0

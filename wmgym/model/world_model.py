@@ -268,11 +268,12 @@ class WorldModel(nn.Module):
         raw["condition_views"] = tuple(raw.get("condition_views", ()))
         model = cls(WorldModelConfig(**raw), device="cpu")
         for module, name in ((model.denoiser, WEIGHT_FILES[0]), (model.codec, WEIGHT_FILES[1])):
-            _load_state(module, directory / name)
+            load_state_checked(module, directory / name)
         return model.to(resolve_device(device))
 
 
-def _load_state(module: nn.Module, path: Path) -> None:
+def load_state_checked(module: nn.Module, path: Path) -> None:
+    """Load a safetensors state dict into `module`; ValueError naming the file and key on any mismatch."""
     try:
         state = load_file(path)
     except Exception as error:  # safetensors raises its own error types for corrupt files
