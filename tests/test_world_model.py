@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wmgym.model.denoiser import Denoiser, DenoiserConfig
+from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import noise_level_matrix, sampling_timesteps
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig

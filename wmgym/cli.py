@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import tyro
 
 from wmgym.data.generate import GenerateConfig, generate
+from wmgym.train.codec import TrainCodecConfig, train_codec
+from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
 
 
 @dataclass
@@ -85,7 +87,8 @@ def rollout(config: RolloutConfig) -> str:
     return str(path)
 
 
-COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), "rollout": (RolloutConfig, rollout)}
+COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), "rollout": (RolloutConfig, rollout),
+            "train-codec": (TrainCodecConfig, train_codec), "train-wm": (TrainWorldModelConfig, train_world_model)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,3 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         # Bad input is the user's to fix: say what was wrong, without a traceback.
         sys.exit(f"wmgym: error: {error}")
+
+
+if __name__ == "__main__":  # `accelerate launch -m wmgym.cli train-wm ...`
+    main()

@@ -10,8 +10,8 @@ A checkpoint is a directory, replaced atomically (temporary directory, then rena
     config.json                 {"codec": codec.config(), "training": step, seconds, the
                                  TrainCodecConfig, optimizer hyper-parameters, log, val}
     codec.safetensors           the codec's state dict (what `load_codec` reads)
-    training_state.safetensors  AdamW moments and step counts ("optimizer.<param>.<key>") and
-                                 the two random generators' states ("rng.batch", "rng.noise"),
+    training_state.safetensors  AdamW moments and step counts ("optimizer/<param>/<key>") and
+                                 the two random generators' states ("rng/batch", "rng/noise"),
                                  so `--resume` continues exactly as if never stopped.
 At every checkpoint the latents' mean and std are measured on training frames and stored as the
 codec's shift_factor and 1 / scaling_factor, so each checkpoint encodes to ~N(0, 1) latents.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.data.store import FRAME_ARRAYS, EpisodeStore
+from wmgym.train.checkpoint import flatten_optimizer, recover_directory, replace_directory, section, unflatten_optimizer
 
 # torch, diffusers and safetensors are imported inside the functions: the CLI imports this
 # module, and importing them here would add seconds to every `wmgym` command and worker.
@@ -105,9 +105,8 @@ def train_codec(config: TrainCodecConfig) -> Path:
 
     out = Path(config.out)
     device = resolve_device(config.device)
-    previous = out.with_name(out.name + ".previous")
-    if config.resume and not out.exists() and previous.exists():
-        os.replace(previous, out)  # a crash between the two renames of a checkpoint write
+    if config.resume:
+        recover_directory(out)
     if out.exists() and not (config.resume or config.overwrite):
         raise FileExistsError(f"checkpoint {out} already exists; pass --resume to continue it or --overwrite to replace it")
     _check_config(config)
@@ -266,21 +265,16 @@ def _validate(codec, frames, view_ids: np.ndarray, views, batch: int = 64) -> di
 def _save_checkpoint(out: Path, codec, optimizer, batch_rng, noise_rng, training: dict, config: TrainCodecConfig) -> None:
     from safetensors.torch import save_file
 
-    state = optimizer.state_dict()
-    tensors = {f"optimizer.{i}.{k}": v.detach().cpu().contiguous() for i, s in state["state"].items() for k, v in s.items()}
-    tensors.update({"rng.batch": batch_rng.get_state(), "rng.noise": noise_rng.get_state()})
-    meta = {"codec": codec.config(), "training": {**training, "config": asdict(config), "param_groups": state["param_groups"]}}
+    optimizer_tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
+    tensors = {f"optimizer/{k}": v for k, v in optimizer_tensors.items()}
+    tensors.update({"rng/batch": batch_rng.get_state(), "rng/noise": noise_rng.get_state()})
+    meta = {"codec": codec.config(), "training": {**training, "config": asdict(config), "optimizer": optimizer_meta}}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}, tmp / CODEC_FILE)
     save_file(tensors, tmp / STATE_FILE)
-    previous = out.with_name(out.name + ".previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if out.exists():
-        os.replace(out, previous)  # a directory cannot be replaced in one rename
-    os.replace(tmp, out)
-    shutil.rmtree(previous, ignore_errors=True)
+    replace_directory(tmp, out)
 
 
 def _restore(out: Path, config: TrainCodecConfig, codec, optimizer, batch_rng, noise_rng) -> dict:
@@ -301,14 +295,7 @@ def _restore(out: Path, config: TrainCodecConfig, codec, optimizer, batch_rng, n
     codec.set_latent_statistics(**{k: saved_codec["vae_config"][k] for k in ("scaling_factor", "shift_factor")})
     load_state_checked(codec, out / CODEC_FILE)
     tensors = load_file(out / STATE_FILE)
-    batch_rng.set_state(tensors.pop("rng.batch"))
-    noise_rng.set_state(tensors.pop("rng.noise"))
-    state: dict = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    groups = training.pop("param_groups")
-    for group in groups:
-        group["betas"] = tuple(group["betas"])
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    batch_rng.set_state(tensors["rng/batch"])
+    noise_rng.set_state(tensors["rng/noise"])
+    optimizer.load_state_dict(unflatten_optimizer(section(tensors, "optimizer/"), training.pop("optimizer")))
     return training

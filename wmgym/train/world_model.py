@@ -1,0 +1,399 @@
+"""The world-model training loop: diffusion forcing under Hugging Face Accelerate.
+
+One command trains on one CPU, one GPU or, through `accelerate launch`, several processes
+(DDP): each draws its own batch, gradients are averaged, all take identical steps (global batch
+`batch_size * num_processes`). Several CPU processes: `ACCELERATE_USE_CPU=1 accelerate launch
+--multi_gpu --num_processes 2 ...` (gloo; Accelerate's `--cpu` goes through mpirun instead).
+
+Randomness is a pure function of the seed, so a run can stop and resume bit for bit:
+  - data order: epoch e is the permutation drawn from SeedSequence(seed, spawn_key=(e,));
+    a resumed run skips the batches its checkpoint had already used in that epoch;
+  - noise, timesteps and action dropout of step s on process r come from a generator seeded
+    from SeedSequence(seed, spawn_key=(r, s)) (no generator state to carry).
+
+Checkpoints: see `wmgym.train.wm_checkpoint`. No pickle anywhere (DESIGN.md). Nothing in the loop draws from the global torch RNG (data loaders
+have their own generators); its state is saved and restored per process anyway. NumPy's and
+Python's global RNGs are not used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from wmgym.actions import ACTION_DIM
+from wmgym.data.dataset import WindowDataset
+from wmgym.data.store import EpisodeStore
+from wmgym.model.codec import PixelCodec
+from wmgym.model.denoiser import DenoiserConfig
+from wmgym.model.schedule import add_noise
+from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.train.checkpoint import section, write_text_atomic
+from wmgym.train.wm_checkpoint import STATE_FILES, latest_checkpoint, restore_checkpoint, save_checkpoint
+
+VAL_SEED_OFFSET = 7919  # validation draws from its own generator, the same at every validation
+
+
+@dataclass
+class TrainWorldModelConfig:
+    """Arguments of `wmgym train-wm` (and of `train_world_model`)."""
+
+    data: str
+    """Path of a zarr episode store written by `wmgym generate`."""
+    out: str
+    """Run directory: checkpoints/, latest, log.jsonl, train_config.json (and tensorboard/)."""
+    steps: int = 20000
+    """Optimizer steps in total (the LR schedule spans them)."""
+    stop_after: int | None = None
+    """Stop (with a checkpoint) once this many steps are done, e.g. for time-boxed jobs; resume later."""
+    batch_size: int = 16
+    """Windows per process per step (the global batch is batch_size * num_processes)."""
+    num_frames: int = 5
+    """Frames per training window (num_frames - 1 actions)."""
+    learning_rate: float = 3e-4
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (matrices only; biases, norms, embeddings are not decayed)."""
+    warmup_steps: int = 500
+    """Steps of linear learning-rate warm-up."""
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    """After warm-up: hold the peak, or decay it to zero at `steps` along a cosine."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = no clipping)."""
+    ema_decay: float = 0.999
+    """Largest EMA decay; diffusers' EMAModel ramps up to it as (1 + s) / (10 + s)."""
+    action_dropout: float = 0.15
+    """Probability of dropping each frame's action (per frame, for classifier-free guidance)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision, passed to Accelerate (fp16 adds a gradient scaler; use on GPU)."""
+    seed: int = 0
+    """Seed of the initial weights, the data order and the diffusion noise."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (one is always written at the end)."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept on disk (0 = keep all)."""
+    log_every: int = 50
+    """Steps between lines of out/log.jsonl."""
+    validate_every: int = 500
+    """Steps between validations (loss, x0-PSNR from pure noise, copy-last-frame PSNR)."""
+    val_batches: int = 4
+    """Batches of validation windows, spread evenly over the val split."""
+    resume: bool = False
+    """Continue from out/latest, or start when there is none (the checkpoint's model config wins)."""
+    tensorboard: bool = False
+    """Also log to out/tensorboard (needs the optional `tensorboard` package)."""
+    width: int = 128
+    """Transformer width."""
+    depth: int = 4
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    patch_size: int = 8
+    """Latent pixels per token side (64x64 pixels, pixel codec, 8: 64 tokens a frame)."""
+    codec: str = "pixel"
+    """'pixel' (frames are the latents) or a codec checkpoint directory from `wmgym train-codec`."""
+    num_steps: int = 8
+    """Sampler default: denoising steps per generated frame."""
+    history_timestep: int = 20
+    """Sampler default: noise level the history frames are held at."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """'auto' lets Accelerate pick (CUDA when available); 'cpu' forces the CPU."""
+    num_workers: int = 0
+    """DataLoader worker processes (windows are in memory; 0 is usually enough)."""
+
+
+class EpochPermutationSampler(torch.utils.data.Sampler):
+    """All indices once per epoch, in an order that is a pure function of (seed, epoch)."""
+
+    def __init__(self, num_items: int, seed: int):
+        self.num_items, self.seed, self.epoch = num_items, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch,)))
+        return iter(rng.permutation(self.num_items).tolist())
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+class _LossModule(nn.Module):
+    """Routes `compute_loss` through `forward`, so DDP syncs gradients and Accelerate autocasts."""
+
+    def __init__(self, model: WorldModel, action_dropout: float):
+        super().__init__()
+        self.model, self.action_dropout = model, action_dropout
+
+    def forward(self, frames, actions, generator):
+        return self.model.compute_loss(frames, actions, action_dropout=self.action_dropout, generator=generator)
+
+
+def train_world_model(config: TrainWorldModelConfig) -> Path:
+    """Train (or resume) a world model; returns the newest checkpoint directory."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+
+    _check_config(config)
+    out = Path(config.out)
+    summary_writer = None
+    if config.tensorboard:  # an optional dependency: fail before any work when it is missing
+        try:
+            from torch.utils.tensorboard import SummaryWriter as summary_writer
+        except ImportError:
+            raise ValueError("--tensorboard needs the optional `tensorboard` package: pip install tensorboard") from None
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None and not config.resume:
+        raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu",
+                              step_scheduler_with_optimizer=False)  # the schedule counts optimizer steps
+    if config.device == "cuda" and accelerator.device.type != "cuda":
+        raise ValueError("device='cuda' was asked for but CUDA is not available")
+    set_seed(config.seed)
+    rank, device = accelerator.process_index, accelerator.device
+    num_actions = config.num_frames - 1
+    train_set = WindowDataset(config.data, num_actions=num_actions, split="train")
+    if checkpoint is None:
+        codec = PixelCodec() if config.codec == "pixel" else _load_codec(config.codec)
+        model = WorldModel(_model_config(config, train_set, codec), device="cpu")
+        model.codec.load_state_dict(codec.state_dict())  # a trained codec's weights (none for pixels)
+        state, tensors = None, {}
+    else:
+        model = WorldModel.from_pretrained(checkpoint / "model", device="cpu")
+        state = json.loads((checkpoint / STATE_FILES[0]).read_text())
+        tensors = load_file(checkpoint / STATE_FILES[1])
+        model.denoiser.load_state_dict(section(tensors, "raw/"))
+    model.codec.requires_grad_(False)
+
+    sampler = EpochPermutationSampler(len(train_set), config.seed)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=config.num_workers > 0,
+                                         generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
+    loss_module, optimizer, loader, scheduler = accelerator.prepare(
+        _LossModule(model, config.action_dropout), optimizer, loader, scheduler)
+    batches_per_epoch = len(loader)
+    if batches_per_epoch == 0:
+        raise ValueError(f"the train split has {len(train_set)} windows, fewer than batch_size {config.batch_size} "
+                         f"x {accelerator.num_processes} processes")
+    ema = EMAModel(model.denoiser.parameters(), decay=config.ema_decay, foreach=device.type == "cuda")
+    ema_model = WorldModel(model.config, device=device).eval() if accelerator.is_main_process else None  # EMA weights
+    step = 0 if state is None else restore_checkpoint(state, tensors, model, ema, optimizer, scheduler, accelerator)
+    if accelerator.is_main_process:
+        ema_model.codec.load_state_dict(model.codec.state_dict())
+        val_loader = _val_loader(WindowDataset(config.data, num_actions=num_actions, split="val"), config)
+        _start_log(out, config, step)
+    writer = summary_writer(out / "tensorboard") if summary_writer and accelerator.is_main_process else None
+
+    stop = min(config.steps, config.stop_after or config.steps)
+    generator = torch.Generator(device=device)
+    progress = tqdm(total=config.steps, initial=step, desc="train-wm", disable=not accelerator.is_main_process)
+    totals, train_time = torch.zeros(3, dtype=torch.float64), 0.0  # loss, v_mse, steps; seconds incl. data
+    loss_module.train()
+    model.codec.eval()
+    while step < stop:
+        epoch, done_in_epoch = divmod(step, batches_per_epoch)
+        sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
+        tick = time.perf_counter()
+        for frames, actions in batches:
+            generator.manual_seed(_step_seed(config.seed, rank, step))
+            loss, logs = loss_module(frames, actions, generator)
+            accelerator.backward(loss)
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses
+            grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip or math.inf)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.step(model.denoiser.parameters())
+            step += 1
+            train_time += time.perf_counter() - tick
+            totals += torch.tensor([logs["loss"], logs["v_mse"], 1.0], dtype=torch.float64)
+            progress.update(1)
+            progress.set_postfix(loss=f"{logs['loss']:.4f}")
+            is_last = step >= stop
+            if step % config.log_every == 0 or is_last:
+                summed = accelerator.reduce(totals.to(device), "sum").cpu()
+                if accelerator.is_main_process:
+                    _log(out, writer, {"step": step, "epoch": epoch, "loss": float(summed[0] / summed[2]),
+                                       "v_mse": float(summed[1] / summed[2]), "lr": lr,
+                                       "grad_norm": float(grad_norm), "sec_per_step": train_time / summed[2].item()
+                                       * accelerator.num_processes})
+                totals.zero_()
+                train_time = 0.0
+            if accelerator.is_main_process and (step % config.validate_every == 0 or is_last):
+                ema.copy_to(ema_model.denoiser.parameters())
+                _log(out, writer, {"step": step, **evaluate(ema_model, val_loader, config.seed + VAL_SEED_OFFSET,
+                                                            config.action_dropout)})
+            if step % config.checkpoint_every == 0 or is_last:
+                save_checkpoint(out, step, model, ema, ema_model, optimizer, scheduler, accelerator,
+                                 {"epoch": epoch, "batches_per_epoch": batches_per_epoch}, config.keep_checkpoints)
+            if is_last:
+                break
+            tick = time.perf_counter()  # validation and checkpoints are not training time
+    progress.close()
+    if writer is not None:
+        writer.close()
+    accelerator.end_training()
+    return latest_checkpoint(out)
+
+
+# ---------------------------------------------------------------- validation
+@torch.no_grad()
+def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
+    """Validation metrics of `model` over `loader`'s windows (frames (b, t, H, W, 3), actions).
+
+    val/loss: the training loss with a fixed generator. val/x0_psnr: the newest frame predicted
+    in one step from pure noise, the history held at the sampler's noise level, as rollouts do.
+    val/copy_last_psnr: the last history frame copied forward -- a model that does not beat it
+    has not learned dynamics (DESIGN.md). val/rollout_psnr: the newest frame from the full
+    sampler. PSNRs are of the mean squared error over all frames (0-255 scale).
+    """
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, x0 se, copy se, rollout se, batches
+    count = 0
+    for frames, actions in loader:
+        frames, actions = frames.to(model.device), actions.to(model.device)
+        loss, _ = model.compute_loss(frames, actions, action_dropout=action_dropout, generator=generator)
+        target = frames[:, -1].double()
+        predicted = one_step_from_noise(model, frames, actions, generator)
+        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator)[:, 0]
+        errors = [((x.double() - target) ** 2).sum().item() for x in (predicted, frames[:, -2], rolled)]
+        sums += torch.tensor([float(loss), *errors, 1.0], dtype=torch.float64)
+        count += target.numel()
+    psnr = lambda se: 10 * math.log10(255.0**2 / max(se / count, 1e-10))
+    return {"val/loss": float(sums[0] / sums[4]), "val/x0_psnr": psnr(sums[1].item()),
+            "val/copy_last_psnr": psnr(sums[2].item()), "val/rollout_psnr": psnr(sums[3].item())}
+
+
+def one_step_from_noise(model: WorldModel, frames, actions, generator) -> torch.Tensor:
+    """The last frame of each window (uint8 (b, H, W, 3)) predicted in one denoiser call from pure noise."""
+    z = model.encode_frames(frames)  # (b, t, C, h, w)
+    b, t = z.shape[:2]
+    last = model.config.num_train_timesteps - 1
+    timesteps = torch.full((b, t), model.sampler.history_timestep, dtype=torch.long, device=model.device)
+    timesteps[:, -1] = last
+    noisy = add_noise(z, torch.randn(z.shape, device=model.device, generator=generator), timesteps, model.alphas_cumprod)
+    frame_actions = torch.zeros(b, t, ACTION_DIM, device=model.device)  # frame i is produced by a_{i-1}
+    frame_actions[:, 1:] = model.normalize_actions(actions)
+    dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
+    dropped[:, 0] = True  # frame 0's action is unknown
+    v = model.denoiser(noisy, timesteps, frame_actions, dropped)[:, -1:]  # (b, 1, C, h, w)
+    a = model.alphas_cumprod[last]
+    x0 = a.sqrt() * noisy[:, -1:] - (1 - a).sqrt() * v  # v-prediction inverted (schedule.py, step 1)
+    return model.decode_latents(x0)[:, 0]
+
+
+def _val_loader(val_set: WindowDataset, config: TrainWorldModelConfig):
+    count = min(len(val_set), config.val_batches * config.batch_size)
+    indices = np.linspace(0, len(val_set) - 1, count).round().astype(int).tolist()  # spread over episodes
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, indices), batch_size=config.batch_size,
+                                       generator=torch.Generator())  # leaves the global RNG alone
+
+
+# ---------------------------------------------------------------- setup helpers
+def _check_config(config: TrainWorldModelConfig) -> None:
+    for name in ("steps", "batch_size", "checkpoint_every", "log_every", "validate_every", "val_batches", "num_steps"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.num_frames < 2:
+        raise ValueError(f"num_frames must be >= 2 (history and a frame to predict), got {config.num_frames}")
+    if not 0.0 <= config.action_dropout < 1.0 or not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"action_dropout and ema_decay must be in [0, 1), got {config.action_dropout}, {config.ema_decay}")
+    if config.learning_rate <= 0 or config.warmup_steps < 0 or config.grad_clip < 0 or (config.stop_after or 1) < 1:
+        raise ValueError("need learning_rate > 0, warmup_steps >= 0, grad_clip >= 0 and stop_after >= 1 (or None)")
+
+
+def _load_codec(path: str):
+    from wmgym.train.codec import load_codec  # only runs with a trained codec
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"codec must be 'pixel' or a codec checkpoint directory from `wmgym train-codec`; "
+                                f"{path} is not a directory")
+    return load_codec(path)
+
+
+def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec) -> WorldModelConfig:
+    codec.check_frame_size(train_set.height, train_set.width)
+    denoiser = DenoiserConfig(latent_channels=codec.latent_channels, latent_height=train_set.height // codec.downsample,
+                              latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
+                              width=config.width, depth=config.depth, num_heads=config.num_heads)
+    # The model never attends over more frames than a training window holds, so its
+    # sampling window (the KV cache's) is the training window.
+    sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
+    mean, std = _action_statistics(config.data, train_set)
+    return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
+                            denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std)
+
+
+def _action_statistics(path: str, train_set: WindowDataset) -> tuple[list, list]:
+    """Mean and std (>= 1e-3) of the train split's actions, the padding row of each episode left out."""
+    store = EpisodeStore.open(path)
+    lengths = [store.episode_slice(int(i)).stop - store.episode_slice(int(i)).start for i in train_set.episode_indices]
+    is_padding = np.zeros(sum(lengths), bool)
+    is_padding[np.cumsum(lengths) - 1] = True
+    actions = train_set.actions.numpy()[~is_padding].astype(np.float64)  # (N - E, 20)
+    return actions.mean(0).tolist(), np.maximum(actions.std(0), 1e-3).tolist()
+
+
+def _param_groups(model: WorldModel, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in model.denoiser.named_parameters():
+        is_matrix = param.dim() >= 2 and name != "position"
+        (decay if is_matrix else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_factor(config: TrainWorldModelConfig):
+    """Step s (0-based) -> LR multiplier: linear warm-up to 1, then constant or cosine to 0 at `steps`."""
+    warmup, total, is_cosine = config.warmup_steps, config.steps, config.lr_schedule == "cosine"
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        if not is_cosine:
+            return 1.0
+        progress = min(1.0, (s - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence(seed, spawn_key=(rank, step)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _start_log(out: Path, config: TrainWorldModelConfig, step: int) -> None:
+    """Write train_config.json; on resume drop log lines past the checkpoint (they are redone)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "train_config.json", json.dumps(asdict(config), indent=2))
+    log = out / "log.jsonl"
+    if log.exists():
+        kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        write_text_atomic(log, "".join(line + "\n" for line in kept))
+
+
+def _log(out: Path, writer, record: dict) -> None:
+    with open(out / "log.jsonl", "a") as file:
+        file.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for key, value in record.items():
+            if key != "step":
+                writer.add_scalar(key, value, record["step"])
+    if any(key.startswith("val/") for key in record):
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
