@@ -53,12 +53,16 @@ class DenoiserConfig:
         return asdict(self)
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of x (b, h, n, e) by angles position * freq (RoFormer)."""
-    e = x.shape[-1]
-    freqs = 1.0 / (10000 ** (torch.arange(0, e, 2, device=x.device, dtype=torch.float32) / e))  # (e/2,)
+def rotary_table(positions: torch.Tensor, head_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (n, e/2) of the angles position * freq (RoFormer); computed once per forward."""
+    freqs = 1.0 / (10000 ** (torch.arange(0, head_width, 2, device=positions.device, dtype=torch.float32) / head_width))
     angles = positions.to(torch.float32)[:, None] * freqs[None]  # (n, e/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    return angles.cos(), angles.sin()
+
+
+def rotary(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate pairs of channels of x (b, h, n, e) by the angles of `table`."""
+    cos, sin = (t.to(x.dtype) for t in table)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
@@ -79,21 +83,18 @@ class Block(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x, cond, layer: int, cache: KVCache | None, write_cache: bool):
+    def forward(self, x, cond, layer: int, cache: KVCache | None, write_cache: bool, rope, mask):
         b, t, p, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, :, None].chunk(6, dim=-1)  # (b, t, 1, d) each
         y = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(y).reshape(b, t * p, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)  # (b, h, t*p, e)
         past_k, past_v = cache.get(layer) if cache is not None else (None, None)
-        past_frames = 0 if past_k is None else past_k.shape[2] // p
         keys = k if past_k is None else torch.cat([past_k, k], dim=2)
         values = v if past_v is None else torch.cat([past_v, v], dim=2)
         if write_cache:
             cache.append(layer, k, v)
-        frame_of_key = torch.arange(past_frames + t, device=x.device).repeat_interleave(p)  # (n_keys,)
-        frame_of_query = frame_of_key[past_frames * p :]  # (t*p,)
-        mask = frame_of_key[None, :] <= frame_of_query[:, None]  # block-causal, (t*p, n_keys)
-        attn = F.scaled_dot_product_attention(rotary(q, frame_of_query), rotary(keys, frame_of_key), values, attn_mask=mask)
+        query_rope, key_rope = rope
+        attn = F.scaled_dot_product_attention(rotary(q, query_rope), rotary(keys, key_rope), values, attn_mask=mask)
         attn = attn.transpose(1, 2).reshape(b, t, p, d)
         x = x + gate1 * self.proj(attn)
         x = x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
@@ -170,7 +171,16 @@ class Denoiser(nn.Module):
         if is_action_dropped is not None:
             act = torch.where(is_action_dropped[..., None], self.null_action.to(act.dtype), act)
         cond = time + act  # (b, t, d)
+        p = cfg.tokens_per_frame
+        past_frames = cache.num_frames if cache is not None else 0
+        frame_of_key = torch.arange(past_frames + t, device=x.device).repeat_interleave(p)  # (n_keys,)
+        frame_of_query = frame_of_key[past_frames * p :]  # (t*p,)
+        # Block-causal mask (t*p, n_keys); a single new frame sees every key, so it needs none
+        # (and the masked attention kernel is several times slower on CPU).
+        mask = None if t == 1 else frame_of_key[None, :] <= frame_of_query[:, None]
+        key_rope = rotary_table(frame_of_key, cfg.width // cfg.num_heads)
+        rope = (tuple(table[past_frames * p :] for table in key_rope), key_rope)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cond, layer, cache, write_cache)
+            x = block(x, cond, layer, cache, write_cache, rope, mask)
         shift, scale = self.modulation_out(cond)[:, :, None].chunk(2, dim=-1)
         return self._unpatchify(self.patch_out(self.norm_out(x) * (1 + scale) + shift))
