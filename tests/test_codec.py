@@ -17,6 +17,8 @@ from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.train.codec import TrainCodecConfig, load_codec, train_codec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(latent_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4)
 
 
@@ -27,15 +29,6 @@ def tiny_codec(seed: int = 0) -> AutoencoderKLCodec:
 
 def frames(n=3, size=16, seed=0) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on two shared cores run 3x faster (and without stalls) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from dataclasses import replace
@@ -20,16 +19,9 @@ from wmgym.data.store import EpisodeStore
 from wmgym.model.world_model import WorldModel
 from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STATE = "training_state.safetensors"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and two threads crawl when another job holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +48,8 @@ def straight_run(store, tmp_path_factory) -> Path:
     """Six steps in one go, with every pickling entry point booby-trapped."""
     out = tmp_path_factory.mktemp("straight")
     with pytest.MonkeyPatch.context() as patch:
-        for module, name in ((torch, "save"), (torch, "load"), (pickle, "dump"), (pickle, "dumps")):
-            patch.setattr(module, name, _forbidden)
+        for target in ("torch.save", "torch.load", "pickle.dump", "pickle.dumps"):
+            patch.setattr(target, _forbidden)
         train_world_model(tiny(store, out))
     return out
 
