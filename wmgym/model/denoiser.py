@@ -111,6 +111,8 @@ class Denoiser(nn.Module):
     Frame i's action is a_{i-1}, the action that produced it (frame 0 gets the null action).
     With a `cache`, the t frames given are the newest ones, after the cache's frames, and
     `previous_first` (b, 1, c, H, W) is the last cached frame's latent as it was written.
+    `previous` (b, t, c, H, W) overrides the predecessor input outright (training passes each
+    frame's predecessor at the history noise level, as sampling sees it).
     """
 
     def __init__(self, config: DenoiserConfig):
@@ -153,15 +155,16 @@ class Denoiser(nn.Module):
         return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
 
     def forward(self, noisy, timesteps, actions, is_action_dropped=None, conditions=None, cache: KVCache | None = None,
-                write_cache: bool = False, previous_first=None):
+                write_cache: bool = False, previous_first=None, previous=None):
         cfg = self.config
         b, t = noisy.shape[:2]
         x = self.patch_in(self._patchify(noisy)) + self.position  # (b, t, p, d)
         if self.previous_in is not None:
-            # previous_first (b, 1, c, H, W): the frame before noisy[:, 0] (zeros if None).
-            first = torch.zeros_like(noisy[:, :1]) if previous_first is None else previous_first.to(noisy.dtype)
-            previous = torch.cat([first, noisy[:, :-1]], dim=1)  # (b, t, c, H, W)
-            x = x + self.previous_in(self._patchify(previous))
+            if previous is None:  # each frame's predecessor as it appears in the sequence
+                # previous_first (b, 1, c, H, W): the frame before noisy[:, 0] (zeros if None).
+                first = torch.zeros_like(noisy[:, :1]) if previous_first is None else previous_first.to(noisy.dtype)
+                previous = torch.cat([first, noisy[:, :-1]], dim=1)  # (b, t, c, H, W)
+            x = x + self.previous_in(self._patchify(previous.to(noisy.dtype)))
         if self.condition_in is not None:
             if conditions is None:
                 raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels; got conditions=None")

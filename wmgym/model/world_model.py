@@ -160,13 +160,29 @@ class WorldModel(nn.Module):
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
         target = velocity(z0, noise, timesteps, self.alphas_cumprod)
         cond = self._encode_conditions(conditions, b, t)
-        v = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond)
+        previous = self._history_predecessors(z0, generator)
+        v = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
         a = self.alphas_cumprod[timesteps]
         snr = a / (1 - a).clamp(min=1e-8)
         weight = snr.clamp(max=self.config.min_snr_gamma) / (snr + 1)  # (b, t)
         per_frame = ((v.float() - target) ** 2).mean(dim=(2, 3, 4))  # (b, t)
         loss = (weight * per_frame).sum(dim=1).mean()
         return loss, {"loss": float(loss.detach()), "v_mse": float(per_frame.mean().detach())}
+
+    def _history_predecessors(self, z0: torch.Tensor, generator) -> torch.Tensor | None:
+        """Each frame's predecessor (b, t, C, h, w) noised to the history level, zeros for frame 0.
+
+        Sampling always shows the newest frame its predecessor at `history_timestep`; with
+        independent per-frame noise the predecessor *token* is usually far noisier, so the
+        identity path gets its own copy at the level sampling will use (DESIGN.md: the
+        all-history-clean pattern sampling uses almost never occurs in training otherwise).
+        """
+        if not self.denoiser.config.use_previous_frame:
+            return None
+        b, t = z0.shape[:2]
+        levels = torch.full((b, t - 1), self.sampler.history_timestep, device=self.device, dtype=torch.long)
+        noise = torch.randn(z0[:, :-1].shape, device=self.device, generator=generator)
+        return torch.cat([torch.zeros_like(z0[:, :1]), add_noise(z0[:, :-1], noise, levels, self.alphas_cumprod)], dim=1)
 
     def _encode_conditions(self, conditions, b: int, t: int) -> torch.Tensor | None:
         if not self.config.condition_views:
