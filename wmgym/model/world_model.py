@@ -148,8 +148,9 @@ class WorldModel(nn.Module):
         frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
         conditions: uint8 (b, t, V, H, W, 3) views named by config.condition_views, or None.
         Every frame gets its own timestep; each frame's action is dropped with probability
-        `action_dropout` (the seed's per-frame dropout for guidance). The loss is the min-SNR
-        weighted (Hang et al. 2023) v error, summed over frames and averaged over the batch.
+        `action_dropout` (the seed's per-frame dropout for guidance). The loss is the v error,
+        down-weighted for nearly clean frames (SNR above gamma - 1), summed over frames and
+        averaged over the batch.
         """
         z0 = self.encode_frames(frames)
         b, t = z0.shape[:2]
@@ -164,7 +165,12 @@ class WorldModel(nn.Module):
         v = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
         a = self.alphas_cumprod[timesteps]
         snr = a / (1 - a).clamp(min=1e-8)
-        weight = snr.clamp(max=self.config.min_snr_gamma) / (snr + 1)  # (b, t)
+        # In x0 terms the plain v loss weighs each frame by 1 + SNR. Min-SNR (Hang et al. 2023)
+        # caps that at gamma but also sends it to 0 as SNR -> 0, i.e. it ignores exactly the
+        # pure-noise frames a world model must predict from its history. Cap only the top:
+        # full v loss at high noise, gamma / (1 + SNR) for nearly clean frames, whose v target
+        # is mostly unpredictable noise.
+        weight = (self.config.min_snr_gamma / (snr + 1)).clamp(max=1.0)  # (b, t)
         per_frame = ((v.float() - target) ** 2).mean(dim=(2, 3, 4))  # (b, t)
         loss = (weight * per_frame).sum(dim=1).mean()
         return loss, {"loss": float(loss.detach()), "v_mse": float(per_frame.mean().detach())}
