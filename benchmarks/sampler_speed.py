@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
 

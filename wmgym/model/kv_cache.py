@@ -57,12 +57,6 @@ class KVCache:
             return torch.cat([x[:, :, :p], x[:, :, (frames - self.max_frames + 1) * p :]], dim=2)
         return x[:, :, (frames - self.max_frames) * p :]
 
-    def repeat_batch(self, times: int) -> "KVCache":
-        """A cache whose batch is this one's repeated `times` (for batched guidance branches)."""
-        out = KVCache(len(self.keys), self.tokens_per_frame, self.max_frames, self.keep_first_frame)
-        out.keys = [None if k is None else k.repeat(times, 1, 1, 1) for k in self.keys]
-        out.values = [None if v is None else v.repeat(times, 1, 1, 1) for v in self.values]
-        return out
 
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)

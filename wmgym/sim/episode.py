@@ -93,7 +93,7 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     a third of its actions (and sometimes opens or closes a jaw at the wrong time); "random"
     runs `RandomBehaviour`. Frames are recorded before each action and once after the last.
     """
-    from wmgym.actions import matrix_to_axis_angle
+    from wmgym.actions import MAX_POSITION_DELTA, matrix_to_axis_angle
     from wmgym.sim.demonstrator import DemoParams, RandomBehaviour, ScriptedDemonstrator
     from wmgym.sim.gripper import GRASP_WIDTH
     from wmgym.sim.tasks import TASKS, describe_outcome, make_task
@@ -127,7 +127,7 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
                 action[10 * hand : 10 * hand + 3] += rng.normal(0.0, 0.04, size=3).astype(np.float32)
                 if rng.uniform() < 0.2:
                     action[10 * hand + 9] = 0.0 if action[10 * hand + 9] >= GRASP_WIDTH else OPEN_WIDTH
-            action = np.clip(action, -0.12, 0.12, where=np.tile(np.arange(10) < 3, 2), out=action)
+            action = np.clip(action, -MAX_POSITION_DELTA, MAX_POSITION_DELTA, where=np.tile(np.arange(10) < 3, 2), out=action)
         world.step(action)
         actions.append(action)
     poses = np.array(poses)  # (T+1, 2, 4, 4)
