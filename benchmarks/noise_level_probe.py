@@ -31,9 +31,8 @@ with torch.no_grad():
     for k in (999, 750, 500, 250, 100):
         ts = torch.full((b,t), m.sampler.history_timestep); ts[:, -1] = k
         noisy = add_noise(z, torch.randn(z.shape, generator=g), ts, m.alphas_cumprod)
-        v = m.denoiser(noisy, ts, fa, dr)[:, -1:]
-        a = m.alphas_cumprod[k]
-        x0 = a.sqrt()*noisy[:, -1:] - (1-a).sqrt()*v
+        out_k = m.denoiser(noisy, ts, fa, dr)[:, -1:]
+        x0 = m.predicted_x0(out_k, noisy[:, -1:], ts[:, -1:], z[:, -2:-1])
         out.append(f'k{k} {10*math.log10(4/((x0-target)**2).mean().item()):.1f}')
     r = m.rollout(frames[:, :-1], actions[:, -1:], generator=g)[:, 0]
     mse = ((r.double()-frames[:, -1].double())**2).mean().item()

@@ -47,6 +47,10 @@ def _forbidden(*args, **kwargs):
 def straight_run(store, tmp_path_factory) -> Path:
     """Six steps in one go, with every pickling entry point booby-trapped."""
     out = tmp_path_factory.mktemp("straight")
+    # Import the libraries first: their import-time code (e.g. transformers, pulled in by
+    # diffusers) may pickle small objects; the trap is for what training itself writes.
+    import accelerate  # noqa: F401
+    import diffusers.training_utils  # noqa: F401
     with pytest.MonkeyPatch.context() as patch:
         for target in ("torch.save", "torch.load", "pickle.dump", "pickle.dumps"):
             patch.setattr(target, _forbidden)
@@ -95,7 +99,8 @@ def test_checkpoint_is_loadable_and_pickle_free(store, straight_run):
 
 def test_overfit_four_episodes_loss_drops_tenfold(store, tmp_path):
     # 600 steps of batch 8 (~11 s on one thread): seeds 0-3 gave 27-36x; learning_rate=1e-6 gives 0.98x.
-    config = tiny(store, tmp_path, steps=600, width=64, warmup_steps=10, learning_rate=3e-3, lr_schedule="constant",
+    # v-prediction: a residual model starts near the copy-last-frame loss, so tenfold is not its yardstick.
+    config = tiny(store, tmp_path, steps=600, prediction="v", width=64, warmup_steps=10, learning_rate=3e-3, lr_schedule="constant",
                   checkpoint_every=1000, log_every=1, validate_every=1000)
     train_world_model(config)
     losses = [r["loss"] for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "loss" in r]

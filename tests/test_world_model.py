@@ -14,9 +14,10 @@ from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfi
 SIZE = 16
 
 
-def tiny_config(**sampler) -> WorldModelConfig:
+def tiny_config(prediction: str = "v", **sampler) -> WorldModelConfig:
     denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=4, width=32, depth=2, num_heads=2)
-    return WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), sampler=asdict(SamplerDefaults(num_steps=3, **sampler)))
+    return WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), sampler=asdict(SamplerDefaults(num_steps=3, **sampler)),
+                            prediction=prediction)
 
 
 def randomized(model: WorldModel, seed: int = 0) -> WorldModel:
@@ -65,8 +66,9 @@ def test_cached_forward_matches_full_forward():
     torch.testing.assert_close(tail, full[:, 3:], atol=1e-5, rtol=1e-4)
 
 
-def test_cached_rollout_matches_recompute():
-    model = randomized(WorldModel(tiny_config(window_frames=None), device="cpu"))
+@pytest.mark.parametrize("prediction", ["v", "residual"])
+def test_cached_rollout_matches_recompute(prediction):
+    model = randomized(WorldModel(tiny_config(prediction, window_frames=None), device="cpu"))
     frames, actions = random_inputs(horizon=16)
     cached = model.rollout(frames, actions, generator=torch.Generator().manual_seed(3), use_cache=True)
     recomputed = model.rollout(frames, actions, generator=torch.Generator().manual_seed(3), use_cache=False)
@@ -187,3 +189,46 @@ def test_sampler_driven_by_true_velocity_reproduces_the_target(num_steps):
     model.denoiser = _OracleDenoiser(target, model.alphas_cumprod, model.denoiser.config)
     out = model.rollout(frames, actions, num_steps=num_steps, generator=torch.Generator().manual_seed(0))
     assert (out.int() - torch.from_numpy(target_frame).int()).abs().max() <= 1
+
+
+class _OracleResidualDenoiser(torch.nn.Module):
+    """Returns target - predecessor: the residual output that leads the first frame to `target`."""
+
+    def __init__(self, target, previous_clean, config):
+        super().__init__()
+        self.target, self.previous_clean, self.config = target, previous_clean, config
+
+    def forward(self, noisy, timesteps, *args, **kwargs):
+        return self.target - self.previous_clean  # set by the test: the clean last context frame
+
+
+@pytest.mark.parametrize("num_steps", [1, 4])
+def test_sampler_driven_by_true_residual_reproduces_the_target(num_steps):
+    model = WorldModel(tiny_config("residual"), device="cpu")
+    frames, actions = random_inputs(b=1, horizon=1)
+    target_frame = np.random.default_rng(1).integers(0, 256, size=(1, 1, SIZE, SIZE, 3), dtype=np.uint8)
+    model.denoiser = _OracleResidualDenoiser(model.encode_frames(target_frame), model.encode_frames(frames), model.denoiser.config)
+    out = model.rollout(frames, actions, num_steps=num_steps, generator=torch.Generator().manual_seed(0))
+    assert (out.int() - torch.from_numpy(target_frame).int()).abs().max() <= 1
+
+
+def test_untrained_residual_model_copies_the_last_frame():
+    # Zero-initialised output layers: a fresh residual model predicts "no change", i.e. it
+    # starts exactly at the copy-last-frame baseline.
+    model = WorldModel(tiny_config("residual"), device="cpu")
+    frames, actions = random_inputs(b=2, c=2, horizon=4)
+    out = model.rollout(frames, actions, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float64)
+    last = frames[:, -1:].astype(np.float64)
+    assert np.abs(out - last).max() <= 1
+    untrained_v = WorldModel(tiny_config("v"), device="cpu")  # v = 0 gives the mean frame instead
+    out_v = untrained_v.rollout(frames, actions, generator=torch.Generator().manual_seed(0)).numpy().astype(np.float64)
+    assert 10 * np.log10(255.0**2 / ((out_v - last) ** 2).mean()) < 15
+
+
+def test_residual_prediction_needs_the_previous_frame():
+    config = tiny_config("residual")
+    config.denoiser["use_previous_frame"] = False
+    with pytest.raises(ValueError, match="use_previous_frame"):
+        WorldModel(config, device="cpu")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        WorldModel(tiny_config("eps"), device="cpu")

@@ -26,7 +26,7 @@ from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
 from wmgym.model.codec import Codec, make_codec
 from wmgym.model.denoiser import Denoiser, DenoiserConfig
 from wmgym.model.kv_cache import KVCache
-from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS, add_noise, ddim_step, make_scheduler, sampling_timesteps, velocity
+from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS, add_noise, ddim_step, make_scheduler, sampling_timesteps
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("denoiser.safetensors", "codec.safetensors")
@@ -74,6 +74,13 @@ class WorldModelConfig:
     condition_views: tuple = ()
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     min_snr_gamma: float = 5.0
+    prediction: str = "v"
+    """What the denoiser outputs: "v" (v-prediction) or "residual" (x0 - the predecessor frame,
+    so a zero output copies the last frame: the model starts at the copy-last-frame baseline
+    and learns only what the action changes; needs `use_previous_frame`)."""
+
+
+PREDICTIONS = ("v", "residual")
 
 
 def _to_tensor(x, dtype, device) -> torch.Tensor:
@@ -94,6 +101,10 @@ class WorldModel(nn.Module):
         got = (dcfg.latent_channels, dcfg.latent_height, dcfg.latent_width)
         if expected != got:
             raise ValueError(f"denoiser latent shape {got} does not match the codec's {expected}")
+        if config.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {config.prediction!r}")
+        if config.prediction == "residual" and not dcfg.use_previous_frame:
+            raise ValueError("prediction='residual' needs a denoiser with use_previous_frame=True")
         if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels:
             raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels")
         self.sampler = SamplerDefaults(**config.sampler)
@@ -141,6 +152,28 @@ class WorldModel(nn.Module):
         dropped[:, 0] = True
         return frame_actions, dropped
 
+    def predicted_x0(self, output: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """Clean-latent estimate (b, t, C, h, w) from the denoiser's output.
+
+        "v": x0 = sqrt(a) x_k - sqrt(1 - a) v (schedule.py, step 1). "residual": x0 = previous + output,
+        where `previous` (b, t, C, h, w) is each frame's *clean* predecessor (the denoiser itself
+        sees it at the history noise level). Anchoring on the clean latent keeps an untrained
+        model an exact copier; anchoring on the noisy one would add the history noise to every
+        generated frame, a random walk over the rollout.
+        """
+        if self.config.prediction == "residual":
+            return previous.to(output.dtype) + output
+        a = self.alphas_cumprod[timesteps].reshape(*timesteps.shape, 1, 1, 1).to(output.dtype)
+        return a.sqrt() * noisy - (1 - a).sqrt() * output
+
+    def predicted_velocity(self, output: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """The v the sampler steps with: v = (sqrt(a) x_k - x0) / sqrt(1 - a) for a residual output
+        (finite for every k >= 1, which is all the sampler ever queries)."""
+        if self.config.prediction == "v":
+            return output
+        a = self.alphas_cumprod[timesteps].reshape(*timesteps.shape, 1, 1, 1).to(output.dtype)
+        return (a.sqrt() * noisy - self.predicted_x0(output, noisy, timesteps, previous)) / (1 - a).sqrt()
+
     # ------------------------------------------------------------ training
     def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None):
         """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
@@ -150,7 +183,9 @@ class WorldModel(nn.Module):
         Every frame gets its own timestep; each frame's action is dropped with probability
         `action_dropout` (the seed's per-frame dropout for guidance). The loss is the v error,
         down-weighted for nearly clean frames (SNR above gamma - 1), summed over frames and
-        averaged over the batch.
+        averaged over the batch; it is computed as the equivalent x0 error weighted by
+        min(1 + SNR, gamma), which serves both predictions. With prediction="residual", frame 0
+        (which has no predecessor, and which sampling never generates) is left out of the loss.
         """
         z0 = self.encode_frames(frames)
         b, t = z0.shape[:2]
@@ -159,21 +194,24 @@ class WorldModel(nn.Module):
         timesteps = torch.randint(0, self.config.num_train_timesteps, (b, t), device=self.device, generator=generator)
         noise = torch.randn(z0.shape, device=self.device, generator=generator)
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
-        target = velocity(z0, noise, timesteps, self.alphas_cumprod)
         cond = self._encode_conditions(conditions, b, t)
         previous = self._history_predecessors(z0, generator)
-        v = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
+        output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
+        anchor = torch.cat([torch.zeros_like(z0[:, :1]), z0[:, :-1]], dim=1)  # clean predecessors (b, t, C, h, w)
+        x0_hat = self.predicted_x0(output.float(), noisy, timesteps, anchor)
         a = self.alphas_cumprod[timesteps]
         snr = a / (1 - a).clamp(min=1e-8)
         # In x0 terms the plain v loss weighs each frame by 1 + SNR. Min-SNR (Hang et al. 2023)
         # caps that at gamma but also sends it to 0 as SNR -> 0, i.e. it ignores exactly the
         # pure-noise frames a world model must predict from its history. Cap only the top:
-        # full v loss at high noise, gamma / (1 + SNR) for nearly clean frames, whose v target
-        # is mostly unpredictable noise.
-        weight = (self.config.min_snr_gamma / (snr + 1)).clamp(max=1.0)  # (b, t)
-        per_frame = ((v.float() - target) ** 2).mean(dim=(2, 3, 4))  # (b, t)
+        # x0 weight min(1 + SNR, gamma) = full v loss at high noise, gamma / (1 + SNR) times the
+        # v loss for nearly clean frames, whose v target is mostly unpredictable noise.
+        weight = (snr + 1).clamp(max=self.config.min_snr_gamma)  # (b, t)
+        if self.config.prediction == "residual":
+            weight = torch.cat([torch.zeros_like(weight[:, :1]), weight[:, 1:]], dim=1)
+        per_frame = ((x0_hat - z0) ** 2).mean(dim=(2, 3, 4))  # (b, t)
         loss = (weight * per_frame).sum(dim=1).mean()
-        return loss, {"loss": float(loss.detach()), "v_mse": float(per_frame.mean().detach())}
+        return loss, {"loss": loss.detach(), "x0_mse": per_frame.mean().detach()}
 
     def _history_predecessors(self, z0: torch.Tensor, generator) -> torch.Tensor | None:
         """Each frame's predecessor (b, t, C, h, w) noised to the history level, zeros for frame 0.
@@ -238,7 +276,7 @@ class WorldModel(nn.Module):
         noise = torch.randn(context.shape, device=self.device, generator=generator)
         null = torch.zeros(b, c, ACTION_DIM, device=self.device)
         frames.add(add_noise(context, noise, hist, self.alphas_cumprod), hist, null, torch.ones(b, c, dtype=torch.bool, device=self.device),
-                   None if cond is None else cond[:, :c])
+                   None if cond is None else cond[:, :c], clean=context)
         outputs = []
         for i in range(horizon):
             action = actions[:, i : i + 1]  # (b, 1, 20)
@@ -254,7 +292,8 @@ class WorldModel(nn.Module):
             outputs.append(x)
             hist = torch.full((b, 1), s.history_timestep, device=self.device, dtype=torch.long)
             noise = torch.randn(x.shape, device=self.device, generator=generator)
-            frames.add(add_noise(x, noise, hist, self.alphas_cumprod), hist, action, torch.zeros(b, 1, dtype=torch.bool, device=self.device), frame_cond)
+            frames.add(add_noise(x, noise, hist, self.alphas_cumprod), hist, action, torch.zeros(b, 1, dtype=torch.bool, device=self.device),
+                       frame_cond, clean=x)
         return self.decode_latents(torch.cat(outputs, dim=1))
 
     # ------------------------------------------------------------ save / load
@@ -324,11 +363,14 @@ class _History:
         self.cache = KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame) if use_cache else None
         self.parts: list[tuple] = []  # (latents, timesteps, actions, dropped, cond) per frame, recompute mode
         self.last: torch.Tensor | None = None  # the newest history latent (b*rep, 1, C, h, w)
+        self.last_clean: torch.Tensor | None = None  # the same frame before history noise: the residual anchor
 
     def _repeat(self, *tensors):
         return [None if x is None else x.repeat(self.rep, *([1] * (x.dim() - 1))) for x in tensors]
 
-    def add(self, latents, timesteps, actions, dropped, cond) -> None:
+    def add(self, latents, timesteps, actions, dropped, cond, clean) -> None:
+        """Append frames: `latents` at their history noise `timesteps`, `clean` the same frames without it."""
+        self.last_clean = self._repeat(clean[:, -1:])[0]
         latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
         if self.use_cache:  # one pass writes the finished frames' keys and values
             self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True, previous_first=self.last)
@@ -350,7 +392,9 @@ class _History:
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
         if self.use_cache:
-            return self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache, previous_first=self.last)
-        seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
-        seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
-        return self.model.denoiser(*seq, seq_cond)[:, -1:]
+            output = self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache, previous_first=self.last)
+        else:
+            seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
+            seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
+            output = self.model.denoiser(*seq, seq_cond)[:, -1:]
+        return self.model.predicted_velocity(output, x, timesteps, self.last_clean)

@@ -106,6 +106,9 @@ class TrainWorldModelConfig:
     """Sampler default: denoising steps per generated frame."""
     history_timestep: int = 20
     """Sampler default: noise level the history frames are held at."""
+    prediction: Literal["v", "residual"] = "residual"
+    """Denoiser output: 'residual' (x0 minus the previous frame: starts at the copy-last-frame
+    baseline) or 'v' (plain v-prediction)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto' lets Accelerate pick (CUDA when available); 'cpu' forces the CPU."""
     num_workers: int = 0
@@ -202,7 +205,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     stop = min(config.steps, config.stop_after or config.steps)
     generator = torch.Generator(device=device)
     progress = tqdm(total=config.steps, initial=step, desc="train-wm", disable=not accelerator.is_main_process)
-    totals, train_time = torch.zeros(3, dtype=torch.float64), 0.0  # loss, v_mse, steps; seconds incl. data
+    totals, train_time = torch.zeros(3, device=device), 0.0  # loss, x0_mse, steps; seconds incl. data
     loss_module.train()
     model.codec.eval()
     while step < stop:
@@ -223,15 +226,15 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
             ema.step(model.denoiser.parameters())
             step += 1
             train_time += time.perf_counter() - tick
-            totals += torch.tensor([logs["loss"], logs["v_mse"], 1.0], dtype=torch.float64)
+            totals += torch.stack([logs["loss"].float(), logs["x0_mse"].float(), torch.ones((), device=device)])  # no host sync
             progress.update(1)
-            progress.set_postfix(loss=f"{logs['loss']:.4f}")
             is_last = step >= stop
             if step % config.log_every == 0 or is_last:
-                summed = accelerator.reduce(totals.to(device), "sum").cpu()
+                summed = accelerator.reduce(totals, "sum").double().cpu()
+                progress.set_postfix(loss=f"{float(summed[0] / summed[2]):.4f}")
                 if accelerator.is_main_process:
                     _log(out, writer, {"step": step, "epoch": epoch, "loss": float(summed[0] / summed[2]),
-                                       "v_mse": float(summed[1] / summed[2]), "lr": lr,
+                                       "x0_mse": float(summed[1] / summed[2]), "lr": lr,
                                        "grad_norm": float(grad_norm), "sec_per_step": train_time / summed[2].item()
                                        * accelerator.num_processes})
                 totals.zero_()
@@ -293,9 +296,8 @@ def one_step_from_noise(model: WorldModel, frames, actions, generator) -> torch.
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown
-    v = model.denoiser(noisy, timesteps, frame_actions, dropped)[:, -1:]  # (b, 1, C, h, w)
-    a = model.alphas_cumprod[last]
-    x0 = a.sqrt() * noisy[:, -1:] - (1 - a).sqrt() * v  # v-prediction inverted (schedule.py, step 1)
+    output = model.denoiser(noisy, timesteps, frame_actions, dropped)[:, -1:]  # (b, 1, C, h, w)
+    x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
     return model.decode_latents(x0)[:, 0]
 
 
@@ -338,7 +340,8 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
     mean, std = _action_statistics(config.data, train_set)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
-                            denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std)
+                            denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
+                            prediction=config.prediction)
 
 
 def _action_statistics(path: str, train_set: WindowDataset) -> tuple[list, list]:
