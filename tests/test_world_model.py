@@ -232,3 +232,57 @@ def test_residual_prediction_needs_the_previous_frame():
         WorldModel(config, device="cpu")
     with pytest.raises(ValueError, match="prediction must be one of"):
         WorldModel(tiny_config("eps"), device="cpu")
+
+
+@pytest.mark.parametrize("keep_first_frame", [True, False])
+@pytest.mark.parametrize("steps_after", [0, 2, 4])
+def test_restarted_cache_row_matches_a_fresh_cache(keep_first_frame, steps_after):
+    # Row 1 restarts from frame S after the window has slid; its next prediction must equal
+    # that of a one-row cache holding S and the same later frames (same keys, same positions).
+    model = randomized(WorldModel(tiny_config(window_frames=4, keep_first_frame=keep_first_frame), device="cpu"))
+    den, cfg = model.denoiser, model.denoiser.config
+    g = torch.Generator().manual_seed(0)
+    latent = lambda b: torch.randn(b, 1, 3, SIZE, SIZE, generator=g)
+    level = lambda b: torch.full((b, 1), 20, dtype=torch.long)
+    act = lambda b: torch.randn(b, 1, 20, generator=g)
+    no_drop = lambda b: torch.zeros(b, 1, dtype=torch.bool)
+    new_cache = lambda: KVCache(cfg.depth, cfg.tokens_per_frame, 4, keep_first_frame)
+    batched = new_cache()
+    for _ in range(6):  # more frames than the window holds
+        den(latent(3), level(3), act(3), no_drop(3), cache=batched, write_cache=True)
+    start = latent(1)
+    fresh_rows = new_cache()
+    den(start, level(1), act(1), torch.ones(1, 1, dtype=torch.bool), cache=fresh_rows, write_cache=True)
+    batched.append_rows(torch.tensor([1]), fresh_rows)
+    single = new_cache()
+    den(start, level(1), act(1) * 0, torch.ones(1, 1, dtype=torch.bool), cache=single, write_cache=True)
+    for _ in range(steps_after):  # 4: the restarted row's own window slides too
+        frames, actions = latent(3), act(3)
+        den(frames, level(3), actions, no_drop(3), cache=batched, write_cache=True)
+        den(frames[1:2], level(1), actions[1:2], no_drop(1), cache=single, write_cache=True)
+    query, actions = latent(3), act(3)
+    out_batched = den(query, level(3), actions, no_drop(3), cache=batched)
+    out_single = den(query[1:2], level(1), actions[1:2], no_drop(1), cache=single)
+    torch.testing.assert_close(out_batched[1:2], out_single, atol=1e-5, rtol=1e-4)
+    assert batched.num_frames <= 4 + 1  # the window bounds memory per row (plus one invalid pad at most)
+
+
+def test_restarting_a_row_leaves_the_other_rows_unchanged():
+    from wmgym.model.imagination import Imagination
+
+    model = randomized(WorldModel(tiny_config(window_frames=3), device="cpu"))
+    frames, actions = random_inputs(b=3, horizon=6)
+    restart_frame = random_inputs(b=1, seed=5)[0]
+    runs = []
+    for restart in (False, True):
+        imagination, g = Imagination(model, 3), torch.Generator().manual_seed(1)
+        imagination.start(frames, generator=g)
+        out = []
+        for i in range(6):
+            if restart and i == 3:
+                imagination.start(restart_frame, rows=[1], generator=torch.Generator().manual_seed(9))
+            out.append(model.decode_latents(imagination.step(actions[:, i], g)))
+        runs.append(torch.cat(out, dim=1))
+    plain, restarted = runs
+    assert torch.equal(plain[[0, 2]], restarted[[0, 2]])
+    assert torch.equal(plain[1, :3], restarted[1, :3]) and not torch.equal(plain[1, 3:], restarted[1, 3:])

@@ -54,9 +54,10 @@ class DenoiserConfig:
 
 
 def rotary_table(positions: torch.Tensor, head_width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (n, e/2) of the angles position * freq (RoFormer); computed once per forward."""
+    """cos and sin (b or 1, 1, n, e/2) of the angles position * freq (RoFormer) for positions
+    (b or 1, n); computed once per forward."""
     freqs = 1.0 / (10000 ** (torch.arange(0, head_width, 2, device=positions.device, dtype=torch.float32) / head_width))
-    angles = positions.to(torch.float32)[:, None] * freqs[None]  # (n, e/2)
+    angles = positions.to(torch.float32)[:, None, :, None] * freqs  # (b, 1, n, e/2)
     return angles.cos(), angles.sin()
 
 
@@ -174,16 +175,36 @@ class Denoiser(nn.Module):
         if is_action_dropped is not None:
             act = torch.where(is_action_dropped[..., None], self.null_action.to(act.dtype), act)
         cond = time + act  # (b, t, d)
-        p = cfg.tokens_per_frame
-        past_frames = cache.num_frames if cache is not None else 0
-        frame_of_key = torch.arange(past_frames + t, device=x.device).repeat_interleave(p)  # (n_keys,)
-        frame_of_query = frame_of_key[past_frames * p :]  # (t*p,)
-        # Block-causal mask (t*p, n_keys); a single new frame sees every key, so it needs none
-        # (and the masked attention kernel is several times slower on CPU).
-        mask = None if t == 1 else frame_of_key[None, :] <= frame_of_query[:, None]
-        key_rope = rotary_table(frame_of_key, cfg.width // cfg.num_heads)
-        rope = (tuple(table[past_frames * p :] for table in key_rope), key_rope)
+        rope, mask = self._positions_and_mask(cache, t, x.device)
         for layer, block in enumerate(self.blocks):
             x = block(x, cond, layer, cache, write_cache, rope, mask)
         shift, scale = self.modulation_out(cond)[:, :, None].chunk(2, dim=-1)
         return self._unpatchify(self.patch_out(self.norm_out(x) * (1 + scale) + shift))
+
+    def _positions_and_mask(self, cache: KVCache | None, t: int, device):
+        """Rotary tables for queries and keys, and the attention mask (or None).
+
+        A frame's temporal position is its rank among its row's valid frames (the cached ones
+        first); keys of invalid cache slots (a row that restarted) are masked out.
+        """
+        cfg, p = self.config, self.config.tokens_per_frame
+        past_frames = cache.num_frames if cache is not None else 0
+        ranks = cache.positions() if cache is not None else None
+        slot = torch.arange(past_frames + t, device=device)  # (f + t,)
+        if ranks is None:
+            position = slot[None]  # (1, f + t)
+        else:
+            rank, count = ranks  # (b, f), (b,)
+            position = torch.cat([rank, count[:, None] + torch.arange(t, device=device)], dim=1)  # (b, f + t)
+        frame_of_key = slot.repeat_interleave(p)  # (n_keys,)
+        frame_of_query = frame_of_key[past_frames * p :]  # (t*p,)
+        # Block-causal mask (t*p, n_keys); a single new frame sees every key, so it needs none
+        # (and the masked attention kernel is several times slower on CPU).
+        mask = None if t == 1 else frame_of_key[None, :] <= frame_of_query[:, None]
+        if ranks is not None:
+            key_valid = torch.cat([cache.valid, cache.valid.new_ones(cache.valid.shape[0], t)], dim=1).repeat_interleave(p, dim=1)
+            key_valid = key_valid[:, None, None, :]  # (b, 1, 1, n_keys)
+            mask = key_valid if mask is None else mask[None, None] & key_valid
+        key_rope = rotary_table(position.repeat_interleave(p, dim=1), cfg.width // cfg.num_heads)
+        rope = (tuple(table[:, :, past_frames * p :] for table in key_rope), key_rope)
+        return rope, mask

@@ -1,11 +1,18 @@
 """Key/value cache for frame-by-frame generation (written by hand: the cache layout follows
 the denoiser's block-causal attention, which no library provides).
 
-Dimensions: b batch, h heads, f cached frames, p tokens per frame, e head width.
-Keys are stored *before* the temporal rotary embedding, and the denoiser rotates them by
-their position inside the current window at attention time; so when the window slides,
-cached keys stay valid and attention sees the same relative positions as a recompute of
-the window would.
+Dimensions: b batch, h heads, f cached frame slots, p tokens per frame, e head width.
+
+Keys are stored *before* the temporal rotary embedding; the denoiser rotates them by their
+rank among the row's valid frames at attention time. So when the window slides, cached keys
+stay valid and attention sees the same relative positions as a recompute of the window.
+
+Rows (batch elements) can restart independently -- a vector environment resets one
+imagined episode while the others go on. A row's old frames are then marked invalid
+(`valid` (b, f)), its new start frames are appended, and the window keeps, per row, its first
+valid frame (with `keep_first_frame`) and its newest valid ones. Slots are compacted with one
+gather when the window overflows, so every row sees exactly the frames, at exactly the
+positions, that a fresh rollout from its own start would see.
 """
 
 from __future__ import annotations
@@ -19,44 +26,107 @@ class KVCache:
     Args:
         num_layers: transformer blocks in the denoiser.
         tokens_per_frame: p.
-        max_frames: frames kept (None keeps every frame); when full, the oldest frame is
-            dropped, except the first one if `keep_first_frame`.
-        keep_first_frame: keep frame 0 (the real start frame) for the whole rollout.
+        max_frames: frames kept per row (None keeps every frame); when full, a row's oldest
+            frame is dropped, except its first one if `keep_first_frame`.
+        keep_first_frame: keep each row's start frame for the whole rollout.
     """
 
     def __init__(self, num_layers: int, tokens_per_frame: int, max_frames: int | None = None, keep_first_frame: bool = False):
         if max_frames is not None and max_frames < 1 + int(keep_first_frame):
             raise ValueError(f"max_frames must be >= {1 + int(keep_first_frame)}, got {max_frames}")
+        self.num_layers = num_layers
         self.tokens_per_frame = tokens_per_frame
         self.max_frames = max_frames
         self.keep_first_frame = keep_first_frame
         self.keys: list[torch.Tensor | None] = [None] * num_layers  # each (b, h, f * p, e)
         self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.valid: torch.Tensor | None = None  # (b, f) bool; None while every slot is valid
+        self._plan: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)  # this pass's (gather index, valid)
 
     @property
     def num_frames(self) -> int:
+        """Frame slots held (the same for every row; some may be invalid for some rows)."""
         k = self.keys[0]
         return 0 if k is None else k.shape[2] // self.tokens_per_frame
 
     def get(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self.keys[layer], self.values[layer]
 
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(rank (b, f) of each slot among its row's valid frames, valid count (b,)), or None when all are valid."""
+        if self.valid is None:
+            return None
+        rank = self.valid.long().cumsum(dim=1) - 1
+        return rank.clamp(min=0), self.valid.sum(dim=1)
+
     def append(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Add whole frames' keys and values (b, h, n * p, e) to `layer`, then apply the window."""
-        old_k, old_v = self.keys[layer], self.values[layer]
-        k = keys if old_k is None else torch.cat([old_k, keys], dim=2)
-        v = values if old_v is None else torch.cat([old_v, values], dim=2)
-        self.keys[layer], self.values[layer] = self._window(k), self._window(v)
+        """Add whole frames' keys and values (b, h, n * p, e) to every row of `layer`, then apply the window.
 
-    def _window(self, x: torch.Tensor) -> torch.Tensor:
+        The denoiser calls this once per layer in order; layer 0 plans the window for the pass.
+        """
+        n = keys.shape[2] // self.tokens_per_frame
+        if layer == 0:
+            valid = None if self.valid is None else torch.cat([self.valid, self.valid.new_ones(keys.shape[0], n)], dim=1)
+            self._plan = self._window_plan(self.num_frames + n, valid, keys.shape[0], keys.device)
+        self._store(layer, keys, values)
+        if layer == self.num_layers - 1:
+            self.valid = self._plan[1]
+
+    def append_rows(self, rows: torch.Tensor, other: "KVCache") -> None:
+        """Restart `rows` (long (r,)) with the frames held by `other` (a cache of r rows, all valid).
+
+        The rows' old frames become invalid; `other`'s frames are appended as new slots
+        (invalid for every other row), then the window applies.
+        """
+        b, f, n = self.batch_size, self.num_frames, other.num_frames
+        if other.valid is not None:
+            raise ValueError("the cache to take frames from must hold only valid frames")
+        valid = self.valid.clone() if self.valid is not None else torch.ones(b, f, dtype=torch.bool, device=rows.device)
+        valid[rows] = False
+        new = torch.zeros(b, n, dtype=torch.bool, device=rows.device)
+        new[rows] = True
+        valid = torch.cat([valid, new], dim=1)
+        self._plan = self._window_plan(f + n, valid, b, rows.device)
+        for layer in range(self.num_layers):
+            padded = []
+            for x in other.get(layer):
+                full = x.new_zeros(b, *x.shape[1:])
+                full[rows] = x
+                padded.append(full)
+            self._store(layer, *padded)
+        self.valid = self._plan[1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    def _store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        index = self._plan[0]
+        for store, new in ((self.keys, keys), (self.values, values)):
+            x = new if store[layer] is None else torch.cat([store[layer], new], dim=2)
+            store[layer] = x if index is None else self._gather(x, index)
+
+    def _window_plan(self, slots: int, valid: torch.Tensor | None, b: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(gather index (b, max_frames) or None, valid (b, slots kept) or None) for `slots` slots."""
+        if self.max_frames is None or slots <= self.max_frames:
+            return None, valid
+        if valid is None:
+            valid = torch.ones(b, slots, dtype=torch.bool, device=device)
+        rank = valid.long().cumsum(dim=1) - 1  # (b, slots)
+        count = valid.sum(dim=1, keepdim=True)
+        keep_first = int(self.keep_first_frame)
+        kept = valid & ((rank >= count - (self.max_frames - keep_first)) | ((rank == 0) & bool(keep_first)))
+        # Kept slots last, in slot order; the row's remaining columns hold dropped slots, marked invalid.
+        order = torch.argsort(kept.long() * slots + torch.arange(slots, device=device), dim=1)[:, -self.max_frames :]
+        new_valid = torch.gather(kept, 1, order)
+        return order, None if bool(new_valid.all()) else new_valid
+
+    def _gather(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        b, h, _, e = x.shape
         p = self.tokens_per_frame
-        frames = x.shape[2] // p
-        if self.max_frames is None or frames <= self.max_frames:
-            return x
-        if self.keep_first_frame:
-            return torch.cat([x[:, :, :p], x[:, :, (frames - self.max_frames + 1) * p :]], dim=2)
-        return x[:, :, (frames - self.max_frames) * p :]
-
+        frames = x.reshape(b, h, -1, p, e)  # (b, h, f, p, e)
+        index = index[:, None, :, None, None].expand(b, h, index.shape[1], p, e)
+        return torch.gather(frames, 2, index).reshape(b, h, -1, e)
 
     def num_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)

@@ -25,8 +25,8 @@ from torch import nn
 from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
 from wmgym.model.codec import Codec, make_codec
 from wmgym.model.denoiser import Denoiser, DenoiserConfig
-from wmgym.model.kv_cache import KVCache
-from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS, add_noise, ddim_step, make_scheduler, sampling_timesteps
+from wmgym.model.imagination import Imagination
+from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS, add_noise, make_scheduler
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("denoiser.safetensors", "codec.safetensors")
@@ -257,43 +257,19 @@ class WorldModel(nn.Module):
         Returns:
             uint8 tensor (b, T, H, W, 3) on the model's device.
         """
-        s = self.sampler
-        num_steps = s.num_steps if num_steps is None else num_steps
-        guidance = s.guidance_scale if guidance_scale is None else float(guidance_scale)
-        context = self.encode_frames(context_frames)  # (b, c, C, h, w)
-        actions = self.normalize_actions(actions)
-        b, c = context.shape[:2]
-        if actions.shape[0] != b:
-            raise ValueError(f"actions batch {actions.shape[0]} != context batch {b}")
-        horizon = actions.shape[1]
-        cond = self._encode_conditions(conditions, b, c + horizon)
-        steps = sampling_timesteps(num_steps, self.config.num_train_timesteps).to(self.device)
-        is_guided = guidance != 1.0
-        rep = 2 if is_guided else 1
-        frames = _History(self, rep, use_cache)
-        # Context frames: held at the history noise level, null actions.
-        hist = torch.full((b, c), s.history_timestep, device=self.device, dtype=torch.long)
-        noise = torch.randn(context.shape, device=self.device, generator=generator)
-        null = torch.zeros(b, c, ACTION_DIM, device=self.device)
-        frames.add(add_noise(context, noise, hist, self.alphas_cumprod), hist, null, torch.ones(b, c, dtype=torch.bool, device=self.device),
-                   None if cond is None else cond[:, :c], clean=context)
-        outputs = []
-        for i in range(horizon):
-            action = actions[:, i : i + 1]  # (b, 1, 20)
-            frame_cond = None if cond is None else cond[:, c + i : c + i + 1]
-            x = torch.randn((b, 1, *context.shape[2:]), device=self.device, generator=generator)
-            for k, k_next in zip(steps[:-1], steps[1:]):
-                timesteps = torch.full((b, 1), int(k), device=self.device, dtype=torch.long)
-                v = frames.predict(x, timesteps, action, frame_cond)
-                if is_guided:  # batched branches: [conditional, newest action dropped]
-                    v_cond, v_uncond = v.chunk(2)
-                    v = v_uncond + guidance * (v_cond - v_uncond)
-                x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), self.alphas_cumprod)
-            outputs.append(x)
-            hist = torch.full((b, 1), s.history_timestep, device=self.device, dtype=torch.long)
-            noise = torch.randn(x.shape, device=self.device, generator=generator)
-            frames.add(add_noise(x, noise, hist, self.alphas_cumprod), hist, action, torch.zeros(b, 1, dtype=torch.bool, device=self.device),
-                       frame_cond, clean=x)
+        context = _to_tensor(context_frames, torch.uint8, self.device)
+        actions = _to_tensor(actions, torch.float32, self.device)
+        if actions.dim() != 3 or actions.shape[0] != context.shape[0]:
+            raise ValueError(f"actions must be (b={context.shape[0]}, T, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
+        b, c, horizon = context.shape[0], context.shape[1], actions.shape[1]
+        if conditions is not None:
+            conditions = _to_tensor(conditions, torch.uint8, self.device)
+            if conditions.dim() != 6 or tuple(conditions.shape[:2]) != (b, c + horizon):
+                raise ValueError(f"conditions must be uint8 (b={b}, c + T={c + horizon}, V, H, W, 3), got {tuple(conditions.shape)}")
+        imagination = Imagination(self, b, num_steps=num_steps, guidance_scale=guidance_scale, use_cache=use_cache)
+        imagination.start(context, generator=generator, conditions=None if conditions is None else conditions[:, :c])
+        outputs = [imagination.step(actions[:, i], generator, None if conditions is None else conditions[:, c + i])
+                   for i in range(horizon)]
         return self.decode_latents(torch.cat(outputs, dim=1))
 
     # ------------------------------------------------------------ save / load
@@ -348,53 +324,3 @@ def load_state_checked(module: nn.Module, path: Path) -> None:
         if tuple(value.shape) != tuple(expected[key].shape):
             raise ValueError(f"{path}: key {key!r} has shape {tuple(value.shape)}, the config needs {tuple(expected[key].shape)}")
     module.load_state_dict(state)
-
-
-class _History:
-    """The frames generated so far, as a KV cache or as latents to recompute from.
-
-    Both modes keep the same window of frames (the cache's sliding window), so cached and
-    recomputed predictions agree.
-    """
-
-    def __init__(self, model: WorldModel, rep: int, use_cache: bool):
-        self.model, self.rep, self.use_cache = model, rep, use_cache
-        s, dcfg = model.sampler, model.denoiser.config
-        self.cache = KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame) if use_cache else None
-        self.parts: list[tuple] = []  # (latents, timesteps, actions, dropped, cond) per frame, recompute mode
-        self.last: torch.Tensor | None = None  # the newest history latent (b*rep, 1, C, h, w)
-        self.last_clean: torch.Tensor | None = None  # the same frame before history noise: the residual anchor
-
-    def _repeat(self, *tensors):
-        return [None if x is None else x.repeat(self.rep, *([1] * (x.dim() - 1))) for x in tensors]
-
-    def add(self, latents, timesteps, actions, dropped, cond, clean) -> None:
-        """Append frames: `latents` at their history noise `timesteps`, `clean` the same frames without it."""
-        self.last_clean = self._repeat(clean[:, -1:])[0]
-        latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
-        if self.use_cache:  # one pass writes the finished frames' keys and values
-            self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True, previous_first=self.last)
-            self.last = latents[:, -1:]
-            return
-        self.last = latents[:, -1:]
-        for i in range(latents.shape[1]):
-            self.parts.append(tuple(None if x is None else x[:, i : i + 1] for x in (latents, timesteps, actions, dropped, cond)))
-        s = self.model.sampler
-        if s.window_frames is not None and len(self.parts) > s.window_frames:
-            first = self.parts[:1] if s.keep_first_frame else []
-            self.parts = first + self.parts[len(self.parts) - s.window_frames + len(first) :]
-
-    def predict(self, x, timesteps, action, cond) -> torch.Tensor:
-        """v for the newest frame x (b, 1, C, h, w); guided runs get [cond, uncond] stacked."""
-        b = x.shape[0]
-        x, timesteps, action, cond = self._repeat(x, timesteps, action, cond)
-        dropped = torch.zeros(b * self.rep, 1, dtype=torch.bool, device=x.device)
-        if self.rep == 2:
-            dropped[b:] = True  # the unconditional branch drops only the newest action
-        if self.use_cache:
-            output = self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache, previous_first=self.last)
-        else:
-            seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
-            seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
-            output = self.model.denoiser(*seq, seq_cond)[:, -1:]
-        return self.model.predicted_velocity(output, x, timesteps, self.last_clean)

@@ -1,0 +1,173 @@
+"""`Imagination`: a batch of rollouts in progress, stepped one frame at a time.
+
+Dimension legend: b batch (imagined episodes), r restarted rows, c context frames,
+C x h x w a latent frame, V condition views.
+
+`WorldModel.rollout` runs one to the end; environments keep one alive across `step` calls
+and restart single rows (`start(frames, rows=...)`) while the others go on. The sampler
+(per-frame DDIM with noisy history, schedule.py) and the KV cache are written by hand:
+no library generates video frame by frame with per-frame noise levels.
+
+Per generated frame:
+    1. x ~ N(0, I); for k in the sampling timesteps: v = denoiser(x at level k | history),
+       guided: v = v_uncond + s (v_cond - v_uncond), dropping only the newest action;
+       x = DDIM step (schedule.ddim_step).
+    2. The finished frame joins the history at `history_timestep` noise: one write pass
+       stores its keys and values in the cache (or, without a cache, its latent is kept and
+       the window is recomputed at every call: the slow reference the cache is tested against).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from wmgym.actions import ACTION_DIM
+from wmgym.model.kv_cache import KVCache
+from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
+
+if TYPE_CHECKING:
+    from wmgym.model.world_model import WorldModel
+
+
+class Imagination:
+    """b imagined rollouts over one batched, KV-cached denoiser.
+
+    Args:
+        model: the world model.
+        batch_size: b.
+        num_steps, guidance_scale: override the checkpoint's sampler defaults.
+        use_cache: False recomputes the window at every denoiser call (same frames, slower;
+            only whole-batch starts).
+    """
+
+    def __init__(self, model: "WorldModel", batch_size: int, *, num_steps: int | None = None,
+                 guidance_scale: float | None = None, use_cache: bool = True):
+        s, dcfg = model.sampler, model.denoiser.config
+        self.model, self.batch_size, self.use_cache = model, batch_size, use_cache
+        self.num_steps = s.num_steps if num_steps is None else int(num_steps)
+        self.guidance_scale = s.guidance_scale if guidance_scale is None else float(guidance_scale)
+        self.timesteps = sampling_timesteps(self.num_steps, model.config.num_train_timesteps).to(model.device)
+        self.rep = 2 if self.guidance_scale != 1.0 else 1  # guided: [conditional, newest action dropped]
+        self._new_cache = lambda: KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame)
+        self.cache = self._new_cache() if use_cache else None
+        self.parts: list[tuple] = []  # recompute mode: (latents, timesteps, actions, dropped, cond) per frame
+        self.last: torch.Tensor | None = None  # newest history latent (b*rep, 1, C, h, w), at history noise
+        self.last_clean: torch.Tensor | None = None  # the same frame before history noise: the residual anchor
+
+    @property
+    def is_started(self) -> bool:
+        return self.last is not None
+
+    # ------------------------------------------------------------ start / restart
+    @torch.no_grad()
+    def start(self, context_frames, rows=None, generator: torch.Generator | None = None, conditions=None) -> None:
+        """(Re)start rows from context frames.
+
+        Args:
+            context_frames: uint8 (r, c, H, W, 3), c >= 1: the rows' start frames.
+            rows: long (r,) rows to restart, or None for all b (then r = b). Restarting some
+                rows needs the cache and a started batch.
+            generator: for the history noise of the context frames.
+            conditions: uint8 (r, c, V, H, W, 3) condition views, if the model has any.
+        """
+        model, s = self.model, self.model.sampler
+        context = model.encode_frames(context_frames)  # (r, c, C, h, w)
+        r, c = context.shape[:2]
+        if rows is None and r != self.batch_size:
+            raise ValueError(f"starting every row needs {self.batch_size} context clips, got {r}")
+        hist = torch.full((r, c), s.history_timestep, device=model.device, dtype=torch.long)
+        noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
+        null = torch.zeros(r, c, ACTION_DIM, device=model.device)
+        dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
+        cond = model._encode_conditions(conditions, r, c)
+        if rows is None:
+            if self.is_started:  # a fresh history for every row
+                self.cache, self.parts = (self._new_cache() if self.use_cache else None), []
+            self._add(noisy, hist, null, dropped, cond, clean=context)
+            return
+        if not (self.use_cache and self.is_started):
+            raise ValueError("restarting some rows needs use_cache=True and a batch started with rows=None")
+        rows = torch.as_tensor(rows, dtype=torch.long, device=model.device)
+        if rows.shape != (r,) or rows.numel() and (rows.min() < 0 or rows.max() >= self.batch_size):
+            raise ValueError(f"rows must be {r} indices in [0, {self.batch_size}), got {rows.tolist()}")
+        rows = torch.cat([rows + i * self.batch_size for i in range(self.rep)])
+        noisy, hist, null, dropped, cond, context = self._repeat(noisy, hist, null, dropped, cond, context)
+        fresh = self._new_cache()
+        model.denoiser(noisy, hist, null, dropped, cond, cache=fresh, write_cache=True)
+        self.cache.append_rows(rows, fresh)
+        self.last[rows], self.last_clean[rows] = noisy[:, -1:], context[:, -1:]
+
+    # ------------------------------------------------------------ one frame for every row
+    @torch.no_grad()
+    def step(self, actions, generator: torch.Generator | None = None, conditions=None) -> torch.Tensor:
+        """Generate the next frame of every row.
+
+        Args:
+            actions: float (b, 20) raw actions (normalised here); actions[i] moves row i.
+            generator: sampling noise (same generator state, same frames).
+            conditions: uint8 (b, V, H, W, 3) condition views of the new frame, if the model has any.
+        Returns:
+            latents (b, 1, C, h, w) of the new frames (`model.decode_latents` makes pixels).
+        """
+        if not self.is_started:
+            raise RuntimeError("call start() before step()")
+        model, s = self.model, self.model.sampler
+        b = self.batch_size
+        actions = _rows(actions)
+        if actions.dim() != 2 or actions.shape[0] != b:
+            raise ValueError(f"step takes one action per row, (b={b}, {ACTION_DIM}), got {tuple(actions.shape)}")
+        action = model.normalize_actions(actions[:, None])  # (b, 1, 20)
+        cond = None if conditions is None else model._encode_conditions(_rows(conditions)[:, None], b, 1)
+        x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
+        for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
+            timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)
+            v = self._predict(x, timesteps, action, cond)
+            if self.rep == 2:
+                v_cond, v_uncond = v.chunk(2)
+                v = v_uncond + self.guidance_scale * (v_cond - v_uncond)
+            x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), model.alphas_cumprod)
+        hist = torch.full((b, 1), s.history_timestep, device=model.device, dtype=torch.long)
+        noisy = add_noise(x, torch.randn(x.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
+        self._add(noisy, hist, action, torch.zeros(b, 1, dtype=torch.bool, device=model.device), cond, clean=x)
+        return x
+
+    # ------------------------------------------------------------ internals
+    def _repeat(self, *tensors):
+        return [None if x is None else x.repeat(self.rep, *([1] * (x.dim() - 1))) for x in tensors]
+
+    def _add(self, latents, timesteps, actions, dropped, cond, clean) -> None:
+        """Append frames for every row: `latents` at history noise `timesteps`, `clean` without it."""
+        self.last_clean = self._repeat(clean[:, -1:])[0]
+        latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
+        if self.use_cache:  # one pass writes the finished frames' keys and values
+            self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True, previous_first=self.last)
+            self.last = latents[:, -1:]
+            return
+        self.last = latents[:, -1:]
+        for i in range(latents.shape[1]):
+            self.parts.append(tuple(None if x is None else x[:, i : i + 1] for x in (latents, timesteps, actions, dropped, cond)))
+        s = self.model.sampler
+        if s.window_frames is not None and len(self.parts) > s.window_frames:
+            first = self.parts[:1] if s.keep_first_frame else []
+            self.parts = first + self.parts[len(self.parts) - s.window_frames + len(first) :]
+
+    def _predict(self, x, timesteps, action, cond) -> torch.Tensor:
+        """v for the newest frame x (b, 1, C, h, w); guided runs get [cond, uncond] stacked."""
+        b = x.shape[0]
+        x, timesteps, action, cond = self._repeat(x, timesteps, action, cond)
+        dropped = torch.zeros(b * self.rep, 1, dtype=torch.bool, device=x.device)
+        if self.rep == 2:
+            dropped[b:] = True  # the unconditional branch drops only the newest action
+        if self.use_cache:
+            output = self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache, previous_first=self.last)
+        else:
+            seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
+            seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
+            output = self.model.denoiser(*seq, seq_cond)[:, -1:]
+        return self.model.predicted_velocity(output, x, timesteps, self.last_clean)
+
+
+def _rows(x) -> torch.Tensor:
+    return x if torch.is_tensor(x) else torch.as_tensor(x)
