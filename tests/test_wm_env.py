@@ -1,0 +1,230 @@
+"""Specs of `WMFold-v0`: WorldModelEnv, the batched vector env, registration, bundles (tiny models)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import wmgym  # noqa: F401  (registers WMFold-v0)
+from wmgym.actions import ACTION_HIGH, identity_action
+from wmgym.envs.bundle import Bundle, make_bundle
+from wmgym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+from wmgym.model.denoiser import DenoiserConfig
+from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.rewards.videoclip import VideoCLIP, VideoCLIPConfig, build_vocabulary
+from wmgym.sim.tasks import TASKS, make_task
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIZE = 64
+
+
+def tiny_world_model(seed: int = 0) -> WorldModel:
+    """64x64 pixels, 16 tokens a frame, residual prediction with small random output weights
+    (so frames change with the actions but stay near the start frame)."""
+    denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=16, width=32, depth=1, num_heads=2)
+    config = WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), prediction="residual",
+                              sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)))
+    model = WorldModel(config, device="cpu")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.denoiser.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    return model
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundle")
+    tiny_world_model().save_pretrained(root / "wm")
+    captions = [make_task(t).caption for t in TASKS]
+    clip = VideoCLIP(VideoCLIPConfig(num_frames=4, conv_channels=(8, 8), frame_width=16, embed_dim=16, text_width=16,
+                                     vocabulary=build_vocabulary(captions + ["the shirt is not folded yet"]),
+                                     task_captions={t: make_task(t).caption for t in TASKS},
+                                     success_threshold=1.0), device="cpu")  # untrained: the judge never fires unless told
+    clip.save_pretrained(root / "clip")
+    return make_bundle(root / "bundle", root / "wm", root / "clip", num_start_frames=3)
+
+
+def make(bundle_dir, **kwargs) -> gym.Env:
+    return gym.make("WMFold-v0", checkpoint=str(bundle_dir), device="cpu", **kwargs)
+
+
+def hold() -> np.ndarray:
+    return identity_action(0.08, 0.08)
+
+
+def test_bundle_banks_are_simfold_start_states(bundle_dir):
+    bundle = Bundle.load(bundle_dir)
+    assert bundle.start_frames.shape == (3, SIZE, SIZE, 3) and set(bundle.goals) == set(TASKS)
+    sim = gym.make("SimFold-v0", resolution=SIZE)
+    first, _ = sim.reset(seed=1_000_000 + 2)
+    np.testing.assert_array_equal(bundle.start_frames[2], first)
+    assert bundle.nearest_start(first) == 2
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="wmgym train-wm"):
+        gym.make("WMFold-v0", checkpoint=str(tmp_path / "nowhere"))
+
+
+def test_both_checkers_pass(bundle_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any checker warning fails the test
+        gymnasium_check_env(make(bundle_dir).unwrapped, skip_render_check=False)
+    sb3_check_env(make(bundle_dir).unwrapped, warn=False)
+
+
+def test_same_seed_same_frames_other_seed_differs(bundle_dir):
+    def run(seed):
+        env = make(bundle_dir)
+        frames = [env.reset(seed=seed)[0]]
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            frames.append(env.step(rng.uniform(ACTION_LOW_SAFE, ACTION_HIGH_SAFE).astype(np.float32))[0])
+        return np.stack(frames)
+
+    a, b, c = run(3), run(3), run(4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[1:], c[1:])
+
+
+ACTION_LOW_SAFE = np.where(np.arange(20) % 10 == 9, 0.0, -ACTION_HIGH * 0.5)
+ACTION_HIGH_SAFE = ACTION_HIGH * 0.5
+
+
+def test_reward_is_the_sum_of_named_terms_and_types_are_python(bundle_dir):
+    env = make(bundle_dir, reward="lpips-offline")
+    env.reset(seed=0, options={"goal_image": np.zeros((32, 32, 3), np.uint8)})  # resized to 64x64
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(hold())
+        assert type(reward) is float and type(terminated) is bool and type(truncated) is bool
+        assert type(info["success"]) is bool and set(info["reward_terms"]) == {"lpips"}
+        assert reward == pytest.approx(sum(info["reward_terms"].values()))
+        assert obs.dtype == np.uint8 and obs.shape == (SIZE, SIZE, 3)
+
+
+def test_reset_from_a_given_frame_returns_it_unchanged(bundle_dir):
+    frame = gym.make("SimFold-v0", resolution=SIZE).reset(seed=11)[0]
+    env = make(bundle_dir)
+    obs, info = env.reset(seed=0, options={"frame": frame, "goal_text": "fold the left sleeve onto the body"})
+    np.testing.assert_array_equal(obs, frame)
+    assert info["goal_text"] == "fold the left sleeve onto the body"
+    np.testing.assert_array_equal(env.unwrapped.core.frames[0, 0].numpy(), frame)
+
+
+def test_truncates_at_the_horizon_and_success_judge_terminates(bundle_dir):
+    env = make(bundle_dir, max_episode_steps=3, use_success_judge=False)
+    env.reset(seed=0)
+    flags = [env.step(hold())[2:4] for _ in range(3)]
+    assert flags == [(False, False), (False, False), (False, True)]
+    direct = WorldModelEnv(checkpoint=str(bundle_dir), device="cpu", max_episode_steps=3, use_success_judge=False)
+    direct.reset(seed=0)
+    assert [direct.step(hold())[2:4] for _ in range(3)] == flags  # the class's own horizon agrees with TimeLimit's
+    with pytest.raises(RuntimeError, match="reset"):
+        direct.step(hold())
+    always = make(bundle_dir, judge_threshold=0.0)  # p >= 0 always: the judge fires at once
+    always.reset(seed=0)
+    _, _, terminated, truncated, info = always.step(hold())
+    assert terminated and not truncated and info["success"] is True
+
+
+def test_bad_input_is_rejected_clearly(bundle_dir):
+    env = make(bundle_dir)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.unwrapped.step(hold())
+    env.reset(seed=0)
+    for bad, match in [(np.zeros(19, np.float32), "shape"), (np.full(20, np.nan, np.float32), "NaN"),
+                       (np.array(["a"] * 20), "real numbers"), (np.full(20, 5.0, np.float32), "bounds")]:
+        with pytest.raises(ValueError, match=match) as error:
+            env.unwrapped.step(bad)
+        assert "rot6d" in str(error.value) or "6-D" in str(error.value) or "layout" in str(error.value).lower()
+    with pytest.raises(ValueError, match="fold_half"):
+        make(bundle_dir, task="fold_socks")
+    with pytest.raises(ValueError, match="videoclip"):
+        make(bundle_dir, reward="cosine")
+    with pytest.raises(ValueError, match="goal_image"):
+        env.reset(options={"goal_image": np.zeros((8, 8), np.uint8)})
+
+
+def test_vector_env_is_batched_and_autoresets_next_step(bundle_dir):
+    envs = gym.make_vec("WMFold-v0", num_envs=3, checkpoint=str(bundle_dir), device="cpu", max_episode_steps=2,
+                        use_success_judge=False, reward="lpips-offline")
+    assert isinstance(envs, WorldModelVectorEnv) and envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (3, SIZE, SIZE, 3)
+    actions = np.stack([hold()] * 3)
+    calls = []
+    original = envs.core.model.denoiser.forward
+    envs.core.model.denoiser.forward = lambda *a, **k: (calls.append(a[0].shape[0]), original(*a, **k))[1]
+    _, rewards, terminated, truncated, info = envs.step(actions)
+    assert set(calls) == {3}  # every denoiser call carries the whole batch
+    assert rewards.shape == (3,) and not truncated.any()
+    np.testing.assert_allclose(rewards, info["reward_terms"]["lpips"])
+    _, _, _, truncated, _ = envs.step(actions)
+    assert truncated.all()
+    obs, rewards, terminated, truncated, _ = envs.step(actions)  # the autoreset step
+    assert not (terminated | truncated).any() and (rewards == 0).all()
+    assert all(any(np.array_equal(o, s) for s in Bundle.load(bundle_dir).start_frames) for o in obs)
+
+
+def test_vector_env_row_matches_single_env_after_its_own_reset(bundle_dir):
+    # One env restarting from a frame inside a running batch sees what a fresh env sees:
+    # with the history noise disabled the frames depend only on the frame and the actions.
+    envs = WorldModelVectorEnv(2, checkpoint=str(bundle_dir), device="cpu", use_success_judge=False, reward="none",
+                               num_steps=1, max_episode_steps=2)
+    envs.reset(seed=0)
+    start = Bundle.load(bundle_dir).start_frames[1]
+    single = WorldModelEnv(checkpoint=str(bundle_dir), device="cpu", use_success_judge=False, reward="none", num_steps=1)
+    for env in (envs, single):
+        env.core.model.sampler.history_timestep = -1  # clean history
+        env.core.model.denoiser.forward = _deterministic(env.core.model.denoiser.forward)
+    single.reset(options={"frame": start})
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(ACTION_LOW_SAFE, ACTION_HIGH_SAFE, size=(4, 2, 20)).astype(np.float32)
+    envs.step(actions[0])
+    envs.step(actions[1])  # both truncated: the next step resets them (bank frames)
+    envs.step(actions[2])
+    envs.core.reset_rows([1], np.random.default_rng(0), {"frame": start})  # row 1 restarts from `start`
+    batched = envs.step(np.stack([actions[3, 0], actions[3, 1]]))[0][1]
+    np.testing.assert_array_equal(batched, single.step(actions[3, 1])[0])
+
+
+def _deterministic(forward):
+    """The denoiser with the noisy input zeroed: outputs depend on history and actions only."""
+    def wrapped(noisy, *args, **kwargs):
+        if kwargs.get("write_cache"):
+            return forward(noisy, *args, **kwargs)
+        return forward(torch.zeros_like(noisy), *args, **kwargs)
+    return wrapped
+
+
+def test_vector_env_returns_torch_tensors_on_the_device(bundle_dir):
+    envs = WorldModelVectorEnv(2, checkpoint=str(bundle_dir), device="cpu", return_torch=True, reward="lpips-offline")
+    obs, _ = envs.reset(seed=0)
+    assert isinstance(obs, torch.Tensor) and obs.dtype == torch.uint8
+    obs, rewards, terminated, truncated, _ = envs.step(torch.from_numpy(np.stack([hold()] * 2)))
+    assert all(isinstance(x, torch.Tensor) and x.device == envs.core.device for x in (obs, rewards, terminated, truncated))
+
+
+def test_record_video_works_on_render(bundle_dir, tmp_path):
+    env = gym.wrappers.RecordVideo(make(bundle_dir, render_mode="rgb_array"), str(tmp_path))
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(hold())
+    env.close()
+    assert list(tmp_path.glob("*.mp4"))
+
+
+def test_render_returns_the_current_frame(bundle_dir):
+    env = make(bundle_dir, render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(env.render(), obs)
+    obs = env.step(hold())[0]
+    np.testing.assert_array_equal(env.render(), obs)

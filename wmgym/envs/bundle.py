@@ -1,0 +1,169 @@
+"""The checkpoint bundle behind `WMFold-v0`: world model, text reward model, start and goal banks.
+
+Layout of a bundle directory (DESIGN.md, "Checkpoints"; no pickles):
+
+    bundle.json          format_version, height, width, tasks {name: {"caption": str}},
+                         num_start_frames, and how it was made (`made_with`)
+    world_model/         `WorldModel.save_pretrained` (config.json with the action statistics,
+                         denoiser.safetensors, codec.safetensors)
+    videoclip/           `VideoCLIP.save_pretrained` (optional: text rewards and the success judge)
+    start_frames.png     N start frames side by side, (H, N * W, 3)
+    goals_<task>.png     N goal images side by side; goal i is start frame i folded by <task>
+
+`make_bundle` renders the banks with the reference simulator, so `reset` in `WMFold-v0`
+starts from the same states `SimFold-v0` does (start frame i is `SimFold-v0`'s first
+observation for `reset(seed=bank_seed + i)`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FORMAT_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "wmfold"
+
+HOW_TO_MAKE = (
+    "make one with the project's commands:\n"
+    "  wmgym generate --episodes 5248 --out data.zarr\n"
+    "  wmgym train-wm --data data.zarr --out runs/wm\n"
+    "  wmgym train-videoclip --data data.zarr --out runs/videoclip\n"
+    "  wmgym bundle --world-model runs/wm --videoclip runs/videoclip --out my_bundle\n"
+    "then gym.make('WMFold-v0', checkpoint='my_bundle')"
+)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle's small parts (the models are loaded by whoever needs them).
+
+    Attributes:
+        directory: where it lives.
+        height, width: frame size of the world model.
+        captions: task name -> instruction caption.
+        start_frames: uint8 (N, H, W, 3).
+        goals: task name -> uint8 (N, H, W, 3), goal i belongs to start frame i.
+    """
+
+    directory: Path
+    height: int
+    width: int
+    captions: dict[str, str]
+    start_frames: np.ndarray
+    goals: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def world_model_dir(self) -> Path:
+        return self.directory / "world_model"
+
+    @property
+    def videoclip_dir(self) -> Path | None:
+        path = self.directory / "videoclip"
+        return path if path.is_dir() else None
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike | None = None) -> "Bundle":
+        """Read a bundle (None: the default one shipped in `wmgym/assets/wmfold`)."""
+        is_default = directory is None or str(directory) == "default"
+        directory = DEFAULT_BUNDLE if is_default else Path(directory)
+        if not (directory / BUNDLE_FILE).is_file():
+            where = f"the default WMFold-v0 bundle is not installed at {directory}" if is_default else f"no bundle at {directory} (no {BUNDLE_FILE})"
+            raise FileNotFoundError(f"{where}; {HOW_TO_MAKE}")
+        meta = json.loads((directory / BUNDLE_FILE).read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory / BUNDLE_FILE}: format_version {meta.get('format_version')!r}, this wmgym reads {FORMAT_VERSION}")
+        height, width, n = int(meta["height"]), int(meta["width"]), int(meta["num_start_frames"])
+        read = lambda name: _read_strip(directory / name, n, height, width)
+        captions = {task: entry["caption"] for task, entry in meta["tasks"].items()}
+        goals = {task: read(f"goals_{task}.png") for task in captions}
+        return cls(directory, height, width, captions, read("start_frames.png"), goals)
+
+    def nearest_start(self, frame: np.ndarray) -> int:
+        """Index of the bank's start frame closest (mean squared pixel error) to `frame` (H, W, 3)."""
+        diff = self.start_frames.astype(np.float32) - frame.astype(np.float32)[None]
+        return int(np.argmin((diff**2).mean(axis=(1, 2, 3))))
+
+
+def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videoclip: str | os.PathLike | None = None,
+                num_start_frames: int = 64, bank_seed: int = 1_000_000, made_with: str = "") -> Path:
+    """Assemble a bundle directory atomically: copy the models, render the start and goal banks.
+
+    Args:
+        out: the bundle directory to write (replaced if it exists).
+        world_model: a `WorldModel.save_pretrained` directory, a training checkpoint directory
+            holding `model/`, or a `wmgym train-wm` run directory (its newest checkpoint).
+        videoclip: a `VideoCLIP.save_pretrained` directory, or None.
+        num_start_frames: N, states in the start bank.
+        bank_seed: start frame i is SimFold-v0's reset(seed=bank_seed + i) (the default lies
+            outside the seeds `wmgym generate` and the tests use).
+        made_with: free text saved in bundle.json (the commands that made the models).
+    """
+    from wmgym.envs.sim_fold import SimFoldEnv
+    from wmgym.model.world_model import CONFIG_FILE
+    from wmgym.sim.tasks import TASKS, make_task
+
+    world_model = Path(world_model)
+    if (world_model / "latest").is_file():  # a `wmgym train-wm` run directory: its newest checkpoint
+        world_model = world_model / "checkpoints" / (world_model / "latest").read_text().strip()
+    if (world_model / "model" / CONFIG_FILE).is_file():  # a training checkpoint directory
+        world_model = world_model / "model"
+    if not (world_model / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"no world model at {world_model} (expected {CONFIG_FILE} from WorldModel.save_pretrained)")
+    if videoclip is not None and not (Path(videoclip) / "config.json").is_file():
+        raise FileNotFoundError(f"no VideoCLIP model at {videoclip} (expected config.json from VideoCLIP.save_pretrained)")
+    if num_start_frames < 1:
+        raise ValueError(f"num_start_frames must be >= 1, got {num_start_frames}")
+    config = json.loads((world_model / CONFIG_FILE).read_text())
+    height, width = int(config["height"]), int(config["width"])
+    starts, goals = [], {task: [] for task in TASKS}
+    for i in range(num_start_frames):
+        for task in TASKS:  # the start state depends on the seed only; the goal on the task too
+            env = SimFoldEnv(task=task, resolution=(height, width))
+            frame, _ = env.reset(seed=bank_seed + i)
+            if task == TASKS[0]:
+                starts.append(frame)
+            elif not np.array_equal(frame, starts[-1]):
+                raise RuntimeError("the simulator's start state depends on the task; the bank assumes it does not")
+            goals[task].append(env.world.render_goal())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    shutil.copytree(world_model, tmp / "world_model")
+    if videoclip is not None:
+        shutil.copytree(videoclip, tmp / "videoclip")
+    _write_strip(tmp / "start_frames.png", np.stack(starts))
+    for task, images in goals.items():
+        _write_strip(tmp / f"goals_{task}.png", np.stack(images))
+    meta = {"format_version": FORMAT_VERSION, "height": height, "width": width, "num_start_frames": num_start_frames,
+            "bank_seed": bank_seed, "tasks": {task: {"caption": make_task(task).caption} for task in TASKS},
+            "made_with": made_with}
+    (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def _write_strip(path: Path, frames: np.ndarray) -> None:
+    """uint8 (N, H, W, 3) -> one PNG (H, N * W, 3)."""
+    strip = np.concatenate(list(frames), axis=1)
+    if not cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def _read_strip(path: Path, n: int, height: int, width: int) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"bundle file {path} is missing or not an image")
+    if image.shape != (height, n * width, 3):
+        raise ValueError(f"{path}: shape {image.shape}, expected ({height}, {n * width}, 3) for {n} frames of {height}x{width}")
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(rgb.reshape(height, n, width, 3).transpose(1, 0, 2, 3))

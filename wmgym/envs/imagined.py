@@ -1,0 +1,281 @@
+"""`ImaginedEpisodes`: the batched state behind every WMFold environment.
+
+b imagined folding episodes over one `Imagination` (one batched, KV-cached generator): start
+and goal per row, the frames so far (for video reward heads), the reward potential, the
+success judge. It has no autoreset policy of its own: `WorldModelVectorEnv` (Gymnasium,
+next-step autoreset), the stable-baselines3 adapter (same-step autoreset) and
+`WorldModelEnv` (one row) put theirs on top.
+
+Dimension legend: b rows (envs), r rows being reset, H x W the model's frame size,
+Ho x Wo the observation size, K frames a video head sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW
+from wmgym.envs.bundle import Bundle
+from wmgym.model.imagination import Imagination
+from wmgym.model.world_model import WorldModel
+from wmgym.rewards.base import RewardHead
+from wmgym.sim.tasks import TASKS
+
+REWARDS = ("videoclip", "lpips", "lpips-offline", "none")
+"""`reward` names: VideoCLIP similarity to the goal text; LPIPS to the goal image (real weights,
+see `LPIPSHead`); LPIPS with its offline fallback trunk (uncalibrated, warns); no reward."""
+
+
+class ImaginedEpisodes:
+    """b imagined episodes of the world model in a bundle, stepped together.
+
+    Args: as `WorldModelVectorEnv` (which documents them), plus `num_envs` = b.
+    """
+
+    def __init__(self, num_envs: int, checkpoint=None, task: str | None = "fold_half", goal_image=None, goal_text: str | None = None,
+                 reward: str | RewardHead = "videoclip", num_steps: int | None = None, guidance_scale: float | None = None,
+                 max_episode_steps: int | None = 16, resolution=None, device: str | torch.device = "auto",
+                 use_success_judge: bool = True, judge_threshold: float | None = None,
+                 lpips_trunk_weights: str | None = None):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if task is not None and task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)} or None (a random task per episode)")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        if num_steps is not None and num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        self.bundle = Bundle.load(checkpoint)
+        self.model = WorldModel.from_pretrained(self.bundle.world_model_dir, device=device).eval()
+        self.device = self.model.device
+        self.num_envs, self.task, self.max_episode_steps = num_envs, task, max_episode_steps
+        self.num_steps, self.guidance_scale = num_steps, guidance_scale
+        self.height, self.width = self.bundle.height, self.bundle.width
+        self.obs_height, self.obs_width = _resolution(resolution, (self.height, self.width))
+        self.goal_image = None if goal_image is None else self._to_model_size(_as_images(goal_image, 1, "goal_image", self.device))[0]
+        if goal_text is not None and (not isinstance(goal_text, str) or not goal_text.strip()):
+            raise ValueError(f"goal_text must be a non-empty str, got {goal_text!r}")
+        self.goal_text = goal_text
+        self.videoclip = self._load_videoclip() if reward == "videoclip" or use_success_judge else None
+        self.head = self._make_head(reward, lpips_trunk_weights)
+        self.judge = None
+        if use_success_judge:
+            from wmgym.rewards.judge import SuccessJudge
+
+            self.judge = SuccessJudge(self.videoclip, judge_threshold)
+        self.generator = torch.Generator(device=self.device)
+        self.imagination: Imagination | None = None
+        b = num_envs
+        self.frames = torch.zeros(b, (max_episode_steps or 16) + 1, self.height, self.width, 3, dtype=torch.uint8, device=self.device)
+        self.lengths = np.zeros(b, dtype=np.int64)  # frames so far per row (0: never reset)
+        self.tasks = [task or TASKS[0]] * b
+        self.goal_images = torch.zeros(b, self.height, self.width, 3, dtype=torch.uint8, device=self.device)
+        self.goal_texts = [""] * b
+        self.potential = torch.zeros(b, device=self.device)  # the head's score of each row's newest frame
+        self.success = np.zeros(b, dtype=bool)
+
+    # ------------------------------------------------------------ set-up helpers
+    def _load_videoclip(self):
+        from wmgym.rewards.videoclip import VideoCLIPHead
+
+        if self.bundle.videoclip_dir is None:
+            raise FileNotFoundError(f"the bundle {self.bundle.directory} has no videoclip/ model, which reward='videoclip' and "
+                                    "the success judge need; pass reward='lpips' (or 'none') and use_success_judge=False, "
+                                    "or add one with `wmgym bundle --videoclip DIR`")
+        return VideoCLIPHead.from_pretrained(self.bundle.videoclip_dir, device=self.device)
+
+    def _make_head(self, reward, lpips_trunk_weights) -> RewardHead | None:
+        if isinstance(reward, RewardHead):
+            return reward
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; expected one of {', '.join(REWARDS)} or a RewardHead instance")
+        if reward == "videoclip":
+            return self.videoclip
+        if reward in ("lpips", "lpips-offline"):
+            from wmgym.rewards.lpips_head import LPIPSHead
+
+            return LPIPSHead(trunk_weights=lpips_trunk_weights, allow_offline_fallback=reward == "lpips-offline", device=self.device)
+        return None
+
+    @property
+    def reward_names(self) -> tuple[str, ...]:
+        return () if self.head is None else (self.head.name,)
+
+    # ------------------------------------------------------------ reset
+    def reset_rows(self, rows, rng: np.random.Generator, options: dict | None = None) -> torch.Tensor:
+        """Start rows (a list of r indices); returns their first observations uint8 (r, Ho, Wo, 3) on the device.
+
+        options: "frame" uint8 (r, H, W, 3) or, for one row, (H, W, 3): start from it (any size:
+        resized to the model's for the model, returned unchanged); "goal_image" (one image or r);
+        "goal_text" (one str or r). Without them: a start frame drawn from the bundle's bank, and
+        the goal the task gives that start (for a given frame: the goal of the nearest bank frame).
+        """
+        rows = [int(i) for i in rows]
+        r, options = len(rows), dict(options or {})
+        unknown = sorted(set(options) - {"frame", "goal_image", "goal_text"})
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; expected 'frame', 'goal_image', 'goal_text'")
+        frame = options.get("frame")
+        if frame is not None:
+            given = _as_images(frame, r, "options['frame']", self.device)  # uint8 (r, h, w, 3), any size
+            starts = self._to_model_size(given)
+            index = [self.bundle.nearest_start(f) for f in starts.cpu().numpy()]
+            observations = given if given.shape[1:3] == (self.obs_height, self.obs_width) else self._to_obs_size(starts)
+        else:
+            index = [int(i) for i in rng.integers(len(self.bundle.start_frames), size=r)]
+            starts = torch.from_numpy(self.bundle.start_frames[index]).to(self.device)
+            observations = self._to_obs_size(starts)
+        tasks = [self.task or TASKS[int(rng.integers(len(TASKS)))] for _ in rows]
+        goals = options.get("goal_image", self.goal_image)
+        if goals is None:
+            goals = torch.from_numpy(np.stack([self.bundle.goals[t][i] for t, i in zip(tasks, index)])).to(self.device)
+        goals = self._to_model_size(_as_images(goals, r, "goal_image", self.device))
+        texts = options.get("goal_text", self.goal_text)
+        texts = [self.bundle.captions[t] for t in tasks] if texts is None else ([texts] * r if isinstance(texts, str) else list(texts))
+        if len(texts) != r or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"goal_text must be a non-empty str or {r} of them, got {texts!r}")
+        if self.imagination is None or r == self.num_envs and rows == list(range(self.num_envs)):
+            self.imagination = Imagination(self.model, self.num_envs, num_steps=self.num_steps, guidance_scale=self.guidance_scale)
+            if r != self.num_envs:
+                raise RuntimeError("the first reset must start every row")
+            self.imagination.start(starts[:, None], generator=self.generator)
+        else:
+            self.imagination.start(starts[:, None], rows=rows, generator=self.generator)
+        self.frames[rows, 0] = starts
+        self.lengths[rows] = 1
+        self.goal_images[rows] = goals
+        for row, task, text in zip(rows, tasks, texts):
+            self.tasks[row], self.goal_texts[row] = task, text
+        self.success[rows] = False
+        if self.head is not None:
+            self.potential[rows] = self._scores(rows)[0]
+        return observations
+
+    # ------------------------------------------------------------ step
+    def step(self, actions, active=None):
+        """Generate every row's next frame; returns (observations uint8 (b, Ho, Wo, 3) on the device,
+        reward terms {name: float (b,)}, success bool (b,), truncated bool (b,)).
+
+        actions: float (b, 20) (NumPy or torch). `active` bool (b,): rows whose episode goes on;
+        the others (about to be reset) are generated with the batch but not recorded.
+        """
+        actions = self.check_actions(actions)
+        active = np.ones(self.num_envs, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self.imagination is None:
+            raise RuntimeError("call reset() before step()")
+        if self.max_episode_steps is not None:
+            over = active & (self.lengths > self.max_episode_steps)
+            if over.any():
+                raise RuntimeError(f"rows {np.flatnonzero(over).tolist()} have ended (max_episode_steps={self.max_episode_steps}); reset them first")
+        if self.lengths.max() >= self.frames.shape[1]:  # no horizon of our own (TimeLimit's): grow the frame buffer
+            self.frames = torch.cat([self.frames, torch.zeros_like(self.frames)], dim=1)
+        latents = self.imagination.step(actions, self.generator)
+        frames = self.model.decode_latents(latents)[:, 0]  # (b, H, W, 3)
+        rows = np.flatnonzero(active).tolist()
+        self.frames[rows, self.lengths[rows]] = frames[rows]
+        self.lengths[rows] += 1
+        terms = {}
+        success = np.zeros(self.num_envs, dtype=bool)
+        if rows and (self.head is not None or self.judge is not None):
+            scores, probability = self._scores(rows, with_judge=self.judge is not None)
+            if self.head is not None:
+                delta = torch.zeros(self.num_envs, device=self.device)
+                delta[rows] = scores - self.potential[rows]
+                self.potential[rows] = scores
+                terms[self.head.name] = delta
+            if probability is not None:
+                success[rows] = (probability >= self.judge.threshold).cpu().numpy()
+        self.success[rows] = success[rows]
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = active & (self.lengths > self.max_episode_steps) & ~success
+        return self._to_obs_size(frames), terms, success & active, truncated
+
+    def check_actions(self, actions) -> torch.Tensor:
+        """(b, 20) float actions -> float32 tensor on the device; ValueError naming the layout when bad."""
+        if not torch.is_tensor(actions):
+            actions = np.asarray(actions)
+            if not (np.issubdtype(actions.dtype, np.floating) or np.issubdtype(actions.dtype, np.integer)):
+                raise ValueError(f"actions must be real numbers of shape ({self.num_envs}, {ACTION_DIM}), got dtype {actions.dtype}\n{ACTION_LAYOUT}")
+            actions = torch.from_numpy(actions.astype(np.float32))
+        elif actions.dtype == torch.bool or actions.is_complex():
+            raise ValueError(f"actions must be real numbers, got dtype {actions.dtype}\n{ACTION_LAYOUT}")
+        if tuple(actions.shape) != (self.num_envs, ACTION_DIM):
+            raise ValueError(f"actions must have shape ({self.num_envs}, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
+        actions = actions.to(self.device, torch.float32)
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError(f"actions contain NaN or inf\n{ACTION_LAYOUT}")
+        low, high = (torch.as_tensor(x, device=self.device) for x in (ACTION_LOW, ACTION_HIGH))
+        bad = (actions < low) | (actions > high)
+        if bool(bad.any()):
+            raise ValueError(f"actions outside the bounds at indices {torch.nonzero(bad.any(0)).flatten().tolist()}: "
+                             f"see the action space\n{ACTION_LAYOUT}")
+        return actions
+
+    # ------------------------------------------------------------ rewards
+    def _scores(self, rows, with_judge: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(head score (r,), judge probability (r,) or None) of the rows' episodes so far."""
+        video = None
+        if self.videoclip is not None and (with_judge or self.head is self.videoclip):
+            video = self.videoclip.video_embeddings(self._clips(rows, self.videoclip.model.config.num_frames))  # (r, d)
+        if self.head is None:
+            scores = torch.zeros(len(rows), device=self.device)
+        elif self.head is self.videoclip:  # one video embedding serves the reward and the judge
+            scores = (video * self.videoclip.text_embeddings([self.goal_texts[i] for i in rows])).sum(-1)
+        elif self.head.goal_kind == "image":
+            scores = self.head.score(self.frames[rows, self.lengths[rows] - 1], self.goal_images[rows])
+        else:
+            clips = self._clips(rows, getattr(self.head, "num_frames", 8))
+            scores = self.head.score(clips, [self.goal_texts[i] for i in rows])
+        probability = self.judge.probability_of_embeddings(video, [self.tasks[i] for i in rows]) if with_judge else None
+        return scores.float(), probability
+
+    def _clips(self, rows, num_frames: int) -> torch.Tensor:
+        """uint8 (r, K, H, W, 3): K frames evenly over each row's episode so far (first and newest included)."""
+        from wmgym.rewards.videoclip import resample_indices
+
+        index = torch.from_numpy(np.stack([resample_indices(int(self.lengths[i]), num_frames) for i in rows])).to(self.device)
+        return self.frames[torch.as_tensor(rows, device=self.device)[:, None], index]
+
+    # ------------------------------------------------------------ resizing
+    def _to_model_size(self, frames: torch.Tensor) -> torch.Tensor:
+        return _resize(frames, self.height, self.width)
+
+    def _to_obs_size(self, frames: torch.Tensor) -> torch.Tensor:
+        return _resize(frames, self.obs_height, self.obs_width)
+
+
+def _as_images(x, r: int, what: str, device) -> torch.Tensor:
+    """One uint8 image (h, w, 3) or r of them (r, h, w, 3), any size -> tensor (r, h, w, 3) on `device`."""
+    x = x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
+    if x.dtype != torch.uint8 or x.dim() not in (3, 4) or x.shape[-1] != 3 or min(x.shape[-3:-1]) < 1:
+        raise ValueError(f"{what} must be uint8 RGB (H, W, 3) or ({r}, H, W, 3), got {x.dtype} {tuple(x.shape)}")
+    if x.dim() == 3:
+        x = x[None].expand(r, *x.shape)
+    if x.shape[0] != r:
+        raise ValueError(f"{what}: got {x.shape[0]} images for {r} environments")
+    return x.to(device)
+
+
+def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 (n, h, w, 3) -> (n, height, width, 3): bilinear with antialiasing (unchanged if same size)."""
+    if tuple(frames.shape[1:3]) == (height, width):
+        return frames
+    x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _resolution(resolution, default: tuple[int, int]) -> tuple[int, int]:
+    if resolution is None:
+        return default
+    if isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool):
+        resolution = (int(resolution), int(resolution))
+    try:
+        height, width = (int(x) for x in resolution)
+    except (TypeError, ValueError):
+        raise ValueError(f"resolution must be None, an int or a (height, width) pair, got {resolution!r}") from None
+    if height < 16 or width < 16:
+        raise ValueError(f"resolution must be at least 16x16, got {height}x{width}")
+    return height, width
