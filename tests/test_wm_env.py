@@ -228,3 +228,36 @@ def test_render_returns_the_current_frame(bundle_dir):
     np.testing.assert_array_equal(env.render(), obs)
     obs = env.step(hold())[0]
     np.testing.assert_array_equal(env.render(), obs)
+
+
+def test_sb3_adapter_same_step_autoreset_and_terminal_observation(bundle_dir):
+    from wmgym.envs.sb3 import WMFoldVecEnv
+
+    venv = WMFoldVecEnv(3, checkpoint=str(bundle_dir), device="cpu", max_episode_steps=2, use_success_judge=False, reward="lpips-offline")
+    assert venv.action_space.low.min() == -1 and venv.action_space.high.max() == 1
+    np.testing.assert_allclose(venv.to_env_actions(np.ones((1, 20)))[0], ACTION_HIGH)
+    venv.seed(0)
+    obs = venv.reset()
+    assert obs.shape == (3, SIZE, SIZE, 3) and obs.dtype == np.uint8
+    zero = np.zeros((3, 20), np.float32)  # the middle of the box: a valid action
+    _, rewards, dones, infos = venv.step(zero)
+    assert not dones.any() and rewards.dtype == np.float32
+    obs, _, dones, infos = venv.step(zero)
+    assert dones.all()
+    starts = Bundle.load(bundle_dir).start_frames
+    for o, info in zip(obs, infos):
+        assert info["TimeLimit.truncated"] and info["terminal_observation"].shape == (SIZE, SIZE, 3)
+        assert any(np.array_equal(o, s) for s in starts)  # already the next episode's start
+
+
+def test_ppo_cnn_policy_trains_on_the_batched_adapter(bundle_dir):
+    from stable_baselines3 import PPO
+
+    from wmgym.envs.sb3 import WMFoldVecEnv
+
+    venv = WMFoldVecEnv(4, checkpoint=str(bundle_dir), device="cpu", use_success_judge=False, reward="lpips-offline")
+    model = PPO("CnnPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))

@@ -1,0 +1,109 @@
+"""`WMFoldVecEnv`: WMFold-v0's batched generator as a stable-baselines3 `VecEnv`.
+
+stable-baselines3 cannot consume a Gymnasium vector env, and wrapping N single envs in its
+`DummyVecEnv` would run N generators one after another. This adapter drives the same
+`ImaginedEpisodes` core as `WorldModelVectorEnv` (one batched, KV-cached denoiser pass per
+sampling step for all envs) with SB3's conventions: same-step autoreset, the last frame of a
+finished episode in `info["terminal_observation"]`, `info["TimeLimit.truncated"]`, NumPy
+outputs, and a list of per-env info dicts.
+
+Actions: SB3's policies assume a Box normalised to [-1, 1] (its env checker warns otherwise),
+so by default the adapter's action space is `Box(-1, 1, (20,))` and actions are mapped
+linearly onto `ACTION_LOW..ACTION_HIGH` (`normalize_actions=False` keeps the raw bounds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW
+from wmgym.envs.imagined import ImaginedEpisodes
+
+
+class WMFoldVecEnv(VecEnv):
+    """N imagined WMFold-v0 envs as one SB3 VecEnv.
+
+    Args:
+        num_envs: N.
+        normalize_actions: expose Box(-1, 1) and rescale (default), or the raw action bounds.
+        **kwargs: `WorldModelVectorEnv`'s arguments (checkpoint, task, reward, num_steps,
+            guidance_scale, max_episode_steps (default 16), resolution, device, ...).
+    """
+
+    def __init__(self, num_envs: int = 8, normalize_actions: bool = True, **kwargs):
+        kwargs.setdefault("max_episode_steps", 16)
+        self.core = ImaginedEpisodes(num_envs, **kwargs)
+        self.normalize_actions = normalize_actions
+        observation_space = spaces.Box(0, 255, (self.core.obs_height, self.core.obs_width, 3), np.uint8)
+        if normalize_actions:
+            action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        else:
+            action_space = spaces.Box(ACTION_LOW, ACTION_HIGH, (ACTION_DIM,), np.float32)
+        self.render_mode = "rgb_array"  # get_images() returns the current frames
+        super().__init__(num_envs, observation_space, action_space)
+        self._rng = np.random.default_rng()
+        self._actions: np.ndarray | None = None
+        self._observations: np.ndarray | None = None
+
+    def to_env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """(N, 20) policy actions -> the env's 20-D layout (rescaled from [-1, 1] when normalising; clipped to it)."""
+        actions = np.asarray(actions, dtype=np.float32)
+        if not self.normalize_actions:
+            return actions
+        return (ACTION_LOW + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (ACTION_HIGH - ACTION_LOW)).astype(np.float32)
+
+    def reset(self):
+        seed, options = self._seeds[0], self._options[0]
+        if seed is not None:  # SB3 hands out seed + i per env; the first seeds the batch
+            self._rng = np.random.default_rng(seed)
+            self.core.generator.manual_seed(int(self._rng.integers(2**62)))
+        self._observations = self.core.reset_rows(range(self.num_envs), self._rng, options or None).cpu().numpy()
+        self.reset_infos = [{"task": task} for task in self.core.tasks]
+        self._reset_seeds()
+        self._reset_options()
+        return self._observations.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = self.to_env_actions(actions)
+
+    def step_wait(self):
+        if self._observations is None:
+            raise RuntimeError("call reset() before step()")
+        observations, terms, success, truncated = self.core.step(self._actions)
+        observations = observations.cpu().numpy()
+        terms = {name: value.float().cpu().numpy() for name, value in terms.items()}
+        rewards = np.sum(list(terms.values()), axis=0).astype(np.float32) if terms else np.zeros(self.num_envs, np.float32)
+        dones = success | truncated
+        infos: list[dict[str, Any]] = [
+            {"success": bool(success[i]), "task": self.core.tasks[i], "reward_terms": {k: float(v[i]) for k, v in terms.items()},
+             "TimeLimit.truncated": bool(truncated[i] and not success[i])} for i in range(self.num_envs)]
+        rows = np.flatnonzero(dones)
+        if rows.size:  # same-step autoreset: report the last frame, return the new start
+            for i in rows:
+                infos[i]["terminal_observation"] = observations[i].copy()
+            observations[rows] = self.core.reset_rows(rows, self._rng).cpu().numpy()
+        self._observations = observations
+        return observations.copy(), rewards, dones, infos
+
+    def close(self) -> None:
+        self._observations = None
+
+    def get_images(self):
+        return [] if self._observations is None else list(self._observations)
+
+    # SB3's attribute plumbing: all envs share one core, so attributes are the adapter's own.
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
