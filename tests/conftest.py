@@ -1,7 +1,17 @@
 """Shared test fixtures."""
 
+from dataclasses import asdict
+
 import pytest
 import torch
+
+from wmgym.envs.bundle import make_bundle
+from wmgym.model.denoiser import DenoiserConfig
+from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.rewards.videoclip import VideoCLIP, VideoCLIPConfig, build_vocabulary
+from wmgym.sim.tasks import TASKS, make_task
+
+SIZE = 64
 
 
 @pytest.fixture(scope="module")
@@ -12,3 +22,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_world_model(seed: int = 0) -> WorldModel:
+    """64x64 pixels, 16 tokens a frame, residual prediction with small random output weights
+    (so frames change with the actions but stay near the start frame)."""
+    denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=16, width=32, depth=1, num_heads=2)
+    config = WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), prediction="residual",
+                              sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)))
+    model = WorldModel(config, device="cpu")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.denoiser.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A WMFold bundle with tiny untrained models at 64x64 and a bank of 3 start states."""
+    root = tmp_path_factory.mktemp("bundle")
+    tiny_world_model().save_pretrained(root / "wm")
+    captions = [make_task(t).caption for t in TASKS]
+    clip = VideoCLIP(VideoCLIPConfig(num_frames=4, conv_channels=(8, 8), frame_width=16, embed_dim=16, text_width=16,
+                                     vocabulary=build_vocabulary(captions + ["the shirt is not folded yet"]),
+                                     task_captions={t: make_task(t).caption for t in TASKS},
+                                     success_threshold=1.0), device="cpu")  # untrained: the judge never fires unless told
+    clip.save_pretrained(root / "clip")
+    return make_bundle(root / "bundle", root / "wm", root / "clip", num_start_frames=3)
