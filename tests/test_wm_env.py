@@ -235,3 +235,12 @@ def test_ppo_cnn_policy_trains_on_the_batched_adapter(bundle_dir):
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
     assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+
+
+def test_reachable_through_the_module_prefix_and_kwargs_override(bundle_dir):
+    env = gym.make("wmgym:WMFold-v0", checkpoint=str(bundle_dir), device="cpu", task="fold_left_sleeve", resolution=32,
+                   num_steps=1, reward="none", use_success_judge=False)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (32, 32, 3) and info["task"] == "fold_left_sleeve"
+    assert env.unwrapped.core.imagination.num_steps == 1 and env.unwrapped.core.head is None
+    assert env.spec.max_episode_steps == 16

@@ -9,6 +9,7 @@ import tyro
 
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.train.codec import TrainCodecConfig, train_codec
+from wmgym.train.videoclip import TrainVideoCLIPConfig, train_videoclip
 from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
 
 
@@ -44,20 +45,28 @@ def show(config: ShowConfig) -> str:
 
 @dataclass
 class RolloutConfig:
-    """Roll out a policy in an environment and write the frames as a video."""
+    """Roll out a policy in an environment and write the frames as a video.
+
+    In WMFold-v0 the world model starts from SimFold-v0's first frame and receives the same
+    actions; the video shows simulator | world model side by side.
+    """
 
     out: str = "rollout.gif"
     """Output video (.gif, or .mp4 with imageio-ffmpeg installed)."""
     env: str = "SimFold-v0"
-    """Registered environment id."""
+    """Registered environment id: SimFold-v0 or WMFold-v0."""
     task: str = "fold_half"
     """Task to fold (one of wmgym.sim.tasks.TASKS)."""
     policy: str = "expert"
-    """'expert' (the scripted demonstrator, SimFold-v0 only) or 'random'."""
+    """'expert' (the scripted demonstrator, run in SimFold-v0) or 'random'."""
     seed: int = 0
     """Seed passed to reset()."""
-    resolution: int = 128
-    """Square image size in pixels."""
+    resolution: int | None = None
+    """Square image size in pixels (default: 128 for SimFold-v0, the model's for WMFold-v0)."""
+    checkpoint: str | None = None
+    """WMFold-v0 bundle directory (default: the shipped one)."""
+    device: str = "auto"
+    """WMFold-v0 device ('auto': CUDA when available)."""
     fps: float = 4.0
     """Frames per second of the video."""
 
@@ -71,24 +80,70 @@ def rollout(config: RolloutConfig) -> str:
 
     if config.policy not in ("expert", "random"):
         raise ValueError(f"policy must be 'expert' or 'random', got {config.policy!r}")
-    env = gym.make(config.env, task=config.task, resolution=config.resolution)
+    if config.env not in ("SimFold-v0", "WMFold-v0"):
+        raise ValueError(f"env must be 'SimFold-v0' or 'WMFold-v0', got {config.env!r}")
+    model = None
+    if config.env == "WMFold-v0":
+        model = gym.make("WMFold-v0", checkpoint=config.checkpoint, task=config.task, device=config.device, max_episode_steps=-1)
+    size = config.resolution or (model.observation_space.shape[0] if model else 128)
+    env = gym.make("SimFold-v0", task=config.task, resolution=size)
     obs, info = env.reset(seed=config.seed)
     env.action_space.seed(config.seed)
     views = [env.unwrapped.views()]
+    predicted = []
+    if model is not None:
+        predicted.append(model.reset(seed=config.seed, options={"frame": obs})[0])
     done = False
     while not done:
         action = env.unwrapped.expert_action() if config.policy == "expert" else env.action_space.sample()
         obs, reward, terminated, truncated, info = env.step(action)
         views.append(env.unwrapped.views())
+        if model is not None:
+            frame, _, _, _, model_info = model.step(action)
+            predicted.append(frame)
         done = terminated or truncated
-    stacked = [np.stack([v[name] for v in views]) for name in ("interaction", "static_scene", "grippers")]
-    path = write_video(tile_views(stacked, scale=1), config.out, fps=config.fps)
-    print(f"{config.env} {info['task']}: {len(views) - 1} steps, score {info['score']:.2f}, success {info['success']} -> {path}")
+    if model is None:
+        stacked = [np.stack([v[name] for v in views]) for name in ("interaction", "static_scene", "grippers")]
+        path = write_video(tile_views(stacked, scale=1), config.out, fps=config.fps)
+        print(f"{config.env} {info['task']}: {len(views) - 1} steps, score {info['score']:.2f}, success {info['success']} -> {path}")
+        return str(path)
+    sim_frames, model_frames = np.stack([v["interaction"] for v in views]), np.stack(predicted)
+    psnr = 10 * np.log10(255.0**2 / np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2))
+    path = write_video(tile_views([sim_frames, model_frames], scale=max(1, 128 // size)), config.out, fps=config.fps)
+    print(f"SimFold-v0 | WMFold-v0, {info['task']}, {len(views) - 1} {config.policy} steps: simulator score {info['score']:.2f} "
+          f"(success {info['success']}), world-model judge says success {model_info['success']}, PSNR {psnr:.1f} dB -> {path}")
+    return str(path)
+
+
+@dataclass
+class BundleConfig:
+    """Assemble a WMFold-v0 checkpoint bundle: world model, VideoCLIP, start and goal banks."""
+
+    world_model: str
+    """A `wmgym train-wm` run directory (its newest checkpoint), a checkpoint directory, or a saved model."""
+    out: str
+    """Bundle directory to write (replaced if it exists); wmgym/assets/wmfold is the shipped default."""
+    videoclip: str | None = None
+    """A `wmgym train-videoclip` output directory (text rewards and the success judge)."""
+    num_start_frames: int = 64
+    """States in the start bank (start frame i is SimFold-v0's reset(seed=bank_seed + i))."""
+    bank_seed: int = 1_000_000
+    """Seed of the first bank state."""
+    made_with: str = ""
+    """Free text saved in bundle.json: the commands that trained the models."""
+
+
+def bundle(config: BundleConfig) -> str:
+    from wmgym.envs.bundle import make_bundle
+
+    path = make_bundle(config.out, config.world_model, config.videoclip, config.num_start_frames, config.bank_seed, config.made_with)
+    print(f"bundle -> {path}")
     return str(path)
 
 
 COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), "rollout": (RolloutConfig, rollout),
-            "train-codec": (TrainCodecConfig, train_codec), "train-wm": (TrainWorldModelConfig, train_world_model)}
+            "train-codec": (TrainCodecConfig, train_codec), "train-wm": (TrainWorldModelConfig, train_world_model),
+            "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle)}
 
 
 def main(argv: list[str] | None = None) -> None:
