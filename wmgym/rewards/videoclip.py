@@ -1,0 +1,319 @@
+"""VideoCLIP: a small video-text contrastive model, trained from scratch, and its reward head.
+
+Dimension legend: b clips, t given frames, n = `num_frames` frames the model sees,
+H x W pixels (= `image_size`), c conv channels, h x w feature map, f frame width,
+d joint embedding width, m texts, l tokens.
+
+Video encoder. A clip of any length is resampled to n frames evenly over it, first and newest
+frame always included (`resample_indices`). Each frame goes through a strided conv net
+together with its difference to the first frame (6 input channels), so "what changed since the
+start" is visible to every frame's features; the feature map is flattened, not pooled, so the
+encoder knows *where* things are (left sleeve vs right sleeve). The n frame vectors, each with a
+learned time embedding, are concatenated and mixed by an MLP into one d-vector.
+
+Text encoder. Lower-cased words from a fixed vocabulary (built from the training captions and
+saved in the config; unknown words map to <unk>), token + position embeddings, a small
+pre-norm transformer, mean pooling over the words, a projection to d.
+
+Both embeddings are unit vectors; similarities are cosines, and the learned temperature
+(`logit_scale` = log(1 / temperature)) turns them into logits for contrastive training and for
+the success judge (`wmgym.rewards.judge`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from wmgym.rewards.base import RewardHead, as_frames, as_goal_texts, to_unit_float
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+PAD, UNK = "<pad>", "<unk>"
+NOT_DONE_CAPTION = "the shirt is not folded yet"
+"""The caption of every clip that shows no finished fold: the judge's "no" candidate."""
+MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on exp(logit_scale)
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def split_words(text: str) -> list[str]:
+    """Lower-cased words of `text`; punctuation is dropped."""
+    return _WORD.findall(text.lower())
+
+
+def build_vocabulary(texts) -> list[str]:
+    """[<pad>, <unk>, sorted distinct words of `texts`...]."""
+    return [PAD, UNK] + sorted({word for text in texts for word in split_words(text)})
+
+
+def resample_indices(length: int, num_frames: int) -> np.ndarray:
+    """`num_frames` frame indices evenly over [0, length - 1], rounded; first and last included.
+
+    Fewer given frames than `num_frames` repeat some (1 frame -> all zeros)."""
+    if length < 1:
+        raise ValueError(f"a clip needs at least one frame, got {length}")
+    return np.rint(np.linspace(0, length - 1, num_frames)).astype(np.int64)
+
+
+@dataclass
+class VideoCLIPConfig:
+    """Everything that rebuilds a `VideoCLIP` (saved as config.json)."""
+
+    image_size: int = 64
+    """Square frame size the model runs at; frames of another size are resized (bilinear, antialiased)."""
+    num_frames: int = 8
+    """Frames the video encoder sees: a clip is resampled to this many, evenly over its frames."""
+    conv_channels: tuple[int, ...] = (16, 32, 64, 64)
+    """Widths of the per-frame conv net; each level halves the resolution (stride 2)."""
+    frame_width: int = 64
+    """Width of each frame's vector before temporal mixing."""
+    embed_dim: int = 128
+    """Width of the joint video-text embedding."""
+    text_width: int = 64
+    """Width of the text transformer."""
+    text_layers: int = 1
+    """Layers of the text transformer."""
+    text_heads: int = 4
+    """Attention heads of the text transformer."""
+    vocabulary: list = field(default_factory=lambda: [PAD, UNK])
+    """Words known to the text encoder; index 0 is <pad>, 1 is <unk> (unknown words)."""
+    max_text_length: int = 24
+    """Words kept per text (longer texts are cut)."""
+    temperature_init: float = 0.07
+    """Initial softmax temperature (CLIP's); the model learns it."""
+    success_threshold: float = 0.5
+    """The judge says "done" when the task caption's probability among the candidates is at
+    least this; `wmgym train-videoclip` calibrates it on held-out episodes."""
+    task_captions: dict = field(default_factory=dict)
+    """Task name -> instruction caption (e.g. "fold_half" -> "fold the shirt in half, ...")."""
+    not_done_caption: str = NOT_DONE_CAPTION
+    """Caption of clips that show no finished fold (the judge's alternative)."""
+
+    def __post_init__(self):
+        self.conv_channels = tuple(self.conv_channels)
+        if self.vocabulary[:2] != [PAD, UNK]:
+            raise ValueError(f"vocabulary must start with {[PAD, UNK]}, got {self.vocabulary[:2]}")
+        if self.image_size % 2 ** len(self.conv_channels):
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2 ** {len(self.conv_channels)} "
+                             f"(one halving per conv level {self.conv_channels})")
+
+
+class VideoEncoder(nn.Module):
+    """uint8-derived float clips (b, n, 3, H, W) in [-1, 1] -> unit vectors (b, d)."""
+
+    def __init__(self, config: VideoCLIPConfig):
+        super().__init__()
+        layers, channels = [], 6  # the frame and its difference to the first frame
+        for width in config.conv_channels:
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.GroupNorm(min(8, width), width), nn.SiLU()]
+            channels = width
+        self.conv = nn.Sequential(*layers)
+        side = config.image_size // 2 ** len(config.conv_channels)
+        self.frame_proj = nn.Linear(channels * side * side, config.frame_width)
+        self.time_embedding = nn.Parameter(torch.zeros(config.num_frames, config.frame_width))
+        self.mix = nn.Sequential(nn.LayerNorm(config.num_frames * config.frame_width),
+                                 nn.Linear(config.num_frames * config.frame_width, 2 * config.embed_dim), nn.SiLU(),
+                                 nn.Linear(2 * config.embed_dim, config.embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n = x.shape[:2]
+        x = torch.cat([x, x - x[:, :1]], dim=2)  # (b, n, 6, H, W)
+        features = self.conv(x.flatten(0, 1))  # (b*n, c, h, w)
+        frames = self.frame_proj(features.flatten(1)).view(b, n, -1) + self.time_embedding  # (b, n, f)
+        return F.normalize(self.mix(frames.flatten(1)), dim=-1)  # (b, d)
+
+
+class TextEncoder(nn.Module):
+    """Token ids (m, l) and a padding mask (m, l), True = word -> unit vectors (m, d)."""
+
+    def __init__(self, config: VideoCLIPConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(len(config.vocabulary), config.text_width)
+        self.position_embedding = nn.Parameter(torch.zeros(config.max_text_length, config.text_width))
+        nn.init.normal_(self.position_embedding, std=0.02)
+        layer = nn.TransformerEncoderLayer(config.text_width, config.text_heads, 2 * config.text_width, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, config.text_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.text_width)
+        self.proj = nn.Linear(config.text_width, config.embed_dim)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(ids) + self.position_embedding[: ids.shape[1]]  # (m, l, w)
+        x = self.norm(self.transformer(x, src_key_padding_mask=~mask))
+        weights = mask.unsqueeze(-1).to(x.dtype)  # (m, l, 1)
+        pooled = (x * weights).sum(1) / weights.sum(1)  # (m, w)
+        return F.normalize(self.proj(pooled), dim=-1)  # (m, d)
+
+
+class VideoCLIP(nn.Module):
+    """Video and text encoders into one space (see the module docstring).
+
+    `encode_video(frames uint8 (b, t, H, W, 3)) -> (b, d)` and `encode_text(list of m str) ->
+    (m, d)` return unit vectors on `device`; `logit_scale.exp()` is 1 / temperature.
+    """
+
+    def __init__(self, config: VideoCLIPConfig, device: str | torch.device = "auto"):
+        super().__init__()
+        from wmgym.model.world_model import resolve_device
+
+        self.config = config
+        self.video = VideoEncoder(config)
+        self.text = TextEncoder(config)
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / config.temperature_init))))
+        self.word_ids = {word: i for i, word in enumerate(config.vocabulary)}
+        self.to(resolve_device(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), clamped at 100 as in CLIP: multiplies cosines into logits."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    # ------------------------------------------------------------ inputs
+    def prepare_clip(self, frames) -> torch.Tensor:
+        """uint8 (b, t, H, W, 3) or (b, H, W, 3) -> float (b, n, 3, S, S) in [-1, 1] on `device`.
+
+        Resamples to n = `num_frames` frames (`resample_indices`) and resizes frames that are
+        not S x S (S = `image_size`), bilinear with antialiasing."""
+        x = as_frames(frames)
+        index = torch.from_numpy(resample_indices(x.shape[1], self.config.num_frames)).to(x.device)
+        return self.to_input(x.index_select(1, index))
+
+    def to_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (b, n, H, W, 3), already n = `num_frames` -> float (b, n, 3, S, S) in [-1, 1] on `device`."""
+        x = to_unit_float(frames.to(self.device))  # (b, n, 3, H, W)
+        size = self.config.image_size
+        if x.shape[-2:] != (size, size):
+            b, n = x.shape[:2]
+            x = F.interpolate(x.flatten(0, 1), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = x.view(b, n, 3, size, size)
+        return x
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """m texts -> ids (m, l) long and mask (m, l) bool (True = word), l = longest text (capped).
+
+        Unknown words get the <unk> id; a text with no words is one <unk>."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"texts must be a list of str, got {texts!r}")
+        unk = self.word_ids[UNK]
+        rows = [[self.word_ids.get(w, unk) for w in split_words(t)][: self.config.max_text_length] or [unk] for t in texts]
+        length = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), length, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids.to(self.device), (ids != 0).to(self.device)
+
+    # ------------------------------------------------------------ encoders
+    def encode_video(self, frames) -> torch.Tensor:
+        """uint8 frames (b, t, H, W, 3), the episode so far, newest last -> unit vectors (b, d)."""
+        return self.video(self.prepare_clip(frames))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """m strings -> unit vectors (m, d)."""
+        return self.text(*self.tokenize(texts))
+
+    # ------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors atomically (a temporary directory, then rename)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+        self.write_files(tmp)
+        replace_directory(tmp, directory)
+        return directory
+
+    def write_files(self, directory: Path) -> None:
+        """config.json + model.safetensors into an existing directory (no atomicity of its own)."""
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "VideoCLIP":
+        """Load a model directory; errors name the missing or mismatched file and key."""
+        from wmgym.model.world_model import load_state_checked, resolve_device
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no VideoCLIP model directory at {directory}")
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                pickles = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+                hint = f" (found {pickles}: only safetensors weights are loaded, never pickles)" if pickles else ""
+                raise FileNotFoundError(f"VideoCLIP directory {directory} is missing {name}{hint}")
+        try:
+            raw = json.loads((directory / CONFIG_FILE).read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON: {error}") from None
+        known = set(VideoCLIPConfig.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{directory / CONFIG_FILE}: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        try:
+            config = VideoCLIPConfig(**raw)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{directory / CONFIG_FILE}: {error}") from None
+        model = cls(config, device="cpu")
+        load_state_checked(model, directory / WEIGHTS_FILE)
+        return model.eval().to(resolve_device(device))
+
+
+def replace_directory(tmp: Path, final: Path) -> None:
+    """Rename the complete directory `tmp` to `final`; an older `final` is moved aside first
+    (a rename cannot replace a non-empty directory), so one of them is always whole."""
+    previous = final.with_name(f".{final.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        os.replace(final, previous)
+    os.replace(tmp, final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+class VideoCLIPHead(RewardHead):
+    """Reward head: cosine similarity of the clip so far and the goal text, in [-1, 1].
+
+    `score(frames uint8 (b, t, H, W, 3), goal str or b strs) -> (b,)` on `device`. Text
+    embeddings are cached per string. The model runs in eval mode without gradients.
+    """
+
+    name = "videoclip"
+    goal_kind = "text"
+
+    def __init__(self, model: VideoCLIP):
+        self.model = model.eval()
+        self.device = model.device
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "VideoCLIPHead":
+        return cls(VideoCLIP.from_pretrained(directory, device=device))
+
+    @torch.no_grad()
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """m strings -> (m, d) unit vectors, each distinct string encoded once per head."""
+        new = sorted({t for t in texts if t not in self._text_cache})
+        if new:
+            self._text_cache.update(zip(new, self.model.encode_text(new)))
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    @torch.no_grad()
+    def video_embeddings(self, frames) -> torch.Tensor:
+        """uint8 (b, t, H, W, 3) -> (b, d) unit vectors."""
+        return self.model.encode_video(frames)
+
+    def score(self, frames, goal) -> torch.Tensor:
+        video = self.video_embeddings(frames)  # (b, d)
+        text = self.text_embeddings(as_goal_texts(goal, video.shape[0]))  # (b, d)
+        return (video * text).sum(-1)  # (b,)

@@ -1,0 +1,461 @@
+"""`wmgym train-videoclip`: train a `VideoCLIP` on an episode store and calibrate its judge.
+
+Clips. Each training clip is one train-split episode, whole (`full_clip_fraction` of them) or
+a prefix of 1..T frames (the environment scores and judges the episode so far after every
+step), resampled to `num_frames` frames. Its positive captions:
+
+    whole episode:  its outcome caption ("the left gripper folded the left sleeve onto the body")
+                    + its task's instruction if the episode succeeded, else the not-done caption
+    prefix:         its task's instruction if the task was done by its newest frame (at some
+                    frame so far: score >= the task's threshold with both grippers open, the
+                    simulator's success rule), else the not-done caption
+
+Loss. Symmetric InfoNCE with several positives (many episodes share a caption): logits
+s * <v_i, u_k> between the batch's clips i and every distinct caption k of the train split
+(~20, all encoded each step). Each (anchor, positive) pair is scored against the anchor's
+negatives only, -log(e^l_pos / (e^l_pos + sum_neg e^l_neg)), averaged over the anchor's
+positives, then over anchors; clip->caption over the caption bank, caption->clip over the
+batch's clips (for captions with a positive in the batch); the loss is their mean.
+
+After the last step the judge's threshold is calibrated on every prefix of every val-split
+episode (`wmgym.rewards.judge.calibrate_threshold`) and stored as `success_threshold`.
+
+Output directory (`out`, replaced atomically at every checkpoint):
+    config.json, model.safetensors   the model (`VideoCLIP.from_pretrained(out)`)
+    calibration.json                 threshold sweep result and held-out figures (at the end)
+    train_config.json, log.jsonl     this config and the loss / held-out log
+    training_state.safetensors/.json optimizer moments, random states, step (until the end;
+                                     `--resume` continues exactly from them)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wmgym.data.dataset import read_rows, split_episodes
+from wmgym.data.store import EpisodeStore
+from wmgym.train.checkpoint import flatten_optimizer, recover_directory, replace_directory, section, unflatten_optimizer
+
+if TYPE_CHECKING:  # torch is imported inside the functions: the CLI imports this module
+    import torch
+
+    from wmgym.rewards.videoclip import VideoCLIP
+
+STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
+EVAL_BATCH = 256
+
+
+@dataclass
+class TrainVideoCLIPConfig:
+    """Arguments of `wmgym train-videoclip` (and of `train_videoclip`)."""
+
+    data: str
+    """Path of a zarr episode store written by `wmgym generate`."""
+    out: str
+    """Model directory to write (replaced atomically at every checkpoint)."""
+    steps: int = 3000
+    """Total optimizer steps (a resumed run continues up to this many)."""
+    batch_size: int = 64
+    """Clips per step."""
+    learning_rate: float = 2e-3
+    """AdamW peak learning rate (linear warm-up, then cosine decay to a tenth of it)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not on the temperature)."""
+    warmup_steps: int = 100
+    """Steps of linear learning-rate warm-up."""
+    seed: int = 0
+    """Seed of initialisation, clip sampling and augmentation."""
+    num_frames: int = 8
+    """Frames per clip the model sees (clips are resampled evenly to this many)."""
+    conv_channels: tuple[int, ...] = (16, 32, 64, 64)
+    """Per-frame conv widths, one stride-2 level each (image size must divide by 2 ** levels)."""
+    frame_width: int = 64
+    """Width of each frame's vector before temporal mixing."""
+    embed_dim: int = 128
+    """Width of the joint embedding."""
+    text_width: int = 64
+    """Width of the text transformer."""
+    text_layers: int = 1
+    """Layers of the text transformer."""
+    temperature_init: float = 0.07
+    """Initial softmax temperature (learned)."""
+    full_clip_fraction: float = 0.5
+    """Share of clips that are whole episodes; the rest are prefixes of uniform length 1..T."""
+    blur_probability: float = 0.25
+    """Share of clips blurred (2x down-and-up sampling) with pixel noise, so the model also
+    reads the softer frames a world model generates."""
+    max_shift: int = 3
+    """Every clip is shifted by up to this many pixels in x and y (the same for all its frames;
+    borders repeat the edge pixels): the shirt's place varies, the fold's meaning does not."""
+    color_jitter: float = 0.15
+    """Every clip's contrast is scaled by 1 +- this and its brightness offset by +- this (in [-1, 1] units)."""
+    val_fraction: float = 0.1
+    """Fraction of episodes held out (`split_episodes`, split seed 0, as `WindowDataset`)."""
+    eval_every: int = 500
+    """Steps between held-out evaluations (logged to log.jsonl)."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    log_every: int = 25
+    """Steps between training-loss log entries."""
+    max_episodes: int | None = None
+    """Use only the first this many episodes of the store (None = all)."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    num_threads: int | None = None
+    """torch CPU threads (None = torch's default)."""
+    resume: bool = False
+    """Continue the unfinished run at `out` (optimizer and random state included)."""
+    overwrite: bool = False
+    """Replace an existing directory at `out` with a fresh run."""
+    show_progress: bool = True
+    """Show a tqdm progress bar."""
+
+
+@dataclass
+class EpisodeClips:
+    """The camera frames and labels of some episodes, in memory.
+
+    Attributes (E episodes, N frames in all):
+        frames: (N, H, W, 3) uint8 torch tensor, the episodes back to back.
+        starts, lengths: (E,) first row and number of frames of each episode.
+        done: (N,) bool, the episode's task was done by this frame (success rule, see module docstring).
+        success: (E,) bool, the store's ground-truth success.
+        tasks, captions, goal_captions: (E,) task names, outcome captions, instructions.
+        indices: (E,) the episodes' indices in the store.
+    """
+
+    frames: "torch.Tensor"
+    starts: np.ndarray
+    lengths: np.ndarray
+    done: np.ndarray
+    success: np.ndarray
+    tasks: list
+    captions: list
+    goal_captions: list
+    indices: np.ndarray
+
+    def rows(self, episode: int, length: int, num_frames: int) -> np.ndarray:
+        """Frame rows (num_frames,) of the first `length` frames of `episode`, resampled."""
+        from wmgym.rewards.videoclip import resample_indices
+
+        return self.starts[episode] + resample_indices(length, num_frames)
+
+
+def load_clips(store: EpisodeStore, indices: np.ndarray) -> EpisodeClips:
+    """Read episodes `indices` of `store` (camera view, scores, widths, captions) into memory."""
+    import torch
+
+    from wmgym.sim.gripper import GRASP_WIDTH
+    from wmgym.sim.tasks import make_task
+
+    indices = np.asarray(indices, np.int64)
+    slices = [store.episode_slice(int(i)) for i in indices]
+    keep = np.zeros(store.num_frames, bool)
+    for s in slices:
+        keep[s] = True
+    data, meta, attrs = store.root["data"], store.root["meta"], store.attrs
+    score = read_rows(data["score"], keep)
+    widths = np.minimum(read_rows(data["robot0_gripper_width"], keep)[:, 0], read_rows(data["robot1_gripper_width"], keep)[:, 0])
+    lengths = np.array([s.stop - s.start for s in slices], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    task_ids = meta["episode_task_id"][:][indices]
+    tasks = [store.tasks[t] for t in task_ids]
+    thresholds = np.repeat([make_task(t).success_threshold for t in tasks], lengths)
+    now = (score >= thresholds) & (widths >= GRASP_WIDTH)  # the simulator's is_success, per frame
+    done = np.concatenate([np.maximum.accumulate(now[s: s + n]) for s, n in zip(starts, lengths)]) if len(indices) else now
+    return EpisodeClips(frames=torch.from_numpy(read_rows(data["camera0_rgb"], keep)), starts=starts, lengths=lengths,
+                        done=done, success=meta["episode_success"][:][indices].astype(bool), tasks=tasks,
+                        captions=[attrs["episode_captions"][i] for i in indices],
+                        goal_captions=[attrs["goal_captions"][i] for i in indices], indices=indices)
+
+
+def task_captions(store: EpisodeStore) -> dict[str, str]:
+    """Task name -> instruction caption, read from the store's episodes (the simulator's for unseen tasks)."""
+    from wmgym.sim.tasks import make_task
+
+    captions = {}
+    task_ids = store.root["meta/episode_task_id"][: store.num_episodes]
+    for task_id, caption in zip(task_ids, store.attrs["goal_captions"]):
+        captions.setdefault(store.tasks[int(task_id)], caption)
+    return {name: captions.get(name) or make_task(name).caption for name in store.tasks}
+
+
+def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
+    """Train (or resume) a VideoCLIP, calibrate its judge, write the directory `config.out`, return its path."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from wmgym.model.world_model import resolve_device
+    from wmgym.rewards.videoclip import NOT_DONE_CAPTION, VideoCLIP, VideoCLIPConfig, build_vocabulary
+
+    _check_config(config)
+    out = Path(config.out)
+    if config.resume:
+        recover_directory(out)
+    if out.exists() and not (config.resume or config.overwrite):
+        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to replace it")
+    if config.resume and out.exists() and not (out / STATE_FILE).is_file():
+        raise ValueError(f"{out} holds a finished run (no {STATE_FILE}); pass --overwrite to train a new one")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+
+    store = EpisodeStore.open(config.data)
+    total = store.num_episodes if config.max_episodes is None else min(config.max_episodes, store.num_episodes)
+    if total == 0:
+        raise ValueError(f"episode store {config.data} holds no episodes")
+    train = load_clips(store, split_episodes(total, "train", config.val_fraction))
+    val = load_clips(store, split_episodes(total, "val", config.val_fraction))
+    instructions = task_captions(store)
+    bank = list(dict.fromkeys([*instructions.values(), NOT_DONE_CAPTION, *sorted(set(train.captions))]))
+    bank_index = {caption: k for k, caption in enumerate(bank)}
+    height, width = store.height, store.width
+
+    resumed = config.resume and (out / STATE_FILE).is_file()
+    if resumed:
+        model = VideoCLIP.from_pretrained(out, device=device)
+        model_config = model.config
+    else:
+        model_config = VideoCLIPConfig(
+            image_size=max(height, width), num_frames=config.num_frames, conv_channels=tuple(config.conv_channels),
+            frame_width=config.frame_width, embed_dim=config.embed_dim, text_width=config.text_width,
+            text_layers=config.text_layers, vocabulary=build_vocabulary(bank + list(instructions.values())),
+            temperature_init=config.temperature_init, task_captions=instructions, not_done_caption=NOT_DONE_CAPTION)
+        torch.manual_seed(config.seed)
+        model = VideoCLIP(model_config, device=device)
+    model.train()
+    decay = [p for name, p in model.named_parameters() if name != "logit_scale"]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": [model.logit_scale], "weight_decay": 0.0}], lr=config.learning_rate)
+    rng = np.random.default_rng(config.seed)
+    noise_generator = torch.Generator(device=device).manual_seed(config.seed)
+    step, log, elapsed = 0, [], 0.0
+    if resumed:
+        meta = json.loads((out / STATE_META).read_text())
+        state = load_file(out / STATE_FILE)
+        optimizer.load_state_dict(unflatten_optimizer(section(state, "optimizer/"), meta["optimizer"]))
+        noise_generator.set_state(state["rng/noise"])
+        rng.bit_generator.state = meta["rng"]
+        step, elapsed = meta["step"], meta["seconds"]
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+    def save(final: bool, calibration: dict | None = None) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+        model.write_files(tmp)
+        (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+        (tmp / "log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
+        if calibration is not None:
+            (tmp / "calibration.json").write_text(json.dumps(calibration, indent=2))
+        if not final:
+            tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
+            save_file({**{f"optimizer/{k}": v for k, v in tensors.items()}, "rng/noise": noise_generator.get_state()},
+                      tmp / STATE_FILE)
+            (tmp / STATE_META).write_text(json.dumps({"step": step, "seconds": elapsed, "optimizer": optimizer_meta,
+                                                      "rng": rng.bit_generator.state}))
+        replace_directory(tmp, out)
+
+    positives_full = np.zeros((len(train.tasks), len(bank)), bool)  # whole episodes
+    positives_done = np.zeros((len(train.tasks), len(bank)), bool)  # prefixes with the task done
+    for e, (caption, task, success) in enumerate(zip(train.captions, train.tasks, train.success)):
+        positives_full[e, bank_index[caption]] = True
+        positives_full[e, bank_index[instructions[task] if success else NOT_DONE_CAPTION]] = True
+        positives_done[e, bank_index[instructions[task]]] = True
+    positive_not_done = np.zeros(len(bank), bool)
+    positive_not_done[bank_index[NOT_DONE_CAPTION]] = True
+
+    bar = tqdm(total=config.steps, initial=step, desc="train-videoclip", disable=not config.show_progress)
+    start_time = time.perf_counter() - elapsed
+    while step < config.steps:
+        episodes = rng.integers(0, len(train.tasks), config.batch_size)
+        is_full = rng.uniform(size=config.batch_size) < config.full_clip_fraction
+        lengths = np.where(is_full, train.lengths[episodes], rng.integers(1, train.lengths[episodes]))  # prefix: 1..T
+        rows = np.stack([train.rows(e, n, config.num_frames) for e, n in zip(episodes, lengths)])  # (b, n)
+        positives = np.where(is_full[:, None], positives_full[episodes],
+                             np.where(train.done[train.starts[episodes] + lengths - 1][:, None],
+                                      positives_done[episodes], positive_not_done[None]))  # (b, k)
+        clips = _augment(model.to_input(train.frames[torch.from_numpy(rows)]), rng, noise_generator, config)  # (b, n, 3, S, S)
+        logits = model.scale() * model.video(clips) @ model.encode_text(bank).T  # (b, k)
+        positives = torch.from_numpy(positives).to(device)
+        present = positives.any(0)
+        loss = 0.5 * (multi_positive_nce(logits, positives) + multi_positive_nce(logits.T[present], positives.T[present]))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            log.append({"step": step, "loss": float(loss.detach()), "temperature": float(1 / model.scale().detach()),
+                        "seconds": round(time.perf_counter() - start_time, 1)})
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if len(val.tasks) and (step % config.eval_every == 0 or step == config.steps):
+            figures = evaluate(model, val, prefixes=False)
+            model.train()
+            log.append({"step": step, **{f"val/{k}": v for k, v in figures.items()}})
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)))
+        elapsed = time.perf_counter() - start_time
+        if step % config.checkpoint_every == 0 and step < config.steps:
+            save(final=False)
+    bar.close()
+
+    calibration = {"threshold": model_config.success_threshold, "note": "no val episodes: default threshold kept"}
+    if len(val.tasks):
+        calibration = calibrate(model, val)
+        model_config.success_threshold = calibration["threshold"]
+        print(f"judge threshold {calibration['threshold']:.2f}: val prefixes accuracy {calibration['prefixes']['accuracy']:.3f}, "
+              f"precision {calibration['prefixes']['precision']:.3f}, recall {calibration['prefixes']['recall']:.3f}")
+    save(final=True, calibration=calibration)
+    return out
+
+
+def multi_positive_nce(logits: "torch.Tensor", positives: "torch.Tensor") -> "torch.Tensor":
+    """InfoNCE with several positives per anchor: logits and positives (a, k), rows = anchors.
+
+    Each positive is scored against the row's negatives only; mean over a row's positives,
+    then over rows that have one."""
+    import torch
+
+    negatives = logits.masked_fill(positives, float("-inf")).logsumexp(-1, keepdim=True)  # (a, 1)
+    per_pair = torch.logaddexp(logits, negatives) - logits  # (a, k): -log softmax against negatives
+    count = positives.sum(-1)
+    per_anchor = (per_pair * positives).sum(-1) / count.clamp(min=1)
+    return per_anchor[count > 0].mean()
+
+
+def learning_rate(step: int, config: TrainVideoCLIPConfig) -> float:
+    """Linear warm-up to `learning_rate`, then cosine decay to a tenth of it at `steps`."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * (0.1 + 0.45 * (1 + np.cos(np.pi * min(progress, 1.0))))
+
+
+def _augment(clips: "torch.Tensor", rng: np.random.Generator, generator: "torch.Generator",
+             config: TrainVideoCLIPConfig) -> "torch.Tensor":
+    """Augment clips (b, n, 3, S, S) in [-1, 1], each clip as a whole: shift (`max_shift`),
+    contrast and brightness (`color_jitter`), and for a `blur_probability` share a blur
+    (2x average-pool, bilinear back up) with pixel noise."""
+    import torch
+    import torch.nn.functional as F
+
+    b, n, _, size, _ = clips.shape
+    if config.max_shift:
+        pad = config.max_shift
+        padded = F.pad(clips.flatten(1, 2), (pad, pad, pad, pad), mode="replicate")  # (b, n*3, S+2p, S+2p)
+        shifts = rng.integers(0, 2 * pad + 1, (b, 2))
+        clips = torch.stack([padded[i, :, y: y + size, x: x + size] for i, (y, x) in enumerate(shifts)]).view(b, n, 3, size, size)
+    if config.color_jitter:
+        jitter = rng.uniform(-config.color_jitter, config.color_jitter, (2, b, 1, 1, 1, 1)).astype(np.float32)
+        contrast, brightness = torch.from_numpy(jitter).to(clips.device)
+        clips = (clips * (1 + contrast) + brightness).clamp(-1, 1)
+    chosen = np.flatnonzero(rng.uniform(size=b) < config.blur_probability)
+    if len(chosen) == 0:
+        return clips
+    index = torch.from_numpy(chosen).to(clips.device)
+    picked = clips[index].flatten(0, 1)  # (c*n, 3, S, S)
+    blurred = F.interpolate(F.avg_pool2d(picked, 2), size=(size, size), mode="bilinear", align_corners=False)
+    noise = 0.03 * torch.randn(blurred.shape, generator=generator, device=clips.device)
+    clips = clips.clone()
+    clips[index] = (blurred + noise).clamp(-1, 1).view(len(chosen), n, 3, size, size)
+    return clips
+
+
+def _encode_rows(model: "VideoCLIP", clips: EpisodeClips, rows: np.ndarray) -> "torch.Tensor":
+    """Embeddings (r, d) of the clips whose frame rows are `rows` (r, n), in batches."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([model.video(model.to_input(clips.frames[torch.from_numpy(rows[i: i + EVAL_BATCH])]))
+                          for i in range(0, len(rows), EVAL_BATCH)])
+
+
+def judge_probabilities(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """p(done) of every whole episode (prefixes=False) or every prefix of 1..T+1 frames (True).
+
+    Returns (probabilities, labels, episode of each clip); labels: store success for whole
+    episodes, "done by the newest frame" for prefixes."""
+    from wmgym.rewards.judge import SuccessJudge
+    from wmgym.rewards.videoclip import VideoCLIPHead
+
+    n = model.config.num_frames
+    if prefixes:
+        pairs = [(e, length) for e in range(len(clips.tasks)) for length in range(1, clips.lengths[e] + 1)]
+    else:
+        pairs = [(e, int(clips.lengths[e])) for e in range(len(clips.tasks))]
+    episodes = np.array([e for e, _ in pairs])
+    rows = np.stack([clips.rows(e, length, n) for e, length in pairs])
+    labels = clips.success[episodes] if not prefixes else np.array([clips.done[clips.starts[e] + length - 1] for e, length in pairs])
+    judge = SuccessJudge(VideoCLIPHead(model), threshold=0.5)
+    probability = judge.probability_of_embeddings(_encode_rows(model, clips, rows), [clips.tasks[e] for e in episodes])
+    return probability.cpu().numpy(), labels, episodes
+
+
+def evaluate(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool = True, threshold: float | None = None,
+             outcome_captions: list[str] | None = None) -> dict:
+    """Held-out figures of a model on `clips` (see benchmarks/videoclip_retrieval.py).
+
+    task_top1: succeeded whole episodes whose instruction ranks first among the task captions;
+    outcome_top1: whole episodes whose outcome caption ranks first among `outcome_captions`
+    (default: the distinct captions of `clips`); judge_full_*: the judge on whole episodes
+    (and judge_prefix_* on every prefix when `prefixes`), at `threshold` (default: the model's).
+    """
+    import torch
+
+    from wmgym.rewards.judge import judge_figures
+
+    model.eval()
+    threshold = model.config.success_threshold if threshold is None else threshold
+    outcome_captions = sorted(set(clips.captions)) if outcome_captions is None else list(outcome_captions)
+    full_rows = np.stack([clips.rows(e, int(n), model.config.num_frames) for e, n in enumerate(clips.lengths)])
+    video = _encode_rows(model, clips, full_rows)  # (E, d)
+    with torch.no_grad():
+        instructions = list(model.config.task_captions.values())
+        task_rank = (video @ model.encode_text(instructions).T).argmax(-1).cpu().numpy()
+        outcome_rank = (video @ model.encode_text(outcome_captions).T).argmax(-1).cpu().numpy()
+    succeeded = np.flatnonzero(clips.success)
+    figures = {
+        "task_top1": float(np.mean([instructions[task_rank[e]] == clips.goal_captions[e] for e in succeeded])) if len(succeeded) else float("nan"),
+        "outcome_top1": float(np.mean([outcome_captions[outcome_rank[e]] == clips.captions[e] for e in range(len(video))])),
+    }
+    for name, is_prefix in (("full", False), ("prefix", True))[: 2 if prefixes else 1]:
+        probability, labels, _ = judge_probabilities(model, clips, is_prefix)
+        for key, value in judge_figures(probability >= threshold, labels).items():
+            figures[f"judge_{name}_{key}"] = value
+    return figures
+
+
+def calibrate(model: "VideoCLIP", clips: EpisodeClips) -> dict:
+    """Choose the judge threshold on every prefix of `clips` (best accuracy); figures at it."""
+    from wmgym.rewards.judge import calibrate_threshold, judge_figures
+
+    probability, labels, _ = judge_probabilities(model, clips, prefixes=True)
+    threshold, prefix_figures = calibrate_threshold(probability, labels)
+    full_probability, full_labels, _ = judge_probabilities(model, clips, prefixes=False)
+    return {"threshold": threshold, "rule": "max accuracy over every prefix of every val-split episode, grid 0.01..0.99",
+            "episodes": [int(i) for i in clips.indices], "prefixes": prefix_figures,
+            "full": judge_figures(full_probability >= threshold, full_labels),
+            "prefixes_at_0.5": judge_figures(probability >= 0.5, labels)}
+
+
+def _check_config(config: TrainVideoCLIPConfig) -> None:
+    for name in ("steps", "batch_size", "num_frames", "warmup_steps", "eval_every", "checkpoint_every", "log_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.max_shift < 0 or config.color_jitter < 0:
+        raise ValueError(f"max_shift and color_jitter must be >= 0, got {config.max_shift} and {config.color_jitter}")
+    for name in ("full_clip_fraction", "blur_probability"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(config, name)}")
+    if not config.conv_channels:
+        raise ValueError("conv_channels needs at least one level")
