@@ -15,24 +15,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-import wmgym  # noqa: F401
-from wmgym.actions import ACTION_HIGH
-
-
-def timed(function, repeats: int) -> float:
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+from wmgym.eval.speed import random_actions, timed, vector_env_episode
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -45,22 +32,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
     rows = []
     for n in args.envs:
-        actions = rng.uniform(-0.5, 0.5, size=(args.steps, n, 20)).astype(np.float32) * ACTION_HIGH
-        actions[..., 9] = actions[..., 19] = 0.05
+        actions = random_actions(args.steps, n)
 
         def run_env(**kwargs):
-            envs = gym.make_vec("WMFold-v0", num_envs=n, checkpoint=args.checkpoint, device=args.device,
-                                max_episode_steps=args.steps, **kwargs)
-            envs.reset(seed=0)
-
-            def episode():
-                envs.reset(seed=0)
-                for t in range(args.steps):
-                    envs.step(actions[t])
-            return episode, envs
+            return vector_env_episode(n, args.steps, args.checkpoint, args.device, **kwargs)
 
         default_episode, envs = run_env()
         bare_episode, _ = run_env(reward="none", use_success_judge=False)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import tyro
 
 from wmgym.data.generate import GenerateConfig, generate
+from wmgym.eval.fidelity import EvalConfig, evaluate
 from wmgym.train.codec import TrainCodecConfig, train_codec
 from wmgym.train.videoclip import TrainVideoCLIPConfig, train_videoclip
 from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
@@ -131,19 +132,25 @@ class BundleConfig:
     """Seed of the first bank state."""
     made_with: str = ""
     """Free text saved in bundle.json: the commands that trained the models."""
+    num_steps: int | None = None
+    """Sampler steps per frame saved as the bundle's default (None: the trained model's); see `wmgym eval`'s curve."""
+    guidance_scale: float | None = None
+    """Action guidance saved as the bundle's default (None: the trained model's)."""
 
 
 def bundle(config: BundleConfig) -> str:
     from wmgym.envs.bundle import make_bundle
 
-    path = make_bundle(config.out, config.world_model, config.videoclip, config.num_start_frames, config.bank_seed, config.made_with)
+    path = make_bundle(config.out, config.world_model, config.videoclip, config.num_start_frames, config.bank_seed, config.made_with,
+                       config.num_steps, config.guidance_scale)
     print(f"bundle -> {path}")
     return str(path)
 
 
 COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), "rollout": (RolloutConfig, rollout),
             "train-codec": (TrainCodecConfig, train_codec), "train-wm": (TrainWorldModelConfig, train_world_model),
-            "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle)}
+            "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle),
+            "eval": (EvalConfig, evaluate)}
 
 
 def main(argv: list[str] | None = None) -> None:

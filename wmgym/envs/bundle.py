@@ -93,7 +93,8 @@ class Bundle:
 
 
 def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videoclip: str | os.PathLike | None = None,
-                num_start_frames: int = 64, bank_seed: int = 1_000_000, made_with: str = "") -> Path:
+                num_start_frames: int = 64, bank_seed: int = 1_000_000, made_with: str = "",
+                num_steps: int | None = None, guidance_scale: float | None = None) -> Path:
     """Assemble a bundle directory atomically: copy the models, render the start and goal banks.
 
     Args:
@@ -105,6 +106,8 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         bank_seed: start frame i is SimFold-v0's reset(seed=bank_seed + i) (the default lies
             outside the seeds `wmgym generate` and the tests use).
         made_with: free text saved in bundle.json (the commands that made the models).
+        num_steps, guidance_scale: sampler defaults written into the bundle's world model
+            (None keeps the trained model's; choose them from `wmgym eval`'s quality-speed curve).
     """
     from wmgym.envs.sim_fold import SimFoldEnv
     from wmgym.model.world_model import CONFIG_FILE
@@ -121,6 +124,8 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         raise FileNotFoundError(f"no VideoCLIP model at {videoclip} (expected config.json from VideoCLIP.save_pretrained)")
     if num_start_frames < 1:
         raise ValueError(f"num_start_frames must be >= 1, got {num_start_frames}")
+    if (num_steps is not None and num_steps < 1) or (guidance_scale is not None and guidance_scale < 0):
+        raise ValueError(f"need num_steps >= 1 and guidance_scale >= 0, got {num_steps} and {guidance_scale}")
     config = json.loads((world_model / CONFIG_FILE).read_text())
     height, width = int(config["height"]), int(config["width"])
     starts, goals = [], {task: [] for task in TASKS}
@@ -137,6 +142,10 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     shutil.copytree(world_model, tmp / "world_model")
+    overrides = {k: v for k, v in (("num_steps", num_steps), ("guidance_scale", guidance_scale)) if v is not None}
+    if overrides:
+        config["sampler"].update(overrides)
+        (tmp / "world_model" / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     if videoclip is not None:
         shutil.copytree(videoclip, tmp / "videoclip")
     _write_strip(tmp / "start_frames.png", np.stack(starts))

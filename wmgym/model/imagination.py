@@ -101,13 +101,16 @@ class Imagination:
 
     # ------------------------------------------------------------ one frame for every row
     @torch.no_grad()
-    def step(self, actions, generator: torch.Generator | None = None, conditions=None) -> torch.Tensor:
+    def step(self, actions, generator: torch.Generator | None = None, conditions=None,
+             drop_actions: bool = False) -> torch.Tensor:
         """Generate the next frame of every row.
 
         Args:
             actions: float (b, 20) raw actions (normalised here); actions[i] moves row i.
             generator: sampling noise (same generator state, same frames).
             conditions: uint8 (b, V, H, W, 3) condition views of the new frame, if the model has any.
+            drop_actions: replace the action by the null action of action dropout (the model's
+                action-free prediction; the frame keeps it as history): the null-action baseline.
         Returns:
             latents (b, 1, C, h, w) of the new frames (`model.decode_latents` makes pixels).
         """
@@ -123,14 +126,14 @@ class Imagination:
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
             timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)
-            v = self._predict(x, timesteps, action, cond)
+            v = self._predict(x, timesteps, action, cond, drop_actions)
             if self.rep == 2:
                 v_cond, v_uncond = v.chunk(2)
                 v = v_uncond + self.guidance_scale * (v_cond - v_uncond)
             x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), model.alphas_cumprod)
         hist = torch.full((b, 1), s.history_timestep, device=model.device, dtype=torch.long)
         noisy = add_noise(x, torch.randn(x.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
-        self._add(noisy, hist, action, torch.zeros(b, 1, dtype=torch.bool, device=model.device), cond, clean=x)
+        self._add(noisy, hist, action, torch.full((b, 1), drop_actions, dtype=torch.bool, device=model.device), cond, clean=x)
         return x
 
     # ------------------------------------------------------------ internals
@@ -153,11 +156,11 @@ class Imagination:
             first = self.parts[:1] if s.keep_first_frame else []
             self.parts = first + self.parts[len(self.parts) - s.window_frames + len(first) :]
 
-    def _predict(self, x, timesteps, action, cond) -> torch.Tensor:
+    def _predict(self, x, timesteps, action, cond, drop_actions: bool = False) -> torch.Tensor:
         """v for the newest frame x (b, 1, C, h, w); guided runs get [cond, uncond] stacked."""
         b = x.shape[0]
         x, timesteps, action, cond = self._repeat(x, timesteps, action, cond)
-        dropped = torch.zeros(b * self.rep, 1, dtype=torch.bool, device=x.device)
+        dropped = torch.full((b * self.rep, 1), drop_actions, dtype=torch.bool, device=x.device)
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
         if self.use_cache:

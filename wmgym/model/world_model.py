@@ -243,7 +243,8 @@ class WorldModel(nn.Module):
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
     def rollout(self, context_frames, actions, *, num_steps: int | None = None, guidance_scale: float | None = None,
-                generator: torch.Generator | None = None, use_cache: bool = True, conditions=None) -> torch.Tensor:
+                generator: torch.Generator | None = None, use_cache: bool = True, conditions=None,
+                drop_actions: bool = False) -> torch.Tensor:
         """Generate one frame per action, frame by frame.
 
         Args:
@@ -254,6 +255,8 @@ class WorldModel(nn.Module):
             use_cache: write each finished frame's keys/values once and reuse them; False
                 recomputes the whole window at every denoiser call (same result).
             conditions: uint8 (b, c + T, V, H, W, 3) condition views, if the model has any.
+            drop_actions: roll out with the null action of action dropout at every step (the
+                action-free baseline of `wmgym eval`); `actions` then only sets the horizon.
         Returns:
             uint8 tensor (b, T, H, W, 3) on the model's device.
         """
@@ -268,8 +271,8 @@ class WorldModel(nn.Module):
                 raise ValueError(f"conditions must be uint8 (b={b}, c + T={c + horizon}, V, H, W, 3), got {tuple(conditions.shape)}")
         imagination = Imagination(self, b, num_steps=num_steps, guidance_scale=guidance_scale, use_cache=use_cache)
         imagination.start(context, generator=generator, conditions=None if conditions is None else conditions[:, :c])
-        outputs = [imagination.step(actions[:, i], generator, None if conditions is None else conditions[:, c + i])
-                   for i in range(horizon)]
+        outputs = [imagination.step(actions[:, i], generator, None if conditions is None else conditions[:, c + i],
+                                    drop_actions=drop_actions) for i in range(horizon)]
         return self.decode_latents(torch.cat(outputs, dim=1))
 
     # ------------------------------------------------------------ save / load

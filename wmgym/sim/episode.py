@@ -150,3 +150,25 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
         goal_caption=world.task.caption,
         goal_image=world.render_goal(),
     )
+
+
+def replay_actions(spec: EpisodeSpec, actions) -> np.ndarray:
+    """The interaction frames of `spec`'s start state driven by other `actions`.
+
+    The start state (cloth, colours, camera) is drawn exactly as `run_episode(spec)` draws it;
+    then `actions` (T, 20) float32 replace the spec's policy, so replaying an episode's own
+    actions reproduces its frames, and another episode's actions give the action cross-swap's
+    ground truth. Returns uint8 (T + 1, H, W, 3), the start frame first.
+    """
+    from wmgym.actions import validate_action
+
+    actions = validate_action(actions)
+    if actions.ndim != 2 or actions.shape[1] != 20:
+        raise ValueError(f"actions must be (T, 20), got {actions.shape}")
+    world = _world(spec.height, spec.width)
+    world.reset(np.random.default_rng(spec.seed), spec.task)
+    frames = [world.views()[0]]
+    for action in actions:
+        world.step(action)
+        frames.append(world.views()[0])
+    return np.stack(frames)

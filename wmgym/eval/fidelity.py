@@ -1,0 +1,421 @@
+"""`wmgym eval`: a WMFold-v0 bundle against the simulator, from the same states with the same actions.
+
+Dimension legend: N episodes, T steps (actions), K cross-swap episodes, H x W frames.
+
+For held-out simulator episodes (scripted, perturbed and random, planned by
+`wmgym.data.generate.plan_episodes` from a master seed the training data did not use), the
+world model starts from each episode's first frame and receives its actions; every generated
+frame is compared with the simulator's:
+    - fidelity by step (PSNR, SSIM, LPIPS) against two baselines: the first frame copied, and
+      the same model with the null action of action dropout (does the model use the actions?);
+    - the action cross-swap test (seed 000): start i driven by the actions of episode j, for
+      all K x K pairs; `swap_controllability` is the fraction of off-diagonal pairs whose two
+      ground truths (actions j vs actions i from start i) differ visibly, in which the model's
+      rollout is closer to the swapped ground truth than to the original one;
+    - long rollouts past the training window (sliding KV window): PSNR by step up to 48;
+    - speed: env steps/s of 16 vector envs, and a quality-speed curve over sampler settings.
+Writes `metrics.json`, `report.md` and PNG plots to `--out`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wmgym.train.checkpoint import write_text_atomic
+
+TARGETS = {  # issue 6: what a shipped bundle must reach (reported, never lowered)
+    "psnr_mean": 24.0,
+    "psnr_gain_over_baselines": 3.0,
+    "swap_controllability": 0.9,
+    "long_drop_db": 3.0,
+    "env_steps_per_s": 30.0,
+}
+
+
+@dataclass
+class EvalConfig:
+    """Measure a WMFold-v0 checkpoint bundle against the simulator; writes metrics.json, report.md and plots."""
+
+    checkpoint: str = "default"
+    """Bundle directory, or "default" for the one shipped in wmgym/assets/wmfold."""
+    out: str = "eval"
+    """Output directory (metrics.json, report.md, *.png)."""
+    episodes: int = 48
+    """Held-out simulator episodes for fidelity (kinds cycle demo / perturbed / random, tasks cycle)."""
+    seed: int = 7
+    """Master seed of the held-out episodes (the shipped data used 1; episode seeds are 32-bit hashes of (seed, i))."""
+    horizon: int = 16
+    """Steps per fidelity episode."""
+    swap_episodes: int = 8
+    """K for the K x K action cross-swap (the first K fidelity episodes)."""
+    swap_visible_db: float = 30.0
+    """A swap pair counts when its two ground truths differ visibly: PSNR between them below this (dB)."""
+    long_episodes: int = 8
+    """Episodes of the long-rollout test."""
+    long_horizon: int = 48
+    """Steps of the long-rollout test (>= 32; step 32 is compared with step 16)."""
+    speed_envs: int = 16
+    """Vector envs for `env_steps_per_s` and the quality-speed curve."""
+    curve_num_steps: tuple[int, ...] = (1, 2, 4, 8)
+    """Sampler steps of the quality-speed curve."""
+    curve_guidance: tuple[float, ...] = (1.0, 2.0)
+    """Action guidance scales of the quality-speed curve."""
+    curve_episodes: int = 16
+    """Fidelity episodes whose PSNR is measured for each curve point."""
+    speed: bool = True
+    """Measure speed and the quality-speed curve (False: fidelity and swaps only)."""
+    batch_size: int = 64
+    """Rollouts per batched world-model call."""
+    lpips_fallback: bool = True
+    """Without LPIPS's pretrained trunk weights, use its offline fallback (flagged in metrics.json) instead of failing."""
+    device: str = "auto"
+    """"auto" (CUDA when available, else CPU), "cpu" or "cuda"."""
+
+
+# ---------------------------------------------------------------- metrics (pure functions, tested)
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of uint8 images (..., H, W, 3) -> (...), capped at 100 dB for identical images."""
+    mse = (a.float() - b.float()).pow(2).mean(dim=(-3, -2, -1))
+    return 10 * torch.log10(255.0**2 / mse.clamp_min(255.0**2 * 1e-10))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM (Gaussian window 11, sigma 1.5; torchmetrics) of uint8 images (..., H, W, 3) -> (...)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    lead = a.shape[:-3]
+    to = lambda x: x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
+    values = structural_similarity_index_measure(to(a), to(b), data_range=1.0, reduction="none")
+    return values.reshape(lead)
+
+
+def swap_controllability(model: torch.Tensor, swapped: torch.Tensor, original: torch.Tensor,
+                         visible_db: float = 30.0) -> dict:
+    """The action cross-swap figure.
+
+    Args:
+        model: uint8 (K, K, T, H, W, 3), model[i, j] = start i driven by the actions of episode j.
+        swapped: uint8 (K, K, T, H, W, 3), the simulator's frames for the same pairs.
+        original: uint8 (K, T, H, W, 3), the simulator's frames of start i with its own actions
+            (= swapped[i, i]).
+        visible_db: a pair counts when PSNR(swapped[i, j], original[i]) over its T frames is below this.
+    Returns:
+        {"swap_controllability": fraction of counted off-diagonal pairs where the model's frames
+         are closer (MSE over T frames) to swapped[i, j] than to original[i] (nan if none count),
+         "swap_pairs_counted", "swap_pairs_total", "closer": bool (K, K) list}.
+    """
+    k = model.shape[0]
+    if model.shape[:2] != (k, k) or swapped.shape != model.shape or original.shape != (k, *model.shape[2:]):
+        raise ValueError(f"need model, swapped (K, K, T, H, W, 3) and original (K, T, H, W, 3); got "
+                         f"{tuple(model.shape)}, {tuple(swapped.shape)}, {tuple(original.shape)}")
+    mse = lambda x, y: (x.float() - y.float()).pow(2).mean(dim=(-4, -3, -2, -1))
+    orig = original[:, None].expand_as(swapped)
+    to_swapped, to_original, truths = mse(model, swapped), mse(model, orig), mse(swapped, orig)
+    truth_psnr = 10 * torch.log10(255.0**2 / truths.clamp_min(1e-10))
+    counted = (truth_psnr < visible_db) & ~torch.eye(k, dtype=torch.bool, device=model.device)
+    closer = to_swapped < to_original
+    n = int(counted.sum())
+    fraction = float((closer & counted).sum()) / n if n else float("nan")
+    return {"swap_controllability": fraction, "swap_pairs_counted": n, "swap_pairs_total": k * (k - 1),
+            "closer": closer.cpu().tolist()}
+
+
+# ---------------------------------------------------------------- the run
+def evaluate(config: EvalConfig) -> dict:
+    """Run every measurement of `config`; returns the metrics (also written to `out/metrics.json`)."""
+    from wmgym.data.generate import plan_episodes
+    from wmgym.envs.bundle import Bundle
+    from wmgym.model.world_model import WorldModel
+    from wmgym.sim.tasks import TASKS
+
+    _check_config(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = Bundle.load(config.checkpoint)
+    model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
+    height, width = model.config.height, model.config.width
+    began = time.perf_counter()
+    metrics: dict = {"checkpoint": str(bundle.directory), "episodes": config.episodes, "seed": config.seed,
+                     "horizon": config.horizon, "num_steps": model.sampler.num_steps,
+                     "guidance_scale": model.sampler.guidance_scale, "device": str(model.device),
+                     "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+                     "command": "wmgym eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None}
+
+    # ---- fidelity: held-out episodes, model vs copy-first vs null action
+    specs = plan_episodes(config.episodes, config.seed, TASKS, height, width, config.horizon)
+    truth, actions = _simulate(specs, "simulator (fidelity)")  # (N, T+1, H, W, 3), (N, T, 20)
+    truth_t = torch.from_numpy(truth).to(model.device)
+    predicted = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, desc="world model")
+    null = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, drop_actions=True, desc="null action")
+    copy_first = truth_t[:, :1].expand(-1, config.horizon, -1, -1, -1)
+    target = truth_t[:, 1:]
+    lpips_head = _lpips(config)
+    metrics["lpips_pretrained"] = lpips_head.is_pretrained
+    for name, frames in (("", predicted), ("_copy_first", copy_first), ("_null_action", null)):
+        by_step = {"psnr": psnr(frames, target), "ssim": ssim(frames, target), "lpips": _lpips_by_step(lpips_head, frames, target)}
+        for metric, values in by_step.items():  # values (N, T)
+            metrics[f"{metric}{name}_by_step"] = values.mean(0).tolist()
+            metrics[f"{metric}{name}_mean"] = float(values.mean())
+        if name == "":
+            per_episode = by_step["psnr"].mean(1)
+            for kind in sorted({s.kind for s in specs}):
+                rows = [i for i, s in enumerate(specs) if s.kind == kind]
+                metrics[f"psnr_mean_{kind}"] = float(per_episode[rows].mean())
+    metrics["psnr_gain_over_copy_first"] = metrics["psnr_mean"] - metrics["psnr_copy_first_mean"]
+    metrics["psnr_gain_over_null_action"] = metrics["psnr_mean"] - metrics["psnr_null_action_mean"]
+
+    # ---- action cross-swap: start i, actions j
+    k = min(config.swap_episodes, config.episodes)
+    swapped = np.stack([np.stack([truth[i] if i == j else _replay(specs[i], actions[j]) for j in range(k)])
+                        for i in tqdm(range(k), desc="simulator (swaps)")])  # (K, K, T+1, H, W, 3)
+    starts = np.repeat(truth[:k, :1], k, axis=0)  # row i*k + j: start i
+    swap_actions = np.tile(actions[:k], (k, 1, 1))  # row i*k + j: actions j
+    model_swaps = _rollouts(model, starts, swap_actions, config.batch_size, config.seed, desc="world model (swaps)")
+    model_swaps = model_swaps.reshape(k, k, *model_swaps.shape[1:])
+    swapped_t = torch.from_numpy(swapped[:, :, 1:]).to(model.device)
+    swap = swap_controllability(model_swaps, swapped_t, target[:k], config.swap_visible_db)
+    metrics.update({key: value for key, value in swap.items() if key != "closer"})
+    metrics["swap_closer"] = swap["closer"]
+
+    # ---- long rollouts past the 5-frame training window
+    long_specs = plan_episodes(config.long_episodes, config.seed + 1, TASKS, height, width, config.long_horizon)
+    long_truth, long_actions = _simulate(long_specs, "simulator (long)")
+    long_predicted = _rollouts(model, long_truth[:, :1], long_actions, config.batch_size, config.seed, desc="world model (long)")
+    long_target = torch.from_numpy(long_truth[:, 1:]).to(model.device)
+    long_psnr = psnr(long_predicted, long_target).mean(0)
+    long_first = torch.from_numpy(long_truth[:, :1]).to(model.device).expand_as(long_target)
+    long_copy = psnr(long_first, long_target).mean(0)
+    metrics["psnr_by_step_long"] = long_psnr.tolist()
+    metrics["psnr_copy_first_by_step_long"] = long_copy.tolist()
+    metrics["psnr_long_step16"], metrics["psnr_long_step32"] = float(long_psnr[15]), float(long_psnr[31])
+    metrics["psnr_long_step_last"] = float(long_psnr[-1])
+    metrics["psnr_drop_16_to_32"] = metrics["psnr_long_step16"] - metrics["psnr_long_step32"]
+
+    # ---- speed and the quality-speed curve
+    if config.speed:
+        from wmgym.eval.speed import env_steps_per_s
+
+        speed = lambda **kw: env_steps_per_s(config.speed_envs, config.horizon, repeats=2, checkpoint=str(bundle.directory),
+                                             device=config.device, **kw)
+        metrics["env_steps_per_s"] = speed()
+        c = min(config.curve_episodes, config.episodes)
+        curve = []
+        settings = [(n, g) for g in config.curve_guidance for n in config.curve_num_steps]
+        for n, g in tqdm(settings, desc="quality-speed curve"):
+            frames = _rollouts(model, truth[:c, :1], actions[:c], config.batch_size, config.seed, num_steps=n,
+                               guidance_scale=g, desc=None)
+            curve.append({"num_steps": n, "guidance_scale": g, "psnr_mean": float(psnr(frames, target[:c]).mean()),
+                          "env_steps_per_s": speed(num_steps=n, guidance_scale=g)})
+        metrics["quality_speed"] = curve
+    metrics["wall_time_s"] = time.perf_counter() - began
+    metrics["config"] = asdict(config)
+    metrics["targets"] = _targets(metrics)
+
+    # ---- pictures and the report
+    _plot_by_step(out, metrics)
+    _write_grid(out / "swap_grid.png", model_swaps[:, :, -1].cpu().numpy(), swapped[:, :, -1])
+    _write_rollouts(out / "rollouts.png", truth, predicted.cpu().numpy(), specs, rows=min(6, config.episodes))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(out / "report.md", _report(metrics, config))
+    return metrics
+
+
+def _check_config(config: EvalConfig) -> None:
+    for name in ("episodes", "horizon", "swap_episodes", "long_episodes", "speed_envs", "curve_episodes", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.swap_episodes < 2:
+        raise ValueError(f"swap_episodes must be >= 2 (the swap test needs off-diagonal pairs), got {config.swap_episodes}")
+    if config.long_horizon < 32:
+        raise ValueError(f"long_horizon must be >= 32 (step 32 is compared with step 16), got {config.long_horizon}")
+    if config.horizon < 1 or not config.curve_num_steps or not config.curve_guidance:
+        raise ValueError("need horizon >= 1 and at least one curve_num_steps and curve_guidance value")
+
+
+def _simulate(specs, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run the simulator on `specs` -> interaction frames (N, T+1, H, W, 3) uint8, actions (N, T, 20)."""
+    from wmgym.sim.episode import run_episode
+
+    records = [run_episode(spec) for spec in tqdm(specs, desc=desc)]
+    return np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
+
+
+def _replay(spec, actions) -> np.ndarray:
+    from wmgym.sim.episode import replay_actions
+
+    return replay_actions(spec, actions)
+
+
+@torch.no_grad()
+def _rollouts(model, starts: np.ndarray, actions: np.ndarray, batch_size: int, seed: int, desc: str | None = None,
+              **kwargs) -> torch.Tensor:
+    """`model.rollout` in batches: starts uint8 (N, 1, H, W, 3), actions (N, T, 20) -> uint8 (N, T, H, W, 3) on
+    the model's device. Batch i draws its noise from a generator seeded (seed, i)."""
+    parts = []
+    for i, first in enumerate(tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None)):
+        generator = torch.Generator(device=model.device).manual_seed(seed * 1_000_003 + i)
+        parts.append(model.rollout(starts[first : first + batch_size], actions[first : first + batch_size],
+                                   generator=generator, **kwargs))
+    return torch.cat(parts)
+
+
+def _lpips(config: EvalConfig):
+    from wmgym.rewards.lpips_head import LPIPSHead
+
+    return LPIPSHead(net="alex", allow_offline_fallback=config.lpips_fallback, device=config.device)
+
+
+def _lpips_by_step(head, frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    n, t = frames.shape[:2]
+    flat = lambda x: x.reshape(n * t, *x.shape[2:]).contiguous()
+    distances = [head.distance(a, b) for a, b in zip(flat(frames).split(256), flat(target).split(256))]
+    return torch.cat(distances).reshape(n, t).to(frames.device)
+
+
+def _targets(m: dict) -> list[dict]:
+    """Each target of issue 6 with the measured figure and whether it is met."""
+    rows = [("psnr_mean >= 24 dB", m["psnr_mean"], m["psnr_mean"] >= TARGETS["psnr_mean"]),
+            ("psnr_mean - psnr_copy_first_mean >= 3 dB", m["psnr_gain_over_copy_first"],
+             m["psnr_gain_over_copy_first"] >= TARGETS["psnr_gain_over_baselines"]),
+            ("psnr_mean - psnr_null_action_mean >= 3 dB", m["psnr_gain_over_null_action"],
+             m["psnr_gain_over_null_action"] >= TARGETS["psnr_gain_over_baselines"]),
+            ("swap_controllability >= 0.9", m["swap_controllability"],
+             m["swap_controllability"] >= TARGETS["swap_controllability"]),
+            ("PSNR at step 32 within 3 dB of step 16 (long rollouts)", m["psnr_drop_16_to_32"],
+             m["psnr_drop_16_to_32"] <= TARGETS["long_drop_db"])]
+    if "env_steps_per_s" in m:
+        rows.append(("env_steps_per_s >= 30 with 16 envs", m["env_steps_per_s"], m["env_steps_per_s"] >= TARGETS["env_steps_per_s"]))
+    return [{"target": name, "measured": float(value), "met": bool(met)} for name, value, met in rows]
+
+
+# ---------------------------------------------------------------- pictures
+def _plot_by_step(out: Path, m: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for metric, label in (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
+                          ("lpips", "LPIPS, lower is better" + ("" if m["lpips_pretrained"] else " (offline fallback trunk)"))):
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+        steps = np.arange(1, len(m[f"{metric}_by_step"]) + 1)
+        for key, name in (("", "world model"), ("_null_action", "same model, null actions"), ("_copy_first", "first frame copied")):
+            ax.plot(steps, m[f"{metric}{key}_by_step"], marker="o", markersize=3, label=name)
+        ax.set(xlabel="step", ylabel=label, title=f"{metric.upper()} by step ({m['episodes']} held-out episodes)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{metric}_by_step.png")
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    steps = np.arange(1, len(m["psnr_by_step_long"]) + 1)
+    ax.plot(steps, m["psnr_by_step_long"], marker="o", markersize=2, label="world model (sliding window)")
+    ax.plot(steps, m["psnr_copy_first_by_step_long"], marker="o", markersize=2, label="first frame copied")
+    ax.axvline(16, color="gray", ls="--", lw=0.8)
+    ax.axvline(32, color="gray", ls="--", lw=0.8)
+    ax.set(xlabel="step", ylabel="PSNR (dB)", title="Long rollouts")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "psnr_by_step_long.png")
+    plt.close(fig)
+    if "quality_speed" in m:
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+        for g in sorted({p["guidance_scale"] for p in m["quality_speed"]}):
+            points = [p for p in m["quality_speed"] if p["guidance_scale"] == g]
+            ax.plot([p["env_steps_per_s"] for p in points], [p["psnr_mean"] for p in points], marker="o", label=f"guidance {g:g}")
+            for p in points:
+                ax.annotate(f"{p['num_steps']}", (p["env_steps_per_s"], p["psnr_mean"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.set(xlabel="env steps/s (16 vector envs)", ylabel="PSNR mean (dB)", title="Quality vs speed (labels: sampler steps)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "quality_speed.png")
+        plt.close(fig)
+
+
+def _write_grid(path: Path, model_last: np.ndarray, sim_last: np.ndarray, gap: int = 2) -> None:
+    """K x K grid of last frames, world model | simulator; row i = start i, column j = actions of j."""
+    import imageio.v3 as iio
+
+    def grid(frames):  # (K, K, H, W, 3)
+        k, _, h, w, _ = frames.shape
+        canvas = np.full((k * (h + gap) - gap, k * (w + gap) - gap, 3), 255, np.uint8)
+        for i in range(k):
+            for j in range(k):
+                canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = frames[i, j]
+        return canvas
+
+    left, right = grid(model_last), grid(sim_last)
+    spacer = np.full((left.shape[0], 4 * gap, 3), 255, np.uint8)
+    iio.imwrite(path, np.concatenate([left, spacer, right], axis=1))
+
+
+def _write_rollouts(path: Path, truth: np.ndarray, predicted: np.ndarray, specs, rows: int, gap: int = 2) -> None:
+    """For `rows` episodes, simulator over world model at steps 0, T/4, T/2, 3T/4, T."""
+    import imageio.v3 as iio
+
+    t = predicted.shape[1]
+    steps = sorted({0, t // 4, t // 2, 3 * t // 4, t})
+    h, w = truth.shape[2:4]
+    lines = []
+    for i in range(rows):
+        sim = [truth[i, s] for s in steps]
+        gen = [truth[i, 0] if s == 0 else predicted[i, s - 1] for s in steps]
+        for frames in (sim, gen):
+            line = np.full((h, len(steps) * (w + gap) - gap, 3), 255, np.uint8)
+            for c, frame in enumerate(frames):
+                line[:, c * (w + gap) : c * (w + gap) + w] = frame
+            lines.append(line)
+        lines.append(np.full((3 * gap, lines[-1].shape[1], 3), 255, np.uint8))
+    iio.imwrite(path, np.concatenate(lines[:-1], axis=0))
+
+
+def _report(m: dict, config: EvalConfig) -> str:
+    fmt = lambda x: "nan" if isinstance(x, float) and math.isnan(x) else f"{x:.3f}" if abs(x) < 10 else f"{x:.2f}"
+    lines = [f"# wmgym eval: {m['checkpoint']}", "",
+             f"{m['episodes']} held-out simulator episodes (master seed {m['seed']}, {m['horizon']} steps, demo / perturbed / "
+             f"random), sampler {m['num_steps']} steps, guidance {m['guidance_scale']:g}, device {m['device']}, "
+             f"{m['machine']}; {m['wall_time_s'] / 60:.1f} min.", ""]
+    if m.get("command"):
+        lines += ["Reproduce:", "", "```", m["command"], "```", ""]
+    lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {fmt(t['measured'])} | {'yes' if t['met'] else '**no**'} |" for t in m["targets"]]
+    lines += ["", "## Fidelity over 16 steps", "", "| predictor | PSNR (dB) | SSIM | LPIPS |", "|---|---|---|---|"]
+    for key, name in (("", "world model"), ("_null_action", "same model, null actions"), ("_copy_first", "first frame copied")):
+        lines.append(f"| {name} | {fmt(m[f'psnr{key}_mean'])} | {fmt(m[f'ssim{key}_mean'])} | {fmt(m[f'lpips{key}_mean'])} |")
+    kinds = [k for k in m if k.startswith("psnr_mean_")]
+    lines += ["", "World-model PSNR by episode kind: " + ", ".join(f"{k[len('psnr_mean_'):]} {fmt(m[k])} dB" for k in kinds) + "."]
+    if not m["lpips_pretrained"]:
+        lines += ["", "LPIPS used the offline fallback (random AlexNet trunk, LPIPS's own linear heads): put torchvision's "
+                  "`alexnet-owt-7be5be79.pth` in torch's hub cache for calibrated LPIPS."]
+    lines += ["", "![psnr](psnr_by_step.png) ![ssim](ssim_by_step.png) ![lpips](lpips_by_step.png)", "",
+              "Simulator (upper) over world model (lower) at steps 0, 4, 8, 12, 16:", "", "![rollouts](rollouts.png)", "",
+              "## Action cross-swap", "",
+              f"Start i (rows) driven by the actions of episode j (columns), last frame; world model left, simulator right. "
+              f"`swap_controllability` = {fmt(m['swap_controllability'])} over {m['swap_pairs_counted']} of "
+              f"{m['swap_pairs_total']} off-diagonal pairs whose ground truths differ visibly (PSNR < {config.swap_visible_db:g} dB).",
+              "", "![swap grid](swap_grid.png)", "",
+              "## Long rollouts", "",
+              f"{config.long_episodes} episodes of {config.long_horizon} steps, sliding window: PSNR at step 16 "
+              f"{fmt(m['psnr_long_step16'])} dB, step 32 {fmt(m['psnr_long_step32'])} dB, step {config.long_horizon} "
+              f"{fmt(m['psnr_long_step_last'])} dB.", "", "![long](psnr_by_step_long.png)", ""]
+    if "quality_speed" in m:
+        lines += ["## Speed", "", f"`env_steps_per_s` with {config.speed_envs} vector envs at the default settings: "
+                  f"{m['env_steps_per_s']:.1f}.", "", "| sampler steps | guidance | PSNR mean (dB) | env steps/s |", "|---|---|---|---|"]
+        lines += [f"| {p['num_steps']} | {p['guidance_scale']:g} | {fmt(p['psnr_mean'])} | {p['env_steps_per_s']:.1f} |"
+                  for p in m["quality_speed"]]
+        lines += ["", "![quality vs speed](quality_speed.png)", ""]
+    return "\n".join(lines)
