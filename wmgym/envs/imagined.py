@@ -109,14 +109,15 @@ class ImaginedEpisodes:
 
         options: "frame" uint8 (r, H, W, 3) or, for one row, (H, W, 3): start from it (any size:
         resized to the model's for the model, returned unchanged); "goal_image" (one image or r);
-        "goal_text" (one str or r). Without them: a start frame drawn from the bundle's bank, and
-        the goal the task gives that start (for a given frame: the goal of the nearest bank frame).
+        "goal_text" (one str or r); "task" (one task name or r, overriding the env's `task` for
+        these episodes). Without them: a start frame drawn from the bundle's bank, and the goal
+        the task gives that start (for a given frame: the goal of the nearest bank frame).
         """
         rows = [int(i) for i in rows]
         r, options = len(rows), dict(options or {})
-        unknown = sorted(set(options) - {"frame", "goal_image", "goal_text"})
+        unknown = sorted(set(options) - {"frame", "goal_image", "goal_text", "task"})
         if unknown:
-            raise ValueError(f"unknown reset options {unknown}; expected 'frame', 'goal_image', 'goal_text'")
+            raise ValueError(f"unknown reset options {unknown}; expected 'frame', 'goal_image', 'goal_text', 'task'")
         frame = options.get("frame")
         if frame is not None:
             given = _as_images(frame, r, "options['frame']", self.device)  # uint8 (r, h, w, 3), any size
@@ -127,7 +128,13 @@ class ImaginedEpisodes:
             index = [int(i) for i in rng.integers(len(self.bundle.start_frames), size=r)]
             starts = torch.from_numpy(self.bundle.start_frames[index]).to(self.device)
             observations = self._to_obs_size(starts)
-        tasks = [self.task or TASKS[int(rng.integers(len(TASKS)))] for _ in rows]
+        tasks = options.get("task")
+        if tasks is None:
+            tasks = [self.task or TASKS[int(rng.integers(len(TASKS)))] for _ in rows]
+        else:
+            tasks = [tasks] * r if isinstance(tasks, str) else list(tasks)
+            if len(tasks) != r or any(t not in TASKS for t in tasks):
+                raise ValueError(f"options['task'] must be one of {', '.join(TASKS)} or {r} of them, got {options['task']!r}")
         goals = options.get("goal_image", self.goal_image)
         if goals is None:
             goals = torch.from_numpy(np.stack([self.bundle.goals[t][i] for t, i in zip(tasks, index)])).to(self.device)

@@ -24,6 +24,12 @@ from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW
 from wmgym.envs.imagined import ImaginedEpisodes
 
 
+def from_normalized_actions(actions: np.ndarray) -> np.ndarray:
+    """Policy actions in [-1, 1] (..., 20) -> the env's bounds, linearly (clipped to [-1, 1] first)."""
+    actions = np.clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0)
+    return (ACTION_LOW + (actions + 1.0) * 0.5 * (ACTION_HIGH - ACTION_LOW)).astype(np.float32)
+
+
 class WMFoldVecEnv(VecEnv):
     """N imagined WMFold-v0 envs as one SB3 VecEnv.
 
@@ -52,9 +58,7 @@ class WMFoldVecEnv(VecEnv):
     def to_env_actions(self, actions: np.ndarray) -> np.ndarray:
         """(N, 20) policy actions -> the env's 20-D layout (rescaled from [-1, 1] when normalising; clipped to it)."""
         actions = np.asarray(actions, dtype=np.float32)
-        if not self.normalize_actions:
-            return actions
-        return (ACTION_LOW + (np.clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (ACTION_HIGH - ACTION_LOW)).astype(np.float32)
+        return from_normalized_actions(actions) if self.normalize_actions else actions
 
     def reset(self):
         seed, options = self._seeds[0], self._options[0]

@@ -51,7 +51,8 @@ class WorldModelVectorEnv(VectorEnv):
     ## Starting State
     A start frame from the bundle's bank (drawn with the env's RNG) or `options["frame"]`
     (uint8 (num_envs, H, W, 3) or one (H, W, 3)); goal from `options["goal_image"]` /
-    `options["goal_text"]` or the task's. Sampling noise comes from the env's own generator,
+    `options["goal_text"]` or the task's; `options["task"]` (one name or num_envs) overrides
+    the env's task for these episodes. Sampling noise comes from the env's own generator,
     seeded by `reset(seed=...)`: the same seed and actions give the same frames.
 
     ## Episode End
@@ -143,7 +144,8 @@ class WorldModelEnv(gym.Env):
     ## Starting State
     A start frame from the bundle's bank (seeded), or `options["frame"]` (uint8 (H, W, 3),
     e.g. a `SimFold-v0` observation: returned unchanged as the first observation). Goal from
-    `options["goal_image"]` / `options["goal_text"]` or the task's.
+    `options["goal_image"]` / `options["goal_text"]` or the task's; `options["task"]`
+    overrides the env's task for this episode.
 
     ## Episode End
     Terminated when the success judge fires (`info["success"]`). Truncated after

@@ -1,0 +1,84 @@
+"""Specs of policy evaluation in both worlds (`wmgym eval-policies`), on a tiny bundle."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from wmgym.actions import identity_action
+from wmgym.eval.policies import (EvalPoliciesConfig, evaluate_policies, make_policy, make_starts, rank_agreement,
+                                 run_in_simulator, run_in_world_model)
+from wmgym.policies.base import ActionSequencesPolicy, Policy, SimulatorBehaviourPolicy, Start
+from wmgym.sim.episode import EpisodeSpec, run_episode
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_scripted_policy_in_the_lockstep_simulator_matches_run_episode():
+    starts = make_starts(2, seed=3)
+    result = run_in_simulator(SimulatorBehaviourPolicy("demo", 0.0), starts)
+    records = [run_episode(EpisodeSpec(s.task, s.seed, "demo", 0.0)) for s in starts]
+    np.testing.assert_array_equal(result["success"], [r.success for r in records])
+    np.testing.assert_allclose(result["score"], [r.score[-1] for r in records], rtol=1e-6)
+    assert result["success"].all()  # noise 0 folds every shirt (docs/benchmarks.md)
+
+
+class Recorder(Policy):
+    """Holds still and records what it was shown."""
+
+    name = "recorder"
+
+    def reset(self, starts, frames):
+        self.starts, self.first, self.seen = starts, frames.copy(), []
+
+    def act(self, observations, step):
+        self.seen.append(observations.copy())
+        return np.stack([identity_action(0.08, 0.08)] * len(observations))
+
+
+def test_both_worlds_start_from_the_same_frames_and_step_the_policy(tiny_bundle):
+    starts = [Start("fold_half", 5), Start("fold_left_sleeve", 6)]
+    in_sim, in_model = Recorder(), Recorder()
+    run_in_simulator(in_sim, starts, horizon=3)
+    result = run_in_world_model(in_model, starts, horizon=3, checkpoint=str(tiny_bundle), device="cpu")
+    np.testing.assert_array_equal(in_sim.first, in_model.first)
+    assert len(in_model.seen) == 3 and in_model.seen[1].shape == (2, 64, 64, 3) and result["success"].dtype == bool
+    assert not np.array_equal(in_model.seen[1], in_model.seen[0])  # the model generated new frames
+
+
+def test_rank_agreement_known_values():
+    assert rank_agreement([0.1, 0.5, 0.9], [0.0, 0.2, 0.3]) == pytest.approx({"pearson": 0.98198051, "spearman": 1.0})
+    assert rank_agreement([0.1, 0.5, 0.9], [0.3, 0.2, 0.0])["spearman"] == pytest.approx(-1.0)
+    assert math.isnan(rank_agreement([0.1, 0.5], [0.0, 0.0])["spearman"])
+    with pytest.raises(ValueError, match="equally long"):
+        rank_agreement([0.1], [0.2, 0.3])
+
+
+def test_policy_names_and_bad_input():
+    assert make_policy("scripted-0.02").noise == 0.02 and make_policy("random").kind == "random"
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("teleop")
+    with pytest.raises(ValueError, match="scripted-<noise>"):
+        make_policy("scripted-high")
+    with pytest.raises(FileNotFoundError):
+        make_policy("sb3:/nowhere/ppo.zip")
+    policy = ActionSequencesPolicy(np.zeros((2, 4, 20), np.float32))
+    with pytest.raises(ValueError, match="2 action sequences for 1"):
+        policy.reset([Start("fold_half", 1)], np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_eval_policies_writes_agreement(tiny_bundle, tmp_path):
+    config = EvalPoliciesConfig(out=str(tmp_path / "ep"), checkpoint=str(tiny_bundle), policies=("scripted-0", "random"),
+                                episodes=3, horizon=4, device="cpu")
+    result = evaluate_policies(config)
+    saved = json.loads((tmp_path / "ep" / "agreement.json").read_text())
+    assert [r["policy"] for r in saved["policies"]] == ["scripted-0", "random"]
+    assert all(0.0 <= r["sim_success_rate"] <= 1.0 for r in saved["policies"])
+    # The tiny bundle's judge never fires (threshold 1.0): every imagined rate is 0, so no ranking.
+    assert all(r["model_success_rate"] == 0.0 for r in saved["policies"]) and math.isnan(result["spearman"])
+    assert (tmp_path / "ep" / "agreement.png").stat().st_size > 1000 and "Spearman" in (tmp_path / "ep" / "report.md").read_text()
+    with pytest.raises(ValueError, match="at least 2 policies"):
+        evaluate_policies(EvalPoliciesConfig(out=str(tmp_path / "x"), checkpoint=str(tiny_bundle), policies=("random",)))

@@ -1,0 +1,233 @@
+"""`wmgym eval-policies`: does WMFold-v0 rank policies the way the simulator does?
+
+Dimension legend: E episodes per policy, H x W frames.
+
+Every policy runs E episodes in `SimFold-v0`'s world and E in `WMFold-v0`, from the same
+start states (`Start(task, seed)`: the world model starts from the simulator's first frame,
+with the simulator's goal image), for `horizon` steps. Success in the simulator: the task's
+ground truth (`FoldWorld.is_success`) at any step; in the world model: the success judge
+fires at any step (the env's `terminated`). The agreement across policies of the two success
+rates (`pearson`, `spearman`) says whether the world model is a trustworthy evaluation layer;
+`episode_agreement` is the fraction of single episodes whose two verdicts match.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wmgym.policies.base import Policy, SimulatorBehaviourPolicy, Start
+from wmgym.train.checkpoint import write_text_atomic
+
+DEFAULT_POLICIES = ("scripted-0", "scripted-0.01", "scripted-0.02", "scripted-0.03", "scripted-0.04", "perturbed", "random")
+
+
+@dataclass
+class EvalPoliciesConfig:
+    """Success rates of a set of policies in WMFold-v0 and in SimFold-v0; writes agreement.json, a scatter plot and a report."""
+
+    out: str = "eval_policies"
+    """Output directory."""
+    checkpoint: str = "default"
+    """WMFold-v0 bundle directory, or "default"."""
+    policies: tuple[str, ...] = DEFAULT_POLICIES
+    """Policy names: scripted-<noise> (the demonstrator with key-pose noise, metres), perturbed,
+    random (the data's behaviours, open loop), sb3:<path.zip> (a stable-baselines3 model trained on
+    WMFoldVecEnv's normalised actions)."""
+    episodes: int = 51
+    """Episodes per policy and world (tasks cycle)."""
+    seed: int = 11
+    """Master seed of the start states (episode seeds as `wmgym generate`'s, from another master seed)."""
+    horizon: int = 16
+    """Steps per episode."""
+    num_steps: int | None = None
+    """Sampler steps (None: the bundle's default)."""
+    device: str = "auto"
+    """"auto", "cpu" or "cuda"."""
+
+
+def make_starts(episodes: int, seed: int) -> list[Start]:
+    """E start states: tasks cycle, seeds are `episode_seed(seed, i)` (held out from seed-1 training data)."""
+    from wmgym.data.generate import episode_seed
+    from wmgym.sim.tasks import TASKS
+
+    return [Start(TASKS[i % len(TASKS)], episode_seed(seed, i)) for i in range(episodes)]
+
+
+def start_worlds(starts: list[Start], height: int = 64, width: int = 64):
+    """One simulator world per start, reset to it -> (worlds, first frames uint8 (E, H, W, 3), goals uint8 (E, H, W, 3))."""
+    from wmgym.sim.world import FoldWorld, WorldConfig
+
+    worlds = []
+    for start in starts:
+        world = FoldWorld(WorldConfig(height=height, width=width))
+        world.reset(np.random.default_rng(start.seed), start.task)  # the state EpisodeSpec(task, seed) draws
+        worlds.append(world)
+    frames = np.stack([w.views()[0] for w in worlds])
+    goals = np.stack([w.render_goal() for w in worlds])
+    return worlds, frames, goals
+
+
+def run_in_simulator(policy: Policy, starts: list[Start], horizon: int = 16, height: int = 64, width: int = 64) -> dict:
+    """E episodes of `policy` in the simulator, in lockstep -> {"success": bool (E,), "score": final score (E,)}."""
+    worlds, frames, _ = start_worlds(starts, height, width)
+    policy.reset(starts, frames)
+    success = np.zeros(len(starts), dtype=bool)
+    for t in range(horizon):
+        actions = _checked(policy.act(frames, t), len(starts))
+        for world, action in zip(worlds, actions):
+            world.step(action)
+        frames = np.stack([w.views()[0] for w in worlds])
+        success |= np.array([w.is_success() for w in worlds])
+    return {"success": success, "score": np.array([w.score() for w in worlds], dtype=np.float32)}
+
+
+def run_in_world_model(policy: Policy, starts: list[Start], horizon: int = 16, checkpoint=None, device: str = "auto",
+                       num_steps: int | None = None, seed: int = 0, core=None) -> dict:
+    """E episodes of `policy` in WMFold-v0 (one batched generator) from the simulator's start
+    frames and goal images -> {"success": bool (E,), the judge fired at some step}.
+
+    `core`: an `ImaginedEpisodes` with E rows to reuse (else one is made from the arguments).
+    """
+    from wmgym.envs.imagined import ImaginedEpisodes
+
+    _, frames, goals = start_worlds(starts)
+    if core is None:
+        core = ImaginedEpisodes(len(starts), checkpoint=checkpoint, task=None, reward="none", num_steps=num_steps,
+                                max_episode_steps=horizon, device=device)
+    core.generator.manual_seed(seed)
+    observations = core.reset_rows(range(len(starts)), np.random.default_rng(seed),
+                                   {"frame": frames, "goal_image": goals, "task": [s.task for s in starts]}).cpu().numpy()
+    policy.reset(starts, observations)
+    success = np.zeros(len(starts), dtype=bool)
+    for t in range(horizon):
+        actions = _checked(policy.act(observations, t), len(starts))
+        observations, _, fired, _ = core.step(actions, active=~success)
+        observations = observations.cpu().numpy()
+        success |= fired
+    return {"success": success}
+
+
+def make_policy(name: str, horizon: int = 16) -> Policy:
+    """A policy from its name (see `EvalPoliciesConfig.policies`)."""
+    if name.startswith("scripted-"):
+        try:
+            noise = float(name[len("scripted-"):])
+        except ValueError:
+            raise ValueError(f"bad policy name {name!r}: expected scripted-<noise>, e.g. scripted-0.02") from None
+        return SimulatorBehaviourPolicy("demo", noise, horizon)
+    if name == "perturbed":
+        return SimulatorBehaviourPolicy("perturbed", 0.02, horizon)
+    if name == "random":
+        return SimulatorBehaviourPolicy("random", 0.0, horizon)
+    if name.startswith("sb3:"):
+        return _load_sb3_policy(name[len("sb3:"):])
+    raise ValueError(f"unknown policy {name!r}; expected scripted-<noise>, perturbed, random or sb3:<path.zip>")
+
+
+def rank_agreement(sim_rates, model_rates) -> dict:
+    """Pearson and Spearman correlation of two lists of success rates (nan when either is constant)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    sim_rates, model_rates = np.asarray(sim_rates, float), np.asarray(model_rates, float)
+    if len(sim_rates) != len(model_rates) or len(sim_rates) < 2:
+        raise ValueError(f"need two equally long lists of >= 2 rates, got {len(sim_rates)} and {len(model_rates)}")
+    if np.ptp(sim_rates) == 0 or np.ptp(model_rates) == 0:
+        return {"pearson": float("nan"), "spearman": float("nan")}
+    return {"pearson": float(pearsonr(sim_rates, model_rates)[0]), "spearman": float(spearmanr(sim_rates, model_rates)[0])}
+
+
+def evaluate_policies(config: EvalPoliciesConfig, policies: dict[str, Policy] | None = None) -> dict:
+    """Run every policy in both worlds; write agreement.json, agreement.png and report.md to `out`.
+
+    `policies`: name -> Policy objects to use instead of `config.policies` (e.g. from Python).
+    """
+    from wmgym.envs.imagined import ImaginedEpisodes
+
+    if config.episodes < 1 or config.horizon < 1:
+        raise ValueError(f"need episodes >= 1 and horizon >= 1, got {config.episodes} and {config.horizon}")
+    policies = policies or {name: make_policy(name, config.horizon) for name in config.policies}
+    if len(policies) < 2:
+        raise ValueError(f"agreement needs at least 2 policies, got {list(policies)}")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    starts = make_starts(config.episodes, config.seed)
+    core = ImaginedEpisodes(len(starts), checkpoint=config.checkpoint, task=None, reward="none", num_steps=config.num_steps,
+                            max_episode_steps=config.horizon, device=config.device)
+    began, rows = time.perf_counter(), []
+    for name, policy in tqdm(policies.items(), desc="policies"):
+        sim = run_in_simulator(policy, starts, config.horizon, core.height, core.width)
+        imagined = run_in_world_model(policy, starts, config.horizon, seed=config.seed, core=core)
+        rows.append({"policy": name, "sim_success_rate": float(sim["success"].mean()),
+                     "model_success_rate": float(imagined["success"].mean()), "sim_mean_score": float(sim["score"].mean()),
+                     "episode_agreement": float((sim["success"] == imagined["success"]).mean())})
+    agreement = rank_agreement([r["sim_success_rate"] for r in rows], [r["model_success_rate"] for r in rows])
+    result = {**agreement, "episode_agreement": float(np.mean([r["episode_agreement"] for r in rows])),
+              "policies": rows, "episodes": config.episodes, "horizon": config.horizon, "checkpoint": str(core.bundle.directory),
+              "judge_threshold": float(core.judge.threshold), "wall_time_s": time.perf_counter() - began, "config": asdict(config)}
+    write_text_atomic(out / "agreement.json", json.dumps(result, indent=2))
+    _scatter(out / "agreement.png", result)
+    write_text_atomic(out / "report.md", _report(result))
+    return result
+
+
+def _checked(actions, n: int) -> np.ndarray:
+    from wmgym.actions import ACTION_LAYOUT, validate_action
+
+    actions = validate_action(actions)
+    if actions.shape != (n, 20):
+        raise ValueError(f"a policy must return ({n}, 20) actions, got {actions.shape}\n{ACTION_LAYOUT}")
+    return actions
+
+
+def _load_sb3_policy(path: str) -> Policy:
+    from stable_baselines3 import PPO
+
+    from wmgym.envs.sb3 import from_normalized_actions
+    from wmgym.policies.base import SB3Policy
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no stable-baselines3 model at {path}")
+    return SB3Policy(PPO.load(path, device="cpu"), to_env_actions=from_normalized_actions, name=f"ppo {Path(path).stem}")
+
+
+def _scatter(path: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=120)
+    for row in result["policies"]:
+        ax.scatter(row["sim_success_rate"], row["model_success_rate"])
+        ax.annotate(row["policy"], (row["sim_success_rate"], row["model_success_rate"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, 3))
+    ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls="--")
+    fmt = lambda x: "nan" if math.isnan(x) else f"{x:.2f}"
+    ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="success rate in SimFold-v0", ylabel="success rate in WMFold-v0",
+           title=f"Spearman {fmt(result['spearman'])}, Pearson {fmt(result['pearson'])}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _report(result: dict) -> str:
+    fmt = lambda x: "nan" if math.isnan(x) else f"{x:.3f}"
+    lines = ["# wmgym eval-policies", "",
+             f"{result['episodes']} episodes per policy and world, {result['horizon']} steps, same start states; bundle "
+             f"{result['checkpoint']}, judge threshold {result['judge_threshold']:.2f}; {result['wall_time_s'] / 60:.1f} min.", "",
+             f"**Spearman {fmt(result['spearman'])}**, Pearson {fmt(result['pearson'])} (target: Spearman >= 0.9); "
+             f"per-episode verdicts agree {100 * result['episode_agreement']:.1f}% of the time.", "",
+             "| policy | success in SimFold-v0 | success in WMFold-v0 | mean final score (sim) | episode agreement |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['policy']} | {100 * r['sim_success_rate']:.1f}% | {100 * r['model_success_rate']:.1f}% | "
+              f"{r['sim_mean_score']:.2f} | {100 * r['episode_agreement']:.1f}% |" for r in result["policies"]]
+    lines += ["", "![agreement](agreement.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""Policies learned inside imagination: behaviour cloning, PPO in WMFold-v0, judge-filtered fine-tuning.
+
+The policy is a stable-baselines3 `PPO("CnnPolicy")` acting on 64x64 frames with actions
+normalised to [-1, 1] (`WMFoldVecEnv`'s action space). Three stages, each optional:
+
+1. **Behaviour cloning** on the demonstrations of one task in a `wmgym generate` store (the
+   scripted demonstrator's successful episodes, train split): the policy's action mean is
+   regressed onto the normalised demonstrated actions (MSE), its exploration noise is left
+   at `log_std_init`.
+2. **PPO inside WMFold-v0**: `PPO.learn` on the batched SB3 adapter; rewards and episode ends
+   come from the world model's reward head and success judge, never from the simulator.
+3. **Judge-filtered fine-tuning** (the seeds' policy-improvement loop): roll the stochastic
+   policy out in WMFold-v0 from the bundle's start frames, keep the episodes the success judge
+   accepts, and behaviour-clone on them together with the demonstrations.
+
+`evaluate_in_simulator` then runs the policy in SimFold-v0 (never seen during training).
+On a GPU every stage keeps frames on the device (`WMFoldVecEnv` hands SB3 NumPy, the SB3
+convention; `WorldModelVectorEnv(return_torch=True)` is the tensor path for custom loops).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wmgym.actions import ACTION_HIGH, ACTION_LOW
+from wmgym.train.checkpoint import write_text_atomic
+
+
+@dataclass
+class TrainPolicyConfig:
+    """Train a frame-to-action policy for one task: behaviour cloning, then PPO and/or judge-filtered fine-tuning inside WMFold-v0; evaluated in SimFold-v0."""
+
+    out: str
+    """Output directory: bc.zip, ppo.zip, filtered.zip (SB3 models), metrics.json."""
+    data: str | None = None
+    """A `wmgym generate` store with demonstrations (None: no behaviour cloning, PPO from scratch)."""
+    task: str = "fold_half"
+    """Task to learn (one of wmgym.sim.tasks.TASKS)."""
+    checkpoint: str = "default"
+    """WMFold-v0 bundle."""
+    reward: str = "videoclip"
+    """WMFold-v0 reward for PPO: videoclip, lpips, lpips-offline."""
+    bc_epochs: int = 4
+    """Passes over the demonstrations."""
+    bc_batch_size: int = 128
+    learning_rate: float = 3e-4
+    """Adam learning rate of behaviour cloning (PPO keeps SB3's default)."""
+    log_std_init: float = -1.5
+    """Initial log standard deviation of the policy's Gaussian (normalised action units)."""
+    ppo_timesteps: int = 0
+    """Imagined env steps of PPO (0: skip)."""
+    num_envs: int = 16
+    """Batched imagined envs for PPO and for filtered rollouts."""
+    n_steps: int = 32
+    """PPO rollout length per env."""
+    filtered_rounds: int = 0
+    """Rounds of judge-filtered fine-tuning (0: skip)."""
+    filtered_episodes: int = 64
+    """Imagined episodes per round."""
+    eval_episodes: int = 30
+    """SimFold-v0 episodes of the final evaluation (0: skip)."""
+    num_steps: int | None = None
+    """Sampler steps of the world model (None: the bundle's default)."""
+    judge_threshold: float | None = None
+    """Success-judge threshold in WMFold-v0 (None: the bundle's calibrated one)."""
+    seed: int = 0
+    device: str = "auto"
+
+
+# ---------------------------------------------------------------- data
+def to_normalized_actions(actions: np.ndarray) -> np.ndarray:
+    """Env actions (..., 20) -> [-1, 1] (the inverse of `wmgym.envs.sb3.from_normalized_actions`)."""
+    return (2.0 * (np.asarray(actions, np.float32) - ACTION_LOW) / (ACTION_HIGH - ACTION_LOW) - 1.0).astype(np.float32)
+
+
+def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), only_success: bool = True):
+    """(frame, action) pairs of one task's episodes in a `wmgym generate` store.
+
+    Returns frames uint8 (n, H, W, 3) (each the frame an action was taken in) and actions
+    float32 (n, 20), from the episodes of `split` (the world model's split) whose kind is in
+    `kinds` and, with `only_success`, that succeeded.
+    """
+    from wmgym.data.dataset import read_rows, split_episodes
+    from wmgym.data.store import EpisodeStore
+    from wmgym.sim.episode import EPISODE_KINDS
+
+    store = EpisodeStore.open(path)
+    if task not in store.tasks:
+        raise ValueError(f"task {task!r} is not in {path} (it has {', '.join(store.tasks)})")
+    meta = store.root["meta"]
+    chosen = np.zeros(store.num_episodes, dtype=bool)
+    chosen[split_episodes(store.num_episodes, split)] = True
+    chosen &= meta["episode_task_id"][:] == store.tasks.index(task)
+    chosen &= np.isin(meta["episode_kind"][:], [EPISODE_KINDS.index(k) for k in kinds])
+    if only_success:
+        chosen &= meta["episode_success"][:].astype(bool)
+    if not chosen.any():
+        raise ValueError(f"no {'/'.join(kinds)} episodes of {task} in the {split} split of {path}")
+    ends = store.episode_ends
+    starts = np.concatenate([[0], ends[:-1]])
+    keep = np.zeros(int(ends[-1]), dtype=bool)
+    for i in np.flatnonzero(chosen):
+        keep[starts[i] : ends[i] - 1] = True  # every frame but the last has an action
+    data = store.root["data"]
+    return read_rows(data["camera0_rgb"], keep), read_rows(data["action"], keep).astype(np.float32)
+
+
+# ---------------------------------------------------------------- stages
+def make_ppo(venv, config: TrainPolicyConfig):
+    """A PPO CnnPolicy on `venv` with the configured exploration noise."""
+    from stable_baselines3 import PPO
+
+    return PPO("CnnPolicy", venv, n_steps=config.n_steps, batch_size=min(256, config.n_steps * venv.num_envs),
+               seed=config.seed, device=_sb3_device(config.device), verbose=0,
+               policy_kwargs={"log_std_init": config.log_std_init})
+
+
+def behaviour_clone(model, frames: np.ndarray, actions: np.ndarray, epochs: int, batch_size: int = 128,
+                    learning_rate: float = 3e-4, seed: int = 0) -> list[float]:
+    """Regress `model.policy`'s action mean onto demonstrated actions (MSE in [-1, 1] units).
+
+    frames uint8 (n, H, W, 3), actions float32 (n, 20) in env units. Trains the feature
+    extractor and the action head (not the value head or log_std); returns the mean loss per epoch.
+    """
+    policy = model.policy
+    targets = torch.from_numpy(to_normalized_actions(actions)).to(policy.device)
+    images = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # SB3 wants channels first
+    params = [p for name, p in policy.named_parameters() if not name.startswith(("value_net", "log_std", "mlp_extractor.value_net"))]
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    policy.set_training_mode(True)
+    losses = []
+    for _ in tqdm(range(epochs), desc="behaviour cloning", leave=False):
+        order, total = torch.randperm(len(images), generator=generator), 0.0
+        for first in range(0, len(order), batch_size):
+            index = order[first : first + batch_size]
+            obs = images[index].to(policy.device).float()  # 0..255: the policy's preprocessing scales image boxes
+            mean = policy.get_distribution(obs).distribution.mean
+            loss = torch.nn.functional.mse_loss(mean, targets[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+        losses.append(total / len(images))
+    policy.set_training_mode(False)
+    return losses
+
+
+def imagined_successes(model, config: TrainPolicyConfig, episodes: int, seed: int):
+    """Roll the stochastic policy out in WMFold-v0 from the bundle's start frames; return the
+    (frame, action) pairs of the episodes the success judge accepted (uint8 (n, H, W, 3),
+    float32 (n, 20)) and the acceptance rate."""
+    from wmgym.envs.imagined import ImaginedEpisodes
+    from wmgym.envs.sb3 import from_normalized_actions
+
+    core = ImaginedEpisodes(config.num_envs, checkpoint=config.checkpoint, task=config.task, reward="none",
+                            num_steps=config.num_steps, max_episode_steps=16, device=config.device,
+                            judge_threshold=config.judge_threshold)
+    core.generator.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    kept_frames, kept_actions, accepted, total = [], [], 0, 0
+    for _ in range(max(1, episodes // config.num_envs)):
+        obs = core.reset_rows(range(config.num_envs), rng).cpu().numpy()
+        frames, actions = [], []
+        done = np.zeros(config.num_envs, dtype=bool)
+        for _ in range(16):
+            action = from_normalized_actions(model.predict(obs, deterministic=False)[0])
+            frames.append(obs)
+            actions.append(action)
+            obs, _, fired, _ = core.step(action, active=~done)
+            obs = obs.cpu().numpy()
+            done |= fired
+        frames, actions = np.stack(frames, 1), np.stack(actions, 1)  # (b, 16, ...)
+        for row in np.flatnonzero(done):
+            steps = int(core.lengths[row]) - 1  # the actions up to the accepted frame
+            kept_frames.append(frames[row, :steps])
+            kept_actions.append(actions[row, :steps])
+        accepted, total = accepted + int(done.sum()), total + config.num_envs
+    if not kept_frames:
+        return np.zeros((0, *obs.shape[1:]), np.uint8), np.zeros((0, 20), np.float32), 0.0
+    return np.concatenate(kept_frames), np.concatenate(kept_actions), accepted / total
+
+
+def evaluate_in_simulator(model, task: str, episodes: int, seed: int = 10_000, deterministic: bool = True) -> dict:
+    """Success rate and mean final score of an SB3 model (normalised actions) in SimFold-v0."""
+    from wmgym.envs.sb3 import from_normalized_actions
+    from wmgym.eval.policies import make_starts, run_in_simulator
+    from wmgym.policies.base import SB3Policy, Start
+
+    starts = [Start(task, s.seed) for s in make_starts(episodes, seed)]  # held-out start states, one task
+    result = run_in_simulator(SB3Policy(model, from_normalized_actions, deterministic), starts)
+    return {"success_rate": float(result["success"].mean()), "mean_score": float(result["score"].mean()), "episodes": episodes}
+
+
+def train_policy(config: TrainPolicyConfig) -> dict:
+    """Run the configured stages; saves each stage's model and returns (and writes) metrics."""
+    from wmgym.envs.sb3 import WMFoldVecEnv
+    from wmgym.sim.tasks import TASKS
+
+    if config.task not in TASKS:
+        raise ValueError(f"unknown task {config.task!r}; expected one of {', '.join(TASKS)}")
+    if config.data is None and config.ppo_timesteps == 0 and config.filtered_rounds == 0:
+        raise ValueError("nothing to train: give --data (behaviour cloning), --ppo-timesteps or --filtered-rounds")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"config": asdict(config)}
+    began = time.perf_counter()
+    venv = WMFoldVecEnv(config.num_envs, checkpoint=config.checkpoint, task=config.task, reward=config.reward,
+                        num_steps=config.num_steps, device=config.device, judge_threshold=config.judge_threshold)
+    venv.seed(config.seed)
+    model = make_ppo(venv, config)
+    demo_frames = demo_actions = None
+    if config.data is not None:
+        demo_frames, demo_actions = load_demonstrations(config.data, config.task)
+        losses = behaviour_clone(model, demo_frames, demo_actions, config.bc_epochs, config.bc_batch_size, config.learning_rate, config.seed)
+        metrics["bc"] = {"pairs": len(demo_frames), "loss_by_epoch": losses}
+        model.save(out / "bc.zip")
+        metrics["bc"].update(_evaluate(model, config))
+    if config.ppo_timesteps > 0:
+        model.learn(total_timesteps=config.ppo_timesteps, progress_bar=False, reset_num_timesteps=True)
+        model.save(out / "ppo.zip")
+        metrics["ppo"] = {"timesteps": int(model.num_timesteps), **_evaluate(model, config)}
+    for round_ in range(config.filtered_rounds):
+        frames, actions, rate = imagined_successes(model, config, config.filtered_episodes, config.seed + 1 + round_)
+        entry = {"round": round_, "accepted_rate": rate, "pairs": len(frames)}
+        if len(frames):
+            if demo_frames is not None:
+                frames, actions = np.concatenate([demo_frames, frames]), np.concatenate([demo_actions, actions])
+            entry["loss_by_epoch"] = behaviour_clone(model, frames, actions, config.bc_epochs, config.bc_batch_size,
+                                                     config.learning_rate, config.seed + 1 + round_)
+        model.save(out / "filtered.zip")
+        metrics.setdefault("filtered", []).append({**entry, **_evaluate(model, config)})
+    metrics["wall_time_s"] = time.perf_counter() - began
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    venv.close()
+    return metrics
+
+
+def _evaluate(model, config: TrainPolicyConfig) -> dict:
+    if config.eval_episodes < 1:
+        return {}
+    return {"sim": evaluate_in_simulator(model, config.task, config.eval_episodes)}
+
+
+def _sb3_device(device: str) -> str:
+    return "auto" if device == "auto" else device
