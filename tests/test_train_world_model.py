@@ -153,3 +153,20 @@ def test_trained_codec_is_frozen_and_shipped_in_the_checkpoint(store, tmp_path):
     trained = load_codec(codec_dir).state_dict()
     for key, value in model.codec.state_dict().items():  # frozen: the world model never changed it
         assert torch.equal(value, trained[key]), key
+
+
+def test_init_from_starts_a_fresh_run_from_saved_weights(store, straight_run, tmp_path):
+    saved = straight_run / "checkpoints/step_0000006/model"
+    train_world_model(tiny(store, tmp_path / "ft", steps=1, checkpoint_every=1, width=64, init_from=str(saved)))
+    source = WorldModel.from_pretrained(saved, device="cpu")
+    tuned = WorldModel.from_pretrained(tmp_path / "ft/checkpoints/step_0000001/model", device="cpu")
+    assert tuned.config == source.config  # the saved model's architecture wins over --width
+    state = json.loads((tmp_path / "ft/checkpoints/step_0000001/training_state.json").read_text())
+    assert state["step"] == 1  # a fresh schedule, not the source run's step 6
+    moved = [not torch.equal(a, b) for a, b in zip(source.denoiser.parameters(), tuned.denoiser.parameters())]
+    close = [torch.allclose(a, b, atol=0.05) for a, b in zip(source.denoiser.parameters(), tuned.denoiser.parameters())]
+    assert any(moved) and all(close)  # one small step from the saved weights, not from a new initialisation
+    with pytest.raises(ValueError, match="makes 16x16 frames"):
+        other = tmp_path / "data32.zarr"
+        generate(GenerateConfig(out=str(other), episodes=2, resolution=32, workers=1, show_progress=False))
+        train_world_model(tiny(other, tmp_path / "ft32", init_from=str(saved)))

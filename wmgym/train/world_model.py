@@ -90,6 +90,10 @@ class TrainWorldModelConfig:
     """Batches of validation windows, spread evenly over the val split."""
     resume: bool = False
     """Continue from out/latest, or start when there is none (the checkpoint's model config wins)."""
+    init_from: str | None = None
+    """Start a new run from a saved model's weights (a `WorldModel.save_pretrained` directory, e.g.
+    wmgym/assets/wmfold/world_model) with a fresh optimizer and schedule: fine-tuning. Its config
+    (architecture, codec, action statistics, sampler) wins over the flags here."""
     tensorboard: bool = False
     """Also log to out/tensorboard (needs the optional `tensorboard` package)."""
     width: int = 128
@@ -168,7 +172,13 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     rank, device = accelerator.process_index, accelerator.device
     num_actions = config.num_frames - 1
     train_set = WindowDataset(config.data, num_actions=num_actions, split="train")
-    if checkpoint is None:
+    if checkpoint is None and config.init_from is not None:
+        model = WorldModel.from_pretrained(config.init_from, device="cpu")
+        if (model.config.height, model.config.width) != (train_set.height, train_set.width):
+            raise ValueError(f"--init-from {config.init_from} makes {model.config.height}x{model.config.width} frames, "
+                             f"the data {config.data} has {train_set.height}x{train_set.width}")
+        state, tensors = None, {}
+    elif checkpoint is None:
         codec = PixelCodec() if config.codec == "pixel" else _load_codec(config.codec)
         model = WorldModel(_model_config(config, train_set, codec), device="cpu")
         model.codec.load_state_dict(codec.state_dict())  # a trained codec's weights (none for pixels)
