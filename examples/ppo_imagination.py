@@ -4,6 +4,7 @@
 
 The policy sees only predicted frames and the VideoCLIP reward during training; the
 evaluation runs it in the reference simulator and reports its success rate and mean score.
+`wmgym train-policy` adds behaviour cloning and judge-filtered fine-tuning around this.
 On a GPU the generator, reward heads and policy share the device.
 """
 
@@ -11,29 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-import gymnasium as gym
-import numpy as np
 from stable_baselines3 import PPO
 
-import wmgym  # noqa: F401
 from wmgym.envs.sb3 import WMFoldVecEnv
-
-
-def evaluate_in_simulator(model: PPO, venv: WMFoldVecEnv, task: str, episodes: int, seed: int) -> dict:
-    """Success rate and mean final score of `model` in SimFold-v0 (deterministic actions)."""
-    size = venv.observation_space.shape[0]
-    sim = gym.make("SimFold-v0", task=task, resolution=size)
-    successes, scores = [], []
-    for episode in range(episodes):
-        observation, info = sim.reset(seed=seed + episode)
-        done = False
-        while not done:
-            action, _ = model.predict(observation, deterministic=True)
-            observation, _, terminated, truncated, info = sim.step(venv.to_env_actions(action[None])[0])
-            done = terminated or truncated
-        successes.append(info["success"])
-        scores.append(info["score"])
-    return {"success_rate": float(np.mean(successes)), "mean_score": float(np.mean(scores))}
+from wmgym.train.policy import evaluate_in_simulator
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -54,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = PPO("CnnPolicy", venv, n_steps=args.n_steps, batch_size=min(256, args.n_steps * args.num_envs), seed=args.seed,
                 device=args.device if args.device != "auto" else "auto", verbose=0)
     model.learn(total_timesteps=args.timesteps, progress_bar=False)
-    result = evaluate_in_simulator(model, venv, args.task, args.eval_episodes, seed=10_000 + args.seed)
+    result = evaluate_in_simulator(model, args.task, args.eval_episodes, seed=10_000 + args.seed)
     print(f"PPO trained {model.num_timesteps} imagined steps on {args.num_envs} envs; in SimFold-v0 ({args.task}): "
           f"success {result['success_rate']:.0%}, mean score {result['mean_score']:.2f}")
     return result

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from wmgym.actions import ACTION_HIGH, ACTION_LOW, identity_action
 from wmgym.data.generate import GenerateConfig, generate
-from wmgym.envs.sb3 import WMFoldVecEnv, from_normalized_actions
-from wmgym.train.policy import (TrainPolicyConfig, behaviour_clone, load_demonstrations, make_ppo, to_normalized_actions,
-                                train_policy)
+from wmgym.envs.sb3 import WMFoldVecEnv, from_normalized_actions, to_normalized_actions
+from wmgym.train.policy import TrainPolicyConfig, behaviour_clone, load_demonstrations, make_ppo, train_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,8 +23,10 @@ def demo_store(tmp_path_factory):
 
 
 def test_normalised_actions_round_trip():
-    actions = np.random.default_rng(0).uniform(-0.1, 0.1, (5, 20)).astype(np.float32)
-    actions[:, [9, 19]] = 0.05
+    actions = np.random.default_rng(0).uniform(-0.1, 0.1, (5, 20)).astype(np.float32)  # rotations: identity + noise
+    actions += identity_action(0.05, 0.05)
+    actions[:, [9, 19]] = 0.03
+    actions = np.clip(actions, ACTION_LOW, ACTION_HIGH)  # valid env actions
     np.testing.assert_allclose(from_normalized_actions(to_normalized_actions(actions)), actions, atol=1e-6)
 
 

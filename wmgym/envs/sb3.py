@@ -8,8 +8,11 @@ finished episode in `info["terminal_observation"]`, `info["TimeLimit.truncated"]
 outputs, and a list of per-env info dicts.
 
 Actions: SB3's policies assume a Box normalised to [-1, 1] (its env checker warns otherwise),
-so by default the adapter's action space is `Box(-1, 1, (20,))` and actions are mapped
-linearly onto `ACTION_LOW..ACTION_HIGH` (`normalize_actions=False` keeps the raw bounds).
+so by default the adapter's action space is `Box(-1, 1, (20,))`, centred on "hold still"
+(`from_normalized_actions`): per hand, position deltas scale linearly onto +-0.12 m, the 6-D
+rotation is the identity plus 0.4 x the action, clipped to the bounds (a new policy's zero mean is a valid rotation,
+and no action in the box is a degenerate one), the width maps linearly onto 0..0.09 m.
+`normalize_actions=False` exposes the raw bounds instead.
 """
 
 from __future__ import annotations
@@ -24,10 +27,28 @@ from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW
 from wmgym.envs.imagined import ImaginedEpisodes
 
 
+ROTATION_SCALE = 0.4
+"""Normalised rotation units: 6-D rotation = identity + ROTATION_SCALE * action. With 0.4 the first
+column's first entry stays >= 0.6 and the second column's second entry >= 0.6 while the others stay
+within +-0.4, so the two columns are never zero or parallel (Gram-Schmidt always defines a rotation)."""
+_IS_ROTATION = np.tile((np.arange(10) >= 3) & (np.arange(10) < 9), 2)  # [3:9] and [13:19]
+_IDENTITY = np.tile(np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0], np.float32), 2)
+
+
 def from_normalized_actions(actions: np.ndarray) -> np.ndarray:
-    """Policy actions in [-1, 1] (..., 20) -> the env's bounds, linearly (clipped to [-1, 1] first)."""
+    """Policy actions in [-1, 1] (..., 20) (clipped to it first) -> env actions: positions and
+    widths linearly onto their bounds, rotations as identity + ROTATION_SCALE * action (the
+    diagonal entries clipped at 1, the bound)."""
     actions = np.clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0)
-    return (ACTION_LOW + (actions + 1.0) * 0.5 * (ACTION_HIGH - ACTION_LOW)).astype(np.float32)
+    linear = ACTION_LOW + (actions + 1.0) * 0.5 * (ACTION_HIGH - ACTION_LOW)
+    return np.clip(np.where(_IS_ROTATION, _IDENTITY + ROTATION_SCALE * actions, linear), ACTION_LOW, ACTION_HIGH).astype(np.float32)
+
+
+def to_normalized_actions(actions: np.ndarray) -> np.ndarray:
+    """Env actions (..., 20) -> [-1, 1] units, the inverse of `from_normalized_actions` (clipped to [-1, 1])."""
+    actions = np.asarray(actions, dtype=np.float32)
+    linear = 2.0 * (actions - ACTION_LOW) / (ACTION_HIGH - ACTION_LOW) - 1.0
+    return np.clip(np.where(_IS_ROTATION, (actions - _IDENTITY) / ROTATION_SCALE, linear), -1.0, 1.0).astype(np.float32)
 
 
 class WMFoldVecEnv(VecEnv):

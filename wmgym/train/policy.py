@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wmgym.actions import ACTION_HIGH, ACTION_LOW
+from wmgym.envs.sb3 import to_normalized_actions
 from wmgym.train.checkpoint import write_text_atomic
 
 
@@ -75,11 +75,6 @@ class TrainPolicyConfig:
 
 
 # ---------------------------------------------------------------- data
-def to_normalized_actions(actions: np.ndarray) -> np.ndarray:
-    """Env actions (..., 20) -> [-1, 1] (the inverse of `wmgym.envs.sb3.from_normalized_actions`)."""
-    return (2.0 * (np.asarray(actions, np.float32) - ACTION_LOW) / (ACTION_HIGH - ACTION_LOW) - 1.0).astype(np.float32)
-
-
 def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), only_success: bool = True):
     """(frame, action) pairs of one task's episodes in a `wmgym generate` store.
 
