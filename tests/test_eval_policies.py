@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from wmgym.actions import identity_action
+from wmgym.actions import ACTION_HIGH, ACTION_LOW, identity_action
 from wmgym.eval.policies import (EvalPoliciesConfig, evaluate_policies, make_policy, make_starts, rank_agreement,
-                                 run_in_simulator, run_in_world_model)
+                                 run_in_simulator, run_in_world_model, start_worlds)
 from wmgym.policies.base import ActionSequencesPolicy, Policy, SimulatorBehaviourPolicy, Start
 from wmgym.sim.episode import EpisodeSpec, run_episode
 
@@ -65,6 +65,10 @@ def test_policy_names_and_bad_input():
         make_policy("scripted-high")
     with pytest.raises(FileNotFoundError):
         make_policy("sb3:/nowhere/ppo.zip")
+    with pytest.raises(ValueError, match="plan-<n>"):
+        make_policy("plan-many")
+    with pytest.raises(FileNotFoundError, match="wmgym train-idm"):
+        make_policy("idm:/nowhere/idm")
     policy = ActionSequencesPolicy(np.zeros((2, 4, 20), np.float32))
     with pytest.raises(ValueError, match="2 action sequences for 1"):
         policy.reset([Start("fold_half", 1)], np.zeros((1, 64, 64, 3), np.uint8))
@@ -82,3 +86,34 @@ def test_eval_policies_writes_agreement(tiny_bundle, tmp_path):
     assert (tmp_path / "ep" / "agreement.png").stat().st_size > 1000 and "Spearman" in (tmp_path / "ep" / "report.md").read_text()
     with pytest.raises(ValueError, match="at least 2 policies"):
         evaluate_policies(EvalPoliciesConfig(out=str(tmp_path / "x"), checkpoint=str(tiny_bundle), policies=("random",)))
+
+
+def test_planner_policy_perturbs_the_demonstrator_within_bounds(tiny_bundle):
+    import warnings
+
+    from wmgym.actions import ACTION_HIGH, ACTION_LOW
+
+    starts = [Start("fold_half", 21)]
+    policy = make_policy("plan-3", horizon=16, checkpoint=str(tiny_bundle), device="cpu")
+    _, frames, _ = start_worlds(starts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # LPIPS's offline trunk
+        policy.reset(starts, frames)
+    nominal = run_episode(EpisodeSpec("fold_half", 21, "demo", 0.0)).actions
+    planned = policy.act(frames, 0)
+    assert policy.actions.shape == (1, 16, 20) and ((ACTION_LOW <= policy.actions) & (policy.actions <= ACTION_HIGH)).all()
+    np.testing.assert_array_equal(policy.actions[0][:, 3:9], nominal[:, 3:9])  # rotations are the nominal's
+    assert 0 < np.abs(policy.actions[0] - nominal).max() < 0.12 and planned.shape == (1, 20)
+
+
+def test_idm_replay_policy_reads_actions_off_another_starts_video(tmp_path):
+    from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
+
+    InverseDynamicsModel(IDMConfig(), device="cpu").save_pretrained(tmp_path / "idm")
+    policy = make_policy(f"idm:{tmp_path / 'idm'}", horizon=4, device="cpu")
+    starts = [Start("fold_half", 3), Start("fold_half", 4)]
+    _, frames, _ = start_worlds(starts)
+    policy.reset(starts, frames)
+    reference = run_episode(EpisodeSpec("fold_half", 3 + 1_000_003, "demo", 0.0, horizon=4)).interaction
+    expected = np.clip(policy.idm.predict(reference[:-1], reference[1:]), ACTION_LOW, ACTION_HIGH)
+    np.testing.assert_allclose(policy.actions[0], expected, atol=1e-6)

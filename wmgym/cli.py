@@ -10,7 +10,9 @@ import tyro
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.eval.fidelity import EvalConfig, evaluate
 from wmgym.eval.policies import EvalPoliciesConfig, evaluate_policies
+from wmgym.policies.mpc import PlanConfig, plan
 from wmgym.train.codec import TrainCodecConfig, train_codec
+from wmgym.train.idm import TrainIDMConfig, train_idm
 from wmgym.train.policy import TrainPolicyConfig, train_policy
 from wmgym.train.videoclip import TrainVideoCLIPConfig, train_videoclip
 from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
@@ -153,7 +155,8 @@ COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), 
             "train-codec": (TrainCodecConfig, train_codec), "train-wm": (TrainWorldModelConfig, train_world_model),
             "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle),
             "eval": (EvalConfig, evaluate), "eval-policies": (EvalPoliciesConfig, evaluate_policies),
-            "train-policy": (TrainPolicyConfig, train_policy)}
+            "train-policy": (TrainPolicyConfig, train_policy), "plan": (PlanConfig, plan),
+            "train-idm": (TrainIDMConfig, train_idm)}
 
 
 def main(argv: list[str] | None = None) -> None:

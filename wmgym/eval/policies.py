@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.policies.base import Policy, SimulatorBehaviourPolicy, Start
+from wmgym.policies.base import Policy, SequencePolicy, SimulatorBehaviourPolicy, Start
 from wmgym.train.checkpoint import write_text_atomic
 
 DEFAULT_POLICIES = ("scripted-0", "scripted-0.01", "scripted-0.02", "scripted-0.03", "scripted-0.04", "perturbed", "random")
@@ -38,8 +38,10 @@ class EvalPoliciesConfig:
     """WMFold-v0 bundle directory, or "default"."""
     policies: tuple[str, ...] = DEFAULT_POLICIES
     """Policy names: scripted-<noise> (the demonstrator with key-pose noise, metres), perturbed,
-    random (the data's behaviours, open loop), sb3:<path.zip> (a stable-baselines3 model trained on
-    WMFoldVecEnv's normalised actions)."""
+    random (the data's behaviours, open loop), plan-<n> (best-of-n in the world model around the
+    demonstrator, LPIPS to the goal image with the offline trunk), idm:<dir> (an inverse dynamics
+    model replaying a demonstration video from another start), sb3:<path.zip> (a stable-baselines3
+    model trained on WMFoldVecEnv's normalised actions)."""
     episodes: int = 51
     """Episodes per policy and world (tasks cycle)."""
     seed: int = 11
@@ -114,7 +116,60 @@ def run_in_world_model(policy: Policy, starts: list[Start], horizon: int = 16, c
     return {"success": success}
 
 
-def make_policy(name: str, horizon: int = 16) -> Policy:
+class PlannerPolicy(SimulatorBehaviourPolicy):
+    """Best-of-N in the world model around the scripted demonstrator (noise 0; privileged, as
+    the demonstrator is), scored by LPIPS to the simulator's goal image; open loop, 16 steps.
+    Proposals perturb positions and widths by `position_std` metres."""
+
+    def __init__(self, n: int = 16, position_std: float = 0.02, checkpoint=None, device: str = "auto",
+                 num_steps: int | None = None, horizon: int = 16, seed: int = 0):
+        super().__init__("demo", 0.0, horizon, name=f"best-of-{n} lpips")
+        self.n, self.position_std, self.checkpoint, self.device = n, position_std, checkpoint, device
+        self.num_steps, self.seed, self.planner = num_steps, seed, None
+
+    def plan(self, starts: list[Start], frames: np.ndarray) -> np.ndarray:
+        from wmgym.envs.bundle import Bundle
+        from wmgym.model.world_model import WorldModel
+        from wmgym.policies.mpc import make_reward_head
+        from wmgym.policies.planning import Planner, ProposalConfig
+
+        if self.planner is None:
+            model = WorldModel.from_pretrained(Bundle.load(self.checkpoint).world_model_dir, device=self.device).eval()
+            self.planner = Planner(model, make_reward_head("lpips-offline", self.checkpoint, self.device), num_candidates=self.n,
+                                   proposal=ProposalConfig(position_std=self.position_std, width_std=self.position_std),
+                                   num_steps=self.num_steps)
+        nominal = super().plan(starts, frames)  # (b, T, 20): the demonstrator's sequences
+        _, _, goals = start_worlds(starts, *frames.shape[1:3])
+        return np.stack([self.planner.plan(frames[i][None], goals[i], nominal[i], seed=self.seed + i).actions
+                         for i in tqdm(range(len(starts)), desc=self.name, leave=False)])
+
+
+class IDMReplayPolicy(SequencePolicy):
+    """Imitation from video by inverse dynamics: the IDM reads the actions off a demonstration
+    video of the same task recorded from another start state (the scripted demonstrator,
+    noise 0, seed `seed + reference_offset`), and the policy replays them open loop (clipped
+    to the action bounds). It never sees its own start state's privileged information."""
+
+    def __init__(self, idm_dir: str, horizon: int = 16, reference_offset: int = 1_000_003, device: str = "auto"):
+        from wmgym.policies.idm import InverseDynamicsModel
+
+        super().__init__(horizon)
+        if not (Path(idm_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"no inverse dynamics model at {idm_dir} (train one with `wmgym train-idm`)")
+        self.idm = InverseDynamicsModel.from_pretrained(idm_dir, device=device)
+        self.reference_offset, self.name = reference_offset, f"idm replay ({Path(idm_dir).name})"
+
+    def plan(self, starts: list[Start], frames: np.ndarray) -> np.ndarray:
+        from wmgym.actions import ACTION_HIGH, ACTION_LOW
+        from wmgym.sim.episode import EpisodeSpec, run_episode
+
+        h, w = frames.shape[1:3]
+        videos = [run_episode(EpisodeSpec(s.task, s.seed + self.reference_offset, "demo", 0.0, h, w, self.horizon)).interaction
+                  for s in starts]  # (T+1, H, W, 3) each
+        return np.stack([np.clip(self.idm.predict(v[:-1], v[1:]), ACTION_LOW, ACTION_HIGH) for v in videos])
+
+
+def make_policy(name: str, horizon: int = 16, checkpoint=None, device: str = "auto", num_steps: int | None = None) -> Policy:
     """A policy from its name (see `EvalPoliciesConfig.policies`)."""
     if name.startswith("scripted-"):
         try:
@@ -128,7 +183,16 @@ def make_policy(name: str, horizon: int = 16) -> Policy:
         return SimulatorBehaviourPolicy("random", 0.0, horizon)
     if name.startswith("sb3:"):
         return _load_sb3_policy(name[len("sb3:"):])
-    raise ValueError(f"unknown policy {name!r}; expected scripted-<noise>, perturbed, random or sb3:<path.zip>")
+    if name.startswith("plan-"):
+        try:
+            n = int(name[len("plan-"):])
+        except ValueError:
+            raise ValueError(f"bad policy name {name!r}: expected plan-<n>, e.g. plan-16") from None
+        return PlannerPolicy(n, checkpoint=checkpoint, device=device, num_steps=num_steps, horizon=horizon)
+    if name.startswith("idm:"):
+        return IDMReplayPolicy(name[len("idm:"):], horizon, device=device)
+    raise ValueError(f"unknown policy {name!r}; expected scripted-<noise>, perturbed, random, plan-<n>, idm:<dir> "
+                     "or sb3:<path.zip>")
 
 
 def rank_agreement(sim_rates, model_rates) -> dict:
@@ -152,7 +216,8 @@ def evaluate_policies(config: EvalPoliciesConfig, policies: dict[str, Policy] | 
 
     if config.episodes < 1 or config.horizon < 1:
         raise ValueError(f"need episodes >= 1 and horizon >= 1, got {config.episodes} and {config.horizon}")
-    policies = policies or {name: make_policy(name, config.horizon) for name in config.policies}
+    policies = policies or {name: make_policy(name, config.horizon, config.checkpoint, config.device, config.num_steps)
+                            for name in config.policies}
     if len(policies) < 2:
         raise ValueError(f"agreement needs at least 2 policies, got {list(policies)}")
     out = Path(config.out)

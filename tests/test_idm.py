@@ -1,0 +1,228 @@
+"""Inverse dynamics: the model, its training loop, R² metrics and pseudo-labelling."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wmgym.data.generate import GenerateConfig, generate
+from wmgym.data.store import EpisodeStore
+from wmgym.model.world_model import WorldModel
+from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
+from wmgym.policies.idm_metrics import COMPONENT_NAMES, idm_r2, idm_r2_on_world_model, r2_scores
+from wmgym.policies.pseudo_label import is_action_free, pseudo_label, strip_actions
+from wmgym.sim.tasks import TASKS
+from wmgym.train.idm import TrainIDMConfig, train_idm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = 64
+TINY = dict(channels=(8, 16, 16, 16), hidden=64)
+
+
+def tiny_model(seed: int = 0) -> InverseDynamicsModel:
+    torch.manual_seed(seed)
+    return InverseDynamicsModel(IDMConfig(**TINY), device="cpu")
+
+
+def tiny_training(store: Path, out: Path, **overrides) -> TrainIDMConfig:
+    args = dict(data=str(store), out=str(out), steps=6, batch_size=8, warmup_steps=2, log_every=2, validate_every=3,
+                checkpoint_every=3, val_fraction=0.2, device="cpu", show_progress=False, **TINY)
+    return TrainIDMConfig(**{**args, **overrides})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """5 simulated episodes of 4 actions at 64x64 (20 transitions)."""
+    path = tmp_path_factory.mktemp("idm") / "store.zarr"
+    generate(GenerateConfig(out=str(path), episodes=5, resolution=SIZE, tasks=TASKS, horizon=4, workers=1,
+                            batch_episodes=5, show_progress=False))
+    return path
+
+
+def same_figures(a: dict, b: dict) -> bool:
+    """Equal R² dicts, nan included (nan != nan in a plain ==)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def episodes_of(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    store = EpisodeStore.open(path)
+    eps = [store.read_episode(i) for i in range(store.num_episodes)]
+    return np.stack([e["frames"] for e in eps]), np.stack([e["actions"] for e in eps])
+
+
+# ---------------------------------------------------------------- the model
+def test_save_load_roundtrip_is_exact(tmp_path):
+    model = tiny_model()
+    model.config.action_mean = [0.01 * k for k in range(20)]  # non-default statistics must travel too
+    model = InverseDynamicsModel(model.config, device="cpu")
+    model.save_pretrained(tmp_path / "idm")
+    loaded = InverseDynamicsModel.from_pretrained(tmp_path / "idm", device="cpu")
+    assert loaded.config == model.config
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, SIZE, SIZE, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(loaded.predict(frames[0], frames[1]), model.predict(frames[0], frames[1]))
+    assert set(load_file(tmp_path / "idm" / "model.safetensors")) == set(model.state_dict())
+
+
+def test_predict_returns_raw_action_units():
+    """The network's output is normalised; predict maps it back with the config's mean and std."""
+    model = tiny_model()
+    frames = np.random.default_rng(1).integers(0, 256, (2, 4, SIZE, SIZE, 3), dtype=np.uint8)
+    with torch.no_grad():
+        normalised = model(model.to_input(frames[0]), model.to_input(frames[1])).numpy()
+    mean, std = np.arange(20) * 0.1, np.arange(1, 21) * 0.5
+    scaled = InverseDynamicsModel(replace(model.config, action_mean=mean.tolist(), action_std=std.tolist()), device="cpu")
+    scaled.load_state_dict(model.state_dict())
+    predicted = scaled.predict(frames[0], frames[1])
+    assert predicted.shape == (4, 20) and predicted.dtype == np.float32
+    np.testing.assert_allclose(predicted, normalised * std + mean, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input_raises_value_error(tmp_path, store):
+    model = tiny_model()
+    frames = np.zeros((2, SIZE, SIZE, 3), np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        model.predict(frames.astype(np.float32), frames)
+    with pytest.raises(ValueError, match=r"\(b, 64, 64, 3\)"):
+        model.predict(frames[:, :32], frames[:, :32])
+    with pytest.raises(ValueError, match="same number"):
+        model.predict(frames, frames[:1])
+    with pytest.raises(ValueError, match="divide"):
+        IDMConfig(height=60, width=64)
+    with pytest.raises(ValueError, match="20 numbers"):
+        IDMConfig(action_mean=[0.0] * 19)
+    with pytest.raises(ValueError, match=r"\(N, 20\)"):
+        r2_scores(np.zeros((5, 20)), np.zeros((5, 19)))
+    with pytest.raises(ValueError, match="finite"):
+        r2_scores(np.zeros((5, 20)), np.full((5, 20), np.nan))
+    with pytest.raises(ValueError, match=r"actions must be \(n=1, T=2, 20\)"):
+        idm_r2(model, np.zeros((1, 3, SIZE, SIZE, 3), np.uint8), np.zeros((1, 3, 20), np.float32))
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        train_idm(tiny_training(store, tmp_path / "bad", steps=0))
+    small = InverseDynamicsModel(IDMConfig(height=32, width=32, **TINY), device="cpu")
+    with pytest.raises(ValueError, match="32x32"):
+        pseudo_label(small, store, tmp_path / "labelled.zarr", show_progress=False)
+    with pytest.raises(FileNotFoundError):
+        InverseDynamicsModel.from_pretrained(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- metrics
+def test_r2_scores_known_values():
+    rng = np.random.default_rng(0)
+    actions = rng.normal(size=(200, 20)) * 0.05
+    actions[:, 5] = 0.0  # exactly constant: R² is 0/0
+    actions[:, 3] = 1.0 + rng.normal(size=200) * 1e-4  # nearly constant: listed as ill-defined
+    perfect = r2_scores(actions, actions)
+    assert perfect["components"]["left_dx"] == pytest.approx(1.0)
+    assert np.isnan(perfect["components"]["left_r20"])
+    assert perfect["ill_defined"] == ["left_r00", "left_r20"]
+    assert perfect["groups"]["left_rotation"] == pytest.approx(1.0)  # from r10, r01, r11, r21 only
+
+    mean = np.broadcast_to(actions.mean(0), actions.shape)
+    assert r2_scores(mean, actions)["components"]["right_width"] == pytest.approx(0.0, abs=1e-12)
+
+    noisy = actions.copy()
+    noisy[:, 0] += rng.normal(size=200) * 0.05  # error variance == signal variance: R² ~ 0
+    noisy[:, 1] = actions[:, 1] * 0.5 + actions[:, 1].mean() * 0.5  # R² = 1 - 0.25 = 0.75 exactly
+    scores = r2_scores(noisy, actions)
+    assert scores["components"]["left_dy"] == pytest.approx(0.75)
+    sse = ((noisy[:, :3] - actions[:, :3]) ** 2).sum()
+    sst = ((actions[:, :3] - actions[:, :3].mean(0)) ** 2).sum()
+    assert scores["groups"]["left_position"] == pytest.approx(1 - sse / sst)  # pooled, not averaged
+    assert list(scores["components"]) == list(COMPONENT_NAMES)
+
+
+def test_idm_overfits_a_handful_of_transitions(tmp_path, store):
+    """Trained on the 20 transitions of the store by `train_idm` itself, the IDM reads them back."""
+    out = train_idm(tiny_training(store, tmp_path / "idm", steps=250, batch_size=10, learning_rate=3e-3,
+                                  warmup_steps=10, val_fraction=0.0, blur_probability=0.0, checkpoint_every=1000,
+                                  log_every=50))
+    model = InverseDynamicsModel.from_pretrained(out, device="cpu")
+    frames, actions = episodes_of(store)
+    scores = idm_r2(model, frames, actions)
+    untrained = idm_r2(tiny_model(), frames, actions)
+    for group in ("position", "width"):
+        assert scores["groups"][group] > 0.9, scores["groups"]
+        assert untrained["groups"][group] < 0.5
+    assert not (out / "training_state.safetensors").exists()  # a finished run keeps no optimizer state
+    assert (out / "log.jsonl").read_text().count('"loss"') == 5
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, store):
+    straight = train_idm(tiny_training(store, tmp_path / "straight"))
+    train_idm(tiny_training(store, tmp_path / "split", stop_after=3))
+    assert (tmp_path / "split" / "training_state.safetensors").is_file()
+    with pytest.raises(FileExistsError):
+        train_idm(tiny_training(store, tmp_path / "split"))
+    resumed = train_idm(tiny_training(store, tmp_path / "split", resume=True))
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_world_model_r2_equals_simulator_r2_for_a_perfect_world_model(store):
+    """A world model that returns the simulator's own frames scores exactly the simulator R²."""
+    frames, actions = episodes_of(store)
+
+    class Replay:  # rolls out by replaying the recorded episode: perfectly controllable
+        config = replace(tiny_model().config)
+        device = torch.device("cpu")
+
+        def rollout(self, context, acts, num_steps=None, generator=None):
+            index = [int(np.flatnonzero((actions == a).all(axis=(1, 2)))[0]) for a in acts]
+            assert np.array_equal(context, frames[index, :1])
+            return torch.from_numpy(frames[index, 1:])
+
+    model = tiny_model()
+    result = idm_r2_on_world_model(model, Replay(), episodes=(frames, actions), batch_size=2)
+    assert same_figures(result["world_model"], result["simulator"])
+    assert same_figures(result["simulator"], idm_r2(model, frames, actions))
+    assert result["num_episodes"] == 5
+
+
+def test_world_model_r2_uses_generated_frames(tiny_bundle):
+    """With a real (tiny, untrained) world model the IDM sees generated frames, not the simulator's."""
+    from wmgym.data.generate import plan_episodes
+    from wmgym.policies.idm_metrics import simulate_episodes
+
+    world_model = WorldModel.from_pretrained(tiny_bundle / "world_model", device="cpu")
+    frames, actions = simulate_episodes(plan_episodes(3, 2, TASKS, SIZE, SIZE, 3))
+    model = tiny_model()
+    result = idm_r2_on_world_model(model, world_model, episodes=(frames, actions), batch_size=2, seed=0)
+    assert result["world_model"]["num_transitions"] == 9
+    assert not same_figures(result["world_model"], result["simulator"])
+    assert result["world_model"]["components"]["left_dx"] != result["simulator"]["components"]["left_dx"]
+    again = idm_r2_on_world_model(model, world_model, episodes=(frames, actions), batch_size=2, seed=0)
+    assert same_figures(again, result)  # same seed, same frames, same figures
+    with pytest.raises(ValueError, match="exactly one"):
+        idm_r2_on_world_model(model, world_model)
+
+
+# ---------------------------------------------------------------- pseudo-labelling
+def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
+    free = strip_actions(store, tmp_path / "free.zarr")
+    source = EpisodeStore.open(store)
+    stripped = EpisodeStore.open(free)
+    assert is_action_free(stripped) and not is_action_free(source)
+    assert np.isnan(stripped.root["data/action"][:]).all() and np.isnan(stripped.root["data/robot0_eef_pos"][:]).all()
+    np.testing.assert_array_equal(stripped.root["data/camera0_rgb"][:], source.root["data/camera0_rgb"][:])
+
+    model = tiny_model()
+    out = pseudo_label(model, free, tmp_path / "labelled.zarr", show_progress=False)
+    labelled = EpisodeStore.open(out)
+    assert labelled.attrs["actions"] == "pseudo-labelled" and labelled.num_episodes == 5
+    rows = labelled.root["data/action"][:]
+    assert rows.shape == (source.num_frames, 20) and np.isfinite(rows).all()
+    for i in range(labelled.num_episodes):
+        episode = labelled.read_episode(i)
+        expected = model.predict(episode["frames"][:-1], episode["frames"][1:])
+        np.testing.assert_array_equal(episode["actions"], expected)
+        hold = rows[labelled.episode_slice(i).stop - 1]  # the padding row: stay put at the last widths
+        np.testing.assert_array_equal(hold[[0, 1, 2, 10, 11, 12]], 0.0)
+        np.testing.assert_array_equal(hold[[9, 19]], expected[-1, [9, 19]])
+    assert is_action_free(EpisodeStore.open(free))  # the source is left alone
+    with pytest.raises(FileExistsError):
+        pseudo_label(model, free, out, show_progress=False)

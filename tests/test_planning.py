@@ -1,0 +1,223 @@
+"""Planners (best-of-N, CEM), proposals, MPC execution in SimFold-v0 and the `plan` command."""
+
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from wmgym.actions import ACTION_HIGH, ACTION_LOW
+from wmgym.model.world_model import WorldModel
+from wmgym.policies.mpc import PlanConfig, make_reward_head, plan, run_plan_episode, scripted_nominal
+from wmgym.policies.planning import (FREE_DIMS, Planner, ProposalConfig, RandomProposal, identity_sequence,
+                                     sample_gaussian, sample_uniform)
+from wmgym.rewards.base import RewardHead
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROTATION_DIMS = np.setdiff1d(np.arange(20), FREE_DIMS)
+LOW, HIGH = torch.from_numpy(ACTION_LOW), torch.from_numpy(ACTION_HIGH)
+
+
+class ActionEchoModel:
+    """A stand-in world model whose frame t shows action a_t: pixel (0, j) of the red channel
+    holds component j mapped from [ACTION_LOW, ACTION_HIGH] to 0..255. Counts rollout calls."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.calls: list[torch.Tensor] = []
+
+    def rollout(self, context, actions, *, generator=None, num_steps=None):
+        self.calls.append(actions.clone())
+        n, horizon = actions.shape[:2]
+        frames = context[:, -1:].expand(n, horizon, *context.shape[2:]).clone()  # (n, T, H, W, 3)
+        frames[:, :, 0, :20, 0] = ((actions - LOW) / (HIGH - LOW) * 255).round().to(torch.uint8)
+        return frames
+
+
+class TargetScorer(RewardHead):
+    """Prefers a known action sequence: minus the squared distance of the decoded actions to it."""
+
+    name = "target"
+    goal_kind = "image"
+    device = torch.device("cpu")
+
+    def __init__(self, target: np.ndarray):
+        self.target = torch.from_numpy(target)
+
+    def score(self, frames, goal):
+        decoded = frames[:, -len(self.target):, 0, :20, 0].float() / 255 * (HIGH - LOW) + LOW  # (n, T, 20)
+        return -((decoded - self.target)[..., FREE_DIMS] ** 2).sum((1, 2))
+
+
+def distance(actions, target):
+    return float(((actions - target)[..., FREE_DIMS] ** 2).sum())
+
+
+CONTEXT = np.zeros((1, 32, 32, 3), np.uint8)
+NOMINAL = identity_sequence(4)
+TARGET = NOMINAL.copy()
+TARGET[:, [0, 11]] += 0.03  # 3 cm further along left x and right y at every step
+TARGET[:, 9] = 0.0  # left gripper closed
+
+
+def test_best_of_n_picks_the_best_scoring_candidate():
+    model = ActionEchoModel()
+    planner = Planner(model, TargetScorer(TARGET), num_candidates=32, proposal=ProposalConfig(position_std=0.02, width_std=0.02))
+    result = planner.plan(CONTEXT, goal=None, nominal=NOMINAL, seed=0)
+    candidates = model.calls[0].numpy()
+    best = int(np.argmax(result.scores[0]))
+    np.testing.assert_array_equal(result.actions, candidates[best])
+    distances = [distance(c, TARGET) for c in candidates]
+    assert distance(result.actions, TARGET) <= min(distances) + 1e-3  # up to the frames' 8-bit quantisation
+    assert distance(result.actions, TARGET) < np.median(distances)
+
+
+def test_cem_mean_moves_toward_the_target():
+    planner = Planner(ActionEchoModel(), TargetScorer(TARGET), method="cem", num_candidates=64, num_iterations=8,
+                      num_elites=8, proposal=ProposalConfig(position_std=0.02, width_std=0.02))
+    result = planner.plan(CONTEXT, goal=None, nominal=NOMINAL, seed=0)
+    assert distance(result.mean, TARGET) < 0.35 * distance(NOMINAL, TARGET)  # measured: 0.19 (seed 0)
+    assert distance(result.actions, TARGET) < 0.35 * distance(NOMINAL, TARGET)
+    per_iteration_best = result.scores.max(axis=1)
+    assert per_iteration_best[-1] > per_iteration_best[0]
+
+
+@pytest.mark.parametrize("method, iterations", [("best-of-n", 1), ("cem", 3)])
+def test_all_candidates_of_an_iteration_go_through_one_batched_rollout(method, iterations):
+    model = ActionEchoModel()
+    Planner(model, TargetScorer(TARGET), method=method, num_candidates=16, num_iterations=3, num_elites=4).plan(
+        CONTEXT, None, NOMINAL, seed=0)
+    assert len(model.calls) == iterations
+    assert all(tuple(c.shape) == (16, 4, 20) for c in model.calls)
+
+
+def test_proposals_keep_the_nominal_rotations_and_stay_in_bounds():
+    rng = np.random.default_rng(0)
+    nominal = identity_sequence(5)
+    for candidates in (sample_gaussian(nominal, ProposalConfig(position_std=0.5, width_std=0.5).std(), 200, rng),
+                       sample_uniform(nominal, 200, rng)):
+        assert candidates.shape == (200, 5, 20) and candidates.dtype == np.float32
+        assert np.all(candidates >= ACTION_LOW) and np.all(candidates <= ACTION_HIGH)
+        np.testing.assert_array_equal(candidates[..., ROTATION_DIMS], np.broadcast_to(nominal[:, ROTATION_DIMS], (200, 5, 12)))
+        assert candidates[..., FREE_DIMS].std() > 0.01  # the free dims were actually sampled
+
+
+def test_include_mean_puts_the_nominal_among_the_candidates():
+    model = ActionEchoModel()
+    Planner(model, TargetScorer(TARGET), num_candidates=8, include_mean=True).plan(CONTEXT, None, NOMINAL, seed=0)
+    np.testing.assert_array_equal(model.calls[0][0].numpy(), NOMINAL)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_bundle):
+    return WorldModel.from_pretrained(tiny_bundle / "world_model", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def lpips_head():
+    with warnings.catch_warnings():  # no ImageNet trunk on a test machine: the seeded stand-in warns
+        warnings.simplefilter("ignore", UserWarning)
+        return make_reward_head("lpips-offline", device="cpu")
+
+
+def test_same_seed_same_plan_with_the_real_world_model(tiny_model, lpips_head):
+    env = gym.make("SimFold-v0", task="fold_half", resolution=64)
+    obs, _ = env.reset(seed=3)
+    goal = env.unwrapped.world.render_goal()
+    nominal = scripted_nominal(env, obs[None], 3)
+    planner = Planner(tiny_model, lpips_head, num_candidates=4, num_steps=1)
+    first, second = (planner.plan(obs[None], goal, nominal, seed=7) for _ in range(2))
+    np.testing.assert_array_equal(first.actions, second.actions)
+    np.testing.assert_array_equal(first.scores, second.scores)
+    other = planner.plan(obs[None], goal, nominal, seed=8)
+    assert not np.array_equal(first.actions, other.actions)
+    assert np.all(np.isfinite(first.scores)) and first.score == first.scores.max()
+
+
+def test_scripted_nominal_is_what_the_demonstrator_does_and_leaves_the_env_alone():
+    env = gym.make("SimFold-v0", task="fold_left_sleeve", resolution=64)
+    obs, _ = env.reset(seed=1)
+    nominal = scripted_nominal(env, obs[None], 5)
+    np.testing.assert_array_equal(env.unwrapped.expert_action(), nominal[0])
+    assert env.unwrapped.world.step_count == 0
+    for t in range(5):
+        np.testing.assert_allclose(env.unwrapped.expert_action(), nominal[t], atol=1e-6)
+        env.step(nominal[t])
+
+
+class CountingPlanner:
+    """Wraps a planner and records the frames seen and the plans returned at every call."""
+
+    def __init__(self, inner):
+        self.inner, self.seen, self.plans = inner, [], []
+
+    def plan(self, context, goal, nominal=None, **kwargs):
+        self.seen.append(len(kwargs["history"]))
+        result = self.inner.plan(context, goal, nominal, **kwargs)
+        self.plans.append(result.actions)
+        return result
+
+
+@pytest.mark.parametrize("replan_every, expected_plans", [(2, 3), (None, 2)])
+def test_mpc_replans_every_k_steps_from_the_current_frame(replan_every, expected_plans):
+    env = gym.make("SimFold-v0", task="fold_half", resolution=64, horizon=6)  # too short to succeed: all 6 steps run
+    planner = CountingPlanner(RandomProposal())
+    result = run_plan_episode(env, planner, seed=0, goal="unused", replan_every=replan_every, plan_horizon=4, rng=0)
+    assert result.steps == 6 and result.num_plans == expected_plans == len(planner.plans)
+    assert planner.seen == ([1, 3, 5] if replan_every == 2 else [1, 5])  # frames seen so far at each replanning
+    used = [p[:replan_every] if replan_every else p for p in planner.plans]
+    np.testing.assert_array_equal(result.actions, np.concatenate(used)[:6])  # the plans' actions were executed
+
+
+def test_bad_input_raises_value_error():
+    head = TargetScorer(TARGET)
+    with pytest.raises(ValueError, match="num_candidates"):
+        Planner(ActionEchoModel(), head, num_candidates=0)
+    with pytest.raises(ValueError, match="method"):
+        Planner(ActionEchoModel(), head, method="mppi")
+    with pytest.raises(ValueError, match="num_elites"):
+        Planner(ActionEchoModel(), head, method="cem", num_candidates=4, num_elites=5)
+    with pytest.raises(ValueError, match="proposal kind"):
+        ProposalConfig(kind="sobol")
+    with pytest.raises(ValueError, match="unknown scorer"):
+        make_reward_head("psnr")
+    with pytest.raises(ValueError, match="RewardHead.score"):
+        Planner(ActionEchoModel(), object())
+    planner = Planner(ActionEchoModel(), head, num_candidates=2)
+    with pytest.raises(ValueError, match=r"\(20,\)"):
+        planner.plan(CONTEXT, None, np.zeros((4, 19), np.float32))
+    with pytest.raises(ValueError, match="nominal must be an action sequence"):
+        planner.plan(CONTEXT, None, np.zeros((2, 4, 20), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        planner.plan(CONTEXT.astype(np.float32), None, NOMINAL)
+    with pytest.raises(ValueError, match="horizon"):
+        planner.plan(CONTEXT, None, None)
+    with pytest.raises(ValueError, match="task"):
+        plan(PlanConfig(task="fold_socks"))
+
+
+def test_judge_and_videoclip_scorers_score_every_candidate(tiny_bundle):
+    clip = np.random.default_rng(0).integers(0, 256, (3, 5, 64, 64, 3), dtype=np.uint8)
+    judge = make_reward_head("judge", tiny_bundle, device="cpu")
+    p = judge.score(clip, "fold_half")
+    assert p.shape == (3,) and torch.all((p >= 0) & (p <= 1))
+    videoclip = make_reward_head("videoclip", tiny_bundle, device="cpu")
+    assert videoclip.score(clip, "fold the shirt in half").shape == (3,)
+
+
+def test_plan_command_reports_three_arms_and_resumes(tiny_bundle, tmp_path):
+    config = PlanConfig(task="fold_half", n=2, episodes=1, checkpoint=str(tiny_bundle), horizon=3, plan_horizon=2,
+                        num_steps=1, reward="lpips-offline", device="cpu", out=str(tmp_path / "plan.json"))
+    summary = plan(config)
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    assert {r["arm"] for r in saved["episodes"]} == {"planner", "scripted", "random-proposal"}
+    row = summary["fold_half"]
+    assert row["episodes"] == 1 and all(0.0 <= row[arm] <= 1.0 for arm in ("planner", "scripted", "random-proposal"))
+    planner_record = next(r for r in saved["episodes"] if r["arm"] == "planner")
+    assert planner_record["steps"] == 3 and planner_record["num_plans"] == 2  # 2 + 1 steps
+    plan(config)  # a rerun reuses the finished episodes instead of running them again
+    assert json.loads((tmp_path / "plan.json").read_text())["episodes"] == saved["episodes"]

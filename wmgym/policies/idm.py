@@ -1,0 +1,194 @@
+"""Inverse dynamics: the action a_t that moved the world from frame o_t to frame o_{t+1}.
+
+Dimension legend: b transitions, H x W frames, c channels, A = 20 action numbers.
+
+`InverseDynamicsModel` is a small CNN over the frame pair (o_t, o_{t+1}): both frames and
+their difference are stacked as 9 channels, strided conv levels halve the image down to
+(H, W) / 2 ** levels, and an MLP over the flattened map (flattened, not pooled: where a
+gripper is in the image matters for what its motion means) regresses the action. Outputs are
+in raw action units (`wmgym.actions`); internally the network predicts the action normalised
+by the training split's per-component mean and std, which the config carries.
+
+The pair is enough in the simulator: the width is absolute (visible in o_{t+1}) and both the
+motion and the gripper's orientation at t (the frame the position delta is expressed in) are
+visible in the two frames. The rotation 6-D output is a plain regression of the six numbers;
+it is not orthonormalised (env actions are, by Gram-Schmidt, DESIGN.md).
+
+Uses: R² per action component on simulator and world-model frames
+(`wmgym.policies.idm_metrics`), and pseudo-labelling action-free video
+(`wmgym.policies.idm_metrics.pseudo_label`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+PREDICT_BATCH = 512  # transitions per forward pass in `predict`
+
+
+@dataclass
+class IDMConfig:
+    """Every constructor argument of `InverseDynamicsModel`.
+
+    Attributes:
+        height, width: frame size in pixels (each must divide by 2 ** len(channels)).
+        channels: conv widths, one stride-2 level each (plus a stride-1 conv per level).
+        hidden: width of the MLP head.
+        action_mean, action_std: per-component statistics (20,) of the training actions;
+            the network predicts (a - mean) / std.
+    """
+
+    height: int = 64
+    width: int = 64
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    hidden: int = 256
+    action_mean: list[float] = field(default_factory=lambda: [0.0] * ACTION_DIM)
+    action_std: list[float] = field(default_factory=lambda: [1.0] * ACTION_DIM)
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)
+        levels = len(self.channels)
+        if levels < 1 or self.hidden < 1 or min(self.channels) < 1:
+            raise ValueError(f"need at least one conv level and positive widths, got channels={self.channels}, "
+                             f"hidden={self.hidden}")
+        if self.height % 2**levels or self.width % 2**levels or self.height < 2**levels or self.width < 2**levels:
+            raise ValueError(f"frame size {self.height}x{self.width} must divide by 2 ** {levels} (one per conv level)")
+        if len(self.action_mean) != ACTION_DIM or len(self.action_std) != ACTION_DIM:
+            raise ValueError(f"action_mean and action_std need {ACTION_DIM} numbers each, got "
+                             f"{len(self.action_mean)} and {len(self.action_std)}\n{ACTION_LAYOUT}")
+        if min(self.action_std) <= 0:
+            raise ValueError(f"action_std must be positive, got {self.action_std}")
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    """Halve the image: stride-2 conv, then a stride-1 conv; GroupNorm + SiLU after each."""
+    groups = lambda c: 8 if c % 8 == 0 else 1
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(groups(c_out), c_out), nn.SiLU(),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(groups(c_out), c_out), nn.SiLU())
+
+
+class InverseDynamicsModel(nn.Module):
+    """(o_t, o_{t+1}) -> a_t.
+
+    forward(frames_t, frames_t1): float (b, 3, H, W) each in [-1, 1] -> normalised actions (b, 20).
+    predict(frames_t, frames_t1): uint8 (b, H, W, 3) each -> float32 (b, 20) raw actions.
+    """
+
+    def __init__(self, config: IDMConfig, device: str | torch.device = "auto"):
+        from wmgym.model.world_model import resolve_device
+
+        super().__init__()
+        self.config = config
+        widths = (9, *config.channels)
+        self.encoder = nn.Sequential(*[_block(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        levels = len(config.channels)
+        flat = config.channels[-1] * (config.height // 2**levels) * (config.width // 2**levels)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.hidden), nn.SiLU(),
+                                  nn.Linear(config.hidden, ACTION_DIM))
+        self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
+        self.to(resolve_device(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_mean.device
+
+    def forward(self, frames_t: torch.Tensor, frames_t1: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([frames_t, frames_t1, frames_t1 - frames_t], dim=1)  # (b, 9, H, W)
+        return self.head(self.encoder(x))  # (b, 20) normalised
+
+    def to_input(self, frames) -> torch.Tensor:
+        """uint8 (b, H, W, 3) array or tensor -> float (b, 3, H, W) in [-1, 1] on the model's device."""
+        frames = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames).to(self.device)
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        return frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return (actions - self.action_mean) / self.action_std
+
+    def denormalize_actions(self, normalized: torch.Tensor) -> torch.Tensor:
+        return normalized * self.action_std + self.action_mean
+
+    def check_frames(self, name: str, frames) -> None:
+        expected = (self.config.height, self.config.width, 3)
+        shape = tuple(frames.shape)
+        if len(shape) != 4 or shape[1:] != expected:
+            raise ValueError(f"{name} must be uint8 (b, {expected[0]}, {expected[1]}, 3) frames, got shape {shape}")
+
+    @torch.no_grad()
+    def predict(self, frames_t, frames_t1) -> np.ndarray:
+        """Actions float32 (b, 20) (raw units, `wmgym.actions` layout) that move frames_t to frames_t1.
+
+        Args:
+            frames_t, frames_t1: uint8 (b, H, W, 3) arrays or tensors, RGB, the model's frame size.
+        """
+        self.check_frames("frames_t", frames_t)
+        self.check_frames("frames_t1", frames_t1)
+        if len(frames_t) != len(frames_t1):
+            raise ValueError(f"frames_t and frames_t1 must hold the same number of frames, got {len(frames_t)} "
+                             f"and {len(frames_t1)}")
+        was_training = self.training
+        self.eval()
+        out = [self.denormalize_actions(self(self.to_input(frames_t[i: i + PREDICT_BATCH]),
+                                             self.to_input(frames_t1[i: i + PREDICT_BATCH]))).cpu()
+               for i in range(0, len(frames_t), PREDICT_BATCH)]
+        self.train(was_training)
+        return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, ACTION_DIM), np.float32)
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors atomically (a temporary directory, then rename)."""
+        from wmgym.train.checkpoint import replace_directory
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+        self.write_files(tmp)
+        replace_directory(tmp, directory)
+        return directory
+
+    def write_files(self, directory: Path) -> None:
+        """config.json + model.safetensors into an existing directory (no atomicity of its own)."""
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "InverseDynamicsModel":
+        """Load a model directory; errors name the missing or mismatched file and key."""
+        from wmgym.model.world_model import load_state_checked, resolve_device
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no inverse dynamics model directory at {directory}")
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"inverse dynamics model directory {directory} is missing {name}")
+        try:
+            raw = json.loads((directory / CONFIG_FILE).read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON: {error}") from None
+        known = set(IDMConfig.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{directory / CONFIG_FILE}: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        try:
+            config = IDMConfig(**raw)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{directory / CONFIG_FILE}: {error}") from None
+        model = cls(config, device="cpu")
+        load_state_checked(model, directory / WEIGHTS_FILE)
+        return model.eval().to(resolve_device(device))

@@ -1,0 +1,125 @@
+"""Action-free video stores, and writing an inverse dynamics model's actions into them.
+
+An **action-free store** is an `EpisodeStore` (same layout, `wmgym.data.store`) whose actions
+are unknown: its root attribute `actions` is "absent" and `data/action` together with the
+proprioception arrays (`data/robot{0,1}_eef_pos`, `_eef_rot_axis_angle`, `_gripper_width`)
+hold NaN, so code that forgets to check fails loudly instead of training on zeros. The store
+format has no separate action-free variant; this is the minimal honest one. `strip_actions`
+makes one from a store written by `wmgym generate` (to test pseudo-labelling against the
+known actions); a reader of outside video would write one directly.
+
+`pseudo_label` copies a store and fills `data/action` with the IDM's prediction for every
+transition (o_t, o_{t+1}); each episode's last row (UMI's padding row) gets the hold action
+(zero motion, identity rotation) with the last predicted widths. Root attributes record it:
+`actions` = "pseudo-labelled" and `action_labeller` = the IDM's config. Proprioception is
+copied as it is (NaN for an action-free source). Both functions write a temporary copy beside
+`out` and rename it into place, so `out` is either complete or absent; there is nothing to
+resume (pseudo-labelling 89k frames takes a minute on one CPU thread).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import zarr
+from tqdm.auto import tqdm
+
+from wmgym.actions import ACTION_DIM
+from wmgym.data.store import HOLD_ROT6D, EpisodeStore
+
+PROPRIOCEPTION = tuple(f"robot{r}_{name}" for r in (0, 1) for name in ("eef_pos", "eef_rot_axis_angle", "gripper_width"))
+LABEL_BATCH_EPISODES = 256  # episodes read and labelled at a time
+
+
+def is_action_free(store: EpisodeStore) -> bool:
+    """Whether `store` is action-free (root attribute actions == "absent")."""
+    return store.attrs.get("actions") == "absent"
+
+
+def strip_actions(source, out, overwrite: bool = False) -> Path:
+    """Copy the store at `source` to `out` as an action-free store (see the module docstring)."""
+    source, out = _check_paths(source, out, overwrite)
+
+    def edit(root: zarr.Group) -> None:
+        for name in ("action", *PROPRIOCEPTION):
+            array = root[f"data/{name}"]
+            for start in range(0, array.shape[0], 1 << 16):
+                block = array[start: start + (1 << 16)]
+                array[start: start + len(block)] = np.full_like(block, np.nan)
+        root.attrs["actions"] = "absent"
+
+    return _copy_and_edit(source, out, overwrite, edit)
+
+
+def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = False, show_progress: bool = True) -> Path:
+    """Write `model`'s (an `InverseDynamicsModel`) actions for every transition of the store at
+    `source_store_path` into a copy at `out_store_path`; returns that path.
+
+    The source may be action-free or not (its actions are replaced either way). Raises
+    ValueError when the store's frame size is not the model's, FileExistsError when
+    `out_store_path` exists and `overwrite` is False.
+    """
+    source, out = _check_paths(source_store_path, out_store_path, overwrite)
+    store = EpisodeStore.open(source)
+    if (store.height, store.width) != (model.config.height, model.config.width):
+        raise ValueError(f"store {source} holds {store.height}x{store.width} frames, the inverse dynamics model reads "
+                         f"{model.config.height}x{model.config.width}")
+    ends = store.episode_ends
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    actions = np.empty((store.num_frames, ACTION_DIM), np.float32)
+    frames = store.root["data/camera0_rgb"]
+    bar = tqdm(total=store.num_episodes, desc="pseudo-label", unit="episode", disable=not show_progress)
+    for first in range(0, store.num_episodes, LABEL_BATCH_EPISODES):
+        last = min(first + LABEL_BATCH_EPISODES, store.num_episodes)
+        rows = slice(int(starts[first]), int(ends[last - 1]))
+        block = frames[rows]  # (r, H, W, 3), whole episodes
+        is_final = np.zeros(len(block), bool)  # an episode's last frame starts no transition
+        is_final[ends[first:last] - rows.start - 1] = True
+        t = np.flatnonzero(~is_final)
+        predicted = np.empty((len(block), ACTION_DIM), np.float32)
+        predicted[t] = model.predict(block[t], block[t + 1])
+        for row in np.flatnonzero(is_final):  # the padding row: hold, at the last predicted widths
+            hold = np.zeros(ACTION_DIM, np.float32)
+            hold[3:9] = hold[13:19] = HOLD_ROT6D
+            if row > 0 and not is_final[row - 1]:
+                hold[9], hold[19] = predicted[row - 1, 9], predicted[row - 1, 19]
+            predicted[row] = hold
+        actions[rows] = predicted
+        bar.update(last - first)
+    bar.close()
+
+    def edit(root: zarr.Group) -> None:
+        root["data/action"][: len(actions)] = actions
+        root.attrs.update({"actions": "pseudo-labelled",
+                           "action_labeller": {"model": "InverseDynamicsModel", "config": asdict(model.config)}})
+
+    return _copy_and_edit(source, out, overwrite, edit)
+
+
+def _check_paths(source, out, overwrite: bool) -> tuple[Path, Path]:
+    source, out = Path(source), Path(out)
+    EpisodeStore.open(source)  # FileNotFoundError / ValueError for a missing or malformed store
+    if out.resolve() == source.resolve():
+        raise ValueError(f"the output store must differ from the source store {source}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it")
+    return source, out
+
+
+def _copy_and_edit(source: Path, out: Path, overwrite: bool, edit) -> Path:
+    """Copy the committed store `source` beside `out`, apply `edit(root)`, rename it to `out`."""
+    from wmgym.train.checkpoint import replace_directory
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    shutil.copytree(source, tmp, dirs_exist_ok=True)
+    EpisodeStore.open(tmp, mode="a")  # drop rows an interrupted append left past the commit point
+    edit(zarr.open_group(tmp, mode="r+"))
+    EpisodeStore.open(tmp)  # still a valid store
+    replace_directory(tmp, out)
+    return out

@@ -1,0 +1,305 @@
+"""`wmgym train-idm`: train an `InverseDynamicsModel` on an episode store, under Hugging Face Accelerate.
+
+Data: every transition (o_t, a_t, o_{t+1}) of the store's train split (`WindowDataset` with
+one action, `split_episodes` with split seed 0 and `val_fraction`, the world model's split).
+Loss: mean squared error of the normalised action (per-component mean and std of the train
+split's actions, std floored at 1e-3, as the world model normalises), summed over components
+with equal weight, so the loss is 20 * (1 - R²) averaged over components, roughly.
+Augmentation: a `blur_probability` share of pairs is blurred (2x average-pool, bilinear back
+up) with pixel noise, both frames alike, so the model also reads the softer frames a world
+model generates.
+
+Randomness is a pure function of the seed, so a run can stop and resume bit for bit on the
+same machine: epoch e's order is the permutation drawn from SeedSequence(seed, spawn_key=(e,))
+(`EpochPermutationSampler`), and step s's augmentation draws from a generator seeded from
+(seed, rank, s).
+
+Output directory (`out`, replaced atomically at every checkpoint):
+    config.json, model.safetensors      the model (`InverseDynamicsModel.from_pretrained(out)`)
+    train_config.json, log.jsonl        this config; loss and validation R² log
+    training_state.safetensors/.json    optimizer moments and step (until the end; `--resume`
+                                        continues from them)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from wmgym.train.checkpoint import flatten_optimizer, recover_directory, replace_directory, section, unflatten_optimizer
+
+STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
+
+
+@dataclass
+class TrainIDMConfig:
+    """Arguments of `wmgym train-idm` (and of `train_idm`)."""
+
+    data: str
+    """Path of a zarr episode store written by `wmgym generate`."""
+    out: str
+    """Model directory to write (replaced atomically at every checkpoint)."""
+    steps: int = 4000
+    """Optimizer steps in total (the learning-rate schedule spans them)."""
+    stop_after: int | None = None
+    """Stop (with a checkpoint) once this many steps are done; `--resume` continues up to `steps`."""
+    stop_after_minutes: float | None = None
+    """Stop (with a checkpoint) after this many minutes of wall time, e.g. for time-boxed jobs; `--resume` continues."""
+    batch_size: int = 128
+    """Transitions per process per step."""
+    learning_rate: float = 1e-3
+    """AdamW peak learning rate (linear warm-up, then cosine decay to a tenth of it at `steps`)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 200
+    """Steps of linear learning-rate warm-up."""
+    seed: int = 0
+    """Seed of the initial weights, the data order and the augmentation."""
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    """Conv widths, one stride-2 level each (the frame size must divide by 2 ** levels)."""
+    hidden: int = 256
+    """Width of the MLP head."""
+    blur_probability: float = 0.25
+    """Share of training pairs blurred (with pixel noise), as world-model frames are softer."""
+    val_fraction: float = 0.1
+    """Fraction of episodes held out (`split_episodes`, split seed 0: the world model's split)."""
+    val_transitions: int = 4096
+    """Validation transitions (spread evenly over the val split) scored at each validation."""
+    validate_every: int = 500
+    """Steps between validations (R² per component and group, logged to log.jsonl)."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (one is always written at the end)."""
+    log_every: int = 50
+    """Steps between training-loss lines of log.jsonl."""
+    max_episodes: int | None = None
+    """Use only the first this many episodes of the store (None = all)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """'auto' lets Accelerate pick (CUDA when available); 'cpu' forces the CPU."""
+    num_threads: int | None = None
+    """torch CPU threads (None = torch's default)."""
+    resume: bool = False
+    """Continue the unfinished run at `out` (optimizer state included)."""
+    overwrite: bool = False
+    """Replace an existing directory at `out` with a fresh run."""
+    show_progress: bool = True
+    """Show a tqdm progress bar."""
+
+
+class _Transitions:
+    """Every (o_t, a_t, o_{t+1}) of some episodes, in memory: `frames` (N, H, W, 3) uint8 tensor,
+    `actions` (N, 20) float32 tensor, `starts` (n,) rows t of the transitions."""
+
+    def __init__(self, path: str, split: str, val_fraction: float, max_episodes: int | None):
+        import torch
+
+        from wmgym.data.dataset import read_rows, split_episodes
+        from wmgym.data.store import EpisodeStore
+
+        store = EpisodeStore.open(path)
+        total = store.num_episodes if max_episodes is None else min(max_episodes, store.num_episodes)
+        if total == 0:
+            raise ValueError(f"episode store {path} holds no episodes")
+        self.episode_indices = split_episodes(total, split, val_fraction)
+        slices = [store.episode_slice(int(i)) for i in self.episode_indices]
+        keep = np.zeros(store.num_frames, bool)
+        for s in slices:
+            keep[s] = True
+        self.frames = torch.from_numpy(read_rows(store.root["data/camera0_rgb"], keep))
+        self.actions = torch.from_numpy(read_rows(store.root["data/action"], keep))
+        lengths = np.array([s.stop - s.start for s in slices], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        # a transition starts at every row but an episode's last (its action row is padding)
+        self.starts = np.concatenate([o + np.arange(n - 1) for o, n in zip(offsets, lengths)]) if len(lengths) else np.zeros(0, np.int64)
+        self.height, self.width = store.height, store.width
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int):
+        row = int(self.starts[index])
+        return self.frames[row], self.frames[row + 1], self.actions[row]  # (H, W, 3) x2, (20,)
+
+    def action_statistics(self) -> tuple[list, list]:
+        """Mean and std (>= 1e-3) of the transitions' actions (padding rows left out)."""
+        actions = self.actions.numpy()[self.starts].astype(np.float64)  # (n, 20)
+        return actions.mean(0).tolist(), np.maximum(actions.std(0), 1e-3).tolist()
+
+
+def train_idm(config: TrainIDMConfig) -> Path:
+    """Train (or resume) an inverse dynamics model; writes and returns the model directory `config.out`."""
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+    from safetensors.torch import load_file, save_file
+
+    from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
+    from wmgym.policies.idm_metrics import r2_scores
+    from wmgym.train.world_model import EpochPermutationSampler
+
+    _check_config(config)
+    out = Path(config.out)
+    if config.resume:
+        recover_directory(out)
+    if out.exists() and not (config.resume or config.overwrite):
+        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to replace it")
+    if config.resume and out.exists() and not (out / STATE_FILE).is_file():
+        raise ValueError(f"{out} holds a finished run (no {STATE_FILE}); pass --overwrite to train a new one")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    if config.device == "cuda" and accelerator.device.type != "cuda":
+        raise ValueError("device='cuda' was asked for but CUDA is not available")
+    device, rank = accelerator.device, accelerator.process_index
+
+    train = _Transitions(config.data, "train", config.val_fraction, config.max_episodes)
+    val = _Transitions(config.data, "val", config.val_fraction, config.max_episodes) if config.val_fraction > 0 else None
+    if len(train) < config.batch_size:
+        raise ValueError(f"the train split has {len(train)} transitions, fewer than batch_size {config.batch_size}")
+    resumed = config.resume and (out / STATE_FILE).is_file()
+    if resumed:
+        model = InverseDynamicsModel.from_pretrained(out, device="cpu")
+    else:
+        mean, std = train.action_statistics()
+        torch.manual_seed(config.seed)
+        model = InverseDynamicsModel(IDMConfig(height=train.height, width=train.width, channels=tuple(config.channels),
+                                               hidden=config.hidden, action_mean=mean, action_std=std), device="cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    step, log, elapsed = 0, [], 0.0
+    if resumed:
+        meta = json.loads((out / STATE_META).read_text())
+        optimizer.load_state_dict(unflatten_optimizer(section(load_file(out / STATE_FILE), "optimizer/"), meta["optimizer"]))
+        step, elapsed = meta["step"], meta["seconds"]
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+        log = [entry for entry in log if entry["step"] <= step]  # lines past the checkpoint are redone
+    sampler = EpochPermutationSampler(len(train), config.seed)
+    loader = torch.utils.data.DataLoader(train, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                         generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    raw_model = accelerator.unwrap_model(model)
+    batches_per_epoch = len(loader)
+
+    def save(final: bool) -> None:
+        if not accelerator.is_main_process:
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+        raw_model.write_files(tmp)
+        (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+        (tmp / "log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
+        if not final:
+            tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
+            save_file({f"optimizer/{k}": v for k, v in tensors.items()}, tmp / STATE_FILE)
+            (tmp / STATE_META).write_text(json.dumps({"step": step, "seconds": elapsed, "optimizer": optimizer_meta}))
+        replace_directory(tmp, out)
+
+    def validate() -> dict:
+        picks = np.linspace(0, len(val) - 1, min(len(val), config.val_transitions)).round().astype(int)
+        rows = torch.from_numpy(val.starts[picks])
+        predicted = raw_model.predict(val.frames[rows], val.frames[rows + 1])
+        raw_model.train()
+        scores = r2_scores(predicted, val.actions[rows].numpy())
+        return {"step": step, **{f"val/r2_{k}": None if math.isnan(v) else v for k, v in scores["groups"].items()}}
+
+    limit = math.inf if config.stop_after_minutes is None else 60.0 * config.stop_after_minutes
+    run_start = time.perf_counter()
+    start_time = run_start - elapsed
+    generator = torch.Generator(device=device)
+    bar = tqdm(total=config.steps, initial=step, desc="train-idm", disable=not (config.show_progress and accelerator.is_main_process))
+    model.train()
+    running, count = 0.0, 0
+    stop = min(config.steps, config.stop_after or config.steps)
+    while step < stop:
+        epoch, done_in_epoch = divmod(step, batches_per_epoch)
+        sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
+        for frames_t, frames_t1, actions in batches:
+            generator.manual_seed(_step_seed(config.seed, rank, step))
+            x_t, x_t1 = _augment(raw_model.to_input(frames_t), raw_model.to_input(frames_t1), config.blur_probability, generator)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config)
+            target = raw_model.normalize_actions(actions.to(device))
+            loss = F.mse_loss(model(x_t, x_t1), target, reduction="none").sum(-1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            running, count = running + float(loss.detach()), count + 1
+            elapsed = time.perf_counter() - start_time
+            is_last = step >= stop or time.perf_counter() - run_start >= limit
+            if step % config.log_every == 0 or is_last:
+                log.append({"step": step, "epoch": epoch, "loss": running / count, "lr": learning_rate(step - 1, config),
+                            "seconds": round(elapsed, 1)})
+                bar.set_postfix(loss=f"{running / count:.3f}")
+                running, count = 0.0, 0
+            if val is not None and accelerator.is_main_process and (step % config.validate_every == 0 or is_last):
+                entry = validate()
+                log.append(entry)
+                bar.write(f"step {step}: " + ", ".join(f"{k.removeprefix('val/r2_')} {v:.3f}" for k, v in entry.items() if k != "step" and v is not None))
+            if is_last:
+                break
+            if step % config.checkpoint_every == 0:
+                save(final=False)
+        if step >= stop or time.perf_counter() - run_start >= limit:
+            break
+    bar.close()
+    save(final=step >= config.steps)
+    accelerator.end_training()
+    return out
+
+
+def learning_rate(step: int, config: TrainIDMConfig) -> float:
+    """Linear warm-up to `learning_rate`, then cosine decay to a tenth of it at `steps`."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def _augment(x_t, x_t1, blur_probability: float, generator):
+    """Blur a `blur_probability` share of pairs (b, 3, H, W) in [-1, 1] (both frames alike) and add pixel noise."""
+    import torch
+    import torch.nn.functional as F
+
+    if blur_probability <= 0:
+        return x_t, x_t1
+    b, _, h, w = x_t.shape
+    chosen = torch.rand(b, generator=generator, device=x_t.device) < blur_probability  # (b,)
+    pair = torch.cat([x_t, x_t1], 1)  # (b, 6, H, W)
+    blurred = F.interpolate(F.avg_pool2d(pair, 2), size=(h, w), mode="bilinear", align_corners=False)
+    blurred = (blurred + 0.03 * torch.randn(blurred.shape, generator=generator, device=x_t.device)).clamp(-1, 1)
+    pair = torch.where(chosen[:, None, None, None], blurred, pair)
+    return pair[:, :3], pair[:, 3:]
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence(seed, spawn_key=(rank, step)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _check_config(config: TrainIDMConfig) -> None:
+    for name in ("steps", "batch_size", "validate_every", "checkpoint_every", "log_every", "val_transitions", "hidden"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.learning_rate <= 0 or config.warmup_steps < 0 or config.weight_decay < 0:
+        raise ValueError(f"need learning_rate > 0, warmup_steps >= 0 and weight_decay >= 0, got {config.learning_rate}, "
+                         f"{config.warmup_steps}, {config.weight_decay}")
+    if not 0.0 <= config.blur_probability <= 1.0:
+        raise ValueError(f"blur_probability must be in [0, 1], got {config.blur_probability}")
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    if config.stop_after is not None and config.stop_after < 1:
+        raise ValueError(f"stop_after must be at least 1 (or None), got {config.stop_after}")
+    if config.stop_after_minutes is not None and config.stop_after_minutes <= 0:
+        raise ValueError(f"stop_after_minutes must be positive, got {config.stop_after_minutes}")
+    if not config.channels or min(config.channels) < 1:
+        raise ValueError(f"channels needs at least one positive width, got {config.channels}")
