@@ -55,6 +55,21 @@ def test_both_checkers_pass(bundle_dir):
     sb3_check_env(make(bundle_dir).unwrapped, warn=False)
 
 
+def test_shipped_default_bundle_makes_wmfold_and_passes_both_checkers():
+    env = gym.make("WMFold-v0", device="cpu")  # no checkpoint: the bundle in wmgym/assets/wmfold
+    core = env.unwrapped.core
+    assert core.bundle.directory.name == "wmfold" and core.bundle.start_frames.shape[1:] == (SIZE, SIZE, 3)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, core.bundle.start_frames[core.bundle.nearest_start(obs)])
+    for _ in range(2):
+        obs, reward, terminated, truncated, info = env.step(hold())
+        assert obs.shape == (SIZE, SIZE, 3) and isinstance(reward, float) and isinstance(info["success"], bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gymnasium_check_env(gym.make("WMFold-v0", device="cpu").unwrapped, skip_render_check=False)
+    sb3_check_env(gym.make("WMFold-v0", device="cpu").unwrapped, warn=False)
+
+
 def test_same_seed_same_frames_other_seed_differs(bundle_dir):
     def run(seed):
         env = make(bundle_dir)
@@ -91,6 +106,11 @@ def test_reset_from_a_given_frame_returns_it_unchanged(bundle_dir):
     np.testing.assert_array_equal(obs, frame)
     assert info["goal_text"] == "fold the left sleeve onto the body"
     np.testing.assert_array_equal(env.unwrapped.core.frames[0, 0].numpy(), frame)
+    _, info = env.reset(seed=0, options={"task": "fold_right_sleeve"})  # a task for this episode only
+    assert info["task"] == "fold_right_sleeve" and info["goal_text"] == "fold the right sleeve onto the body"
+    assert env.reset(seed=0)[1]["task"] == "fold_half"
+    with pytest.raises(ValueError, match="fold_half"):
+        env.reset(seed=0, options={"task": "fold_socks"})
 
 
 def test_truncates_at_the_horizon_and_success_judge_terminates(bundle_dir):
@@ -209,11 +229,16 @@ def test_sb3_adapter_same_step_autoreset_and_terminal_observation(bundle_dir):
 
     venv = WMFoldVecEnv(3, checkpoint=str(bundle_dir), device="cpu", max_episode_steps=2, use_success_judge=False, reward="lpips-offline")
     assert venv.action_space.low.min() == -1 and venv.action_space.high.max() == 1
-    np.testing.assert_allclose(venv.to_env_actions(np.ones((1, 20)))[0], ACTION_HIGH)
+    np.testing.assert_allclose(venv.to_env_actions(np.zeros((1, 20)))[0], identity_action(0.045, 0.045), atol=1e-7)
+    full = venv.to_env_actions(np.ones((1, 20)))[0]
+    np.testing.assert_allclose(full[[0, 1, 2, 9]], ACTION_HIGH[[0, 1, 2, 9]])  # positions and width: the bounds
+    from wmgym.actions import rot6d_to_matrix
+    corners = venv.to_env_actions(np.random.default_rng(0).choice([-1.0, 1.0], size=(256, 20)))
+    rot6d_to_matrix(np.concatenate([corners[:, 3:9], corners[:, 13:19]]))  # no corner of the box is a degenerate rotation
     venv.seed(0)
     obs = venv.reset()
     assert obs.shape == (3, SIZE, SIZE, 3) and obs.dtype == np.uint8
-    zero = np.zeros((3, 20), np.float32)  # the middle of the box: a valid action
+    zero = np.zeros((3, 20), np.float32)  # the middle of the box: hold still
     _, rewards, dones, infos = venv.step(zero)
     assert not dones.any() and rewards.dtype == np.float32
     obs, _, dones, infos = venv.step(zero)
