@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
+from wmgym.train.checkpoint import ConfigAndWeights
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 PREDICT_BATCH = 512  # transitions per forward pass in `predict`
@@ -79,7 +78,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(groups(c_out), c_out), nn.SiLU())
 
 
-class InverseDynamicsModel(nn.Module):
+class InverseDynamicsModel(ConfigAndWeights, nn.Module):
     """(o_t, o_{t+1}) -> a_t.
 
     forward(frames_t, frames_t1): float (b, 3, H, W) each in [-1, 1] -> normalised actions (b, 20).
@@ -149,23 +148,6 @@ class InverseDynamicsModel(nn.Module):
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, ACTION_DIM), np.float32)
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors atomically (a temporary directory, then rename)."""
-        from wmgym.train.checkpoint import replace_directory
-
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
-        self.write_files(tmp)
-        replace_directory(tmp, directory)
-        return directory
-
-    def write_files(self, directory: Path) -> None:
-        """config.json + model.safetensors into an existing directory (no atomicity of its own)."""
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
-
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "InverseDynamicsModel":
         """Load a model directory; errors name the missing or mismatched file and key."""

@@ -25,18 +25,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from wmgym.rewards.base import RewardHead, as_frames, as_goal_texts, to_unit_float
+from wmgym.train.checkpoint import ConfigAndWeights
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 PAD, UNK = "<pad>", "<unk>"
@@ -155,7 +153,7 @@ class TextEncoder(nn.Module):
         return F.normalize(self.proj(pooled), dim=-1)  # (m, d)
 
 
-class VideoCLIP(nn.Module):
+class VideoCLIP(ConfigAndWeights, nn.Module):
     """Video and text encoders into one space (see the module docstring).
 
     `encode_video(frames uint8 (b, t, H, W, 3)) -> (b, d)` and `encode_text(list of m str) ->
@@ -225,21 +223,6 @@ class VideoCLIP(nn.Module):
         return self.text(*self.tokenize(texts))
 
     # ------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors atomically (a temporary directory, then rename)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
-        self.write_files(tmp)
-        replace_directory(tmp, directory)
-        return directory
-
-    def write_files(self, directory: Path) -> None:
-        """config.json + model.safetensors into an existing directory (no atomicity of its own)."""
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
-
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "VideoCLIP":
         """Load a model directory; errors name the missing or mismatched file and key."""
@@ -268,17 +251,6 @@ class VideoCLIP(nn.Module):
         model = cls(config, device="cpu")
         load_state_checked(model, directory / WEIGHTS_FILE)
         return model.eval().to(resolve_device(device))
-
-
-def replace_directory(tmp: Path, final: Path) -> None:
-    """Rename the complete directory `tmp` to `final`; an older `final` is moved aside first
-    (a rename cannot replace a non-empty directory), so one of them is always whole."""
-    previous = final.with_name(f".{final.name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if final.exists():
-        os.replace(final, previous)
-    os.replace(tmp, final)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 class VideoCLIPHead(RewardHead):

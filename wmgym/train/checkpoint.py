@@ -64,3 +64,44 @@ def unflatten_optimizer(tensors: dict, meta: dict) -> dict:
         state.setdefault(int(index), {})[name] = value
     groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
+
+
+def prepare_output_directory(out: Path, resume: bool, overwrite: bool, state_file: str) -> None:
+    """The checks every resumable `wmgym train-*` output directory gets before training:
+    restore a directory a crash left aside, refuse to clobber a run unless told, and refuse
+    to resume a finished one (it has no `state_file`)."""
+    if resume:
+        recover_directory(out)
+    if out.exists() and not (resume or overwrite):
+        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to replace it")
+    if resume and out.exists() and not (out / state_file).is_file():
+        raise ValueError(f"{out} holds a finished run (no {state_file}); pass --overwrite to train a new one")
+
+
+class ConfigAndWeights:
+    """Mixin for a torch module with a dataclass `config`: a model directory of config.json +
+    model.safetensors (the layout of VideoCLIP and the inverse dynamics model)."""
+
+    CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+    def save_pretrained(self, directory) -> Path:
+        """Write config.json + model.safetensors atomically (a temporary directory, then rename)."""
+        import tempfile
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+        self.write_files(tmp)
+        replace_directory(tmp, directory)
+        return directory
+
+    def write_files(self, directory: Path) -> None:
+        """config.json + model.safetensors into an existing directory (no atomicity of its own)."""
+        import json
+        from dataclasses import asdict
+
+        from safetensors.torch import save_file
+
+        (directory / self.CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / self.WEIGHTS_FILE)

@@ -34,7 +34,8 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.train.checkpoint import flatten_optimizer, recover_directory, replace_directory, section, unflatten_optimizer
+from wmgym.train.checkpoint import (flatten_optimizer, prepare_output_directory, replace_directory, section,
+                                    unflatten_optimizer)
 
 STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
 
@@ -146,12 +147,7 @@ def train_idm(config: TrainIDMConfig) -> Path:
 
     _check_config(config)
     out = Path(config.out)
-    if config.resume:
-        recover_directory(out)
-    if out.exists() and not (config.resume or config.overwrite):
-        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to replace it")
-    if config.resume and out.exists() and not (out / STATE_FILE).is_file():
-        raise ValueError(f"{out} holds a finished run (no {STATE_FILE}); pass --overwrite to train a new one")
+    prepare_output_directory(out, config.resume, config.overwrite, STATE_FILE)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     accelerator = Accelerator(cpu=config.device == "cpu")
