@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import tyro
 
 from wmgym.data.generate import GenerateConfig, generate
+from wmgym.data.imagine import ImagineConfig, imagine_store
 from wmgym.eval.fidelity import EvalConfig, evaluate
 from wmgym.eval.policies import EvalPoliciesConfig, evaluate_policies
 from wmgym.policies.mpc import PlanConfig, plan
@@ -156,7 +157,7 @@ COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), 
             "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle),
             "eval": (EvalConfig, evaluate), "eval-policies": (EvalPoliciesConfig, evaluate_policies),
             "train-policy": (TrainPolicyConfig, train_policy), "plan": (PlanConfig, plan),
-            "train-idm": (TrainIDMConfig, train_idm)}
+            "train-idm": (TrainIDMConfig, train_idm), "imagine": (ImagineConfig, imagine_store)}
 
 
 def main(argv: list[str] | None = None) -> None:
