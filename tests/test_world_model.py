@@ -286,3 +286,18 @@ def test_restarting_a_row_leaves_the_other_rows_unchanged():
     plain, restarted = runs
     assert torch.equal(plain[[0, 2]], restarted[[0, 2]])
     assert torch.equal(plain[1, :3], restarted[1, :3]) and not torch.equal(plain[1, 3:], restarted[1, 3:])
+
+
+def test_actions_are_clamped_to_the_training_range():
+    from dataclasses import replace
+
+    low, high = [-0.1] * 20, [0.1] * 20
+    model = WorldModel(replace(tiny_config(), action_min=low, action_max=high), device="cpu")
+    inside = torch.full((1, 2, 20), 0.05)
+    assert torch.equal(model.normalize_actions(inside), inside / 1.0)  # mean 0, std 1: in range, untouched
+    far = torch.full((1, 2, 20), 50.0)
+    torch.testing.assert_close(model.normalize_actions(far), torch.full((1, 2, 20), 0.1))
+    unclamped = WorldModel(tiny_config(), device="cpu")
+    assert torch.equal(unclamped.normalize_actions(far), far)  # no range in the config: no clamp
+    with pytest.raises(ValueError, match="come together"):
+        WorldModel(replace(tiny_config(), action_min=low), device="cpu")

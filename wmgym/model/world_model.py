@@ -71,6 +71,11 @@ class WorldModelConfig:
     sampler: dict = field(default_factory=lambda: asdict(SamplerDefaults()))
     action_mean: list = field(default_factory=lambda: [0.0] * ACTION_DIM)
     action_std: list = field(default_factory=lambda: [1.0] * ACTION_DIM)
+    action_min: list | None = None
+    """Per-component range of the training actions (raw units); actions are clamped to it before
+    the model sees them (None: no clamp). Far outside what it was trained on, e.g. a uniformly
+    sampled 6-D rotation, the network's output is meaningless."""
+    action_max: list | None = None
     condition_views: tuple = ()
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     min_snr_gamma: float = 5.0
@@ -111,6 +116,11 @@ class WorldModel(nn.Module):
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
+        if (config.action_min is None) != (config.action_max is None):
+            raise ValueError("action_min and action_max come together (or both None)")
+        bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * ACTION_DIM, [np.inf] * ACTION_DIM)
+        self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
+        self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
         self.to(resolve_device(device))
 
     @property
@@ -136,12 +146,14 @@ class WorldModel(nn.Module):
         return x.reshape(b, t, *x.shape[1:]).permute(0, 1, 3, 4, 2)
 
     def normalize_actions(self, actions) -> torch.Tensor:
+        """Raw actions (b, T, 20) -> clamped to the training range (`config.action_min/max`), then
+        standardised with the training mean and std."""
         actions = _to_tensor(actions, torch.float32, self.device)
         if actions.dim() != 3 or actions.shape[-1] != ACTION_DIM:
             raise ValueError(f"actions must be (b, T, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
         if not torch.isfinite(actions).all():
             raise ValueError(f"actions contain non-finite values\n{ACTION_LAYOUT}")
-        return (actions - self.action_mean) / self.action_std
+        return (torch.maximum(torch.minimum(actions, self.action_high), self.action_low) - self.action_mean) / self.action_std
 
     def _frame_actions(self, actions: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame conditioning (b, t, 20) and is_dropped (b, t): frame i gets a_{i-1}."""

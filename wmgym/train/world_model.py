@@ -348,20 +348,21 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
-    mean, std = _action_statistics(config.data, train_set)
+    mean, std, low, high = _action_statistics(config.data, train_set)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
+                            action_min=low, action_max=high,
                             prediction=config.prediction)
 
 
-def _action_statistics(path: str, train_set: WindowDataset) -> tuple[list, list]:
-    """Mean and std (>= 1e-3) of the train split's actions, the padding row of each episode left out."""
+def _action_statistics(path: str, train_set: WindowDataset) -> tuple[list, list, list, list]:
+    """Mean, std (>= 1e-3), min and max of the train split's actions, the padding row of each episode left out."""
     store = EpisodeStore.open(path)
     lengths = [store.episode_slice(int(i)).stop - store.episode_slice(int(i)).start for i in train_set.episode_indices]
     is_padding = np.zeros(sum(lengths), bool)
     is_padding[np.cumsum(lengths) - 1] = True
     actions = train_set.actions.numpy()[~is_padding].astype(np.float64)  # (N - E, 20)
-    return actions.mean(0).tolist(), np.maximum(actions.std(0), 1e-3).tolist()
+    return actions.mean(0).tolist(), np.maximum(actions.std(0), 1e-3).tolist(), actions.min(0).tolist(), actions.max(0).tolist()
 
 
 def _param_groups(model: WorldModel, weight_decay: float) -> list[dict]:
