@@ -269,3 +269,18 @@ def test_reachable_through_the_module_prefix_and_kwargs_override(bundle_dir):
     assert obs.shape == (32, 32, 3) and info["task"] == "fold_left_sleeve"
     assert env.unwrapped.core.imagination.num_steps == 1 and env.unwrapped.core.head is None
     assert env.spec.max_episode_steps == 16
+
+
+def test_cached_videoclip_features_equal_encoding_the_clip(bundle_dir):
+    envs = gym.make_vec("WMFold-v0", num_envs=3, checkpoint=str(bundle_dir), device="cpu", max_episode_steps=None)
+    core = envs.unwrapped.core
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for t in range(20):  # past the initial frame buffer (17), so it grows; row 1 restarts midway
+        core.step(rng.uniform(ACTION_LOW_SAFE, ACTION_HIGH_SAFE, size=(3, 20)).astype(np.float32))
+        if t == 6:
+            core.reset_rows([1], np.random.default_rng(1))
+        rows = [0, 1, 2]
+        cached = core.videoclip.embeddings_of_features(core._clip_features(rows))
+        direct = core.videoclip.video_embeddings(core._clips(rows, core.videoclip.model.config.num_frames))
+        torch.testing.assert_close(cached, direct, atol=1e-5, rtol=1e-4)

@@ -74,6 +74,10 @@ class ImaginedEpisodes:
         self.goal_images = torch.zeros(b, self.height, self.width, 3, dtype=torch.uint8, device=self.device)
         self.goal_texts = [""] * b
         self.potential = torch.zeros(b, device=self.device)  # the head's score of each row's newest frame
+        # VideoCLIP's per-frame features, each computed once when its frame is made (the
+        # resampled clip changes every step, its frames' features do not).
+        self.clip_features = None if self.videoclip is None else torch.zeros(
+            b, self.frames.shape[1], self.videoclip.model.config.frame_width, device=self.device)
         self.success = np.zeros(b, dtype=bool)
 
     # ------------------------------------------------------------ set-up helpers
@@ -151,6 +155,8 @@ class ImaginedEpisodes:
         else:
             self.imagination.start(starts[:, None], rows=rows, generator=self.generator)
         self.frames[rows, 0] = starts
+        if self.clip_features is not None:
+            self.clip_features[rows, 0] = self.videoclip.frame_features(starts[:, None], starts)[:, 0]
         self.lengths[rows] = 1
         self.goal_images[rows] = goals
         for row, task, text in zip(rows, tasks, texts):
@@ -178,10 +184,15 @@ class ImaginedEpisodes:
                 raise RuntimeError(f"rows {np.flatnonzero(over).tolist()} have ended (max_episode_steps={self.max_episode_steps}); reset them first")
         if self.lengths.max() >= self.frames.shape[1]:  # no horizon of our own (TimeLimit's): grow the frame buffer
             self.frames = torch.cat([self.frames, torch.zeros_like(self.frames)], dim=1)
+            if self.clip_features is not None:
+                self.clip_features = torch.cat([self.clip_features, torch.zeros_like(self.clip_features)], dim=1)
         latents = self.imagination.step(actions, self.generator)
         frames = self.model.decode_latents(latents)[:, 0]  # (b, H, W, 3)
         rows = np.flatnonzero(active).tolist()
         self.frames[rows, self.lengths[rows]] = frames[rows]
+        if self.clip_features is not None and rows:
+            first = self.frames[rows, 0]
+            self.clip_features[rows, self.lengths[rows]] = self.videoclip.frame_features(frames[rows][:, None], first)[:, 0]
         self.lengths[rows] += 1
         terms = {}
         success = np.zeros(self.num_envs, dtype=bool)
@@ -226,7 +237,7 @@ class ImaginedEpisodes:
         """(head score (r,), judge probability (r,) or None) of the rows' episodes so far."""
         video = None
         if self.videoclip is not None and (with_judge or self.head is self.videoclip):
-            video = self.videoclip.video_embeddings(self._clips(rows, self.videoclip.model.config.num_frames))  # (r, d)
+            video = self.videoclip.embeddings_of_features(self._clip_features(rows))  # (r, d), = video_embeddings(clips)
         if self.head is None:
             scores = torch.zeros(len(rows), device=self.device)
         elif self.head is self.videoclip:  # one video embedding serves the reward and the judge
@@ -238,6 +249,14 @@ class ImaginedEpisodes:
             scores = self.head.score(clips, [self.goal_texts[i] for i in rows])
         probability = self.judge.probability_of_embeddings(video, [self.tasks[i] for i in rows]) if with_judge else None
         return scores.float(), probability
+
+    def _clip_features(self, rows) -> torch.Tensor:
+        """VideoCLIP features (r, K, f) of the frames `_clips` would pick, from the cache."""
+        from wmgym.rewards.videoclip import resample_indices
+
+        k = self.videoclip.model.config.num_frames
+        index = torch.from_numpy(np.stack([resample_indices(int(self.lengths[i]), k) for i in rows])).to(self.device)
+        return self.clip_features[torch.as_tensor(rows, device=self.device)[:, None], index]
 
     def _clips(self, rows, num_frames: int) -> torch.Tensor:
         """uint8 (r, K, H, W, 3): K frames evenly over each row's episode so far (first and newest included)."""

@@ -124,11 +124,20 @@ class VideoEncoder(nn.Module):
                                  nn.Linear(2 * config.embed_dim, config.embed_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.frame_features(x, x[:, :1]))
+
+    def frame_features(self, x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """Frames (b, n, 3, H, W) and their clip's first frame (b, 1, 3, H, W) -> (b, n, f).
+
+        Each frame's feature depends only on itself and the first frame, so an environment
+        can compute it once per frame and reuse it (`embed`) as the resampled clip changes."""
         b, n = x.shape[:2]
-        x = torch.cat([x, x - x[:, :1]], dim=2)  # (b, n, 6, H, W)
-        features = self.conv(x.flatten(0, 1))  # (b*n, c, h, w)
-        frames = self.frame_proj(features.flatten(1)).view(b, n, -1) + self.time_embedding  # (b, n, f)
-        return F.normalize(self.mix(frames.flatten(1)), dim=-1)  # (b, d)
+        x = torch.cat([x, x - first], dim=2)  # (b, n, 6, H, W): the frame and its difference to the first
+        return self.frame_proj(self.conv(x.flatten(0, 1)).flatten(1)).view(b, n, -1)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Frame features (b, num_frames, f) in clip order -> unit vectors (b, d)."""
+        return F.normalize(self.mix((features + self.time_embedding).flatten(1)), dim=-1)
 
 
 class TextEncoder(nn.Module):
@@ -218,6 +227,11 @@ class VideoCLIP(ConfigAndWeights, nn.Module):
         """uint8 frames (b, t, H, W, 3), the episode so far, newest last -> unit vectors (b, d)."""
         return self.video(self.prepare_clip(frames))
 
+    def encode_frames(self, frames, first) -> torch.Tensor:
+        """uint8 frames (b, n, H, W, 3) and their episode's first frame (b, H, W, 3) -> per-frame
+        features (b, n, f); `VideoEncoder.embed` of `num_frames` of them = `encode_video` of those frames."""
+        return self.video.frame_features(self.to_input(as_frames(frames)), self.to_input(as_frames(first)))
+
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """m strings -> unit vectors (m, d)."""
         return self.text(*self.tokenize(texts))
@@ -284,6 +298,16 @@ class VideoCLIPHead(RewardHead):
     def video_embeddings(self, frames) -> torch.Tensor:
         """uint8 (b, t, H, W, 3) -> (b, d) unit vectors."""
         return self.model.encode_video(frames)
+
+    @torch.no_grad()
+    def frame_features(self, frames, first) -> torch.Tensor:
+        """uint8 frames (b, n, H, W, 3), first frames (b, H, W, 3) -> per-frame features (b, n, f)."""
+        return self.model.encode_frames(frames, first)
+
+    @torch.no_grad()
+    def embeddings_of_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Features (b, num_frames, f) of the resampled clip (`resample_indices`) -> (b, d) unit vectors."""
+        return self.model.video.embed(features)
 
     def score(self, frames, goal) -> torch.Tensor:
         video = self.video_embeddings(frames)  # (b, d)
