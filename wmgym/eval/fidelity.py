@@ -137,6 +137,7 @@ def evaluate(config: EvalConfig) -> dict:
     from wmgym.data.generate import plan_episodes
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
+    from wmgym.sim.episode import replay_actions, simulate_episodes
     from wmgym.sim.tasks import TASKS
 
     _check_config(config)
@@ -154,7 +155,7 @@ def evaluate(config: EvalConfig) -> dict:
 
     # ---- fidelity: held-out episodes, model vs copy-first vs null action
     specs = plan_episodes(config.episodes, config.seed, TASKS, height, width, config.horizon)
-    truth, actions = _simulate(specs, "simulator (fidelity)")  # (N, T+1, H, W, 3), (N, T, 20)
+    truth, actions = simulate_episodes(specs, show_progress=True, desc="simulator (fidelity)")  # (N, T+1, H, W, 3), (N, T, 20)
     truth_t = torch.from_numpy(truth).to(model.device)
     predicted = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, desc="world model")
     null = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, drop_actions=True, desc="null action")
@@ -177,7 +178,7 @@ def evaluate(config: EvalConfig) -> dict:
 
     # ---- action cross-swap: start i, actions j
     k = min(config.swap_episodes, config.episodes)
-    swapped = np.stack([np.stack([truth[i] if i == j else _replay(specs[i], actions[j]) for j in range(k)])
+    swapped = np.stack([np.stack([truth[i] if i == j else replay_actions(specs[i], actions[j]) for j in range(k)])
                         for i in tqdm(range(k), desc="simulator (swaps)")])  # (K, K, T+1, H, W, 3)
     starts = np.repeat(truth[:k, :1], k, axis=0)  # row i*k + j: start i
     swap_actions = np.tile(actions[:k], (k, 1, 1))  # row i*k + j: actions j
@@ -190,7 +191,7 @@ def evaluate(config: EvalConfig) -> dict:
 
     # ---- long rollouts past the 5-frame training window
     long_specs = plan_episodes(config.long_episodes, config.seed + 1, TASKS, height, width, config.long_horizon)
-    long_truth, long_actions = _simulate(long_specs, "simulator (long)")
+    long_truth, long_actions = simulate_episodes(long_specs, show_progress=True, desc="simulator (long)")
     long_predicted = _rollouts(model, long_truth[:, :1], long_actions, config.batch_size, config.seed, desc="world model (long)")
     long_target = torch.from_numpy(long_truth[:, 1:]).to(model.device)
     long_psnr = psnr(long_predicted, long_target).mean(0)
@@ -239,22 +240,8 @@ def _check_config(config: EvalConfig) -> None:
         raise ValueError(f"swap_episodes must be >= 2 (the swap test needs off-diagonal pairs), got {config.swap_episodes}")
     if config.long_horizon < 32:
         raise ValueError(f"long_horizon must be >= 32 (step 32 is compared with step 16), got {config.long_horizon}")
-    if config.horizon < 1 or not config.curve_num_steps or not config.curve_guidance:
-        raise ValueError("need horizon >= 1 and at least one curve_num_steps and curve_guidance value")
-
-
-def _simulate(specs, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """Run the simulator on `specs` -> interaction frames (N, T+1, H, W, 3) uint8, actions (N, T, 20)."""
-    from wmgym.sim.episode import run_episode
-
-    records = [run_episode(spec) for spec in tqdm(specs, desc=desc)]
-    return np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
-
-
-def _replay(spec, actions) -> np.ndarray:
-    from wmgym.sim.episode import replay_actions
-
-    return replay_actions(spec, actions)
+    if not config.curve_num_steps or not config.curve_guidance:
+        raise ValueError("need at least one curve_num_steps and curve_guidance value")
 
 
 @torch.no_grad()
@@ -313,11 +300,7 @@ def _plot_by_step(out: Path, m: dict) -> None:
         for key, name in (("", "world model"), ("_null_action", "same model, null actions"), ("_copy_first", "first frame copied")):
             ax.plot(steps, m[f"{metric}{key}_by_step"], marker="o", markersize=3, label=name)
         ax.set(xlabel="step", ylabel=label, title=f"{metric.upper()} by step ({m['episodes']} held-out episodes)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"{metric}_by_step.png")
-        plt.close(fig)
+        _finish(fig, ax, out / f"{metric}_by_step.png")
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
     steps = np.arange(1, len(m["psnr_by_step_long"]) + 1)
     ax.plot(steps, m["psnr_by_step_long"], marker="o", markersize=2, label="world model (sliding window)")
@@ -325,11 +308,7 @@ def _plot_by_step(out: Path, m: dict) -> None:
     ax.axvline(16, color="gray", ls="--", lw=0.8)
     ax.axvline(32, color="gray", ls="--", lw=0.8)
     ax.set(xlabel="step", ylabel="PSNR (dB)", title="Long rollouts")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "psnr_by_step_long.png")
-    plt.close(fig)
+    _finish(fig, ax, out / "psnr_by_step_long.png")
     if "quality_speed" in m:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
         for g in sorted({p["guidance_scale"] for p in m["quality_speed"]}):
@@ -339,11 +318,18 @@ def _plot_by_step(out: Path, m: dict) -> None:
                 ax.annotate(f"{p['num_steps']}", (p["env_steps_per_s"], p["psnr_mean"]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
         ax.set(xlabel="env steps/s (16 vector envs)", ylabel="PSNR mean (dB)", title="Quality vs speed (labels: sampler steps)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "quality_speed.png")
-        plt.close(fig)
+        _finish(fig, ax, out / "quality_speed.png")
+
+
+def _finish(fig, ax, path: Path) -> None:
+    """Grid, legend, layout; save the figure to `path` and free it."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _write_grid(path: Path, model_last: np.ndarray, sim_last: np.ndarray, gap: int = 2) -> None:

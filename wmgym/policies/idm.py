@@ -21,10 +21,7 @@ Uses: R² per action component on simulator and world-model frames
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +30,6 @@ from torch import nn
 from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
 from wmgym.train.checkpoint import ConfigAndWeights
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 PREDICT_BATCH = 512  # transitions per forward pass in `predict`
 
 
@@ -84,6 +80,8 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
     forward(frames_t, frames_t1): float (b, 3, H, W) each in [-1, 1] -> normalised actions (b, 20).
     predict(frames_t, frames_t1): uint8 (b, H, W, 3) each -> float32 (b, 20) raw actions.
     """
+
+    CONFIG_CLASS, MODEL_NAME = IDMConfig, "inverse dynamics"
 
     def __init__(self, config: IDMConfig, device: str | torch.device = "auto"):
         from wmgym.model.world_model import resolve_device
@@ -148,29 +146,3 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, ACTION_DIM), np.float32)
 
     # ------------------------------------------------------------------ save / load
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "InverseDynamicsModel":
-        """Load a model directory; errors name the missing or mismatched file and key."""
-        from wmgym.model.world_model import load_state_checked, resolve_device
-
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"no inverse dynamics model directory at {directory}")
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"inverse dynamics model directory {directory} is missing {name}")
-        try:
-            raw = json.loads((directory / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON: {error}") from None
-        known = set(IDMConfig.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{directory / CONFIG_FILE}: unknown keys {unknown}; expected a subset of {sorted(known)}")
-        try:
-            config = IDMConfig(**raw)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{directory / CONFIG_FILE}: {error}") from None
-        model = cls(config, device="cpu")
-        load_state_checked(model, directory / WEIGHTS_FILE)
-        return model.eval().to(resolve_device(device))

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
+from wmgym.sim.episode import simulate_episodes  # noqa: F401  (re-exported: callers import it from here)
 
 _HAND_NAMES = ("dx", "dy", "dz", "r00", "r10", "r20", "r01", "r11", "r21", "width")
 COMPONENT_NAMES = tuple(f"{hand}_{name}" for hand in ("left", "right") for name in _HAND_NAMES)
@@ -88,23 +89,6 @@ def idm_r2(model, frames, actions, min_std: float = 1e-2) -> dict:
     """R² (`r2_scores`) of `model` on episodes: frames uint8 (n, T+1, H, W, 3), actions float32 (n, T, 20)."""
     frames, actions = _check_episodes(frames, actions)
     return r2_scores(idm_predictions(model, frames).reshape(-1, ACTION_DIM), actions.reshape(-1, ACTION_DIM), min_std)
-
-
-def simulate_episodes(specs, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Run `EpisodeSpec`s in the simulator -> frames uint8 (n, T+1, H, W, 3), actions float32 (n, T, 20).
-
-    All specs must share the frame size and horizon. Held-out episodes: e.g.
-    `plan_episodes(n, seed, TASKS, 64, 64, 16)` with a master seed other than the training data's.
-    """
-    from wmgym.sim.episode import run_episode
-
-    specs = list(specs)
-    if not specs:
-        raise ValueError("need at least one episode spec")
-    if len({(s.height, s.width, s.horizon) for s in specs}) != 1:
-        raise ValueError("all specs must share height, width and horizon")
-    records = [run_episode(spec) for spec in tqdm(specs, desc="simulate", disable=not show_progress)]
-    return np.stack([r.interaction for r in records]), np.stack([r.actions for r in records]).astype(np.float32)
 
 
 def idm_r2_on_world_model(model, world_model, specs=None, episodes=None, *, batch_size: int = 16, seed: int = 0,

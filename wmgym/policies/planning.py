@@ -114,6 +114,18 @@ def sample_uniform(base: np.ndarray, num: int, rng: np.random.Generator) -> np.n
     return out
 
 
+def _proposal_mean(nominal, horizon: int | None, check_horizon: bool) -> np.ndarray:
+    """The sequence proposals centre on, (T, 20): the nominal, or T steps of holding still."""
+    if nominal is None:
+        if horizon is None or horizon < 1:
+            raise ValueError(f"without a nominal sequence give horizon >= 1, got {horizon}")
+        return identity_sequence(horizon)
+    mean = check_sequence(nominal)
+    if check_horizon and horizon is not None and horizon != len(mean):
+        raise ValueError(f"horizon {horizon} differs from the nominal's length {len(mean)}")
+    return mean
+
+
 def _as_rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
@@ -189,14 +201,7 @@ class Planner:
         history = context if history is None else _as_frames(history, "history")
         if history.shape[1:] != context.shape[1:]:
             raise ValueError(f"history frames {history.shape[1:]} and context frames {context.shape[1:]} differ in size")
-        if nominal is None:
-            if horizon is None or horizon < 1:
-                raise ValueError(f"without a nominal sequence give horizon >= 1, got {horizon}")
-            mean = identity_sequence(horizon)
-        else:
-            mean = check_sequence(nominal)
-            if horizon is not None and horizon != len(mean):
-                raise ValueError(f"horizon {horizon} differs from the nominal's length {len(mean)}")
+        mean = _proposal_mean(nominal, horizon, check_horizon=True)
         rng = _as_rng(seed)
         generator = torch.Generator(device=self.world_model.device).manual_seed(int(rng.integers(2**63 - 1)))
         nominal_mean = mean.copy()
@@ -249,12 +254,7 @@ class RandomProposal:
         self.proposal = proposal
 
     def plan(self, context, goal, nominal=None, *, horizon: int | None = None, history=None, seed=None) -> PlanResult:
-        if nominal is None:
-            if horizon is None or horizon < 1:
-                raise ValueError(f"without a nominal sequence give horizon >= 1, got {horizon}")
-            mean = identity_sequence(horizon)
-        else:
-            mean = check_sequence(nominal)
+        mean = _proposal_mean(nominal, horizon, check_horizon=False)
         rng = _as_rng(seed)
         if self.proposal.kind == "uniform":
             actions = sample_uniform(mean, 1, rng)[0]

@@ -22,11 +22,9 @@ the success judge (`wmgym.rewards.judge`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +34,7 @@ from torch import nn
 from wmgym.rewards.base import RewardHead, as_frames, as_goal_texts, to_unit_float
 from wmgym.train.checkpoint import ConfigAndWeights
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE = ConfigAndWeights.CONFIG_FILE, ConfigAndWeights.WEIGHTS_FILE
 PAD, UNK = "<pad>", "<unk>"
 NOT_DONE_CAPTION = "the shirt is not folded yet"
 """The caption of every clip that shows no finished fold: the judge's "no" candidate."""
@@ -169,6 +167,8 @@ class VideoCLIP(ConfigAndWeights, nn.Module):
     (m, d)` return unit vectors on `device`; `logit_scale.exp()` is 1 / temperature.
     """
 
+    CONFIG_CLASS, MODEL_NAME = VideoCLIPConfig, "VideoCLIP"
+
     def __init__(self, config: VideoCLIPConfig, device: str | torch.device = "auto"):
         super().__init__()
         from wmgym.model.world_model import resolve_device
@@ -237,34 +237,6 @@ class VideoCLIP(ConfigAndWeights, nn.Module):
         return self.text(*self.tokenize(texts))
 
     # ------------------------------------------------------------ save / load
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "VideoCLIP":
-        """Load a model directory; errors name the missing or mismatched file and key."""
-        from wmgym.model.world_model import load_state_checked, resolve_device
-
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"no VideoCLIP model directory at {directory}")
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                pickles = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
-                hint = f" (found {pickles}: only safetensors weights are loaded, never pickles)" if pickles else ""
-                raise FileNotFoundError(f"VideoCLIP directory {directory} is missing {name}{hint}")
-        try:
-            raw = json.loads((directory / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON: {error}") from None
-        known = set(VideoCLIPConfig.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{directory / CONFIG_FILE}: unknown keys {unknown}; expected a subset of {sorted(known)}")
-        try:
-            config = VideoCLIPConfig(**raw)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{directory / CONFIG_FILE}: {error}") from None
-        model = cls(config, device="cpu")
-        load_state_checked(model, directory / WEIGHTS_FILE)
-        return model.eval().to(resolve_device(device))
 
 
 class VideoCLIPHead(RewardHead):

@@ -172,3 +172,20 @@ def replay_actions(spec: EpisodeSpec, actions) -> np.ndarray:
         world.step(action)
         frames.append(world.views()[0])
     return np.stack(frames)
+
+
+def simulate_episodes(specs, show_progress: bool = False, desc: str = "simulate") -> tuple[np.ndarray, np.ndarray]:
+    """Run `EpisodeSpec`s in the simulator -> frames uint8 (n, T+1, H, W, 3), actions float32 (n, T, 20).
+
+    All specs must share the frame size and horizon. Held-out episodes: e.g.
+    `plan_episodes(n, seed, TASKS, 64, 64, 16)` with a master seed other than the training data's.
+    """
+    from tqdm.auto import tqdm
+
+    specs = list(specs)
+    if not specs:
+        raise ValueError("need at least one episode spec")
+    if len({(s.height, s.width, s.horizon) for s in specs}) != 1:
+        raise ValueError("all specs must share height, width and horizon")
+    records = [run_episode(spec) for spec in tqdm(specs, desc=desc, disable=not show_progress)]
+    return np.stack([r.interaction for r in records]), np.stack([r.actions for r in records]).astype(np.float32)

@@ -79,10 +79,13 @@ def prepare_output_directory(out: Path, resume: bool, overwrite: bool, state_fil
 
 
 class ConfigAndWeights:
-    """Mixin for a torch module with a dataclass `config`: a model directory of config.json +
-    model.safetensors (the layout of VideoCLIP and the inverse dynamics model)."""
+    """Mixin for a torch module built as `cls(config, device=...)` from a dataclass config: a model
+    directory of config.json + model.safetensors (the layout of VideoCLIP and the inverse
+    dynamics model). Subclasses set CONFIG_CLASS and MODEL_NAME (for error messages)."""
 
     CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+    CONFIG_CLASS: type
+    MODEL_NAME: str = "model"
 
     def save_pretrained(self, directory) -> Path:
         """Write config.json + model.safetensors atomically (a temporary directory, then rename)."""
@@ -105,3 +108,35 @@ class ConfigAndWeights:
 
         (directory / self.CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / self.WEIGHTS_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory, device="auto"):
+        """Load a model directory; errors name the missing or mismatched file and key; never reads a pickle."""
+        import json
+
+        from wmgym.model.world_model import load_state_checked, resolve_device
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no {cls.MODEL_NAME} model directory at {directory}")
+        for name in (cls.CONFIG_FILE, cls.WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                pickles = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+                hint = f" (found {pickles}: only safetensors weights are loaded, never pickles)" if pickles else ""
+                raise FileNotFoundError(f"{cls.MODEL_NAME} model directory {directory} is missing {name}{hint}")
+        config_path = directory / cls.CONFIG_FILE
+        try:
+            raw = json.loads(config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_path} is not valid JSON: {error}") from None
+        known = set(cls.CONFIG_CLASS.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{config_path}: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        try:
+            config = cls.CONFIG_CLASS(**raw)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{config_path}: {error}") from None
+        model = cls(config, device="cpu")
+        load_state_checked(model, directory / cls.WEIGHTS_FILE)
+        return model.eval().to(resolve_device(device))
