@@ -5,7 +5,9 @@
 In one run, for each batch size: (a) `gym.make_vec("WMFold-v0", num_envs=n)` at the bundle's
 default settings (default reward and success judge) stepping random in-bound actions, (b) the
 same with reward="none" and no judge, and (c) the bare `WorldModel.rollout` of the same batch
-and horizon. Reports env steps/s (n * steps / seconds), the speed-up per env relative to one
+and horizon (for a world model conditioned on the grippers view, with the views of the bank's
+first start driven by the same actions, rendered before the timing: rendering them is part of
+the env layer's cost). Reports env steps/s (n * steps / seconds), the speed-up per env relative to one
 env, and the env layer's overhead over the bare rollout, (b) / (c) - 1 (the generator alone)
 and (a) / (c) - 1 (with the reward heads). Each figure is the best of `--repeats` runs after a
 warm-up. Prints a Markdown table.
@@ -44,9 +46,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         model = envs.core.model
         start = torch.from_numpy(np.stack([envs.core.bundle.start_frames[0]] * n))[:, None]
         generator = torch.Generator(device=model.device)
+        conditions = None
+        if tuple(model.config.condition_views) == ("grippers",):  # rendered outside the timing: env-layer cost
+            from wmgym.sim.gripper_track import gripper_views
+            from wmgym.sim.world import WorldConfig
+
+            conditions = gripper_views([envs.core.bundle.start_grippers[0]] * n, actions.transpose(1, 0, 2),
+                                       WorldConfig(height=model.config.height, width=model.config.width))[:, :, None]
 
         def rollout():
-            model.rollout(start, actions.transpose(1, 0, 2), generator=generator.manual_seed(0))
+            model.rollout(start, actions.transpose(1, 0, 2), generator=generator.manual_seed(0), conditions=conditions)
 
         t_default, t_bare_env, t_rollout = (timed(f, args.repeats) for f in (default_episode, bare_episode, rollout))
         rows.append({"envs": n, "steps_per_s": n * args.steps / t_default, "steps_per_s_no_reward": n * args.steps / t_bare_env,

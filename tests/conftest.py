@@ -24,12 +24,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_world_model(seed: int = 0) -> WorldModel:
+def tiny_world_model(seed: int = 0, condition_views: tuple = ()) -> WorldModel:
     """64x64 pixels, 16 tokens a frame, residual prediction with small random output weights
-    (so frames change with the actions but stay near the start frame)."""
-    denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=16, width=32, depth=1, num_heads=2)
+    (so frames change with the actions -- and with the condition views, if any -- but stay
+    near the start frame)."""
+    denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=16, width=32, depth=1, num_heads=2,
+                              condition_channels=3 * len(condition_views))
     config = WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), prediction="residual",
-                              sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)))
+                              sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)), condition_views=tuple(condition_views))
     model = WorldModel(config, device="cpu")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -38,11 +40,8 @@ def tiny_world_model(seed: int = 0) -> WorldModel:
     return model
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    """A WMFold bundle with tiny untrained models at 64x64 and a bank of 3 start states."""
-    root = tmp_path_factory.mktemp("bundle")
-    tiny_world_model().save_pretrained(root / "wm")
+def _tiny_bundle(root, condition_views: tuple = ()):
+    tiny_world_model(condition_views=condition_views).save_pretrained(root / "wm")
     captions = [make_task(t).caption for t in TASKS]
     clip = VideoCLIP(VideoCLIPConfig(num_frames=4, conv_channels=(8, 8), frame_width=16, embed_dim=16, text_width=16,
                                      vocabulary=build_vocabulary(captions + ["the shirt is not folded yet"]),
@@ -50,3 +49,15 @@ def tiny_bundle(tmp_path_factory):
                                      success_threshold=1.0), device="cpu")  # untrained: the judge never fires unless told
     clip.save_pretrained(root / "clip")
     return make_bundle(root / "bundle", root / "wm", root / "clip", num_start_frames=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A WMFold bundle with tiny untrained models at 64x64 and a bank of 3 start states."""
+    return _tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def tiny_grippers_bundle(tmp_path_factory):
+    """As `tiny_bundle`, with a world model conditioned on the grippers view."""
+    return _tiny_bundle(tmp_path_factory.mktemp("bundle_grippers"), condition_views=("grippers",))

@@ -47,6 +47,7 @@ def marked_record(episode: int, horizon: int, task: str = "fold_half") -> Episod
                                           horizon=horizon))
     for t in range(horizon + 1):
         record.interaction[t] = (t, episode, 7)
+        record.grippers[t] = (t, episode, 9)
     record.actions[:, 0] = 100 * episode + np.arange(horizon)
     return record
 
@@ -347,6 +348,18 @@ def test_val_gets_one_episode_of_two(tmp_path):
     EpisodeStore.create(path, SIZE, SIZE, TASKS).append([marked_record(0, 4), marked_record(1, 4)])
     assert len(WindowDataset(path, split="val", val_fraction=0.01).episode_indices) == 1
     assert len(WindowDataset(path, split="train", val_fraction=0.01).episode_indices) == 1
+
+
+def test_windows_with_views_carry_the_same_frames_grippers_view(marked_store):
+    path, _ = marked_store
+    dataset = WindowDataset(path, num_actions=3, split="all", views=("grippers",))
+    for index in (0, len(dataset) // 2, len(dataset) - 1):
+        frames, actions, conditions = dataset[index]
+        assert conditions.shape == (4, 1, SIZE, SIZE, 3) and conditions.dtype == torch.uint8
+        np.testing.assert_array_equal(conditions[:, 0, 0, 0, :2].numpy(), frames[:, 0, 0, :2].numpy())  # same (t, episode)
+        assert (conditions[:, 0, ..., 2] == 9).all()
+    with pytest.raises(ValueError, match="views must be among"):
+        WindowDataset(path, views=("hands",))
 
 
 def test_window_dataset_rejects_bad_arguments(marked_store):

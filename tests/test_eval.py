@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,87 @@ def test_eval_command_rejects_bad_settings(capsys):
     with pytest.raises(SystemExit) as error:
         main(["eval", "--long-horizon", "20", "--out", "/tmp/never"])
     assert "long_horizon must be >= 32" in str(error.value)
+
+
+# ---------------------------------------------------------------- a world model conditioned on the grippers view
+def _tiny_config(bundle, out, **overrides) -> EvalConfig:
+    settings = dict(checkpoint=str(bundle), out=str(out), episodes=3, horizon=4, swap_episodes=2, long_episodes=1,
+                    long_horizon=32, speed_envs=2, curve_num_steps=(1,), curve_guidance=(1.0,), curve_episodes=2, device="cpu")
+    return EvalConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def grippers_eval(tiny_grippers_bundle, tmp_path_factory):
+    """`evaluate` of the grippers-conditioned tiny bundle, recording every batch `model.rollout` receives."""
+    from wmgym.model.world_model import WorldModel
+
+    calls, original = [], WorldModel.rollout
+
+    def recording(self, context, actions, **kwargs):
+        calls.append({"actions": np.asarray(actions), "conditions": kwargs.get("conditions"),
+                      "drop_actions": kwargs.get("drop_actions", False), "num_steps": kwargs.get("num_steps")})
+        return original(self, context, actions, **kwargs)
+
+    config = _tiny_config(tiny_grippers_bundle, tmp_path_factory.mktemp("eval_grippers"))
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        patch.setattr(WorldModel, "rollout", recording)
+        warnings.simplefilter("ignore", UserWarning)
+        metrics = evaluate(config)
+    return config, metrics, calls
+
+
+def test_eval_of_a_grippers_conditioned_model_writes_metrics(grippers_eval):
+    config, metrics, calls = grippers_eval
+    saved = json.loads((Path(config.out) / "metrics.json").read_text())
+    assert saved["condition_views"] == ["grippers"] and saved["psnr_mean"] == pytest.approx(metrics["psnr_mean"])
+    assert len(saved["psnr_by_step"]) == 4 and len(saved["psnr_by_step_long"]) == 32 and saved["swap_pairs_total"] == 2
+    assert [p["num_steps"] for p in saved["quality_speed"]] == [1] and saved["env_steps_per_s"] > 0
+    assert all(math.isfinite(saved[k]) for k in ("psnr_mean", "psnr_null_action_mean", "psnr_long_step32"))
+    assert "hold-still action" in (Path(config.out) / "report.md").read_text()
+    # fidelity, null action, swaps, long, one curve point: every rollout got one grippers view per frame
+    assert len(calls) == 5
+    for call in calls:
+        b, t = call["actions"].shape[:2]
+        assert call["conditions"] is not None and tuple(call["conditions"].shape) == (b, t + 1, 1, 64, 64, 3)
+
+
+def test_conditioned_rollouts_receive_the_simulators_grippers_views(grippers_eval):
+    from wmgym.sim.episode import start_gripper_state
+    from wmgym.sim.gripper_track import gripper_views
+
+    config, _, calls = grippers_eval
+    fidelity, null, swaps, long, curve = calls
+    assert not fidelity["drop_actions"] and null["drop_actions"] and curve["num_steps"] == 1
+    specs = plan_episodes(3, config.seed, TASKS, 64, 64, 4)
+    records = [run_episode(s) for s in specs]
+    sim_grippers = np.stack([r.grippers for r in records])  # (3, 5, H, W, 3)
+    np.testing.assert_array_equal(np.asarray(fidelity["conditions"])[:, :, 0], sim_grippers)
+    np.testing.assert_array_equal(np.asarray(curve["conditions"])[:, :, 0], sim_grippers[:2])
+    assert len({v.tobytes() for v in sim_grippers[0]}) > 1  # the grippers move in these episodes
+    long_specs = plan_episodes(1, config.seed + 1, TASKS, 64, 64, 32)
+    np.testing.assert_array_equal(np.asarray(long["conditions"])[0, :, 0], run_episode(long_specs[0]).grippers)
+    # swaps: row i*k + j is start i's grippers driven by episode j's actions
+    for i in range(2):
+        for j in range(2):
+            expected = gripper_views([start_gripper_state(specs[i])], records[j].actions[None])[0]
+            np.testing.assert_array_equal(np.asarray(swaps["conditions"])[2 * i + j, :, 0], expected)
+            np.testing.assert_array_equal(swaps["actions"][2 * i + j], records[j].actions)
+
+
+def test_null_action_baselines_grippers_do_not_move(grippers_eval):
+    config, _, calls = grippers_eval
+    null = np.asarray(calls[1]["conditions"])[:, :, 0]  # (3, T+1, H, W, 3)
+    specs = plan_episodes(3, config.seed, TASKS, 64, 64, 4)
+    starts = np.stack([run_episode(s).grippers[0] for s in specs])
+    np.testing.assert_array_equal(null, np.repeat(starts[:, None], 5, axis=1))  # the start view at every step
+
+
+def test_eval_rejects_condition_views_it_cannot_render(tiny_grippers_bundle, tmp_path):
+    import shutil
+
+    bundle = shutil.copytree(tiny_grippers_bundle, tmp_path / "bundle")
+    config_file = bundle / "world_model" / "config.json"
+    raw = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**raw, "condition_views": ["static_scene"]}))
+    with pytest.raises(ValueError, match="'grippers' condition view can be rendered"):
+        evaluate(_tiny_config(bundle, tmp_path / "eval"))

@@ -49,6 +49,20 @@ def test_both_worlds_start_from_the_same_frames_and_step_the_policy(tiny_bundle)
     assert not np.array_equal(in_model.seen[1], in_model.seen[0])  # the model generated new frames
 
 
+def test_world_model_run_starts_a_conditioned_model_from_the_simulators_grippers(tiny_grippers_bundle):
+    from wmgym.envs.imagined import ImaginedEpisodes
+
+    starts = [Start("fold_half", 5), Start("fold_left_sleeve", 6)]  # not bank starts: their own grippers
+    core = ImaginedEpisodes(2, checkpoint=str(tiny_grippers_bundle), task=None, reward="none", max_episode_steps=2, device="cpu")
+    run_in_world_model(Recorder(), starts, horizon=2, core=core)
+    worlds, _, _ = start_worlds(starts)
+    hold = np.stack([identity_action(0.08, 0.08)] * 2)
+    for track, world in zip(core.tracks, worlds):
+        for _ in range(2):
+            world.step(hold[0])
+        np.testing.assert_allclose(track.state.poses, world.poses, atol=1e-12)
+
+
 def test_rank_agreement_known_values():
     assert rank_agreement([0.1, 0.5, 0.9], [0.0, 0.2, 0.3]) == pytest.approx({"pearson": 0.98198051, "spearman": 1.0})
     assert rank_agreement([0.1, 0.5, 0.9], [0.3, 0.2, 0.0])["spearman"] == pytest.approx(-1.0)

@@ -201,6 +201,39 @@ def test_world_model_r2_uses_generated_frames(tiny_bundle):
         idm_r2_on_world_model(model, world_model)
 
 
+def test_world_model_r2_gives_a_grippers_conditioned_model_the_episodes_grippers_views(tiny_grippers_bundle):
+    """Specs are simulated and their grippers views rendered; episodes need grippers= (views or start states)."""
+    from wmgym.data.generate import plan_episodes
+    from wmgym.sim.episode import run_episode, start_gripper_state
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.config, self.device, self.conditions = inner, inner.config, inner.device, []
+
+        def rollout(self, context, acts, **kwargs):
+            self.conditions.append(np.asarray(kwargs["conditions"]))
+            return self.inner.rollout(context, acts, **kwargs)
+
+    specs = plan_episodes(3, 2, TASKS, SIZE, SIZE, 3)
+    records = [run_episode(spec) for spec in specs]
+    frames, actions = np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
+    views = np.stack([r.grippers for r in records])  # the simulator's grippers views (3, 4, H, W, 3)
+    world_model = Recording(WorldModel.from_pretrained(tiny_grippers_bundle / "world_model", device="cpu"))
+    model = tiny_model()
+    result = idm_r2_on_world_model(model, world_model, specs=specs, batch_size=2, seed=0)
+    np.testing.assert_array_equal(np.concatenate(world_model.conditions)[:, :, 0], views)
+    assert result["world_model"]["num_transitions"] == 9 and not same_figures(result["world_model"], result["simulator"])
+    for grippers in (views, [start_gripper_state(spec) for spec in specs]):
+        again = idm_r2_on_world_model(model, world_model, episodes=(frames, actions), grippers=grippers, batch_size=2, seed=0)
+        assert same_figures(again, result)
+    with pytest.raises(ValueError, match="grippers"):
+        idm_r2_on_world_model(model, world_model, episodes=(frames, actions))
+    with pytest.raises(ValueError, match="grippers"):
+        idm_r2_on_world_model(model, world_model, episodes=(frames, actions), grippers=views[:, 1:])
+    black = idm_r2_on_world_model(model, world_model, episodes=(frames, actions), grippers=np.zeros_like(views), seed=0)
+    assert not same_figures(black["world_model"], result["world_model"])  # the views steer the generated frames
+
+
 # ---------------------------------------------------------------- pseudo-labelling
 def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
     free = strip_actions(store, tmp_path / "free.zarr")

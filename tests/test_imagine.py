@@ -45,3 +45,25 @@ def test_imagine_resumes_to_the_same_store(tiny_bundle, source, tmp_path):
         np.testing.assert_array_equal(straight.read_episode(i)["frames"], resumed.read_episode(i)["frames"])
     with pytest.raises(FileExistsError):
         imagine_store(config)
+
+
+def test_a_grippers_conditioned_model_draws_from_the_stores_grippers_views(tiny_grippers_bundle, source, tmp_path):
+    import torch
+
+    from wmgym.model.world_model import WorldModel
+
+    out = imagine_store(ImagineConfig(data=str(source), out=str(tmp_path / "wm.zarr"), checkpoint=str(tiny_grippers_bundle),
+                                      batch_size=2, device="cpu", max_episodes=2))
+    sim, wm = EpisodeStore.open(source), EpisodeStore.open(out)
+    eps, imagined = [sim.read_episode(i) for i in range(2)], [wm.read_episode(i) for i in range(2)]
+    for a, b in zip(eps, imagined):
+        np.testing.assert_array_equal(a["grippers"], b["grippers"])
+        assert not np.array_equal(a["frames"][1:], b["frames"][1:])
+    # exactly the rollout conditioned on the store's grippers views (batch 0's generator), not on other views
+    model = WorldModel.from_pretrained(tiny_grippers_bundle / "world_model", device="cpu")
+    context = np.stack([e["frames"][:1] for e in eps])
+    actions = np.stack([e["actions"] for e in eps])
+    views = np.stack([e["grippers"] for e in eps])[:, :, None]  # (2, T+1, 1, H, W, 3)
+    for conditions, same in ((views, True), (np.zeros_like(views), False)):
+        frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=conditions).numpy()
+        assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same

@@ -221,3 +221,97 @@ def test_plan_command_reports_three_arms_and_resumes(tiny_bundle, tmp_path):
     assert planner_record["steps"] == 3 and planner_record["num_plans"] == 2  # 2 + 1 steps
     plan(config)  # a rerun reuses the finished episodes instead of running them again
     assert json.loads((tmp_path / "plan.json").read_text())["episodes"] == saved["episodes"]
+
+
+# ---------------------------------------------------------------- grippers-conditioned world models
+class RecordingModel:
+    """Wraps a world model and records the `conditions` of every rollout call."""
+
+    def __init__(self, inner):
+        self.inner, self.config, self.device, self.conditions = inner, inner.config, inner.device, []
+
+    def rollout(self, context, actions, **kwargs):
+        self.conditions.append(kwargs.get("conditions"))
+        return self.inner.rollout(context, actions, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def grippers_model(tiny_grippers_bundle):
+    return WorldModel.from_pretrained(tiny_grippers_bundle / "world_model", device="cpu")
+
+
+def test_planner_renders_each_candidates_grippers_views_for_a_conditioned_model(grippers_model, lpips_head):
+    from wmgym.sim.gripper_track import GripperState, gripper_views
+
+    env = gym.make("SimFold-v0", task="fold_half", resolution=64)
+    obs, _ = env.reset(seed=3)
+    goal, state = env.unwrapped.world.render_goal(), GripperState.of_world(env.unwrapped.world)
+    nominal = scripted_nominal(env, obs[None], 3)
+    model = RecordingModel(grippers_model)
+    planner = Planner(model, lpips_head, num_candidates=3, num_steps=1)
+    with pytest.raises(ValueError, match="grippers"):
+        planner.plan(obs[None], goal, nominal, seed=7)
+    with pytest.raises(ValueError, match="2 context frames"):
+        planner.plan(np.stack([obs, obs]), goal, nominal, seed=7, grippers=state)
+    assert not model.conditions  # nothing was rolled out without the views
+    result = planner.plan(obs[None], goal, nominal, seed=7, grippers=state)
+    assert result.actions.shape == (3, 20) and np.all(np.isfinite(result.scores))
+    conditions = model.conditions[-1].cpu().numpy()  # (n, 1 + T, 1, H, W, 3)
+    assert conditions.shape == (3, 4, 1, 64, 64, 3) and conditions.dtype == np.uint8
+    np.testing.assert_array_equal(conditions[:, 0, 0], np.broadcast_to(env.unwrapped.world.views()[2], (3, 64, 64, 3)))
+    best = int(np.argmax(result.scores[0]))  # the best candidate's views are those of its own actions
+    np.testing.assert_array_equal(conditions[best, :, 0], gripper_views([state], result.actions[None])[0])
+    for t in range(3):  # and the simulator's, executing them
+        env.step(result.actions[t])
+        np.testing.assert_array_equal(conditions[best, t + 1, 0], env.unwrapped.world.views()[2])
+    # the views steer the imagined frames: other grippers, other scores for the same candidates
+    poses = state.poses.copy()
+    poses[:, 0, 3] += 0.05
+    other = planner.plan(obs[None], goal, nominal, seed=7, grippers=GripperState(poses, state.widths))
+    assert not np.array_equal(model.conditions[-1].cpu().numpy(), conditions)
+    assert not np.array_equal(other.scores, result.scores)
+
+
+def test_an_unconditioned_model_ignores_grippers():
+    from wmgym.sim.gripper_track import GripperState
+
+    state = GripperState(np.tile(np.eye(4), (2, 1, 1)), np.full(2, 0.02))
+    planner = Planner(ActionEchoModel(), TargetScorer(TARGET), num_candidates=4)  # its rollout takes no conditions
+    np.testing.assert_array_equal(planner.plan(CONTEXT, None, NOMINAL, seed=0).actions,
+                                  planner.plan(CONTEXT, None, NOMINAL, seed=0, grippers=state).actions)
+
+
+def test_mpc_gives_a_conditioned_planner_the_simulators_grippers_at_every_replanning(grippers_model, lpips_head):
+    model = RecordingModel(grippers_model)
+    planner = CountingPlanner(Planner(model, lpips_head, num_candidates=2, num_steps=1))
+    env = gym.make("SimFold-v0", task="fold_half", resolution=64, horizon=3)
+    result = run_plan_episode(env, planner, seed=0, replan_every=1, plan_horizon=2, context_frames=2, rng=0)
+    assert result.num_plans == 3 and len(model.conditions) == 3
+    twin = gym.make("SimFold-v0", task="fold_half", resolution=64, horizon=3)  # replays the executed actions
+    twin.reset(seed=0)
+    views = [twin.unwrapped.world.views()[2]]
+    for action in result.actions:
+        twin.step(action)
+        views.append(twin.unwrapped.world.views()[2])
+    for step, conditions in enumerate(model.conditions):  # plan k starts at step k from frames max(0, k-1)..k
+        context = np.stack(views[max(0, step - 1): step + 1])
+        np.testing.assert_array_equal(conditions.cpu().numpy()[:, : len(context), 0],
+                                      np.broadcast_to(context, (2, *context.shape)))
+    with pytest.raises(ValueError, match="static camera"):
+        run_plan_episode(gym.make("SimFold-v0", task="fold_half", resolution=64, horizon=3, is_camera_moving=True),
+                         planner.inner, seed=0, rng=0)
+
+
+def test_plan_command_and_planner_policy_with_a_grippers_conditioned_bundle(tiny_grippers_bundle, tmp_path):
+    from wmgym.eval.policies import PlannerPolicy, make_starts, start_worlds
+
+    config = PlanConfig(task="fold_half", n=2, episodes=1, checkpoint=str(tiny_grippers_bundle), horizon=2, plan_horizon=2,
+                        num_steps=1, reward="lpips-offline", device="cpu")
+    assert plan(config)["fold_half"]["episodes"] == 1
+    starts = make_starts(2, 5)
+    _, frames, _ = start_worlds(starts)
+    policy = PlannerPolicy(n=2, checkpoint=str(tiny_grippers_bundle), device="cpu", num_steps=1, horizon=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        actions = policy.plan(starts, frames)
+    assert actions.shape == (2, 2, 20) and np.all(np.isfinite(actions))

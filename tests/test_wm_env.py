@@ -284,3 +284,56 @@ def test_cached_videoclip_features_equal_encoding_the_clip(bundle_dir):
         cached = core.videoclip.embeddings_of_features(core._clip_features(rows))
         direct = core.videoclip.video_embeddings(core._clips(rows, core.videoclip.model.config.num_frames))
         torch.testing.assert_close(cached, direct, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- grippers-conditioned world model
+
+
+def test_grippers_conditioned_bundle_passes_both_checkers(tiny_grippers_bundle):
+    env = make(tiny_grippers_bundle)
+    gymnasium_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(make(tiny_grippers_bundle))
+
+
+def test_conditioned_env_feeds_the_simulators_grippers_view(tiny_grippers_bundle):
+    bundle = Bundle.load(tiny_grippers_bundle)
+    sim = gym.make("SimFold-v0", resolution=SIZE)
+    frame, _ = sim.reset(seed=1_000_000 + 2)  # bank start 2
+    env = make(tiny_grippers_bundle)
+    env.reset(seed=0, options={"frame": frame})
+    core = env.unwrapped.core
+    np.testing.assert_array_equal(core.tracks[0].state.poses, bundle.start_grippers[2].poses)
+    seen = []
+    original = core.imagination.step
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(conditions) or original(actions, generator, conditions, **kw)
+    for _ in range(3):
+        action = sim.unwrapped.expert_action()
+        sim.step(action)
+        env.step(action)
+        np.testing.assert_array_equal(seen[-1][0, 0].cpu().numpy(), sim.unwrapped.views()["grippers"])
+
+
+def test_conditioned_frames_depend_on_the_grippers(tiny_grippers_bundle):
+    bundle = Bundle.load(tiny_grippers_bundle)
+    env = make(tiny_grippers_bundle)
+    frame = bundle.start_frames[0]
+    a, _ = env.reset(seed=5, options={"frame": frame})
+    a = env.step(hold())[0]
+    b, _ = env.reset(seed=5, options={"frame": frame, "grippers": bundle.start_grippers[1]})
+    b = env.step(hold())[0]
+    assert not np.array_equal(a, b)  # same frame, seed and action; other grippers
+    with pytest.raises(ValueError, match="GripperState"):
+        env.reset(options={"grippers": "left"})
+
+
+def test_conditioned_model_needs_the_bundles_start_grippers(tiny_grippers_bundle, tmp_path):
+    import shutil
+
+    from wmgym.envs.bundle import GRIPPERS_FILE
+
+    copy = tmp_path / "old_bundle"
+    shutil.copytree(tiny_grippers_bundle, copy)
+    (copy / GRIPPERS_FILE).unlink()
+    assert Bundle.load(copy).start_grippers is None
+    with pytest.raises(FileNotFoundError, match="remake it with `wmgym bundle`"):
+        make(copy)

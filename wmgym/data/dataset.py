@@ -11,6 +11,8 @@ from wmgym.data.store import EpisodeStore
 
 SPLITS = ("train", "val", "all")
 READ_BLOCK_FRAMES = 4096  # rows read from zarr at a time while loading
+CONDITION_VIEWS = {"grippers": "grippers_rgb", "static_scene": "static_scene_rgb"}
+"""Pixel-aligned views a world model can be conditioned on -> their arrays in the store."""
 
 
 def split_episodes(num_episodes: int, split: str, val_fraction: float = 0.1,
@@ -40,7 +42,10 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Item: `(frames, actions)` with frames (T+1, H, W, 3) torch.uint8 (camera view o_s..o_{s+T})
     and actions (T, 20) torch.float32 (a_s..a_{s+T-1}; the store's padding row is never
-    returned), T = `num_actions`. Windows never cross episode boundaries.
+    returned), T = `num_actions`. With `views` (e.g. ("grippers",)), the item is
+    `(frames, actions, conditions)` with conditions (T+1, V, H, W, 3) torch.uint8: the store's
+    pixel-aligned views of the same frames, in the order named. Windows never cross episode
+    boundaries.
 
     The camera frames and actions of the selected episodes are loaded into memory once, at
     construction (89k frames at 64x64 is about 1.1 GB), so items cost no disk reads.
@@ -51,7 +56,10 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, path, num_actions: int = 4, split: str = "train",
-                 val_fraction: float = 0.1, split_seed: int = 0):
+                 val_fraction: float = 0.1, split_seed: int = 0, views: tuple[str, ...] = ()):
+        unknown = [v for v in views if v not in CONDITION_VIEWS]
+        if unknown:
+            raise ValueError(f"views must be among {tuple(CONDITION_VIEWS)}, got {tuple(views)}")
         store = EpisodeStore.open(path, mode="r")
         if store.num_episodes == 0:
             raise ValueError(f"episode store {path} holds no episodes")
@@ -74,6 +82,9 @@ class WindowDataset(torch.utils.data.Dataset):
             keep[s] = True
         self.frames = torch.from_numpy(read_rows(store.root["data/camera0_rgb"], keep))
         self.actions = torch.from_numpy(read_rows(store.root["data/action"], keep))
+        self.views = tuple(views)
+        self.conditions = (torch.from_numpy(np.stack([read_rows(store.root[f"data/{CONDITION_VIEWS[v]}"], keep)
+                                                      for v in views], axis=1)) if views else None)  # (N, V, H, W, 3)
 
         # Window starts as rows of the compacted arrays.
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -83,11 +94,13 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._starts)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         start = int(self._starts[index])
         frames = self.frames[start: start + self.num_actions + 1].clone()  # (T+1, H, W, 3)
         actions = self.actions[start: start + self.num_actions].clone()  # (T, 20)
-        return frames, actions
+        if self.conditions is None:
+            return frames, actions
+        return frames, actions, self.conditions[start: start + self.num_actions + 1].clone()  # (T+1, V, H, W, 3)
 
 
 def read_rows(array, keep: np.ndarray) -> np.ndarray:

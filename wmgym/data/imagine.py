@@ -5,7 +5,8 @@ first frame with its own actions, and written to a new store of the same layout 
 `camera0_rgb` differs: actions, scores, success, captions and the other views stay the
 simulator's. Such a store trains and calibrates models that must read *imagined* frames — the
 success judge and VideoCLIP reward of WMFold-v0 see nothing else — against the simulator's
-ground truth. Resumable: episodes already written are skipped.
+ground truth. A world model conditioned on the grippers view is given the store's own
+grippers view of every frame (`grippers_rgb`). Resumable: episodes already written are skipped.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def imagine_store(config: ImagineConfig) -> Path:
     from wmgym.data.store import EpisodeStore
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
+    from wmgym.sim.gripper_track import is_gripper_conditioned
 
     if config.batch_size < 1 or (config.max_episodes is not None and config.max_episodes < 1):
         raise ValueError(f"need batch_size >= 1 and max_episodes >= 1 (or None), got {config.batch_size}, {config.max_episodes}")
     source = EpisodeStore.open(config.data)
     bundle = Bundle.load(config.checkpoint)
     model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
+    views = ("grippers",) if is_gripper_conditioned(model) else ()  # ValueError for views a store cannot give
     if (source.height, source.width) != (model.config.height, model.config.width):
         raise ValueError(f"{config.data} holds {source.height}x{source.width} frames; the world model makes "
                          f"{model.config.height}x{model.config.width}")
@@ -74,9 +77,13 @@ def imagine_store(config: ImagineConfig) -> Path:
             records = [source.read_record(i) for i in indices]
             context = np.stack([r.interaction[:1] for r in records])  # (b, 1, H, W, 3)
             actions = np.stack([r.actions for r in records])  # (b, T, 20)
+            conditions = None  # the store's grippers view of every frame: (b, T+1, 1, H, W, 3)
+            if views:
+                conditions = np.stack([r.grippers for r in records])[:, :, None]
             generator = torch.Generator(device=model.device).manual_seed(config.seed * 1_000_003 + batch)
             with torch.no_grad():
-                frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps).cpu().numpy()
+                frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps,
+                                       conditions=conditions).cpu().numpy()
             imagined = [replace(r, interaction=np.concatenate([r.interaction[:1], f])) for r, f in zip(records, frames)]
             out.append(imagined[max(0, done - first):])
             progress.update(len(indices) - max(0, done - first))

@@ -9,6 +9,10 @@ Layout of a bundle directory (DESIGN.md, "Checkpoints"; no pickles):
     videoclip/           `VideoCLIP.save_pretrained` (optional: text rewards and the success judge)
     start_frames.png     N start frames side by side, (H, N * W, 3)
     goals_<task>.png     N goal images side by side; goal i is start frame i folded by <task>
+    start_grippers.safetensors
+                         the grippers at each start frame: poses (N, 2, 4, 4), widths (N, 2)
+                         float64 (for world models conditioned on the grippers view; bundles
+                         made before it existed lack it)
 
 `make_bundle` renders the banks with the reference simulator, so `reset` in `WMFold-v0`
 starts from the same states `SimFold-v0` does (start frame i is `SimFold-v0`'s first
@@ -26,9 +30,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
+GRIPPERS_FILE = "start_grippers.safetensors"
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "wmfold"
 
 HOW_TO_MAKE = (
@@ -59,6 +65,8 @@ class Bundle:
     captions: dict[str, str]
     start_frames: np.ndarray
     goals: dict[str, np.ndarray] = field(default_factory=dict)
+    start_grippers: list | None = None
+    """`GripperState` of each start frame (None: a bundle without start_grippers.safetensors)."""
 
     @property
     def world_model_dir(self) -> Path:
@@ -84,7 +92,7 @@ class Bundle:
         read = lambda name: _read_strip(directory / name, n, height, width)
         captions = {task: entry["caption"] for task, entry in meta["tasks"].items()}
         goals = {task: read(f"goals_{task}.png") for task in captions}
-        return cls(directory, height, width, captions, read("start_frames.png"), goals)
+        return cls(directory, height, width, captions, read("start_frames.png"), goals, _read_grippers(directory, n))
 
     def nearest_start(self, frame: np.ndarray) -> int:
         """Index of the bank's start frame closest (mean squared pixel error) to `frame` (H, W, 3)."""
@@ -111,6 +119,7 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
     """
     from wmgym.envs.sim_fold import SimFoldEnv
     from wmgym.model.world_model import CONFIG_FILE
+    from wmgym.sim.gripper_track import GripperState
     from wmgym.sim.tasks import TASKS, make_task
 
     world_model = Path(world_model)
@@ -128,13 +137,14 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         raise ValueError(f"need num_steps >= 1 and guidance_scale >= 0, got {num_steps} and {guidance_scale}")
     config = json.loads((world_model / CONFIG_FILE).read_text())
     height, width = int(config["height"]), int(config["width"])
-    starts, goals = [], {task: [] for task in TASKS}
+    starts, goals, grippers = [], {task: [] for task in TASKS}, []
     for i in range(num_start_frames):
         for task in TASKS:  # the start state depends on the seed only; the goal on the task too
             env = SimFoldEnv(task=task, resolution=(height, width))
             frame, _ = env.reset(seed=bank_seed + i)
             if task == TASKS[0]:
                 starts.append(frame)
+                grippers.append(GripperState.of_world(env.world))
             elif not np.array_equal(frame, starts[-1]):
                 raise RuntimeError("the simulator's start state depends on the task; the bank assumes it does not")
             goals[task].append(env.world.render_goal())
@@ -151,6 +161,8 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
     _write_strip(tmp / "start_frames.png", np.stack(starts))
     for task, images in goals.items():
         _write_strip(tmp / f"goals_{task}.png", np.stack(images))
+    save_file({"poses": np.stack([g.poses for g in grippers]), "widths": np.stack([g.widths for g in grippers])},
+              tmp / GRIPPERS_FILE)
     meta = {"format_version": FORMAT_VERSION, "height": height, "width": width, "num_start_frames": num_start_frames,
             "bank_seed": bank_seed, "tasks": {task: {"caption": make_task(task).caption} for task in TASKS},
             "made_with": made_with}
@@ -159,6 +171,19 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _read_grippers(directory: Path, n: int) -> list | None:
+    from wmgym.sim.gripper_track import GripperState
+
+    path = directory / GRIPPERS_FILE
+    if not path.is_file():
+        return None
+    arrays = load_file(path)
+    if set(arrays) != {"poses", "widths"} or arrays["poses"].shape != (n, 2, 4, 4) or arrays["widths"].shape != (n, 2):
+        raise ValueError(f"{path}: expected poses ({n}, 2, 4, 4) and widths ({n}, 2), got "
+                         f"{ {k: v.shape for k, v in arrays.items()} }")
+    return [GripperState(p, w) for p, w in zip(arrays["poses"], arrays["widths"])]
 
 
 def _write_strip(path: Path, frames: np.ndarray) -> None:

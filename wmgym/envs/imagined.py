@@ -17,12 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW
-from wmgym.envs.bundle import Bundle
+from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
 from wmgym.model.imagination import Imagination
 from wmgym.model.world_model import WorldModel
 from wmgym.rewards.base import RewardHead
+from wmgym.sim.gripper_track import GripperState, GripperTrack, is_gripper_conditioned
 from wmgym.sim.tasks import TASKS
+from wmgym.sim.world import WorldConfig
 
+RESET_OPTIONS = ("frame", "goal_image", "goal_text", "task", "grippers")
 REWARDS = ("videoclip", "lpips", "lpips-offline", "none")
 """`reward` names: VideoCLIP similarity to the goal text; LPIPS to the goal image (real weights,
 see `LPIPSHead`); LPIPS with its offline fallback trunk (uncalibrated, warns); no reward."""
@@ -50,6 +53,14 @@ class ImaginedEpisodes:
         self.bundle = Bundle.load(checkpoint)
         self.model = WorldModel.from_pretrained(self.bundle.world_model_dir, device=device).eval()
         self.device = self.model.device
+        self.is_gripper_conditioned = is_gripper_conditioned(self.model)
+        if self.is_gripper_conditioned and self.bundle.start_grippers is None:
+            raise FileNotFoundError(f"the world model in {self.bundle.directory} is conditioned on the grippers view, but the "
+                                    f"bundle has no {GRIPPERS_FILE} (the start banks' gripper poses); remake it with `wmgym bundle`")
+        # The grippers' motion is kinematics of the actions: each row's track renders the view
+        # the model is conditioned on, exactly as the simulator would (wmgym.sim.gripper_track).
+        self.scene = WorldConfig(height=self.bundle.height, width=self.bundle.width)
+        self.tracks: list[GripperTrack | None] = [None] * num_envs
         self.num_envs, self.task, self.max_episode_steps = num_envs, task, max_episode_steps
         self.num_steps, self.guidance_scale = num_steps, guidance_scale
         self.height, self.width = self.bundle.height, self.bundle.width
@@ -114,14 +125,16 @@ class ImaginedEpisodes:
         options: "frame" uint8 (r, H, W, 3) or, for one row, (H, W, 3): start from it (any size:
         resized to the model's for the model, returned unchanged); "goal_image" (one image or r);
         "goal_text" (one str or r); "task" (one task name or r, overriding the env's `task` for
-        these episodes). Without them: a start frame drawn from the bundle's bank, and the goal
-        the task gives that start (for a given frame: the goal of the nearest bank frame).
+        these episodes); "grippers" (a `GripperState` or r: the grippers at the start, for a
+        model conditioned on the grippers view). Without them: a start frame drawn from the
+        bundle's bank, and the goal and grippers the bank gives that start (for a given frame:
+        those of the nearest bank frame, exact for `SimFold-v0`'s bank seeds).
         """
         rows = [int(i) for i in rows]
         r, options = len(rows), dict(options or {})
-        unknown = sorted(set(options) - {"frame", "goal_image", "goal_text", "task"})
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown reset options {unknown}; expected 'frame', 'goal_image', 'goal_text', 'task'")
+            raise ValueError(f"unknown reset options {unknown}; expected one of {RESET_OPTIONS}")
         frame = options.get("frame")
         if frame is not None:
             given = _as_images(frame, r, "options['frame']", self.device)  # uint8 (r, h, w, 3), any size
@@ -147,13 +160,18 @@ class ImaginedEpisodes:
         texts = [self.bundle.captions[t] for t in tasks] if texts is None else ([texts] * r if isinstance(texts, str) else list(texts))
         if len(texts) != r or not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError(f"goal_text must be a non-empty str or {r} of them, got {texts!r}")
+        conditions = None
+        if self.is_gripper_conditioned:
+            for row, state in zip(rows, self._start_grippers(options.get("grippers"), index, r)):
+                self.tracks[row] = GripperTrack(state, self.scene)
+            conditions = self._gripper_views(rows)[:, None]  # (r, 1, 1, H, W, 3)
         if self.imagination is None or r == self.num_envs and rows == list(range(self.num_envs)):
             self.imagination = Imagination(self.model, self.num_envs, num_steps=self.num_steps, guidance_scale=self.guidance_scale)
             if r != self.num_envs:
                 raise RuntimeError("the first reset must start every row")
-            self.imagination.start(starts[:, None], generator=self.generator)
+            self.imagination.start(starts[:, None], generator=self.generator, conditions=conditions)
         else:
-            self.imagination.start(starts[:, None], rows=rows, generator=self.generator)
+            self.imagination.start(starts[:, None], rows=rows, generator=self.generator, conditions=conditions)
         self.frames[rows, 0] = starts
         if self.clip_features is not None:
             self.clip_features[rows, 0] = self.videoclip.frame_features(starts[:, None], starts)[:, 0]
@@ -186,7 +204,12 @@ class ImaginedEpisodes:
             self.frames = torch.cat([self.frames, torch.zeros_like(self.frames)], dim=1)
             if self.clip_features is not None:
                 self.clip_features = torch.cat([self.clip_features, torch.zeros_like(self.clip_features)], dim=1)
-        latents = self.imagination.step(actions, self.generator)
+        conditions = None
+        if self.is_gripper_conditioned:
+            for track, action in zip(self.tracks, actions.cpu().numpy()):
+                track.step(action)
+            conditions = self._gripper_views(range(self.num_envs))
+        latents = self.imagination.step(actions, self.generator, conditions)
         frames = self.model.decode_latents(latents)[:, 0]  # (b, H, W, 3)
         rows = np.flatnonzero(active).tolist()
         self.frames[rows, self.lengths[rows]] = frames[rows]
@@ -210,6 +233,19 @@ class ImaginedEpisodes:
         if self.max_episode_steps is not None:
             truncated = active & (self.lengths > self.max_episode_steps) & ~success
         return self._to_obs_size(frames), terms, success & active, truncated
+
+    def _start_grippers(self, given, index: list[int], r: int) -> list[GripperState]:
+        """The grippers at the start of r episodes: `given` (one `GripperState` or r), else the bank's at `index`."""
+        if given is None:
+            return [self.bundle.start_grippers[i] for i in index]
+        states = [given] * r if isinstance(given, GripperState) else list(given)
+        if len(states) != r or not all(isinstance(g, GripperState) for g in states):
+            raise ValueError(f"options['grippers'] must be a GripperState or {r} of them, got {given!r}")
+        return states
+
+    def _gripper_views(self, rows) -> torch.Tensor:
+        """uint8 (r, 1, H, W, 3) on the device: the grippers view of each row's newest frame."""
+        return torch.from_numpy(np.stack([self.tracks[i].render() for i in rows])[:, None]).to(self.device)
 
     def check_actions(self, actions) -> torch.Tensor:
         """(b, 20) float actions -> float32 tensor on the device; ValueError naming the layout when bad."""

@@ -52,7 +52,12 @@ class WorldModelVectorEnv(VectorEnv):
     A start frame from the bundle's bank (drawn with the env's RNG) or `options["frame"]`
     (uint8 (num_envs, H, W, 3) or one (H, W, 3)); goal from `options["goal_image"]` /
     `options["goal_text"]` or the task's; `options["task"]` (one name or num_envs) overrides
-    the env's task for these episodes. Sampling noise comes from the env's own generator,
+    the env's task for these episodes. A world model conditioned on the grippers view (the
+    Dexterous World Models hand conditioning) also needs the grippers at the start: the bank's
+    (for a given frame, the nearest bank frame's), or `options["grippers"]` (one
+    `wmgym.sim.gripper_track.GripperState` or num_envs; `GripperState.of_world(sim.world)` for
+    a `SimFold-v0` state). Each step then renders the grippers at their new poses, exactly as
+    the simulator would (pure kinematics of the actions), and feeds that view to the model. Sampling noise comes from the env's own generator,
     seeded by `reset(seed=...)`: the same seed and actions give the same frames.
 
     ## Episode End
@@ -145,7 +150,9 @@ class WorldModelEnv(gym.Env):
     A start frame from the bundle's bank (seeded), or `options["frame"]` (uint8 (H, W, 3),
     e.g. a `SimFold-v0` observation: returned unchanged as the first observation). Goal from
     `options["goal_image"]` / `options["goal_text"]` or the task's; `options["task"]`
-    overrides the env's task for this episode.
+    overrides the env's task for this episode; `options["grippers"]` (a `GripperState`) the
+    grippers at the start, for a world model conditioned on the grippers view (as
+    `WorldModelVectorEnv`).
 
     ## Episode End
     Terminated when the success judge fires (`info["success"]`). Truncated after

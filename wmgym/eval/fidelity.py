@@ -8,12 +8,17 @@ world model starts from each episode's first frame and receives its actions; eve
 frame is compared with the simulator's:
     - fidelity by step (PSNR, SSIM, LPIPS) against two baselines: the first frame copied, and
       the same model with the null action of action dropout (does the model use the actions?);
+      for a model conditioned on the grippers view, that baseline's grippers view is the
+      hold-still action's (the grippers never move), so it gets no gripper motion either;
     - the action cross-swap test (seed 000): start i driven by the actions of episode j, for
       all K x K pairs; `swap_controllability` is the fraction of off-diagonal pairs whose two
       ground truths (actions j vs actions i from start i) differ visibly, in which the model's
       rollout is closer to the swapped ground truth than to the original one;
     - long rollouts past the training window (sliding KV window): PSNR by step up to 48;
     - speed: env steps/s of 16 vector envs, and a quality-speed curve over sampler settings.
+A world model conditioned on the grippers view (`condition_views == ("grippers",)`) gets, in
+every rollout, the grippers view of its start state driven by the actions it receives
+(`wmgym.sim.gripper_track.gripper_views`, the simulator's own view bit for bit).
 Writes `metrics.json`, `report.md` and PNG plots to `--out`.
 """
 
@@ -137,7 +142,8 @@ def evaluate(config: EvalConfig) -> dict:
     from wmgym.data.generate import plan_episodes
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
-    from wmgym.sim.episode import replay_actions, simulate_episodes
+    from wmgym.sim.episode import replay_actions, start_gripper_state
+    from wmgym.sim.gripper_track import is_gripper_conditioned
     from wmgym.sim.tasks import TASKS
 
     _check_config(config)
@@ -145,20 +151,27 @@ def evaluate(config: EvalConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.load(config.checkpoint)
     model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
+    conditioned = is_gripper_conditioned(model)
     height, width = model.config.height, model.config.width
     began = time.perf_counter()
     metrics: dict = {"checkpoint": str(bundle.directory), "episodes": config.episodes, "seed": config.seed,
                      "horizon": config.horizon, "num_steps": model.sampler.num_steps,
                      "guidance_scale": model.sampler.guidance_scale, "device": str(model.device),
+                     "condition_views": list(model.config.condition_views),
                      "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
                      "command": "wmgym eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None}
 
     # ---- fidelity: held-out episodes, model vs copy-first vs null action
     specs = plan_episodes(config.episodes, config.seed, TASKS, height, width, config.horizon)
-    truth, actions = simulate_episodes(specs, show_progress=True, desc="simulator (fidelity)")  # (N, T+1, H, W, 3), (N, T, 20)
+    truth, actions, sim_grippers = _simulate(specs, "simulator (fidelity)")  # (N, T+1, H, W, 3), (N, T, 20), (N, T+1, H, W, 3)
     truth_t = torch.from_numpy(truth).to(model.device)
-    predicted = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, desc="world model")
-    null = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, drop_actions=True, desc="null action")
+    # Grippers views (conditioned models only; None otherwise): (N, T+1, 1, H, W, 3).
+    states = [start_gripper_state(s) for s in specs] if conditioned else None
+    views = _gripper_conditions(states, actions, height, width, sim_grippers) if conditioned else None
+    null_views = _gripper_conditions(states, hold_still_actions(states, config.horizon), height, width) if conditioned else None
+    predicted = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=views, desc="world model")
+    null = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=null_views, drop_actions=True,
+                     desc="null action")
     copy_first = truth_t[:, :1].expand(-1, config.horizon, -1, -1, -1)
     target = truth_t[:, 1:]
     lpips_head = _lpips(config)
@@ -182,7 +195,10 @@ def evaluate(config: EvalConfig) -> dict:
                         for i in tqdm(range(k), desc="simulator (swaps)")])  # (K, K, T+1, H, W, 3)
     starts = np.repeat(truth[:k, :1], k, axis=0)  # row i*k + j: start i
     swap_actions = np.tile(actions[:k], (k, 1, 1))  # row i*k + j: actions j
-    model_swaps = _rollouts(model, starts, swap_actions, config.batch_size, config.seed, desc="world model (swaps)")
+    swap_views = (_gripper_conditions([states[i] for i in range(k) for _ in range(k)], swap_actions, height, width)
+                  if conditioned else None)  # row i*k + j: start i's grippers driven by actions j
+    model_swaps = _rollouts(model, starts, swap_actions, config.batch_size, config.seed, conditions=swap_views,
+                            desc="world model (swaps)")
     model_swaps = model_swaps.reshape(k, k, *model_swaps.shape[1:])
     swapped_t = torch.from_numpy(swapped[:, :, 1:]).to(model.device)
     swap = swap_controllability(model_swaps, swapped_t, target[:k], config.swap_visible_db)
@@ -191,8 +207,11 @@ def evaluate(config: EvalConfig) -> dict:
 
     # ---- long rollouts past the 5-frame training window
     long_specs = plan_episodes(config.long_episodes, config.seed + 1, TASKS, height, width, config.long_horizon)
-    long_truth, long_actions = simulate_episodes(long_specs, show_progress=True, desc="simulator (long)")
-    long_predicted = _rollouts(model, long_truth[:, :1], long_actions, config.batch_size, config.seed, desc="world model (long)")
+    long_truth, long_actions, long_grippers = _simulate(long_specs, "simulator (long)")
+    long_views = (_gripper_conditions([start_gripper_state(s) for s in long_specs], long_actions, height, width, long_grippers)
+                  if conditioned else None)
+    long_predicted = _rollouts(model, long_truth[:, :1], long_actions, config.batch_size, config.seed, conditions=long_views,
+                               desc="world model (long)")
     long_target = torch.from_numpy(long_truth[:, 1:]).to(model.device)
     long_psnr = psnr(long_predicted, long_target).mean(0)
     long_first = torch.from_numpy(long_truth[:, :1]).to(model.device).expand_as(long_target)
@@ -214,8 +233,8 @@ def evaluate(config: EvalConfig) -> dict:
         curve = []
         settings = [(n, g) for g in config.curve_guidance for n in config.curve_num_steps]
         for n, g in tqdm(settings, desc="quality-speed curve"):
-            frames = _rollouts(model, truth[:c, :1], actions[:c], config.batch_size, config.seed, num_steps=n,
-                               guidance_scale=g, desc=None)
+            frames = _rollouts(model, truth[:c, :1], actions[:c], config.batch_size, config.seed,
+                               conditions=None if views is None else views[:c], num_steps=n, guidance_scale=g, desc=None)
             curve.append({"num_steps": n, "guidance_scale": g, "psnr_mean": float(psnr(frames, target[:c]).mean()),
                           "env_steps_per_s": speed(num_steps=n, guidance_scale=g)})
         metrics["quality_speed"] = curve
@@ -244,16 +263,50 @@ def _check_config(config: EvalConfig) -> None:
         raise ValueError("need at least one curve_num_steps and curve_guidance value")
 
 
+def hold_still_actions(states, horizon: int) -> np.ndarray:
+    """float32 (N, T, 20): for each start `GripperState`, the action that holds both grippers still
+    at their start widths, T times (the grippers view of the null-action baseline never moves)."""
+    from wmgym.actions import identity_action
+
+    hold = np.stack([identity_action(*state.widths) for state in states]) if states else np.zeros((0, 20), np.float32)
+    return np.repeat(hold[:, None], horizon, axis=1)
+
+
+def _simulate(specs, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run `EpisodeSpec`s (one size and horizon) in the simulator -> interaction frames uint8 (N, T+1, H, W, 3),
+    actions float32 (N, T, 20) and the simulator's grippers view uint8 (N, T+1, H, W, 3)."""
+    from wmgym.sim.episode import run_episode
+
+    records = [run_episode(spec) for spec in tqdm(specs, desc=desc)]
+    return (np.stack([r.interaction for r in records]), np.stack([r.actions for r in records]).astype(np.float32),
+            np.stack([r.grippers for r in records]))
+
+
+def _gripper_conditions(states, actions: np.ndarray, height: int, width: int, simulated: np.ndarray | None = None) -> np.ndarray:
+    """The grippers view of N start `GripperState`s driven by actions (N, T, 20), as rollout conditions:
+    uint8 (N, T+1, 1, H, W, 3). With `simulated` (N, T+1, H, W, 3), the simulator's own grippers view of
+    the same episodes, RuntimeError unless they are equal."""
+    from wmgym.sim.gripper_track import gripper_views
+    from wmgym.sim.world import WorldConfig
+
+    views = gripper_views(states, actions, WorldConfig(height=height, width=width))
+    if simulated is not None and not np.array_equal(views, simulated):
+        raise RuntimeError("the grippers views rendered from the start states and actions differ from the simulator's")
+    return views[:, :, None]
+
+
 @torch.no_grad()
 def _rollouts(model, starts: np.ndarray, actions: np.ndarray, batch_size: int, seed: int, desc: str | None = None,
-              **kwargs) -> torch.Tensor:
-    """`model.rollout` in batches: starts uint8 (N, 1, H, W, 3), actions (N, T, 20) -> uint8 (N, T, H, W, 3) on
-    the model's device. Batch i draws its noise from a generator seeded (seed, i)."""
+              conditions: np.ndarray | None = None, **kwargs) -> torch.Tensor:
+    """`model.rollout` in batches: starts uint8 (N, 1, H, W, 3), actions (N, T, 20) and, for a conditioned
+    model, conditions uint8 (N, T+1, V, H, W, 3) -> uint8 (N, T, H, W, 3) on the model's device. Batch i
+    draws its noise from a generator seeded (seed, i)."""
     parts = []
     for i, first in enumerate(tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None)):
         generator = torch.Generator(device=model.device).manual_seed(seed * 1_000_003 + i)
-        parts.append(model.rollout(starts[first : first + batch_size], actions[first : first + batch_size],
-                                   generator=generator, **kwargs))
+        rows = slice(first, first + batch_size)
+        extra = {} if conditions is None else {"conditions": conditions[rows]}
+        parts.append(model.rollout(starts[rows], actions[rows], generator=generator, **extra, **kwargs))
     return torch.cat(parts)
 
 
@@ -384,6 +437,11 @@ def _report(m: dict, config: EvalConfig) -> str:
         lines.append(f"| {name} | {fmt(m[f'psnr{key}_mean'])} | {fmt(m[f'ssim{key}_mean'])} | {fmt(m[f'lpips{key}_mean'])} |")
     kinds = [k for k in m if k.startswith("psnr_mean_")]
     lines += ["", "World-model PSNR by episode kind: " + ", ".join(f"{k[len('psnr_mean_'):]} {fmt(m[k])} dB" for k in kinds) + "."]
+    null_note = ("Null actions: the same model with action dropout's null action at every step"
+                 + ("; it is conditioned on the grippers view, and that baseline's grippers view is the hold-still action's "
+                    "(the grippers never move), so it gets no gripper motion through the conditioning either."
+                    if m.get("condition_views") == ["grippers"] else "."))
+    lines += ["", null_note]
     if not m["lpips_pretrained"]:
         lines += ["", "LPIPS used the offline fallback (random AlexNet trunk, LPIPS's own linear heads): put torchvision's "
                   "`alexnet-owt-7be5be79.pth` in torch's hub cache for calibrated LPIPS."]

@@ -99,13 +99,17 @@ def run_in_world_model(policy: Policy, starts: list[Start], horizon: int = 16, c
     """
     from wmgym.envs.imagined import ImaginedEpisodes
 
-    _, frames, goals = start_worlds(starts)
+    from wmgym.sim.gripper_track import GripperState
+
+    worlds, frames, goals = start_worlds(starts)
     if core is None:
         core = ImaginedEpisodes(len(starts), checkpoint=checkpoint, task=None, reward="none", num_steps=num_steps,
                                 max_episode_steps=horizon, device=device)
     core.generator.manual_seed(seed)
-    observations = core.reset_rows(range(len(starts)), np.random.default_rng(seed),
-                                   {"frame": frames, "goal_image": goals, "task": [s.task for s in starts]}).cpu().numpy()
+    options = {"frame": frames, "goal_image": goals, "task": [s.task for s in starts]}
+    if core.is_gripper_conditioned:  # the simulator's grippers at each start, not the nearest bank frame's
+        options["grippers"] = [GripperState.of_world(world) for world in worlds]
+    observations = core.reset_rows(range(len(starts)), np.random.default_rng(seed), options).cpu().numpy()
     policy.reset(starts, observations)
     success = np.zeros(len(starts), dtype=bool)
     for t in range(horizon):
@@ -132,6 +136,7 @@ class PlannerPolicy(SimulatorBehaviourPolicy):
         from wmgym.model.world_model import WorldModel
         from wmgym.policies.mpc import make_reward_head
         from wmgym.policies.planning import Planner, ProposalConfig
+        from wmgym.sim.gripper_track import GripperState
 
         if self.planner is None:
             model = WorldModel.from_pretrained(Bundle.load(self.checkpoint).world_model_dir, device=self.device).eval()
@@ -139,8 +144,9 @@ class PlannerPolicy(SimulatorBehaviourPolicy):
                                    proposal=ProposalConfig(position_std=self.position_std, width_std=self.position_std),
                                    num_steps=self.num_steps)
         nominal = super().plan(starts, frames)  # (b, T, 20): the demonstrator's sequences
-        _, _, goals = start_worlds(starts, *frames.shape[1:3])
-        return np.stack([self.planner.plan(frames[i][None], goals[i], nominal[i], seed=self.seed + i).actions
+        worlds, _, goals = start_worlds(starts, *frames.shape[1:3])
+        grippers = [GripperState.of_world(world) for world in worlds]  # for a model conditioned on the grippers view
+        return np.stack([self.planner.plan(frames[i][None], goals[i], nominal[i], seed=self.seed + i, grippers=grippers[i]).actions
                          for i in tqdm(range(len(starts)), desc=self.name, leave=False)])
 
 

@@ -15,7 +15,8 @@ groups. `r2_scores` returns plain floats (nan where undefined), JSON-ready.
 model from the simulator's start frames with the simulator's actions and scores the IDM on
 the generated pairs: if the world model obeys the actions, the IDM reads them back (a second,
 independent measure of controllability), and the gap to the same episodes' simulator R²
-says how much it does not.
+says how much it does not. A world model conditioned on the grippers view is given the
+episodes' own grippers views (rendered from their start `GripperState`s and actions).
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def idm_r2(model, frames, actions, min_std: float = 1e-2) -> dict:
     return r2_scores(idm_predictions(model, frames).reshape(-1, ACTION_DIM), actions.reshape(-1, ACTION_DIM), min_std)
 
 
-def idm_r2_on_world_model(model, world_model, specs=None, episodes=None, *, batch_size: int = 16, seed: int = 0,
-                          num_steps: int | None = None, min_std: float = 1e-2, show_progress: bool = False) -> dict:
+def idm_r2_on_world_model(model, world_model, specs=None, episodes=None, *, grippers=None, batch_size: int = 16,
+                          seed: int = 0, num_steps: int | None = None, min_std: float = 1e-2, show_progress: bool = False) -> dict:
     """R² of the IDM on world-model frames made with the simulator's actions, beside its R² on the simulator's frames.
 
     Give either `specs` (`EpisodeSpec`s, simulated here) or `episodes` = (frames uint8
@@ -100,6 +101,12 @@ def idm_r2_on_world_model(model, world_model, specs=None, episodes=None, *, batc
     first frame and is driven by its actions (`WorldModel.rollout`, `batch_size` episodes per
     call, generator seeded with `seed`, `num_steps` sampler steps or the checkpoint's); the IDM
     then reads the actions back from the pairs (o_0, g_1), (g_1, g_2), ... of generated frames g.
+
+    A world model conditioned on the grippers view (`config.condition_views == ("grippers",)`)
+    is also given each episode's grippers view of every frame: with `specs` they are rendered
+    here (`start_gripper_state` and the actions, bit for bit the simulator's); with `episodes`
+    pass `grippers`: uint8 (n, T+1, H, W, 3) views, or n `GripperState`s at the episodes'
+    first frames (ValueError without it). `grippers` is ignored for an unconditioned model.
 
     Returns {"world_model": r2_scores on generated frames, "simulator": r2_scores on the same
     episodes' simulator frames, "num_episodes": n}.
@@ -110,17 +117,48 @@ def idm_r2_on_world_model(model, world_model, specs=None, episodes=None, *, batc
         raise ValueError("give exactly one of specs and episodes")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    specs = None if specs is None else list(specs)
     frames, actions = simulate_episodes(specs, show_progress) if episodes is None else episodes
     frames, actions = _check_episodes(frames, actions)
     size = (world_model.config.height, world_model.config.width)
     if frames.shape[2:4] != size:
         raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[3]}, the world model makes {size[0]}x{size[1]}")
+    views = _grippers_views(world_model, specs, grippers, frames, actions)  # (n, T+1, H, W, 3) or None
     generator = torch.Generator(device=world_model.device).manual_seed(seed)
     generated = []
     for start in tqdm(range(0, len(frames), batch_size), desc="world-model rollouts", disable=not show_progress):
+        extra = {} if views is None else {"conditions": views[start: start + batch_size, :, None]}  # (b, T+1, 1, H, W, 3)
         rolled = world_model.rollout(frames[start: start + batch_size, :1], actions[start: start + batch_size],
-                                     num_steps=num_steps, generator=generator)  # (b, T, H, W, 3)
+                                     num_steps=num_steps, generator=generator, **extra)  # (b, T, H, W, 3)
         generated.append(rolled.cpu().numpy())
     imagined = np.concatenate([frames[:, :1], np.concatenate(generated)], axis=1)  # (n, T+1, H, W, 3)
     return {"world_model": idm_r2(model, imagined, actions, min_std), "simulator": idm_r2(model, frames, actions, min_std),
             "num_episodes": int(len(frames))}
+
+
+def _grippers_views(world_model, specs, grippers, frames: np.ndarray, actions: np.ndarray) -> np.ndarray | None:
+    """The grippers view of every frame, uint8 (n, T+1, H, W, 3), for a world model conditioned
+    on it; None for an unconditioned one."""
+    from wmgym.policies.planning import is_gripper_conditioned
+    from wmgym.sim.gripper_track import GripperState, gripper_views
+    from wmgym.sim.world import WorldConfig
+
+    if not is_gripper_conditioned(world_model):
+        return None
+    scene = WorldConfig(height=frames.shape[2], width=frames.shape[3])
+    if grippers is None and specs is not None:
+        from wmgym.sim.episode import start_gripper_state
+
+        grippers = [start_gripper_state(spec) for spec in specs]
+    if grippers is None:
+        raise ValueError("the world model is conditioned on the grippers view: with episodes=, pass grippers= (the "
+                         "episodes' grippers views uint8 (n, T+1, H, W, 3), or their GripperStates at the first frame)")
+    if isinstance(grippers, (list, tuple)) and all(isinstance(g, GripperState) for g in grippers):
+        if len(grippers) != len(frames):
+            raise ValueError(f"grippers must hold one GripperState per episode ({len(frames)}), got {len(grippers)}")
+        return gripper_views(grippers, actions, scene)
+    views = np.asarray(grippers)
+    if views.dtype != np.uint8 or views.shape != frames.shape:
+        raise ValueError(f"grippers views must be uint8 {frames.shape} like the frames (or n GripperStates), "
+                         f"got {views.dtype} {views.shape}")
+    return views

@@ -5,7 +5,9 @@ Dimension legend: T planned steps, t frames seen so far, H x W pixels.
 An episode: reset the simulator; every `replan_every` steps (and whenever the plan runs
 out) plan `plan_horizon` steps from the newest simulator frames in the world model, then
 execute the plan's actions in the simulator until the next replanning. `replan_every=None`
-plans once and executes open loop (replanning only when the plan runs out).
+plans once and executes open loop (replanning only when the plan runs out). Every plan gets
+the simulator's grippers (`GripperState`) at each context frame, which a world model
+conditioned on the grippers view renders its candidates' grippers views from.
 
 `plan(PlanConfig)` runs E episodes per task from seeds `seed .. seed+E-1` with three arms on
 the same start states: the planner, the scripted demonstrator (closed loop, privileged) and
@@ -36,8 +38,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wmgym.policies.planning import METHODS, Planner, ProposalConfig, RandomProposal
+from wmgym.policies.planning import METHODS, Planner, ProposalConfig, RandomProposal, is_gripper_conditioned
 from wmgym.rewards.base import RewardHead, as_goal_texts
+from wmgym.sim.gripper_track import GripperState
 
 REWARDS = ("lpips", "lpips-offline", "videoclip", "judge")
 NOMINALS = ("scripted", "none")
@@ -116,7 +119,9 @@ def run_plan_episode(env: gym.Env, planner, *, seed: int, goal=None, replan_ever
 
     Args:
         env: a `gym.make("SimFold-v0", ...)` environment.
-        planner: has `plan(context, goal, nominal, horizon=, history=, seed=) -> PlanResult`.
+        planner: has `plan(context, goal, nominal, horizon=, history=, seed=, grippers=) -> PlanResult`;
+            `grippers` is the list of the simulator's `GripperState`s at the context frames,
+            oldest first (`GripperState.of_world(env.unwrapped.world)` after each step).
         seed: passed to `env.reset`.
         goal: the reward head's goal; None: the simulator's goal image
             (`world.render_goal()`) for image heads, the task's caption for text heads.
@@ -134,22 +139,28 @@ def run_plan_episode(env: gym.Env, planner, *, seed: int, goal=None, replan_ever
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     obs, info = env.reset(seed=seed)
     sim = env.unwrapped
+    if sim.world.config.is_camera_moving and is_gripper_conditioned(getattr(planner, "world_model", None)):
+        raise ValueError("a world model conditioned on the grippers view plans with a static camera; "
+                         "make SimFold-v0 with is_camera_moving=False")
     if goal is None:
         head = getattr(planner, "reward_head", None)
         goal = sim.world.task.caption if getattr(head, "goal_kind", "image") == "text" else sim.world.render_goal()
     frames, actions, plan, used, num_plans = [obs], [], None, 0, 0
+    grippers = [GripperState.of_world(sim.world)]  # the grippers at every frame seen, as the frames
     done = False
     while not done:
         if plan is None or used >= len(plan) or (replan_every is not None and used >= replan_every):
             horizon = min(plan_horizon, sim.horizon - len(actions))
             seen = np.stack(frames)  # (t, H, W, 3)
             nominal = None if nominal_fn is None else nominal_fn(env, seen, horizon)
-            plan = planner.plan(seen[-context_frames:], goal, nominal, horizon=horizon, history=seen, seed=rng).actions
+            plan = planner.plan(seen[-context_frames:], goal, nominal, horizon=horizon, history=seen, seed=rng,
+                                grippers=grippers[-context_frames:]).actions
             used, num_plans = 0, num_plans + 1
         actions.append(plan[used])
         obs, _, terminated, truncated, info = env.step(plan[used])
         used += 1
         frames.append(obs)
+        grippers.append(GripperState.of_world(sim.world))
         done = terminated or truncated
     return EpisodeResult(bool(info["success"]), float(info["score"]), len(actions), num_plans, np.stack(actions))
 

@@ -10,6 +10,13 @@ best candidate. CEM (the cross-entropy method as PlaNet, Hafner et al. 2019, pla
 repeats: refit a diagonal Gaussian to the `num_elites` best candidates, sample again from it;
 it returns the best candidate seen in any iteration.
 
+Grippers conditioning. A world model conditioned on the grippers view
+(`world_model.config.condition_views == ("grippers",)`) needs that view for every context
+frame and every imagined frame. `Planner.plan` then takes `grippers`: the `GripperState` at the
+newest context frame (or one per context frame); each candidate's views are rendered from it by
+`wmgym.sim.gripper_track.gripper_views` (pure kinematics of the candidate's actions, as the
+simulator draws them, static camera at the context's resolution).
+
 Proposals. Gaussian around a nominal sequence (the scripted demonstrator's, an IDM's or a
 policy's), or uniform within the action bounds. Only the position deltas (0:3, 10:13) and
 the widths (9, 19) are sampled; the 6-D rotations are copied from the nominal (the identity
@@ -25,6 +32,8 @@ import numpy as np
 import torch
 
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, IDENTITY_HAND_ROT6D, validate_action
+from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, is_gripper_conditioned
+from wmgym.sim.world import WorldConfig
 
 METHODS = ("best-of-n", "cem")
 PROPOSALS = ("gaussian", "uniform")
@@ -134,6 +143,20 @@ def _as_rng(seed) -> np.random.Generator:
     raise ValueError(f"seed must be an int, None or a numpy Generator, got {type(seed).__name__}")
 
 
+def _context_grippers(grippers, num_context: int) -> list[GripperState]:
+    """`grippers` as one GripperState per context frame, oldest first; ValueError when it does not fit."""
+    if grippers is None:
+        raise ValueError("the world model is conditioned on the grippers view: pass grippers=, the GripperState at the "
+                         "newest context frame (e.g. GripperState.of_world(env.unwrapped.world) in SimFold-v0)")
+    states = [grippers] if isinstance(grippers, GripperState) else list(grippers)
+    if not states or not all(isinstance(g, GripperState) for g in states):
+        raise ValueError(f"grippers must be a GripperState or a sequence of them, got {grippers!r}")
+    if len(states) != num_context:
+        raise ValueError(f"grippers must give the GripperState of each of the {num_context} context frames (one state "
+                         f"serves a single context frame only), got {len(states)}")
+    return states
+
+
 def _as_frames(frames, name: str) -> np.ndarray:
     frames = np.asarray(frames.cpu() if isinstance(frames, torch.Tensor) else frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 1:
@@ -146,7 +169,9 @@ class Planner:
 
     Args:
         world_model: anything with `rollout(context uint8 (n, c, H, W, 3), actions (n, T, 20),
-            generator=, num_steps=) -> uint8 (n, T, H, W, 3)` (`wmgym.model.world_model.WorldModel`).
+            generator=, num_steps=) -> uint8 (n, T, H, W, 3)` (`wmgym.model.world_model.WorldModel`);
+            if its `config.condition_views` is ("grippers",), `rollout` also gets `conditions=`
+            uint8 (n, c + T, 1, H, W, 3) and `plan` needs `grippers=`.
         reward_head: a `wmgym.rewards.base.RewardHead` (`score(frames, goal) -> (n,)`).
         method: "best-of-n" or "cem".
         num_candidates: n, the candidates of one iteration (one batched rollout each).
@@ -182,7 +207,8 @@ class Planner:
         self.num_elites, self.momentum = num_elites, momentum
         self.proposal, self.num_steps, self.include_mean = proposal, num_steps, include_mean
 
-    def plan(self, context, goal, nominal=None, *, horizon: int | None = None, history=None, seed=None) -> PlanResult:
+    def plan(self, context, goal, nominal=None, *, horizon: int | None = None, history=None, seed=None,
+             grippers: GripperState | list[GripperState] | None = None) -> PlanResult:
         """Plan T steps from `context`.
 
         Args:
@@ -194,10 +220,15 @@ class Planner:
             history: uint8 (t0, H, W, 3) frames seen so far, put before the imagined ones for
                 the reward head (video heads see the whole clip); None: the context.
             seed: int, None or numpy Generator: draws the proposals and the sampling noise.
+            grippers: for a world model conditioned on the grippers view (required then, else
+                ValueError; ignored otherwise): the `GripperState` at the newest context frame,
+                or a list of c states, one per context frame, oldest first (needed when c > 1).
+                Each candidate's grippers views are rendered from the newest state.
         Returns:
             PlanResult; same seed and inputs give the same plan.
         """
         context = _as_frames(context, "context")
+        states = _context_grippers(grippers, len(context)) if is_gripper_conditioned(self.world_model) else None
         history = context if history is None else _as_frames(history, "history")
         if history.shape[1:] != context.shape[1:]:
             raise ValueError(f"history frames {history.shape[1:]} and context frames {context.shape[1:]} differ in size")
@@ -214,7 +245,8 @@ class Planner:
                 candidates = sample_gaussian(mean, std, self.num_candidates, rng)
             if self.include_mean:
                 candidates[0] = clip_to_bounds(mean)
-            scores = self.score_candidates(context, history, candidates, goal, generator)
+            conditions = None if states is None else self.gripper_conditions(states, candidates, context.shape[1:3])
+            scores = self.score_candidates(context, history, candidates, goal, generator, conditions)
             all_scores.append(scores)
             best = int(np.argmax(scores))
             if scores[best] > best_score:
@@ -227,14 +259,31 @@ class Planner:
         return PlanResult(best_actions.copy(), best_score, np.stack(all_scores).astype(np.float32),
                           mean if self.method == "cem" else nominal_mean)
 
+    @staticmethod
+    def gripper_conditions(states: list[GripperState], candidates: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """uint8 (n, c + T, 1, H, W, 3): the grippers view of the c context frames (one state
+        each, oldest first) and of the frames after each of the n candidates' T actions, which
+        start from the newest state."""
+        scene = WorldConfig(height=int(size[0]), width=int(size[1]))
+        n = len(candidates)
+        past = [GripperTrack(state, scene).render() for state in states[:-1]]
+        past = np.array(past, np.uint8).reshape(-1, *size, 3)  # (c - 1, H, W, 3)
+        future = gripper_views([states[-1]] * n, candidates, scene)  # (n, T + 1, H, W, 3), the newest context frame first
+        views = np.concatenate([np.broadcast_to(past[None], (n, *past.shape)), future], axis=1)  # (n, c + T, H, W, 3)
+        return np.ascontiguousarray(views[:, :, None])
+
     def score_candidates(self, context: np.ndarray, history: np.ndarray, candidates: np.ndarray, goal,
-                         generator: torch.Generator) -> np.ndarray:
-        """Roll out all n candidates (n, T, 20) in ONE batched call and score them -> float (n,)."""
+                         generator: torch.Generator, conditions: np.ndarray | None = None) -> np.ndarray:
+        """Roll out all n candidates (n, T, 20) in ONE batched call and score them -> float (n,).
+
+        `conditions`: uint8 (n, c + T, 1, H, W, 3) grippers views for a conditioned world model
+        (`gripper_conditions`), None for an unconditioned one."""
         n, horizon = candidates.shape[:2]
         device = self.world_model.device
         batch_context = torch.from_numpy(context).to(device)[None].expand(n, *context.shape)  # (n, c, H, W, 3)
+        extra = {} if conditions is None else {"conditions": torch.from_numpy(conditions).to(device)}
         imagined = self.world_model.rollout(batch_context, torch.from_numpy(candidates).to(device),
-                                            generator=generator, num_steps=self.num_steps)  # (n, T, H, W, 3)
+                                            generator=generator, num_steps=self.num_steps, **extra)  # (n, T, H, W, 3)
         if tuple(imagined.shape) != (n, horizon, *context.shape[1:]):
             raise ValueError(f"world_model.rollout returned {tuple(imagined.shape)}, expected {(n, horizon, *context.shape[1:])}")
         past = torch.from_numpy(history).to(imagined.device)[None].expand(n, *history.shape)  # (n, t0, H, W, 3)
@@ -253,7 +302,9 @@ class RandomProposal:
     def __init__(self, proposal: ProposalConfig = ProposalConfig()):
         self.proposal = proposal
 
-    def plan(self, context, goal, nominal=None, *, horizon: int | None = None, history=None, seed=None) -> PlanResult:
+    def plan(self, context, goal, nominal=None, *, horizon: int | None = None, history=None, seed=None,
+             grippers=None) -> PlanResult:
+        """As `Planner.plan`; context, history and grippers are not used."""
         mean = _proposal_mean(nominal, horizon, check_horizon=False)
         rng = _as_rng(seed)
         if self.proposal.kind == "uniform":

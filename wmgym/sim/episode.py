@@ -189,3 +189,16 @@ def simulate_episodes(specs, show_progress: bool = False, desc: str = "simulate"
         raise ValueError("all specs must share height, width and horizon")
     records = [run_episode(spec) for spec in tqdm(specs, desc=desc, disable=not show_progress)]
     return np.stack([r.interaction for r in records]), np.stack([r.actions for r in records]).astype(np.float32)
+
+
+def start_gripper_state(spec: EpisodeSpec):
+    """The grippers (`GripperState`) at the first frame of `run_episode(spec)`, exactly.
+
+    The start state is drawn as `run_episode` draws it; with the episode's actions,
+    `wmgym.sim.gripper_track.gripper_views` then reproduces its grippers view bit for bit.
+    """
+    from wmgym.sim.gripper_track import GripperState
+
+    world = _world(spec.height, spec.width)
+    world.reset(np.random.default_rng(spec.seed), spec.task)
+    return GripperState.of_world(world)

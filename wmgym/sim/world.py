@@ -30,6 +30,54 @@ _FINGER_COLORS = ((235, 125, 40), (40, 175, 195))  # left orange, right teal: te
 _BODY_COLORS = ((85, 80, 75), (70, 78, 92))
 
 
+def move_grippers(poses: np.ndarray, widths: np.ndarray, action, substeps: int, after_hand=None):
+    """Move both grippers through one 20-D action, in place; a generator yielding after each substep.
+
+    The only gripper kinematics of the simulator (`FoldWorld.step` runs its cloth substeps at
+    the yields; `GripperTrack` runs none): each hand's target pose is its action applied to its
+    pose, limited to the workspace and the table; the pose then moves there over `substeps`
+    linear/geodesic steps (re-limited near the table) and the width linearly.
+
+    Args:
+        poses: (2, 4, 4) float gripper poses, updated in place.
+        widths: (2,) float jaw openings (metres), updated in place.
+        action: (20,) action (DESIGN.md layout).
+        after_hand: called with the hand index after that hand moved in a substep.
+    """
+    action = validate_action(action)
+    if action.shape != (20,):
+        raise ValueError(f"a gripper step takes one action of shape (20,), got {action.shape}")
+    targets, target_widths = [], []
+    for hand in range(2):
+        pose, width = apply_hand_action(poses[hand], action[10 * hand : 10 * hand + 10])
+        width = float(np.clip(width, 0.0, OPEN_WIDTH + 0.01))
+        targets.append(limit_pose(pose, width))
+        target_widths.append(width)
+    rotvecs = [Rotation.from_matrix(poses[h, :3, :3].T @ targets[h][:3, :3]).as_rotvec() for h in range(2)]
+    start_poses, start_widths = poses.copy(), widths.copy()
+    for s in range(1, substeps + 1):
+        f = s / substeps
+        for hand in range(2):
+            poses[hand, :3, 3] = (1 - f) * start_poses[hand, :3, 3] + f * targets[hand][:3, 3]
+            poses[hand, :3, :3] = start_poses[hand, :3, :3] @ _rodrigues(f * rotvecs[hand])
+            widths[hand] = (1 - f) * start_widths[hand] + f * target_widths[hand]
+            if poses[hand, 2, 3] < TABLE_CHECK_HEIGHT:  # a turning gripper near the table
+                poses[hand] = limit_pose(poses[hand], widths[hand])
+            if after_hand is not None:
+                after_hand(hand)
+        yield
+
+
+def gripper_boxes(poses: np.ndarray, widths: np.ndarray) -> list[Box]:
+    """The renderer's boxes of both grippers at `poses` (2, 4, 4) opened to `widths` (2,)."""
+    boxes = []
+    for hand in range(2):
+        for part in gripper_parts(poses[hand], widths[hand]):
+            color = _FINGER_COLORS[hand] if part.is_finger else _BODY_COLORS[hand]
+            boxes.append(Box(part.center, part.rotation, part.half_extents, np.array(color)))
+    return boxes
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Scene settings.
@@ -151,30 +199,8 @@ class FoldWorld:
     # ------------------------------------------------------------------ step
     def step(self, action) -> None:
         """Apply one 20-D action (DESIGN.md layout) over `config.substeps` physics substeps."""
-        action = validate_action(action)
-        if action.shape != (20,):
-            raise ValueError(f"FoldWorld.step takes one action of shape (20,), got {action.shape}")
-        targets, target_widths = [], []
-        for hand in range(2):
-            pose, width = apply_hand_action(self.poses[hand], action[10 * hand : 10 * hand + 10])
-            width = float(np.clip(width, 0.0, OPEN_WIDTH + 0.01))
-            targets.append(limit_pose(pose, width))
-            target_widths.append(width)
-        rotvecs = [
-            Rotation.from_matrix(self.poses[h, :3, :3].T @ targets[h][:3, :3]).as_rotvec() for h in range(2)
-        ]
-        start_poses, start_widths = self.poses.copy(), self.widths.copy()
-        n = self.config.substeps
-        dt = self.config.step_seconds / n
-        for s in range(1, n + 1):
-            f = s / n
-            for hand in range(2):
-                self.poses[hand, :3, 3] = (1 - f) * start_poses[hand, :3, 3] + f * targets[hand][:3, 3]
-                self.poses[hand, :3, :3] = start_poses[hand, :3, :3] @ _rodrigues(f * rotvecs[hand])
-                self.widths[hand] = (1 - f) * start_widths[hand] + f * target_widths[hand]
-                if self.poses[hand, 2, 3] < TABLE_CHECK_HEIGHT:  # a turning gripper near the table
-                    self.poses[hand] = limit_pose(self.poses[hand], self.widths[hand])
-                self._update_grasp(hand)
+        dt = self.config.step_seconds / self.config.substeps
+        for _ in move_grippers(self.poses, self.widths, action, self.config.substeps, after_hand=self._update_grasp):
             self.state = self.cloth.step(self.state, dt, *self._pins(), obstacles=self._finger_obstacles())
         self.step_count += 1
 
@@ -239,12 +265,7 @@ class FoldWorld:
 
     # ---------------------------------------------------------------- render
     def _boxes(self) -> list[Box]:
-        boxes = []
-        for hand in range(2):
-            for part in gripper_parts(self.poses[hand], self.widths[hand]):
-                color = _FINGER_COLORS[hand] if part.is_finger else _BODY_COLORS[hand]
-                boxes.append(Box(part.center, part.rotation, part.half_extents, np.array(color)))
-        return boxes
+        return gripper_boxes(self.poses, self.widths)
 
     def _sync_camera(self) -> None:
         if self.config.is_camera_moving:

@@ -18,6 +18,7 @@ Python's global RNGs are not used.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -110,6 +111,11 @@ class TrainWorldModelConfig:
     """Sampler default: denoising steps per generated frame."""
     history_timestep: int = 20
     """Sampler default: noise level the history frames are held at."""
+    condition_views: tuple[str, ...] = ()
+    """Pixel-aligned views the model is conditioned on, from the store (Dexterous World Models'
+    hand conditioning): e.g. `grippers`, the grippers rendered alone at their commanded poses.
+    With --init-from a model without them, the new condition input starts at zero (the
+    fine-tuned model starts exactly where the loaded one was)."""
     prediction: Literal["v", "residual"] = "residual"
     """Denoiser output: 'residual' (x0 minus the previous frame: starts at the copy-last-frame
     baseline) or 'v' (plain v-prediction)."""
@@ -143,8 +149,8 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model, self.action_dropout = model, action_dropout
 
-    def forward(self, frames, actions, generator):
-        return self.model.compute_loss(frames, actions, action_dropout=self.action_dropout, generator=generator)
+    def forward(self, frames, actions, conditions, generator):
+        return self.model.compute_loss(frames, actions, conditions, action_dropout=self.action_dropout, generator=generator)
 
 
 def train_world_model(config: TrainWorldModelConfig) -> Path:
@@ -171,9 +177,16 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     set_seed(config.seed)
     rank, device = accelerator.process_index, accelerator.device
     num_actions = config.num_frames - 1
-    train_set = WindowDataset(config.data, num_actions=num_actions, split="train")
     if checkpoint is None and config.init_from is not None:
         model = WorldModel.from_pretrained(config.init_from, device="cpu")
+        if config.condition_views and tuple(model.config.condition_views) != tuple(config.condition_views):
+            model = with_condition_views(model, config.condition_views)
+    elif checkpoint is not None:
+        model = WorldModel.from_pretrained(checkpoint / "model", device="cpu")
+    # The model's views (a checkpoint's or an --init-from model's config wins) decide what the data yields.
+    views = tuple(model.config.condition_views) if checkpoint is not None or config.init_from else tuple(config.condition_views)
+    train_set = WindowDataset(config.data, num_actions=num_actions, split="train", views=views)
+    if checkpoint is None and config.init_from is not None:
         if (model.config.height, model.config.width) != (train_set.height, train_set.width):
             raise ValueError(f"--init-from {config.init_from} makes {model.config.height}x{model.config.width} frames, "
                              f"the data {config.data} has {train_set.height}x{train_set.width}")
@@ -184,7 +197,6 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
         model.codec.load_state_dict(codec.state_dict())  # a trained codec's weights (none for pixels)
         state, tensors = None, {}
     else:
-        model = WorldModel.from_pretrained(checkpoint / "model", device="cpu")
         state = json.loads((checkpoint / STATE_FILES[0]).read_text())
         tensors = load_file(checkpoint / STATE_FILES[1])
         model.denoiser.load_state_dict(section(tensors, "raw/"))
@@ -208,7 +220,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     step = 0 if state is None else restore_checkpoint(state, tensors, model, ema, optimizer, scheduler, accelerator)
     if accelerator.is_main_process:
         ema_model.codec.load_state_dict(model.codec.state_dict())
-        val_loader = _val_loader(WindowDataset(config.data, num_actions=num_actions, split="val"), config)
+        val_loader = _val_loader(WindowDataset(config.data, num_actions=num_actions, split="val", views=views), config)
         _start_log(out, config, step)
     writer = summary_writer(out / "tensorboard") if summary_writer and accelerator.is_main_process else None
 
@@ -224,9 +236,9 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
         tick = time.perf_counter()
-        for frames, actions in batches:
+        for frames, actions, *conditions in batches:
             generator.manual_seed(_step_seed(config.seed, rank, step))
-            loss, logs = loss_module(frames, actions, generator)
+            loss, logs = loss_module(frames, actions, conditions[0] if conditions else None, generator)
             accelerator.backward(loss)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip or math.inf)
@@ -280,12 +292,13 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
     generator = torch.Generator(device=model.device).manual_seed(seed)
     sums = torch.zeros(5, dtype=torch.float64)  # loss, x0 se, copy se, rollout se, batches
     count = 0
-    for frames, actions in loader:
+    for frames, actions, *conditions in loader:
         frames, actions = frames.to(model.device), actions.to(model.device)
-        loss, _ = model.compute_loss(frames, actions, action_dropout=action_dropout, generator=generator)
+        conditions = conditions[0].to(model.device) if conditions else None  # (b, t, V, H, W, 3)
+        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator)
         target = frames[:, -1].double()
-        predicted = one_step_from_noise(model, frames, actions, generator)
-        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator)[:, 0]
+        predicted = one_step_from_noise(model, frames, actions, generator, conditions)
+        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions)[:, 0]
         errors = [((x.double() - target) ** 2).sum().item() for x in (predicted, frames[:, -2], rolled)]
         sums += torch.tensor([float(loss), *errors, 1.0], dtype=torch.float64)
         count += target.numel()
@@ -294,8 +307,10 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
             "val/copy_last_psnr": psnr(sums[2].item()), "val/rollout_psnr": psnr(sums[3].item())}
 
 
-def one_step_from_noise(model: WorldModel, frames, actions, generator) -> torch.Tensor:
-    """The last frame of each window (uint8 (b, H, W, 3)) predicted in one denoiser call from pure noise."""
+def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions=None) -> torch.Tensor:
+    """The last frame of each window (uint8 (b, H, W, 3)) predicted in one denoiser call from pure noise.
+
+    conditions: uint8 (b, t, V, H, W, 3) condition views of the window's frames, if the model has any."""
     z = model.encode_frames(frames)  # (b, t, C, h, w)
     b, t = z.shape[:2]
     last = model.config.num_train_timesteps - 1
@@ -306,7 +321,8 @@ def one_step_from_noise(model: WorldModel, frames, actions, generator) -> torch.
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown
-    output = model.denoiser(noisy, timesteps, frame_actions, dropped)[:, -1:]  # (b, 1, C, h, w)
+    cond = model._encode_conditions(conditions, b, t)
+    output = model.denoiser(noisy, timesteps, frame_actions, dropped, cond)[:, -1:]  # (b, 1, C, h, w)
     x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
     return model.decode_latents(x0)[:, 0]
 
@@ -331,6 +347,24 @@ def _check_config(config: TrainWorldModelConfig) -> None:
         raise ValueError("need learning_rate > 0, warmup_steps >= 0, grad_clip >= 0 and stop_after >= 1 (or None)")
 
 
+def with_condition_views(model: WorldModel, views) -> WorldModel:
+    """A copy of an unconditioned `model` that also takes the pixel-aligned `views`.
+
+    Every weight is copied; the new condition input projection is zero-initialised, so the
+    returned model computes exactly what `model` did until it is trained.
+    """
+    if model.config.condition_views:
+        raise ValueError(f"the model is already conditioned on {tuple(model.config.condition_views)}; "
+                         f"cannot switch to {tuple(views)}")
+    denoiser = {**model.config.denoiser, "condition_channels": len(views) * model.codec.latent_channels}
+    config = dataclasses.replace(model.config, denoiser=denoiser, condition_views=tuple(views))
+    out = WorldModel(config, device=model.device)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("denoiser.condition_in.") for key in missing):
+        raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
+    return out
+
+
 def _load_codec(path: str):
     from wmgym.train.codec import load_codec  # only runs with a trained codec
 
@@ -344,14 +378,15 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     codec.check_frame_size(train_set.height, train_set.width)
     denoiser = DenoiserConfig(latent_channels=codec.latent_channels, latent_height=train_set.height // codec.downsample,
                               latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
-                              width=config.width, depth=config.depth, num_heads=config.num_heads)
+                              width=config.width, depth=config.depth, num_heads=config.num_heads,
+                              condition_channels=len(config.condition_views) * codec.latent_channels)
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
     mean, std, low, high = _action_statistics(config.data, train_set)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
-                            action_min=low, action_max=high,
+                            action_min=low, action_max=high, condition_views=tuple(config.condition_views),
                             prediction=config.prediction)
 
 
