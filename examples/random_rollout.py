@@ -16,6 +16,7 @@ import numpy as np
 
 import wmgym  # noqa: F401  (registers SimFold-v0 and WMFold-v0)
 from wmgym.data.video import tile_views, write_video
+from wmgym.sim.gripper_track import GripperState
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> str:
     size = world_model.observation_space.shape[0]
     sim = gym.make("SimFold-v0", resolution=size, horizon=args.steps)
     sim_frame, _ = sim.reset(seed=args.seed)
-    model_frame, _ = world_model.reset(seed=args.seed, options={"frame": sim_frame})
+    start = {"frame": sim_frame, "grippers": GripperState.of_world(sim.unwrapped.world)}  # grippers: for a conditioned model
+    model_frame, _ = world_model.reset(seed=args.seed, options=start)
     sim.action_space.seed(args.seed)
     sim_frames, model_frames = [sim_frame], [model_frame]
     for _ in range(args.steps):

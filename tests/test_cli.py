@@ -32,6 +32,16 @@ def test_rollout_of_expert_writes_a_video_of_a_successful_fold(tmp_path, capsys)
     assert 2 <= frames.shape[0] <= 17
 
 
+def test_rollout_in_the_world_model_shows_simulator_beside_model(tiny_grippers_bundle, tmp_path, capsys):
+    video = tmp_path / "wm.gif"
+    main(["rollout", "--env", "WMFold-v0", "--checkpoint", str(tiny_grippers_bundle), "--device", "cpu", "--out", str(video)])
+    printed = capsys.readouterr().out
+    assert "SimFold-v0 | WMFold-v0" in printed and "PSNR" in printed
+    frames = iio.imread(video)
+    size = frames.shape[1]
+    assert frames.shape[2] == 2 * size + 2 and 2 <= frames.shape[0] <= 17  # two views side by side, a 2-pixel spacer
+
+
 def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path):
     with pytest.raises(SystemExit) as error:
         main(["generate", "--out", str(tmp_path / "x.zarr"), "--episodes", "0"])

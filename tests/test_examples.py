@@ -16,8 +16,10 @@ def load(name: str):
     return module
 
 
-def test_random_rollout_writes_a_video(tiny_bundle, tmp_path):
-    path = load("random_rollout").main(["--checkpoint", str(tiny_bundle), "--out", str(tmp_path / "r.gif"), "--steps", "3", "--device", "cpu"])
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_grippers_bundle"])
+def test_random_rollout_writes_a_video(bundle, tmp_path, request):
+    checkpoint = request.getfixturevalue(bundle)  # the second is conditioned on the grippers view: the sim's grippers start it
+    path = load("random_rollout").main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.gif"), "--steps", "3", "--device", "cpu"])
     assert Path(path).stat().st_size > 0
 
 

@@ -6,11 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from stable_baselines3 import PPO
 
 from wmgym.actions import ACTION_HIGH, ACTION_LOW, identity_action
 from wmgym.data.generate import GenerateConfig, generate
-from wmgym.envs.sb3 import WMFoldVecEnv, from_normalized_actions, to_normalized_actions
-from wmgym.train.policy import TrainPolicyConfig, behaviour_clone, load_demonstrations, make_ppo, train_policy
+from wmgym.eval.policies import make_policy
+from wmgym.envs.sb3 import OPEN_WIDTH, WMFoldVecEnv, binarize_widths, from_normalized_actions, to_normalized_actions
+from wmgym.train.policy import (TrainPolicyConfig, behaviour_clone, evaluate_in_simulator, load_demonstrations, make_ppo,
+                                stack_frames, train_policy)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,6 +31,70 @@ def test_normalised_actions_round_trip():
     actions[:, [9, 19]] = 0.03
     actions = np.clip(actions, ACTION_LOW, ACTION_HIGH)  # valid env actions
     np.testing.assert_allclose(from_normalized_actions(to_normalized_actions(actions)), actions, atol=1e-6)
+
+
+def test_binary_gripper_thresholds_the_width_at_the_middle_of_its_range():
+    actions = np.zeros((4, 20), np.float32)
+    actions[:, 9] = [-1.0, -0.01, 0.01, 1.0]
+    actions[:, 19] = [0.5, -0.5, 0.0, 2.0]
+    env = from_normalized_actions(actions, binary_gripper=True)
+    np.testing.assert_array_equal(env[:, 9], [0, 0, np.float32(OPEN_WIDTH), np.float32(OPEN_WIDTH)])
+    np.testing.assert_array_equal(env[:, 19], [np.float32(OPEN_WIDTH), 0, 0, np.float32(OPEN_WIDTH)])
+    others = np.setdiff1d(np.arange(20), [9, 19])
+    np.testing.assert_array_equal(env[:, others], from_normalized_actions(actions)[:, others])  # only widths change
+    np.testing.assert_allclose(from_normalized_actions(actions)[:, 9], [0.0, 0.04455, 0.04545, 0.09], atol=1e-6)  # default: linear
+    rows = [0, 1, 3]  # (not row 2: exactly on the threshold, which float32 rounding may put either side in env units)
+    np.testing.assert_array_equal(binarize_widths(from_normalized_actions(actions))[rows], env[rows])  # same rule in env units
+
+
+def test_frame_stacks_hold_each_episodes_previous_frames():
+    frames = np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1).repeat(3, axis=-1) + 1  # frame i is all i + 1
+    stacked = stack_frames(frames, [3, 2], n_stack=3)  # episodes: frames 1, 2, 3 then 4, 5
+    assert stacked.shape == (5, 1, 1, 9)
+    np.testing.assert_array_equal(stacked[:, 0, 0, ::3], [[0, 0, 1], [0, 1, 2], [1, 2, 3], [0, 0, 4], [0, 4, 5]])
+    np.testing.assert_array_equal(stack_frames(frames, [5], n_stack=1), frames)
+
+
+def test_stacked_demonstrations_align_frames_and_actions(demo_store):
+    single, actions = load_demonstrations(demo_store, "fold_half", split="all")
+    stacked, stacked_actions = load_demonstrations(demo_store, "fold_half", split="all", n_stack=3)
+    assert stacked.shape == (*single.shape[:3], 9)
+    np.testing.assert_array_equal(stacked_actions, actions)
+    np.testing.assert_array_equal(stacked[..., 6:], single)  # the newest frame is the frame the action was taken in
+    np.testing.assert_array_equal(stacked[1:16, ..., 3:6], single[:15])  # then the one before it, in its episode
+    assert not stacked[0, ..., :6].any() and not stacked[1, ..., :3].any()  # zeros before the episode's start
+    if len(single) > 16:  # the second episode starts afresh
+        assert not stacked[16, ..., :6].any()
+
+
+def test_sb3_policy_stacks_frames_as_vec_frame_stack_does(tiny_bundle):
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from wmgym.policies.base import SB3Policy, Start
+
+    venv = VecFrameStack(WMFoldVecEnv(2, checkpoint=str(tiny_bundle), reward="none", use_success_judge=False, device="cpu",
+                                      binary_gripper=True), 3, channels_order="last")
+    venv.seed(0)
+    seen = []
+
+    class Recorder:  # stands in for an SB3 model: records what the policy hands it
+        def predict(self, obs, deterministic=True):
+            seen.append(obs.copy())
+            return np.zeros((len(obs), 20), np.float32), None
+
+    policy = SB3Policy(Recorder(), n_stack=3)
+    obs = venv.reset()
+    frames = venv.venv.get_images()
+    policy.reset([Start("fold_half", 0)] * 2, np.stack(frames))
+    for t in range(4):
+        policy.act(np.stack(venv.venv.get_images()), t)
+        np.testing.assert_array_equal(seen[-1], obs)
+        obs, _, dones, _ = venv.step(np.zeros((2, 20), np.float32))
+        assert not dones.any()
+    policy.reset([Start("fold_half", 0)] * 2, np.stack(frames))
+    policy.act(np.stack(frames), 0)
+    assert not seen[-1][..., :6].any()  # a new episode's stack starts from zeros, as after VecFrameStack.reset
+    venv.close()
 
 
 def test_demonstrations_are_the_successful_demo_frames_of_the_task(demo_store):
@@ -65,6 +132,25 @@ def test_train_policy_runs_every_stage(tiny_bundle, demo_store, tmp_path):
     assert saved["filtered"][0]["accepted_rate"] == 1.0 and saved["filtered"][0]["pairs"] == 4
     assert 0.0 <= metrics["filtered"][0]["sim"]["success_rate"] <= 1.0
     assert all((tmp_path / "pi" / name).is_file() for name in ("bc.zip", "ppo.zip", "filtered.zip"))
+    assert config.n_stack == 3 and not config.binary_gripper  # the defaults: stacked frames, continuous gripper
+    assert PPO.load(tmp_path / "pi" / "bc.zip").observation_space.shape[0] == 9  # 3 frames x RGB (SB3 stores channels first)
+    policy = make_policy(f"sb3:{tmp_path / 'pi' / 'bc.zip'}", 16)  # how eval-policies loads it
+    assert policy.n_stack == 3 and not policy.to_env_actions.keywords["binary_gripper"]
+
+
+def test_train_policy_single_frames_binary_gripper(tiny_bundle, demo_store, tmp_path):
+    config = TrainPolicyConfig(out=str(tmp_path / "pi"), data=str(demo_store), checkpoint=str(tiny_bundle), bc_epochs=1,
+                               num_envs=2, n_steps=8, eval_episodes=1, n_stack=1, binary_gripper=True, device="cpu")
+    metrics = train_policy(config)
+    assert metrics["bc"]["pairs"] > 0 and 0.0 <= metrics["bc"]["sim"]["success_rate"] <= 1.0
+    model = PPO.load(tmp_path / "pi" / "bc.zip")
+    assert model.observation_space.shape[0] == 3
+    assert evaluate_in_simulator(model, "fold_half", 1)["episodes"] == 1  # n_stack inferred from the model: 1
+    policy = make_policy(f"sb3:{tmp_path / 'pi' / 'bc.zip'}", 16)  # binary gripper read from metrics.json beside it
+    assert policy.n_stack == 1
+    size = model.observation_space.shape[1]
+    widths = policy.act(np.zeros((2, size, size, 3), np.uint8), 0)[:, [9, 19]]
+    assert np.all((widths == 0.0) | (widths == np.float32(OPEN_WIDTH)))
 
 
 def test_train_policy_rejects_bad_settings(tmp_path):

@@ -98,7 +98,10 @@ def rollout(config: RolloutConfig) -> str:
     views = [env.unwrapped.views()]
     predicted = []
     if model is not None:
-        predicted.append(model.reset(seed=config.seed, options={"frame": obs})[0])
+        from wmgym.sim.gripper_track import GripperState
+
+        start = {"frame": obs, "grippers": GripperState.of_world(env.unwrapped.world)}  # the grippers: for a conditioned model
+        predicted.append(model.reset(seed=config.seed, options=start)[0])
     done = False
     while not done:
         action = env.unwrapped.expert_action() if config.policy == "expert" else env.action_space.sample()

@@ -13,6 +13,16 @@ so by default the adapter's action space is `Box(-1, 1, (20,))`, centred on "hol
 rotation is the identity plus 0.4 x the action, clipped to the bounds (a new policy's zero mean is a valid rotation,
 and no action in the box is a degenerate one), the width maps linearly onto 0..0.09 m.
 `normalize_actions=False` exposes the raw bounds instead.
+
+Binary gripper (`binary_gripper=True`, off by default): each hand's width command is thresholded
+into open (`OPEN_WIDTH`, 0.08 m, the demonstrator's) or closed (0 m) at the middle of its range
+(normalised width > 0, i.e. > 0.045 m: open), as robot-learning policies command parallel grippers.
+A regressed width otherwise averages the bimodal demonstrations (0 or 0.08 m) to ~0.04 m, above
+the simulator's grasp threshold (`wmgym.sim.gripper.GRASP_WIDTH`, 0.02 m), and never grasps.
+
+Frame stacking: wrap the adapter in SB3's `VecFrameStack(venv, n_stack, channels_order="last")`;
+`wmgym.policies.base.SB3Policy(n_stack=...)` and `wmgym.train.policy.load_demonstrations(n_stack=...)`
+stack the same way (oldest frame first on the channel axis, zero frames before an episode's start).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW
+from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, MAX_WIDTH
 from wmgym.envs.imagined import ImaginedEpisodes
 
 
@@ -33,15 +43,33 @@ column's first entry stays >= 0.6 and the second column's second entry >= 0.6 wh
 within +-0.4, so the two columns are never zero or parallel (Gram-Schmidt always defines a rotation)."""
 _IS_ROTATION = np.tile((np.arange(10) >= 3) & (np.arange(10) < 9), 2)  # [3:9] and [13:19]
 _IDENTITY = np.tile(np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0], np.float32), 2)
+WIDTH_INDICES = (9, 19)
+"""The two hands' gripper widths in the 20-D action."""
+OPEN_WIDTH = 0.08
+"""Metres: the binary gripper's open command, the demonstrator's (`wmgym.sim.world.OPEN_WIDTH`); closed is 0."""
 
 
-def from_normalized_actions(actions: np.ndarray) -> np.ndarray:
+def from_normalized_actions(actions: np.ndarray, binary_gripper: bool = False) -> np.ndarray:
     """Policy actions in [-1, 1] (..., 20) (clipped to it first) -> env actions: positions and
     widths linearly onto their bounds, rotations as identity + ROTATION_SCALE * action (the
-    diagonal entries clipped at 1, the bound)."""
+    diagonal entries clipped at 1, the bound). With `binary_gripper`, each width is
+    `OPEN_WIDTH` where its normalised value is > 0 and 0 (closed) elsewhere."""
     actions = np.clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0)
     linear = ACTION_LOW + (actions + 1.0) * 0.5 * (ACTION_HIGH - ACTION_LOW)
-    return np.clip(np.where(_IS_ROTATION, _IDENTITY + ROTATION_SCALE * actions, linear), ACTION_LOW, ACTION_HIGH).astype(np.float32)
+    env = np.clip(np.where(_IS_ROTATION, _IDENTITY + ROTATION_SCALE * actions, linear), ACTION_LOW, ACTION_HIGH).astype(np.float32)
+    if binary_gripper:
+        widths = list(WIDTH_INDICES)
+        env[..., widths] = np.where(actions[..., widths] > 0.0, OPEN_WIDTH, 0.0)
+    return env
+
+
+def binarize_widths(actions: np.ndarray) -> np.ndarray:
+    """Env actions (..., 20) -> the same with each width snapped to `OPEN_WIDTH` (> MAX_WIDTH / 2) or 0,
+    the binary gripper in env units (the threshold is normalised width 0)."""
+    actions = np.array(actions, dtype=np.float32)
+    widths = list(WIDTH_INDICES)
+    actions[..., widths] = np.where(actions[..., widths] > 0.5 * MAX_WIDTH, OPEN_WIDTH, 0.0)
+    return actions
 
 
 def to_normalized_actions(actions: np.ndarray) -> np.ndarray:
@@ -57,14 +85,16 @@ class WMFoldVecEnv(VecEnv):
     Args:
         num_envs: N.
         normalize_actions: expose Box(-1, 1) and rescale (default), or the raw action bounds.
+        binary_gripper: threshold each width command into open (`OPEN_WIDTH`) or closed (0), at
+            normalised width 0 (raw: MAX_WIDTH / 2); off by default.
         **kwargs: `WorldModelVectorEnv`'s arguments (checkpoint, task, reward, num_steps,
             guidance_scale, max_episode_steps (default 16), resolution, device, ...).
     """
 
-    def __init__(self, num_envs: int = 8, normalize_actions: bool = True, **kwargs):
+    def __init__(self, num_envs: int = 8, normalize_actions: bool = True, binary_gripper: bool = False, **kwargs):
         kwargs.setdefault("max_episode_steps", 16)
         self.core = ImaginedEpisodes(num_envs, **kwargs)
-        self.normalize_actions = normalize_actions
+        self.normalize_actions, self.binary_gripper = normalize_actions, binary_gripper
         observation_space = spaces.Box(0, 255, (self.core.obs_height, self.core.obs_width, 3), np.uint8)
         if normalize_actions:
             action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
@@ -77,9 +107,12 @@ class WMFoldVecEnv(VecEnv):
         self._observations: np.ndarray | None = None
 
     def to_env_actions(self, actions: np.ndarray) -> np.ndarray:
-        """(N, 20) policy actions -> the env's 20-D layout (rescaled from [-1, 1] when normalising; clipped to it)."""
+        """(N, 20) policy actions -> the env's 20-D layout (rescaled from [-1, 1] when normalising; clipped to it;
+        widths made binary with `binary_gripper`)."""
         actions = np.asarray(actions, dtype=np.float32)
-        return from_normalized_actions(actions) if self.normalize_actions else actions
+        if self.normalize_actions:
+            return from_normalized_actions(actions, self.binary_gripper)
+        return binarize_widths(actions) if self.binary_gripper else actions
 
     def reset(self):
         seed, options = self._seeds[0], self._options[0]

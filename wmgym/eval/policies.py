@@ -258,14 +258,17 @@ def _checked(actions, n: int) -> np.ndarray:
 
 
 def _load_sb3_policy(path: str) -> Policy:
+    """A `wmgym train-policy` model (.zip): frame stacking from its observation space, the binary
+    gripper from the `metrics.json` that train-policy wrote beside it (off when there is none)."""
     from stable_baselines3 import PPO
 
-    from wmgym.envs.sb3 import from_normalized_actions
     from wmgym.policies.base import SB3Policy
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"no stable-baselines3 model at {path}")
-    return SB3Policy(PPO.load(path, device="cpu"), to_env_actions=from_normalized_actions, name=f"ppo {Path(path).stem}")
+    metrics = Path(path).with_name("metrics.json")
+    binary_gripper = bool(json.loads(metrics.read_text()).get("config", {}).get("binary_gripper", False)) if metrics.is_file() else False
+    return SB3Policy.for_adapter(PPO.load(path, device="cpu"), binary_gripper, name=f"ppo {Path(path).stem}")
 
 
 def _scatter(path: Path, result: dict) -> None:

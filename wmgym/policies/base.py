@@ -120,16 +120,50 @@ class SB3Policy(Policy):
     """A stable-baselines3 model acting on frames (closed loop; deterministic by default).
 
     `to_env_actions` maps the model's actions to env actions, e.g. `WMFoldVecEnv.to_env_actions`
-    for a model trained on the adapter's normalised action space.
+    for a model trained on the adapter's normalised action space. `n_stack` > 1: the model acts
+    on the last `n_stack` frames stacked on the channel axis exactly as SB3's
+    `VecFrameStack(venv, n_stack, channels_order="last")` stacks them (its own
+    `StackedObservations`: oldest first, zero frames before the episode's first).
     """
 
-    def __init__(self, model, to_env_actions=None, deterministic: bool = True, name: str = "sb3"):
+    def __init__(self, model, to_env_actions=None, deterministic: bool = True, name: str = "sb3", n_stack: int = 1):
+        if n_stack < 1:
+            raise ValueError(f"n_stack must be >= 1, got {n_stack}")
         self.model, self.to_env_actions, self.deterministic, self.name = model, to_env_actions, deterministic, name
+        self.n_stack, self.stack = n_stack, None
+
+    @classmethod
+    def for_adapter(cls, model, binary_gripper: bool = False, deterministic: bool = True, name: str = "sb3") -> "SB3Policy":
+        """A model trained on `WMFoldVecEnv`'s normalised actions (frame-stacked or not): its actions go
+        through `from_normalized_actions(binary_gripper=...)`, and n_stack is its observation space's
+        channels / 3 (channels last, the adapter's, or first, SB3's transposed copy)."""
+        from functools import partial
+
+        from wmgym.envs.sb3 import from_normalized_actions
+
+        shape = model.observation_space.shape
+        return cls(model, partial(from_normalized_actions, binary_gripper=binary_gripper), deterministic, name,
+                   n_stack=max(1, min(shape[0], shape[-1]) // 3))
 
     def reset(self, starts: list[Start], frames: np.ndarray) -> None:
-        pass
+        self.stack = None  # the first act() (step 0, given the first frames) starts the stacks
+
+    def stacked(self, observations: np.ndarray, step: int) -> np.ndarray:
+        """The current frames (b, H, W, C) -> (b, H, W, n_stack * C), pushed onto the episodes' stacks."""
+        if self.n_stack == 1:
+            return observations
+        from gymnasium import spaces
+        from stable_baselines3.common.vec_env.stacked_observations import StackedObservations
+
+        observations = np.asarray(observations)
+        if step == 0 or self.stack is None or self.stack.stacked_obs.shape[0] != len(observations):
+            space = spaces.Box(0, 255, observations.shape[1:], observations.dtype)
+            self.stack = StackedObservations(len(observations), self.n_stack, space, channels_order="last")
+            return self.stack.reset(observations).copy()
+        stacked, _ = self.stack.update(observations, np.zeros(len(observations), dtype=bool), [{} for _ in observations])
+        return stacked.copy()
 
     def act(self, observations: np.ndarray, step: int) -> np.ndarray:
-        actions, _ = self.model.predict(observations, deterministic=self.deterministic)
+        actions, _ = self.model.predict(self.stacked(observations, step), deterministic=self.deterministic)
         actions = np.asarray(actions, dtype=np.float32)
         return self.to_env_actions(actions) if self.to_env_actions is not None else actions

@@ -1,14 +1,29 @@
 """Policies learned inside imagination: behaviour cloning, PPO in WMFold-v0, judge-filtered fine-tuning.
 
 The policy is a stable-baselines3 `PPO("CnnPolicy")` acting on 64x64 frames with actions
-normalised to [-1, 1] (`WMFoldVecEnv`'s action space). Three stages, each optional:
+normalised to [-1, 1] (`WMFoldVecEnv`'s action space). Single frames got 0% on fold_half in
+SimFold-v0 from behaviour cloning; two options address it (measured below):
+
+- **Binary gripper** (`binary_gripper`, default off): each hand's width output is thresholded into
+  open (0.08 m) where its normalised value is > 0, else closed (0 m), in PPO's env
+  (`WMFoldVecEnv(binary_gripper=True)`) and in evaluation, as robot-learning policies command
+  parallel grippers, and behaviour cloning regresses the width onto +-1 (MSE, i.e. the Brier
+  score: the output is 2 P(open) - 1). It did not help in the table below, so it is off.
+- **Frame stacking** (`n_stack`, default 3): the policy sees its last `n_stack` frames on the
+  channel axis (oldest first; zero frames before an episode's first, SB3's `VecFrameStack`
+  convention), so it can tell descending from holding from lifting, which one frame from above
+  does not show. The same stacks are built from each demonstration's consecutive frames
+  (`load_demonstrations(n_stack=...)`), by `VecFrameStack` around the adapter for PPO, and by
+  `SB3Policy(n_stack=...)` in evaluation and imagined rollouts.
+
+Three stages, each optional:
 
 1. **Behaviour cloning** on the demonstrations of one task in a `wmgym generate` store (the
-   scripted demonstrator's successful episodes, train split): the policy's action mean is
-   regressed onto the normalised demonstrated actions (MSE), its exploration noise is left
-   at `log_std_init`.
-2. **PPO inside WMFold-v0**: `PPO.learn` on the batched SB3 adapter; rewards and episode ends
-   come from the world model's reward head and success judge, never from the simulator.
+   successful episodes of `demo_kinds`, train split; "perturbed" episodes add states off the
+   demonstrator's path with its corrective actions): the policy's action mean is regressed onto
+   the normalised demonstrated actions (MSE), its exploration noise is left at `log_std_init`.
+2. **PPO inside WMFold-v0**: `PPO.learn` on the batched SB3 adapter (frame-stacked); rewards and
+   episode ends come from the world model's reward head and success judge, never from the simulator.
 3. **Judge-filtered fine-tuning** (the seeds' policy-improvement loop): roll the stochastic
    policy out in WMFold-v0 from the bundle's start frames, keep the episodes the success judge
    accepts, and behaviour-clone on them together with the demonstrations.
@@ -16,6 +31,20 @@ normalised to [-1, 1] (`WMFoldVecEnv`'s action space). Three stages, each option
 `evaluate_in_simulator` then runs the policy in SimFold-v0 (never seen during training).
 On a GPU every stage keeps frames on the device (`WMFoldVecEnv` hands SB3 NumPy, the SB3
 convention; `WorldModelVectorEnv(return_torch=True)` is the tensor path for custom loops).
+
+Measured (BC only, 30 epochs on wm5k.zarr's fold_half train split, CPU shared with other jobs;
+SimFold-v0 fold_half, 30 episodes of `evaluate_in_simulator`; the random behaviour succeeds 9.8%):
+
+    n_stack  binary  demo_kinds        pairs   success  mean score  BC wall
+    1        no      demo               9120     0.0%     0.000      110 s   (the old setting)
+    1        yes     demo               9120     0.0%     0.039       77 s   (closes, then re-opens: no phase)
+    3        no      demo               9120    13.3%     0.144      177 s
+    3        yes     demo               9120     0.0%     0.081      176 s   (closes one step early, lifts empty)
+    3        yes     demo, perturbed   10576    13.3%     0.143      271 s
+    3        no      demo, perturbed   10576    13.3%     0.240      280 s   (the defaults)
+
+One seed each: 4/30 vs 0/30 is within the noise of 30 episodes. What is left: the policy closes
+at the step it reaches the cloth (1-2 cm above the table) instead of the step after, so most grasps miss.
 """
 
 from __future__ import annotations
@@ -29,7 +58,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wmgym.envs.sb3 import to_normalized_actions
+from wmgym.envs.sb3 import WIDTH_INDICES, to_normalized_actions
 from wmgym.train.checkpoint import write_text_atomic
 
 
@@ -54,6 +83,13 @@ class TrainPolicyConfig:
     """Adam learning rate of behaviour cloning (PPO keeps SB3's default)."""
     log_std_init: float = -1.5
     """Initial log standard deviation of the policy's Gaussian (normalised action units)."""
+    binary_gripper: bool = False
+    """Binary gripper: each width output is thresholded into open (0.08 m, normalised > 0) or closed (0 m),
+    in PPO's env and in evaluation, and behaviour cloning regresses it onto +-1 (open / closed)."""
+    n_stack: int = 3
+    """Frames the policy sees: the last n_stack frames on the channel axis (SB3's VecFrameStack; 1: single frames)."""
+    demo_kinds: tuple[str, ...] = ("demo", "perturbed")
+    """Episode kinds whose successful episodes of the task are behaviour-cloned (demo, perturbed, random)."""
     ppo_timesteps: int = 0
     """Imagined env steps of PPO (0: skip)."""
     num_envs: int = 16
@@ -75,10 +111,12 @@ class TrainPolicyConfig:
 
 
 # ---------------------------------------------------------------- data
-def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), only_success: bool = True):
+def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), only_success: bool = True,
+                        n_stack: int = 1):
     """(frame, action) pairs of one task's episodes in a `wmgym generate` store.
 
-    Returns frames uint8 (n, H, W, 3) (each the frame an action was taken in) and actions
+    Returns frames uint8 (n, H, W, 3 * n_stack) (each the frame an action was taken in, after
+    the n_stack - 1 frames before it in its episode as `stack_frames` stacks them) and actions
     float32 (n, 20), from the episodes of `split` (the world model's split) whose kind is in
     `kinds` and, with `only_success`, that succeeded.
     """
@@ -104,7 +142,27 @@ def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), 
     for i in np.flatnonzero(chosen):
         keep[starts[i] : ends[i] - 1] = True  # every frame but the last has an action
     data = store.root["data"]
-    return read_rows(data["camera0_rgb"], keep), read_rows(data["action"], keep).astype(np.float32)
+    frames, actions = read_rows(data["camera0_rgb"], keep), read_rows(data["action"], keep).astype(np.float32)
+    if n_stack > 1:
+        frames = stack_frames(frames, (ends - starts - 1)[chosen], n_stack)
+    return frames, actions
+
+
+def stack_frames(frames: np.ndarray, lengths, n_stack: int) -> np.ndarray:
+    """Consecutive episodes' frames (n, H, W, C), `lengths` frames each in order (sum n) ->
+    (n, H, W, n_stack * C): row t holds frames t - n_stack + 1 .. t of its episode, oldest first,
+    zeros before the episode's first frame (as SB3's VecFrameStack stacks a live episode)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if n_stack < 1 or lengths.sum() != len(frames):
+        raise ValueError(f"need n_stack >= 1 and episode lengths summing to {len(frames)} frames, got {n_stack}, {lengths.sum()}")
+    step = np.arange(len(frames)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # step within the episode
+    channels = frames.shape[-1]
+    out = np.zeros((*frames.shape[:-1], n_stack * channels), frames.dtype)
+    for block in range(n_stack):  # block n_stack - 1 is the current frame
+        lag = n_stack - 1 - block
+        rows = np.flatnonzero(step >= lag)
+        out[rows, ..., block * channels : (block + 1) * channels] = frames[rows - lag]
+    return out
 
 
 # ---------------------------------------------------------------- stages
@@ -118,14 +176,22 @@ def make_ppo(venv, config: TrainPolicyConfig):
 
 
 def behaviour_clone(model, frames: np.ndarray, actions: np.ndarray, epochs: int, batch_size: int = 128,
-                    learning_rate: float = 3e-4, seed: int = 0) -> list[float]:
+                    learning_rate: float = 3e-4, seed: int = 0, binary_gripper: bool = False) -> list[float]:
     """Regress `model.policy`'s action mean onto demonstrated actions (MSE in [-1, 1] units).
 
-    frames uint8 (n, H, W, 3), actions float32 (n, 20) in env units. Trains the feature
-    extractor and the action head (not the value head or log_std); returns the mean loss per epoch.
+    frames uint8 (n, H, W, C) (C = 3 * frames stacked), actions float32 (n, 20) in env units.
+    With `binary_gripper` the width targets are +1 (open: > half the width range) or -1 (closed):
+    MSE toward +-1 is the Brier score, so the regressed width is 2 P(open) - 1 and the binary
+    gripper's threshold at 0 picks the likelier command; the mean stays within +-1, so PPO's
+    exploration noise can still flip the jaws. Trains the feature extractor and the action head
+    (not the value head or log_std); returns the mean loss per epoch.
     """
     policy = model.policy
-    targets = torch.from_numpy(to_normalized_actions(actions)).to(policy.device)
+    targets = to_normalized_actions(actions)
+    if binary_gripper:
+        widths = list(WIDTH_INDICES)
+        targets[:, widths] = np.where(targets[:, widths] > 0.0, 1.0, -1.0)
+    targets = torch.from_numpy(targets).to(policy.device)
     images = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # SB3 wants channels first
     params = [p for name, p in policy.named_parameters() if not name.startswith(("value_net", "log_std", "mlp_extractor.value_net"))]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
@@ -154,7 +220,9 @@ def imagined_successes(model, config: TrainPolicyConfig, episodes: int, seed: in
     float32 (n, 20)) and the acceptance rate."""
     from wmgym.envs.imagined import ImaginedEpisodes
     from wmgym.envs.sb3 import from_normalized_actions
+    from wmgym.policies.base import SB3Policy
 
+    stacker = SB3Policy(model, n_stack=config.n_stack)  # stacks frames as VecFrameStack does
     core = ImaginedEpisodes(config.num_envs, checkpoint=config.checkpoint, task=config.task, reward="none",
                             num_steps=config.num_steps, max_episode_steps=16, device=config.device,
                             judge_threshold=config.judge_threshold)
@@ -165,8 +233,9 @@ def imagined_successes(model, config: TrainPolicyConfig, episodes: int, seed: in
         obs = core.reset_rows(range(config.num_envs), rng).cpu().numpy()
         frames, actions = [], []
         done = np.zeros(config.num_envs, dtype=bool)
-        for _ in range(16):
-            action = from_normalized_actions(model.predict(obs, deterministic=False)[0])
+        for t in range(16):
+            obs = stacker.stacked(obs, t)
+            action = from_normalized_actions(model.predict(obs, deterministic=False)[0], config.binary_gripper)
             frames.append(obs)
             actions.append(action)
             obs, _, fired, _ = core.step(action, active=~done)
@@ -183,19 +252,23 @@ def imagined_successes(model, config: TrainPolicyConfig, episodes: int, seed: in
     return np.concatenate(kept_frames), np.concatenate(kept_actions), accepted / total
 
 
-def evaluate_in_simulator(model, task: str, episodes: int, seed: int = 10_000, deterministic: bool = True) -> dict:
-    """Success rate and mean final score of an SB3 model (normalised actions) in SimFold-v0."""
-    from wmgym.envs.sb3 import from_normalized_actions
+def evaluate_in_simulator(model, task: str, episodes: int, seed: int = 10_000, deterministic: bool = True,
+                          binary_gripper: bool = False) -> dict:
+    """Success rate and mean final score of an SB3 model (normalised actions; frame-stacked or not) in SimFold-v0.
+
+    `binary_gripper`: threshold its widths as `WMFoldVecEnv(binary_gripper=True)` does."""
     from wmgym.eval.policies import make_starts, run_in_simulator
     from wmgym.policies.base import SB3Policy, Start
 
     starts = [Start(task, s.seed) for s in make_starts(episodes, seed)]  # held-out start states, one task
-    result = run_in_simulator(SB3Policy(model, from_normalized_actions, deterministic), starts)
+    result = run_in_simulator(SB3Policy.for_adapter(model, binary_gripper, deterministic), starts)
     return {"success_rate": float(result["success"].mean()), "mean_score": float(result["score"].mean()), "episodes": episodes}
 
 
 def train_policy(config: TrainPolicyConfig) -> dict:
     """Run the configured stages; saves each stage's model and returns (and writes) metrics."""
+    from stable_baselines3.common.vec_env import VecFrameStack
+
     from wmgym.envs.sb3 import WMFoldVecEnv
     from wmgym.sim.tasks import TASKS
 
@@ -203,19 +276,26 @@ def train_policy(config: TrainPolicyConfig) -> dict:
         raise ValueError(f"unknown task {config.task!r}; expected one of {', '.join(TASKS)}")
     if config.data is None and config.ppo_timesteps == 0 and config.filtered_rounds == 0:
         raise ValueError("nothing to train: give --data (behaviour cloning), --ppo-timesteps or --filtered-rounds")
+    if config.n_stack < 1:
+        raise ValueError(f"n_stack must be >= 1, got {config.n_stack}")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {"config": asdict(config)}
     began = time.perf_counter()
     venv = WMFoldVecEnv(config.num_envs, checkpoint=config.checkpoint, task=config.task, reward=config.reward,
-                        num_steps=config.num_steps, device=config.device, judge_threshold=config.judge_threshold)
+                        num_steps=config.num_steps, device=config.device, judge_threshold=config.judge_threshold,
+                        binary_gripper=config.binary_gripper)
     venv.seed(config.seed)
+    if config.n_stack > 1:
+        venv = VecFrameStack(venv, config.n_stack, channels_order="last")
     model = make_ppo(venv, config)
     demo_frames = demo_actions = None
     if config.data is not None:
-        demo_frames, demo_actions = load_demonstrations(config.data, config.task)
-        losses = behaviour_clone(model, demo_frames, demo_actions, config.bc_epochs, config.bc_batch_size, config.learning_rate, config.seed)
-        metrics["bc"] = {"pairs": len(demo_frames), "loss_by_epoch": losses}
+        bc_began = time.perf_counter()
+        demo_frames, demo_actions = load_demonstrations(config.data, config.task, kinds=config.demo_kinds, n_stack=config.n_stack)
+        losses = behaviour_clone(model, demo_frames, demo_actions, config.bc_epochs, config.bc_batch_size, config.learning_rate,
+                                 config.seed, config.binary_gripper)
+        metrics["bc"] = {"pairs": len(demo_frames), "loss_by_epoch": losses, "wall_time_s": time.perf_counter() - bc_began}
         model.save(out / "bc.zip")
         metrics["bc"].update(_evaluate(model, config))
     if config.ppo_timesteps > 0:
@@ -229,7 +309,7 @@ def train_policy(config: TrainPolicyConfig) -> dict:
             if demo_frames is not None:
                 frames, actions = np.concatenate([demo_frames, frames]), np.concatenate([demo_actions, actions])
             entry["loss_by_epoch"] = behaviour_clone(model, frames, actions, config.bc_epochs, config.bc_batch_size,
-                                                     config.learning_rate, config.seed + 1 + round_)
+                                                     config.learning_rate, config.seed + 1 + round_, config.binary_gripper)
         model.save(out / "filtered.zip")
         metrics.setdefault("filtered", []).append({**entry, **_evaluate(model, config)})
     metrics["wall_time_s"] = time.perf_counter() - began
@@ -241,7 +321,7 @@ def train_policy(config: TrainPolicyConfig) -> dict:
 def _evaluate(model, config: TrainPolicyConfig) -> dict:
     if config.eval_episodes < 1:
         return {}
-    return {"sim": evaluate_in_simulator(model, config.task, config.eval_episodes)}
+    return {"sim": evaluate_in_simulator(model, config.task, config.eval_episodes, binary_gripper=config.binary_gripper)}
 
 
 def _sb3_device(device: str) -> str:
