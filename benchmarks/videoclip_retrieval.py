@@ -50,8 +50,8 @@ def stop_step_agreement(probability: np.ndarray, labels: np.ndarray, episodes: n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="/work/runs/videoclip", help="VideoCLIP directory")
-    parser.add_argument("--data", default="/work/data/wm5k.zarr", help="episode store")
+    parser.add_argument("--model", required=True, help="VideoCLIP directory")
+    parser.add_argument("--data", required=True, help="episode store")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="as in training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
