@@ -31,6 +31,7 @@ from wmgym.data.generate import plan_episodes
 from wmgym.model.world_model import WorldModel
 from wmgym.policies.idm import InverseDynamicsModel
 from wmgym.policies.idm_metrics import COMPONENT_NAMES, idm_r2, idm_r2_on_world_model, simulate_episodes
+from wmgym.sim.episode import start_gripper_state
 from wmgym.sim.tasks import TASKS
 from wmgym.train.checkpoint import write_text_atomic
 
@@ -70,7 +71,8 @@ def main() -> None:
         world_model = WorldModel.from_pretrained(args.world_model, device="cpu")
         n = min(args.wm_episodes, args.episodes)
         results["world_model_episodes"] = idm_r2_on_world_model(
-            model, world_model, episodes=(frames[:n], actions[:n]), num_steps=args.num_steps, show_progress=True)
+            model, world_model, episodes=(frames[:n], actions[:n]), num_steps=args.num_steps, show_progress=True,
+            grippers=[start_gripper_state(spec) for spec in specs[:n]])  # used by a grippers-conditioned model only
         print(f"rolled out and scored {n} episodes in {time.perf_counter() - tick:.0f} s")
     if args.out:
         write_text_atomic(Path(args.out), json.dumps(results, indent=2))
