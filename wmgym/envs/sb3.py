@@ -35,6 +35,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, MAX_WIDTH
 from wmgym.envs.imagined import ImaginedEpisodes
+from wmgym.sim.world import OPEN_WIDTH  # the binary gripper's open command: the demonstrator's (closed is 0)
 
 
 ROTATION_SCALE = 0.4
@@ -45,8 +46,6 @@ _IS_ROTATION = np.tile((np.arange(10) >= 3) & (np.arange(10) < 9), 2)  # [3:9] a
 _IDENTITY = np.tile(np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0], np.float32), 2)
 WIDTH_INDICES = (9, 19)
 """The two hands' gripper widths in the 20-D action."""
-OPEN_WIDTH = 0.08
-"""Metres: the binary gripper's open command, the demonstrator's (`wmgym.sim.world.OPEN_WIDTH`); closed is 0."""
 
 
 def from_normalized_actions(actions: np.ndarray, binary_gripper: bool = False) -> np.ndarray:
