@@ -152,6 +152,25 @@ def test_idm_overfits_a_handful_of_transitions(tmp_path, store):
     assert (out / "log.jsonl").read_text().count('"loss"') == 5
 
 
+def test_init_from_and_width_weight(tmp_path, store):
+    first = train_idm(tiny_training(store, tmp_path / "first"))
+    # A negligible learning rate keeps the weights of the model it starts from.
+    again = train_idm(tiny_training(store, tmp_path / "again", init_from=str(first), learning_rate=1e-12, channels=(4,)))
+    a, b = load_file(first / "model.safetensors"), load_file(again / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    assert InverseDynamicsModel.from_pretrained(again).config.channels == TINY["channels"]  # the source's, not the config's
+    # The first logged loss (same data, weights and augmentation) grows with the widths' weight:
+    # the two width terms are added (w - 1) more times.
+    def first_loss(name, weight):
+        out = train_idm(tiny_training(store, tmp_path / name, steps=1, log_every=1, width_weight=weight))
+        return json.loads((out / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert first_loss("w5", 5.0) > first_loss("w1", 1.0)
+    with pytest.raises(ValueError, match="width_weight"):
+        train_idm(tiny_training(store, tmp_path / "bad", width_weight=0.0))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train_idm(tiny_training(store, tmp_path / "bad", init_from=str(tmp_path / "nowhere")))
+
+
 def test_resume_matches_uninterrupted_run(tmp_path, store):
     straight = train_idm(tiny_training(store, tmp_path / "straight"))
     train_idm(tiny_training(store, tmp_path / "split", stop_after=3))

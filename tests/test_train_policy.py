@@ -6,14 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from stable_baselines3 import PPO
 
 from wmgym.actions import ACTION_HIGH, ACTION_LOW, identity_action
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.eval.policies import make_policy
 from wmgym.envs.sb3 import OPEN_WIDTH, WMFoldVecEnv, binarize_widths, from_normalized_actions, to_normalized_actions
-from wmgym.train.policy import (TrainPolicyConfig, behaviour_clone, evaluate_in_simulator, load_demonstrations, make_ppo,
-                                stack_frames, train_policy)
+from wmgym.train.policy import (ACTOR_PREFIXES, TrainPolicyConfig, behaviour_clone, evaluate_in_simulator, load_demonstrations, make_ppo,
+                                stack_frames, train_policy, warm_up_critic, with_success_bonus)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,11 +124,12 @@ def test_behaviour_cloning_fits_the_demonstrations(tiny_bundle, demo_store):
 
 def test_train_policy_runs_every_stage(tiny_bundle, demo_store, tmp_path):
     config = TrainPolicyConfig(out=str(tmp_path / "pi"), data=str(demo_store), checkpoint=str(tiny_bundle), bc_epochs=1,
-                               ppo_timesteps=16, num_envs=2, n_steps=8, filtered_rounds=1, filtered_episodes=4,
-                               eval_episodes=1, judge_threshold=0.0, device="cpu")
+                               ppo_timesteps=16, critic_warmup_timesteps=16, num_envs=2, n_steps=8, filtered_rounds=1,
+                               filtered_episodes=4, eval_episodes=1, judge_threshold=0.0, device="cpu")
     metrics = train_policy(config)
     saved = json.loads((tmp_path / "pi" / "metrics.json").read_text())
-    assert saved["bc"]["pairs"] > 0 and saved["ppo"]["timesteps"] >= 16
+    assert saved["bc"]["pairs"] > 0 and saved["ppo"]["timesteps"] >= 32  # warm-up steps count too
+    assert saved["random"]["sim"]["episodes"] == 1  # the random baseline on the same start states
     # judge threshold 0 accepts every imagined episode at its first frame: one (frame, action) pair each
     assert saved["filtered"][0]["accepted_rate"] == 1.0 and saved["filtered"][0]["pairs"] == 4
     assert 0.0 <= metrics["filtered"][0]["sim"]["success_rate"] <= 1.0
@@ -136,6 +138,40 @@ def test_train_policy_runs_every_stage(tiny_bundle, demo_store, tmp_path):
     assert PPO.load(tmp_path / "pi" / "bc.zip").observation_space.shape[0] == 9  # 3 frames x RGB (SB3 stores channels first)
     policy = make_policy(f"sb3:{tmp_path / 'pi' / 'bc.zip'}", 16)  # how eval-policies loads it
     assert policy.n_stack == 3 and not policy.to_env_actions.keywords["binary_gripper"]
+
+
+def test_success_bonus_rewards_the_judges_verdict(tiny_bundle):
+    # Judge threshold 0 accepts every first step: each env gets the bonus on top of a zero reward.
+    venv = WMFoldVecEnv(2, checkpoint=str(tiny_bundle), reward="none", judge_threshold=0.0, device="cpu")
+    assert with_success_bonus(venv, 0.0) is venv
+    wrapped = with_success_bonus(venv, 2.5)
+    wrapped.reset()
+    _, rewards, dones, infos = wrapped.step(np.zeros((2, 20), np.float32))  # normalised: hold still, half open
+    assert all(info["success"] for info in infos) and dones.all()
+    np.testing.assert_allclose(rewards, [2.5, 2.5])
+    judge_off = with_success_bonus(WMFoldVecEnv(2, checkpoint=str(tiny_bundle), reward="none", use_success_judge=False,
+                                                device="cpu"), 2.5)
+    judge_off.reset()
+    _, rewards, _, _ = judge_off.step(np.zeros((2, 20), np.float32))
+    np.testing.assert_allclose(rewards, [0.0, 0.0])  # no verdict, no bonus
+    venv.close()
+    judge_off.close()
+
+
+@pytest.mark.filterwarnings("ignore:LPIPSHead is using a seeded random")
+def test_critic_warm_up_trains_only_the_value_function(tiny_bundle):
+    venv = WMFoldVecEnv(2, checkpoint=str(tiny_bundle), reward="lpips-offline", use_success_judge=False, device="cpu")
+    model = make_ppo(venv, TrainPolicyConfig(out="unused", n_steps=8))
+    assert not model.policy.share_features_extractor  # the critic has its own CNN
+    before = {name: p.detach().clone() for name, p in model.policy.named_parameters()}
+    warm_up_critic(model, 16)
+    after = dict(model.policy.named_parameters())
+    actor = {name for name in before if name.startswith(ACTOR_PREFIXES)}
+    assert actor and all(torch.equal(before[name], after[name]) for name in actor)
+    assert any(not torch.equal(before[name], after[name]) for name in before.keys() - actor)  # the critic learnt
+    assert all(p.requires_grad for p in model.policy.parameters())  # the actor is trainable again
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(TrainPolicyConfig(out="unused").ppo_learning_rate)
+    venv.close()
 
 
 def test_train_policy_single_frames_binary_gripper(tiny_bundle, demo_store, tmp_path):
@@ -158,3 +194,5 @@ def test_train_policy_rejects_bad_settings(tmp_path):
         train_policy(TrainPolicyConfig(out=str(tmp_path), task="fold_socks", ppo_timesteps=1))
     with pytest.raises(ValueError, match="nothing to train"):
         train_policy(TrainPolicyConfig(out=str(tmp_path)))
+    with pytest.raises(ValueError, match="critic_warmup_timesteps"):
+        train_policy(TrainPolicyConfig(out=str(tmp_path), ppo_timesteps=8, critic_warmup_timesteps=-1))

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from wmgym.cli import main
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
-from wmgym.rewards.judge import SuccessJudge, calibrate_threshold
+from wmgym.rewards.judge import SuccessJudge, calibrate_threshold, first_accept_peaks
 from wmgym.rewards.videoclip import UNK, VideoCLIP, VideoCLIPConfig, VideoCLIPHead, build_vocabulary, resample_indices
 from wmgym.train.videoclip import TrainVideoCLIPConfig, evaluate, load_clips, multi_positive_nce, train_videoclip
 
@@ -153,6 +153,39 @@ def test_judge_threshold_is_applied():
     assert figures == {"accuracy": 0.75, "precision": 2 / 3, "recall": 1.0, "count": 4, "positives": 2}
 
 
+def test_first_accept_peaks_is_the_environments_verdict():
+    # Episode 0: prefixes of 1..4 frames, episode 1: 1..3; the one-frame prefix (the start frame,
+    # never judged by the env) is left out, so episode 1's 0.95 does not count.
+    probabilities = np.array([0.2, 0.3, 0.7, 0.4, 0.95, 0.1, 0.2])
+    episodes = np.array([0, 0, 0, 0, 1, 1, 1])
+    lengths = np.array([1, 2, 3, 4, 1, 2, 3])
+    peaks = first_accept_peaks(probabilities, episodes, lengths, count=3)
+    np.testing.assert_allclose(peaks[:2], [0.7, 0.2])
+    assert peaks[2] == -np.inf  # no judged prefix: never accepted
+    # At every threshold, "peak >= t" is "some judged prefix is accepted" (first-accept termination).
+    for t in (0.15, 0.25, 0.5, 0.8):
+        accepted = [any(p >= t for p, e, n in zip(probabilities, episodes, lengths) if e == k and n >= 2) for k in range(3)]
+        assert list(peaks >= t) == accepted
+    # The two calibration rules disagree when wrong episodes spike once: B (a success, done from
+    # its first judged prefix) sits at 0.4, the failures A and C at 0.1 with one 0.45 each.
+    # Per prefix, 0.11..0.40 is best (10 of 12 right) and accepts all three episodes; per
+    # episode, only a threshold above 0.45 is best (2 of 3 right).
+    probabilities = np.array([0.1, 0.1, 0.1, 0.45, 0.4, 0.4, 0.4, 0.4, 0.1, 0.1, 0.1, 0.45])
+    episodes, lengths = np.repeat([0, 1, 2], 4), np.tile([2, 3, 4, 5], 3)
+    prefix_labels = episodes == 1
+    prefix_threshold, prefix_figures = calibrate_threshold(probabilities, prefix_labels)
+    assert 0.1 < prefix_threshold <= 0.4 and prefix_figures["accuracy"] == 10 / 12
+    peaks = first_accept_peaks(probabilities, episodes, lengths, count=3)
+    success = np.array([False, True, False])
+    assert list(peaks >= prefix_threshold) == [True, True, True]
+    episode_threshold, episode_figures = calibrate_threshold(peaks, success)
+    assert episode_threshold > 0.45 and episode_figures["accuracy"] == 2 / 3
+    with pytest.raises(ValueError, match="episode indices"):
+        first_accept_peaks(probabilities, episodes, lengths, count=1)
+    with pytest.raises(ValueError, match="equal-length"):
+        first_accept_peaks(probabilities, episodes[:3], lengths, count=2)
+
+
 def test_multi_positive_nce_with_one_positive_is_cross_entropy():
     logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
     target = torch.tensor([0, 3, 6, 2, 2])
@@ -188,6 +221,7 @@ def test_train_videoclip_runs_and_separates_two_captions(store, tmp_path):
     calibration = json.loads((out / "calibration.json").read_text())
     assert model.config.success_threshold == calibration["threshold"]
     assert calibration["prefixes"]["count"] == 17  # the one val episode's prefixes of 1..17 frames
+    assert calibration["episodes"]["count"] == 1 and calibration["rule"].startswith("max accuracy of the environment's verdict")
 
 
 def test_resume_continues_identically(store, tmp_path):

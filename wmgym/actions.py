@@ -20,6 +20,13 @@ action: 20 float32 numbers, left gripper [0:10] then right gripper [10:20]; per 
   [9]    gripper opening width at t+1 (metres, absolute)
 shape (20,) for one step or (..., 20) for a batch."""
 
+POSITION_DIMS = np.array([0, 1, 2, 10, 11, 12])
+"""The two hands' position deltas in the 20-D action."""
+WIDTH_DIMS = np.array([9, 19])
+"""The two hands' gripper widths in the 20-D action."""
+for _dims in (POSITION_DIMS, WIDTH_DIMS):
+    _dims.flags.writeable = False
+
 MAX_POSITION_DELTA = 0.12  # metres per step per axis
 MAX_WIDTH = 0.09  # metres; UMI-style parallel gripper fully open
 IDENTITY_HAND_ROT6D = np.array([1, 0, 0, 0, 1, 0], dtype=np.float32)

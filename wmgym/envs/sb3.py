@@ -33,7 +33,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, MAX_WIDTH
+from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, MAX_WIDTH, WIDTH_DIMS
 from wmgym.envs.imagined import ImaginedEpisodes
 from wmgym.sim.world import OPEN_WIDTH  # the binary gripper's open command: the demonstrator's (closed is 0)
 
@@ -44,8 +44,6 @@ column's first entry stays >= 0.6 and the second column's second entry >= 0.6 wh
 within +-0.4, so the two columns are never zero or parallel (Gram-Schmidt always defines a rotation)."""
 _IS_ROTATION = np.tile((np.arange(10) >= 3) & (np.arange(10) < 9), 2)  # [3:9] and [13:19]
 _IDENTITY = np.tile(np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 0], np.float32), 2)
-WIDTH_INDICES = (9, 19)
-"""The two hands' gripper widths in the 20-D action."""
 
 
 def from_normalized_actions(actions: np.ndarray, binary_gripper: bool = False) -> np.ndarray:
@@ -57,7 +55,7 @@ def from_normalized_actions(actions: np.ndarray, binary_gripper: bool = False) -
     linear = ACTION_LOW + (actions + 1.0) * 0.5 * (ACTION_HIGH - ACTION_LOW)
     env = np.clip(np.where(_IS_ROTATION, _IDENTITY + ROTATION_SCALE * actions, linear), ACTION_LOW, ACTION_HIGH).astype(np.float32)
     if binary_gripper:
-        widths = list(WIDTH_INDICES)
+        widths = list(WIDTH_DIMS)
         env[..., widths] = np.where(actions[..., widths] > 0.0, OPEN_WIDTH, 0.0)
     return env
 
@@ -66,7 +64,7 @@ def binarize_widths(actions: np.ndarray) -> np.ndarray:
     """Env actions (..., 20) -> the same with each width snapped to `OPEN_WIDTH` (> MAX_WIDTH / 2) or 0,
     the binary gripper in env units (the threshold is normalised width 0)."""
     actions = np.array(actions, dtype=np.float32)
-    widths = list(WIDTH_INDICES)
+    widths = list(WIDTH_DIMS)
     actions[..., widths] = np.where(actions[..., widths] > 0.5 * MAX_WIDTH, OPEN_WIDTH, 0.0)
     return actions
 

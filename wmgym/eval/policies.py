@@ -123,25 +123,29 @@ def run_in_world_model(policy: Policy, starts: list[Start], horizon: int = 16, c
 class PlannerPolicy(SimulatorBehaviourPolicy):
     """Best-of-N in the world model around the scripted demonstrator (noise 0; privileged, as
     the demonstrator is), scored by LPIPS to the simulator's goal image; open loop, 16 steps.
-    Proposals perturb positions and widths by `position_std` metres."""
+    Proposals perturb positions and widths by `position_std` metres (default: `ProposalConfig`'s,
+    the one `wmgym plan` uses)."""
 
-    def __init__(self, n: int = 16, position_std: float = 0.02, checkpoint=None, device: str = "auto",
+    def __init__(self, n: int = 16, position_std: float | None = None, checkpoint=None, device: str = "auto",
                  num_steps: int | None = None, horizon: int = 16, seed: int = 0):
         super().__init__("demo", 0.0, horizon, name=f"best-of-{n} lpips")
-        self.n, self.position_std, self.checkpoint, self.device = n, position_std, checkpoint, device
+        from wmgym.policies.planning import ProposalConfig
+
+        self.proposal = ProposalConfig() if position_std is None else ProposalConfig(position_std=position_std, width_std=position_std)
+        self.n, self.checkpoint, self.device = n, checkpoint, device
         self.num_steps, self.seed, self.planner = num_steps, seed, None
 
     def plan(self, starts: list[Start], frames: np.ndarray) -> np.ndarray:
         from wmgym.envs.bundle import Bundle
         from wmgym.model.world_model import WorldModel
         from wmgym.policies.mpc import make_reward_head
-        from wmgym.policies.planning import Planner, ProposalConfig
+        from wmgym.policies.planning import Planner
         from wmgym.sim.gripper_track import GripperState
 
         if self.planner is None:
             model = WorldModel.from_pretrained(Bundle.load(self.checkpoint).world_model_dir, device=self.device).eval()
             self.planner = Planner(model, make_reward_head("lpips-offline", self.checkpoint, self.device), num_candidates=self.n,
-                                   proposal=ProposalConfig(position_std=self.position_std, width_std=self.position_std),
+                                   proposal=self.proposal,
                                    num_steps=self.num_steps)
         nominal = super().plan(starts, frames)  # (b, T, 20): the demonstrator's sequences
         worlds, _, goals = start_worlds(starts, *frames.shape[1:3])

@@ -31,14 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, IDENTITY_HAND_ROT6D, validate_action
+from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, IDENTITY_HAND_ROT6D, POSITION_DIMS, WIDTH_DIMS,
+                           validate_action)
 from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, is_gripper_conditioned
 from wmgym.sim.world import WorldConfig
 
 METHODS = ("best-of-n", "cem")
 PROPOSALS = ("gaussian", "uniform")
-POSITION_DIMS = np.array([0, 1, 2, 10, 11, 12])
-WIDTH_DIMS = np.array([9, 19])
 FREE_DIMS = np.concatenate([POSITION_DIMS, WIDTH_DIMS])  # the sampled dimensions; rotations are not
 
 

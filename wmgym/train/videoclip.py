@@ -17,8 +17,11 @@ negatives only, -log(e^l_pos / (e^l_pos + sum_neg e^l_neg)), averaged over the a
 positives, then over anchors; clip->caption over the caption bank, caption->clip over the
 batch's clips (for captions with a positive in the batch); the loss is their mean.
 
-After the last step the judge's threshold is calibrated on every prefix of every val-split
-episode (`wmgym.rewards.judge.calibrate_threshold`) and stored as `success_threshold`.
+After the last step the judge's threshold is calibrated on the val-split episodes and stored as
+`success_threshold`: by default under the environment's rule (an episode succeeds at its first
+accepted prefix of 2..T+1 frames; `wmgym.rewards.judge.first_accept_peaks`), the threshold of best
+episode accuracy (`calibrate_threshold`); `calibration="prefixes"` takes the best accuracy over
+single prefixes instead (the first bundles' rule, which over-accepts whole episodes).
 
 Output directory (`out`, replaced atomically at every checkpoint):
     config.json, model.safetensors   the model (`VideoCLIP.from_pretrained(out)`)
@@ -106,6 +109,9 @@ class TrainVideoCLIPConfig:
     """Steps between checkpoints."""
     log_every: int = 25
     """Steps between training-loss log entries."""
+    calibration: str = "episodes"
+    """Threshold rule: 'episodes' (best accuracy of the environment's first-accept verdict on
+    whole val episodes) or 'prefixes' (best accuracy on every single val prefix)."""
     max_episodes: int | None = None
     """Use only the first this many episodes of the store (None = all)."""
     device: str = "auto"
@@ -307,10 +313,11 @@ def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
 
     calibration = {"threshold": model_config.success_threshold, "note": "no val episodes: default threshold kept"}
     if len(val.tasks):
-        calibration = calibrate(model, val)
+        calibration = calibrate(model, val, config.calibration)
         model_config.success_threshold = calibration["threshold"]
-        print(f"judge threshold {calibration['threshold']:.2f}: val prefixes accuracy {calibration['prefixes']['accuracy']:.3f}, "
-              f"precision {calibration['prefixes']['precision']:.3f}, recall {calibration['prefixes']['recall']:.3f}")
+        for name in ("episodes", "prefixes"):
+            print(f"judge threshold {calibration['threshold']:.2f}: val {name} accuracy {calibration[name]['accuracy']:.3f}, "
+                  f"precision {calibration[name]['precision']:.3f}, recall {calibration[name]['recall']:.3f}")
     save(final=True, calibration=calibration)
     return out
 
@@ -431,17 +438,37 @@ def evaluate(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool = True, thr
     return figures
 
 
-def calibrate(model: "VideoCLIP", clips: EpisodeClips) -> dict:
-    """Choose the judge threshold on every prefix of `clips` (best accuracy); figures at it."""
-    from wmgym.rewards.judge import calibrate_threshold, judge_figures
+CALIBRATION_RULES = {
+    "episodes": "max accuracy of the environment's verdict (first accepted prefix of 2..T+1 frames) on whole "
+                "val-split episodes against their simulator success, grid 0.01..0.99",
+    "prefixes": "max accuracy over every prefix of every val-split episode, grid 0.01..0.99",
+}
 
-    probability, labels, _ = judge_probabilities(model, clips, prefixes=True)
-    threshold, prefix_figures = calibrate_threshold(probability, labels)
+
+def calibrate(model: "VideoCLIP", clips: EpisodeClips, rule: str = "episodes") -> dict:
+    """Choose the judge threshold on `clips` by `rule` (see `CALIBRATION_RULES`); figures at it.
+
+    Returned figures: `episodes` (the environment's first-accept verdict on whole episodes),
+    `prefixes` (every single prefix), `full` (the whole episode as one clip), each at the chosen
+    threshold, and `episodes_at_prefix_threshold` (the verdict at the `prefixes` rule's threshold)."""
+    from wmgym.rewards.judge import calibrate_threshold, first_accept_peaks, judge_figures
+
+    if rule not in CALIBRATION_RULES:
+        raise ValueError(f"calibration must be one of {sorted(CALIBRATION_RULES)}, got {rule!r}")
+    probability, labels, episodes = judge_probabilities(model, clips, prefixes=True)
+    lengths = np.concatenate([np.arange(1, n + 1) for n in clips.lengths])  # the order judge_probabilities uses
+    peaks = first_accept_peaks(probability, episodes, lengths, len(clips.tasks))
+    success = np.asarray(clips.success, bool)
+    prefix_threshold, _ = calibrate_threshold(probability, labels)
+    threshold = calibrate_threshold(peaks, success)[0] if rule == "episodes" else prefix_threshold
     full_probability, full_labels, _ = judge_probabilities(model, clips, prefixes=False)
-    return {"threshold": threshold, "rule": "max accuracy over every prefix of every val-split episode, grid 0.01..0.99",
-            "episodes": [int(i) for i in clips.indices], "prefixes": prefix_figures,
+    return {"threshold": threshold, "rule": CALIBRATION_RULES[rule],
+            "episodes": judge_figures(peaks >= threshold, success),
+            "prefixes": judge_figures(probability >= threshold, labels),
             "full": judge_figures(full_probability >= threshold, full_labels),
-            "prefixes_at_0.5": judge_figures(probability >= 0.5, labels)}
+            "prefix_rule_threshold": prefix_threshold,
+            "episodes_at_prefix_threshold": judge_figures(peaks >= prefix_threshold, success),
+            "val_episodes": [int(i) for i in clips.indices]}
 
 
 def _check_config(config: TrainVideoCLIPConfig) -> None:
@@ -455,3 +482,5 @@ def _check_config(config: TrainVideoCLIPConfig) -> None:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(config, name)}")
     if not config.conv_channels:
         raise ValueError("conv_channels needs at least one level")
+    if config.calibration not in CALIBRATION_RULES:
+        raise ValueError(f"calibration must be one of {sorted(CALIBRATION_RULES)}, got {config.calibration!r}")

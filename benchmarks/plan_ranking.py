@@ -1,0 +1,142 @@
+"""How well do imagined rollouts rank a planner's proposals? Imagined vs simulated outcomes of the same candidates.
+
+    python benchmarks/plan_ranking.py --starts 8 --n 64 --out /work/runs/plan_ranking.json   # ~25 min, one thread
+
+For each task and start state (SimFold-v0 `reset(seed=s)`, s = 0..starts-1), N proposals are
+drawn exactly as `wmgym plan` draws them (Gaussian around the scripted demonstrator's
+sequence, `ProposalConfig()`: 1 cm on positions and widths) for the whole episode (16 steps),
+then
+  - imagined: the bundle's world model rolls all N out in one batched call from the start
+    frame (with the grippers views for a conditioned model), and every scorer scores the
+    imagined clips: LPIPS (offline trunk) of the last imagined frame to the goal image, the
+    success judge's p(done), and that judge's verdict on the clip so far at each step (the
+    environment's first-accept rule, as WMFold-v0 ends an episode);
+  - simulated: each candidate is executed open loop in a copy of the simulator (ground-truth
+    success: the task done at some step, SimFold-v0's termination), and LPIPS of its last
+    simulated frame to the goal is the same scorer on true frames.
+Reported per task: the candidates' success rate (= executing one random proposal), the success
+of the top-1 candidate under each scorer (= best-of-N), ROC AUC of each score for telling the
+successful candidates apart, and the same for the sim-frame scorer (what a perfect world model
+would allow). Writes every score to `--out` as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import wmgym  # noqa: F401  (registers the environments)
+from wmgym.envs.bundle import Bundle
+from wmgym.model.world_model import WorldModel
+from wmgym.policies.mpc import make_reward_head, scripted_nominal
+from wmgym.policies.planning import Planner, ProposalConfig, is_gripper_conditioned, sample_gaussian
+from wmgym.sim.gripper_track import GripperState
+from wmgym.sim.tasks import TASKS
+from wmgym.train.checkpoint import write_text_atomic
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """P(score of a random positive > score of a random negative), ties counted half; nan if one class is missing."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    positive, negative = scores[labels], scores[~labels]
+    if len(positive) == 0 or len(negative) == 0:
+        return float("nan")
+    greater = (positive[:, None] > negative[None]).mean()
+    ties = (positive[:, None] == negative[None]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def simulate(env: gym.Env, actions: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Execute (T, 20) open loop in a copy of the reset env -> (success, last frame)."""
+    twin = copy.deepcopy(env)
+    obs, success = None, False
+    for action in actions:
+        obs, _, terminated, truncated, info = twin.step(action)
+        success = success or bool(info["success"])
+        if terminated or truncated:
+            break
+    return success, obs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="bundle directory (default: the shipped one)")
+    parser.add_argument("--starts", type=int, default=8, help="start states per task")
+    parser.add_argument("--n", type=int, default=64, help="proposals per start state")
+    parser.add_argument("--horizon", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bundle = Bundle.load(args.checkpoint)
+    world_model = WorldModel.from_pretrained(bundle.world_model_dir, device="cpu").eval()
+    lpips = make_reward_head("lpips-offline", args.checkpoint, "cpu")
+    judge_scorer = make_reward_head("judge", args.checkpoint, "cpu")
+    judge = judge_scorer.judge
+    planner = Planner(world_model, lpips, num_candidates=args.n, num_steps=None)
+    conditioned = is_gripper_conditioned(world_model)
+    began, records = time.perf_counter(), []
+    bar = tqdm(total=len(TASKS) * args.starts, desc="start states")
+    for task in TASKS:
+        env = gym.make("SimFold-v0", task=task, horizon=args.horizon)
+        for s in range(args.starts):
+            obs, _ = env.reset(seed=args.seed + s)
+            sim = env.unwrapped
+            goal = sim.world.render_goal()
+            nominal = scripted_nominal(env, obs[None], args.horizon)
+            rng = np.random.default_rng([args.seed, s, TASKS.index(task)])
+            candidates = sample_gaussian(nominal, ProposalConfig().std(), args.n, rng)  # (n, T, 20)
+            conditions = None
+            if conditioned:
+                conditions = torch.from_numpy(planner.gripper_conditions([GripperState.of_world(sim.world)], candidates, obs.shape[:2]))
+            generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+            with torch.no_grad():
+                imagined = world_model.rollout(torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape),
+                                               torch.from_numpy(candidates), generator=generator, num_steps=None,
+                                               **({} if conditions is None else {"conditions": conditions}))  # (n, T, H, W, 3)
+            clips = torch.cat([torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape), imagined], 1)
+            lpips_imagined = lpips.score(clips, goal).float().numpy()
+            judge_final = judge_scorer.score(clips, task).float().numpy()
+            peaks = np.max([judge.probability(clips[:, : t + 1], task).float().numpy() for t in range(1, clips.shape[1])], 0)
+            outcomes = [simulate(env, c) for c in candidates]
+            success = np.array([o[0] for o in outcomes])
+            lpips_sim = lpips.score(torch.from_numpy(np.stack([o[1] for o in outcomes]))[:, None], goal).float().numpy()
+            records.append({"task": task, "seed": args.seed + s, "success": success.tolist(),
+                            "lpips_imagined": lpips_imagined.tolist(), "judge_final": judge_final.tolist(),
+                            "judge_peak": peaks.tolist(), "lpips_sim": lpips_sim.tolist()})
+            bar.update(1)
+    bar.close()
+    scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim")
+    summary = {}
+    for task in TASKS:
+        rows = [r for r in records if r["task"] == task]
+        entry = {"random_proposal": float(np.mean([np.mean(r["success"]) for r in rows])), "starts": len(rows)}
+        for name in scorers:
+            entry[f"top1_{name}"] = float(np.mean([r["success"][int(np.argmax(r[name]))] for r in rows]))
+            aucs = [roc_auc(r[name], r["success"]) for r in rows]
+            entry[f"auc_{name}"] = float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
+        entry["judge_accepts"] = float(np.mean([np.mean(np.array(r["judge_peak"]) >= judge.threshold) for r in rows]))
+        summary[task] = entry
+    result = {"machine": f"{platform.machine()}, {args.threads} thread(s)", "args": vars(args), "judge_threshold": judge.threshold,
+              "seconds": time.perf_counter() - began, "summary": summary, "records": records}
+    print(f"| task | random proposal | " + " | ".join(f"best-of-{args.n} by {s} (AUC)" for s in scorers) + " | judge accepts |")
+    print("|---" * (len(scorers) + 3) + "|")
+    for task, e in summary.items():
+        cells = " | ".join(f"{e[f'top1_{s}']:.0%} ({e[f'auc_{s}']:.2f})" for s in scorers)
+        print(f"| {task} | {e['random_proposal']:.0%} | {cells} | {e['judge_accepts']:.0%} |")
+    if args.out:
+        write_text_atomic(Path(args.out), json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
