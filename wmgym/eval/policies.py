@@ -39,7 +39,7 @@ class EvalPoliciesConfig:
     policies: tuple[str, ...] = DEFAULT_POLICIES
     """Policy names: scripted-<noise> (the demonstrator with key-pose noise, metres), perturbed,
     random (the data's behaviours, open loop), plan-<n> (best-of-n in the world model around the
-    demonstrator, LPIPS to the goal image with the offline trunk), idm:<dir> (an inverse dynamics
+    demonstrator, `wmgym plan`'s 1 cm proposals, LPIPS to the goal image with the offline trunk), idm:<dir> (an inverse dynamics
     model replaying a demonstration video from another start), sb3:<path.zip> (a stable-baselines3
     model trained on WMFoldVecEnv's normalised actions)."""
     episodes: int = 51
