@@ -83,7 +83,6 @@ def main() -> None:
     lpips = make_reward_head("lpips-offline", args.checkpoint, "cpu")
     judge_scorer = make_reward_head("judge", args.checkpoint, "cpu")
     judge = judge_scorer.judge
-    planner = Planner(world_model, lpips, num_candidates=args.n, num_steps=None)
     conditioned = is_gripper_conditioned(world_model)
     began, records = time.perf_counter(), []
     bar = tqdm(total=len(TASKS) * args.starts, desc="start states")
@@ -96,15 +95,15 @@ def main() -> None:
             nominal = scripted_nominal(env, obs[None], args.horizon)
             rng = np.random.default_rng([args.seed, s, TASKS.index(task)])
             candidates = sample_gaussian(nominal, ProposalConfig().std(), args.n, rng)  # (n, T, 20)
-            conditions = None
+            extra = {}
             if conditioned:
-                conditions = torch.from_numpy(planner.gripper_conditions([GripperState.of_world(sim.world)], candidates, obs.shape[:2]))
+                extra["conditions"] = torch.from_numpy(Planner.gripper_conditions([GripperState.of_world(sim.world)], candidates,
+                                                                                  obs.shape[:2]))
             generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+            context = torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape)  # (n, 1, H, W, 3)
             with torch.no_grad():
-                imagined = world_model.rollout(torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape),
-                                               torch.from_numpy(candidates), generator=generator, num_steps=None,
-                                               **({} if conditions is None else {"conditions": conditions}))  # (n, T, H, W, 3)
-            clips = torch.cat([torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape), imagined], 1)
+                imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator, **extra)  # (n, T, H, W, 3)
+            clips = torch.cat([context, imagined], 1)
             lpips_imagined = lpips.score(clips, goal).float().numpy()
             judge_final = judge_scorer.score(clips, task).float().numpy()
             peaks = np.max([judge.probability(clips[:, : t + 1], task).float().numpy() for t in range(1, clips.shape[1])], 0)

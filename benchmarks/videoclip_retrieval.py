@@ -32,7 +32,7 @@ from wmgym.data.dataset import split_episodes
 from wmgym.data.store import EpisodeStore
 from wmgym.rewards.judge import first_accept_peaks, judge_figures
 from wmgym.rewards.videoclip import WEIGHTS_FILE, VideoCLIP
-from wmgym.train.videoclip import evaluate, judge_probabilities, load_clips
+from wmgym.train.videoclip import evaluate, judge_probabilities, judged_clips, load_clips
 
 
 def stop_step_agreement(probability: np.ndarray, labels: np.ndarray, episodes: np.ndarray, threshold: float) -> dict:
@@ -70,8 +70,8 @@ def main() -> None:
     probability, labels, episodes = judge_probabilities(model, val, prefixes=True)
     stops = stop_step_agreement(probability, labels, episodes, threshold)
     at_half = judge_figures(probability >= 0.5, labels)
-    lengths = np.concatenate([np.arange(1, n + 1) for n in val.lengths])  # judge_probabilities' order
-    verdict = judge_figures(first_accept_peaks(probability, episodes, lengths, len(val.tasks)) >= threshold, val.success)
+    peaks = first_accept_peaks(probability, episodes, judged_clips(val, prefixes=True)[1], len(val.tasks))
+    verdict = judge_figures(peaks >= threshold, val.success)
     seconds = time.perf_counter() - start
 
     clips = torch.from_numpy(store.root["data/camera0_rgb"][: 16 * 17]).view(16, 17, store.height, store.width, 3)

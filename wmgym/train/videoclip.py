@@ -383,6 +383,15 @@ def _encode_rows(model: "VideoCLIP", clips: EpisodeClips, rows: np.ndarray) -> "
                           for i in range(0, len(rows), EVAL_BATCH)])
 
 
+def judged_clips(clips: EpisodeClips, prefixes: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The clips `judge_probabilities` judges, in its order: (episode (k,), frames (k,)) of every
+    whole episode (prefixes=False) or of every prefix of 1..T+1 frames, episode by episode (True)."""
+    lengths = np.asarray(clips.lengths, np.int64)
+    if not prefixes:
+        return np.arange(len(lengths)), lengths
+    return np.repeat(np.arange(len(lengths)), lengths), np.concatenate([np.arange(1, n + 1) for n in lengths] or [lengths])
+
+
 def judge_probabilities(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """p(done) of every whole episode (prefixes=False) or every prefix of 1..T+1 frames (True).
 
@@ -392,11 +401,8 @@ def judge_probabilities(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool)
     from wmgym.rewards.videoclip import VideoCLIPHead
 
     n = model.config.num_frames
-    if prefixes:
-        pairs = [(e, length) for e in range(len(clips.tasks)) for length in range(1, clips.lengths[e] + 1)]
-    else:
-        pairs = [(e, int(clips.lengths[e])) for e in range(len(clips.tasks))]
-    episodes = np.array([e for e, _ in pairs])
+    episodes, lengths = judged_clips(clips, prefixes)
+    pairs = list(zip(episodes.tolist(), lengths.tolist()))
     rows = np.stack([clips.rows(e, length, n) for e, length in pairs])
     labels = clips.success[episodes] if not prefixes else np.array([clips.done[clips.starts[e] + length - 1] for e, length in pairs])
     judge = SuccessJudge(VideoCLIPHead(model), threshold=0.5)
@@ -456,8 +462,7 @@ def calibrate(model: "VideoCLIP", clips: EpisodeClips, rule: str = "episodes") -
     if rule not in CALIBRATION_RULES:
         raise ValueError(f"calibration must be one of {sorted(CALIBRATION_RULES)}, got {rule!r}")
     probability, labels, episodes = judge_probabilities(model, clips, prefixes=True)
-    lengths = np.concatenate([np.arange(1, n + 1) for n in clips.lengths])  # the order judge_probabilities uses
-    peaks = first_accept_peaks(probability, episodes, lengths, len(clips.tasks))
+    peaks = first_accept_peaks(probability, episodes, judged_clips(clips, prefixes=True)[1], len(clips.tasks))
     success = np.asarray(clips.success, bool)
     prefix_threshold, _ = calibrate_threshold(probability, labels)
     threshold = calibrate_threshold(peaks, success)[0] if rule == "episodes" else prefix_threshold
