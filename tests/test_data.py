@@ -6,6 +6,7 @@ are fast and independent of `wmgym.sim`'s physics.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -193,6 +194,15 @@ def test_plan_is_deterministic_and_independent_of_episode_count():
     assert {s.noise for s in plan if s.kind == "random"} == {0.0}
 
 
+def test_kinds_cycle_sets_each_episodes_kind():
+    plan = plan_episodes(9, 5, TASKS, SIZE, SIZE, 4, kinds="DXX")
+    assert [s.kind for s in plan] == ["demo", "replay", "replay"] * 3
+    assert [s.noise for s in plan if s.kind == "demo"] == [0.0, 0.01, 0.02]
+    assert {s.noise for s in plan if s.kind == "replay"} == {0.0}
+    # the same seeds as the default cycle: only the kinds differ
+    assert [s.seed for s in plan] == [s.seed for s in plan_episodes(9, 5, TASKS, SIZE, SIZE, 4)]
+
+
 def test_generate_writes_the_planned_episodes(tmp_path):
     cfg = config(tmp_path)
     assert generate(cfg, run_episode=fake_run_episode) == cfg.out
@@ -272,6 +282,8 @@ def test_two_workers_write_the_same_store_as_one(tmp_path):
     (dict(episodes=0), ValueError, "episodes"),
     (dict(resolution=8), ValueError, "at least 16"),
     (dict(tasks=("fold_towel",)), ValueError, r"fold_towel.*fold_left_sleeve.*fold_half"),
+    (dict(kinds="DQ"), ValueError, r"letters DPRX.*X replay.*'DQ'"),
+    (dict(kinds=""), ValueError, r"non-empty"),
 ])
 def test_generate_rejects_bad_config(tmp_path, overrides, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -287,7 +299,7 @@ def test_generate_refuses_an_existing_store_without_resume_or_overwrite(tmp_path
 
 
 @pytest.mark.parametrize("overrides", [dict(resolution=32), dict(tasks=TASKS[:2]),
-                                       dict(seed=1), dict(horizon=5)])
+                                       dict(seed=1), dict(horizon=5), dict(kinds="X")])
 def test_resume_with_different_settings_is_refused(tmp_path, overrides):
     generate(config(tmp_path, episodes=2), run_episode=fake_run_episode)
     with pytest.raises(ValueError, match="cannot resume"):
@@ -360,6 +372,45 @@ def test_windows_with_views_carry_the_same_frames_grippers_view(marked_store):
         assert (conditions[:, 0, ..., 2] == 9).all()
     with pytest.raises(ValueError, match="views must be among"):
         WindowDataset(path, views=("hands",))
+
+
+def test_several_stores_are_split_each_on_its_own_and_joined(marked_store, tmp_path):
+    path, horizons = marked_store
+    extra = tmp_path / "extra.zarr"
+    extra_horizons = [5, 4, 6, 4]
+    EpisodeStore.create(extra, SIZE, SIZE, TASKS).append([marked_record(100 + e, h) for e, h in enumerate(extra_horizons)])
+    for split in ("train", "val"):
+        alone = WindowDataset(path, num_actions=3, split=split, val_fraction=0.25)
+        joined = WindowDataset([path, extra], num_actions=3, split=split, val_fraction=0.25)
+        extra_alone = WindowDataset(extra, num_actions=3, split=split, val_fraction=0.25)
+        # adding a store leaves the first store's split as it was
+        np.testing.assert_array_equal(joined.store_episodes[0], alone.episode_indices)
+        np.testing.assert_array_equal(joined.store_episodes[1], extra_alone.episode_indices)
+        assert len(joined) == len(alone) + len(extra_alone)
+        episodes = {int(joined[i][0][0, 0, 0, 1]) for i in range(len(joined))}
+        assert episodes == {*alone.episode_indices.tolist(), *(100 + extra_alone.episode_indices).tolist()}
+        for i in range(len(joined)):  # windows never cross from one store into the other
+            frames, _ = joined[i]
+            assert len(set(frames[:, 0, 0, 1].tolist())) == 1
+        assert joined.episode_lengths.sum() == len(joined.actions)
+
+
+def test_stores_of_different_frame_sizes_cannot_be_joined(marked_store, tmp_path):
+    path, _ = marked_store
+    other = tmp_path / "other.zarr"
+    EpisodeStore.create(other, 2 * SIZE, 2 * SIZE, TASKS)
+    with pytest.raises(ValueError, match="holds no episodes"):
+        WindowDataset([path, other])
+    small = tmp_path / "small.zarr"
+    record = marked_record(0, 4)
+    big = dataclasses.replace(record, **{k: np.repeat(np.repeat(getattr(record, k), 2, 1), 2, 2)
+                                         for k in ("interaction", "static_scene", "grippers")},
+                              goal_image=np.repeat(np.repeat(record.goal_image, 2, 0), 2, 1))
+    EpisodeStore.create(small, 2 * SIZE, 2 * SIZE, TASKS).append([big, big])
+    with pytest.raises(ValueError, match=f"{2 * SIZE}x{2 * SIZE} frames"):
+        WindowDataset([path, small], split="all")
+    with pytest.raises(ValueError, match="at least one episode store"):
+        WindowDataset([])
 
 
 def test_window_dataset_rejects_bad_arguments(marked_store):

@@ -73,6 +73,7 @@ def test_rank_agreement_known_values():
 
 def test_policy_names_and_bad_input():
     assert make_policy("scripted-0.02").noise == 0.02 and make_policy("random").kind == "random"
+    assert make_policy("replay").kind == "replay" and make_policy("replay").noise == 0.0
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy("teleop")
     with pytest.raises(ValueError, match="scripted-<noise>"):

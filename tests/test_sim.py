@@ -92,6 +92,20 @@ def test_same_seed_same_frames(kind):
     assert not np.array_equal(other.actions, first.actions)
 
 
+def test_replay_plays_another_start_states_demonstration_from_its_own_start():
+    from wmgym.sim.episode import _demo_actions
+
+    spec = EpisodeSpec("fold_half", seed=7, kind="replay", noise=0.0, horizon=6)
+    replay = run_episode(spec)
+    own_start = run_episode(dataclasses.replace(spec, kind="demo"))
+    np.testing.assert_array_equal(replay.interaction[0], own_start.interaction[0])  # this spec's start state
+    assert not np.array_equal(replay.actions, own_start.actions)
+    reference_seed = int(np.random.SeedSequence(7, spawn_key=(1,)).generate_state(1, np.uint32)[0])
+    reference = run_episode(dataclasses.replace(spec, seed=reference_seed, kind="demo"))
+    np.testing.assert_array_equal(replay.actions, reference.actions)  # another start state's demonstration
+    np.testing.assert_array_equal(_demo_actions("fold_half", reference_seed, 0.0, 64, 64, 6), reference.actions)
+
+
 # Cloth physics
 
 

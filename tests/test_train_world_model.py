@@ -202,3 +202,25 @@ def test_fresh_run_with_grippers_view_builds_a_conditioned_model(store, tmp_path
     model = WorldModel.from_pretrained(tmp_path / "fresh/checkpoints/step_0000001/model", device="cpu")
     assert model.config.condition_views == ("grippers",)
     assert model.denoiser.config.condition_channels == 3
+
+
+def test_extra_data_joins_the_training_windows_and_action_statistics(store, tmp_path):
+    from wmgym.data.dataset import WindowDataset
+    from wmgym.train.world_model import _action_statistics
+
+    replay = tmp_path / "replay.zarr"
+    generate(GenerateConfig(out=str(replay), episodes=4, resolution=16, workers=1, show_progress=False, kinds="X"))
+    assert {EpisodeStore.open(replay).read_episode(i)["kind"] for i in range(4)} == {"replay"}
+    alone, joined = WindowDataset(store, split="train"), WindowDataset([store, replay], split="train")
+    assert len(joined) == 2 * len(alone)  # same horizon and split sizes in both stores
+    mean = np.array(_action_statistics(joined)[0])
+    assert not np.allclose(mean, _action_statistics(alone)[0])
+    real = joined.actions.numpy()[np.setdiff1d(np.arange(len(joined.actions)), np.cumsum(joined.episode_lengths) - 1)]
+    np.testing.assert_allclose(mean, real.astype(np.float64).mean(0), atol=1e-6)
+    out = tmp_path / "run"
+    main(["train-wm", "--data", str(store), "--extra-data", str(replay), "--out", str(out), "--steps", "2", "--batch-size",
+          "8", "--width", "32", "--depth", "2", "--num-heads", "2", "--patch-size", "4", "--num-steps", "2",
+          "--val-batches", "1"])
+    model = WorldModel.from_pretrained(out / "checkpoints/step_0000002/model", device="cpu")
+    np.testing.assert_allclose(model.config.action_mean, mean, atol=1e-6)
+    assert json.loads((out / "train_config.json").read_text())["extra_data"] == [str(replay)]

@@ -284,3 +284,29 @@ def test_loading_bad_checkpoint_fails_clearly(tmp_path):
     (path / "model.pt").write_bytes(b"\x80\x04")
     with pytest.raises(FileNotFoundError, match=r"missing model\.safetensors \(found \['model\.pt'\]: only safetensors"):
         VideoCLIP.from_pretrained(path, device="cpu")
+
+
+def test_extra_data_joins_train_and_val_episodes(store, tmp_path):
+    from wmgym.data.dataset import split_episodes
+    from wmgym.train.videoclip import join_clips
+
+    replay = tmp_path / "replay.zarr"
+    generate(GenerateConfig(out=str(replay), episodes=4, resolution=16, workers=1, show_progress=False, kinds="X"))
+    a, b = EpisodeStore.open(store), EpisodeStore.open(replay)
+    parts = [load_clips(a, np.arange(6)), load_clips(b, np.arange(4))]
+    joined = join_clips(parts)
+    assert len(joined.tasks) == 10 and joined.frames.shape[0] == 10 * 17
+    for e, (part, k) in enumerate([(0, i) for i in range(6)] + [(1, i) for i in range(4)]):  # each episode's own frames
+        rows = joined.frames[joined.starts[e]: joined.starts[e] + joined.lengths[e]]
+        source = parts[part]
+        assert torch.equal(rows, source.frames[source.starts[k]: source.starts[k] + source.lengths[k]])
+        assert joined.done[joined.starts[e] + joined.lengths[e] - 1] == source.success[k] == joined.success[e]
+    assert joined.captions[6:] == parts[1].captions
+    out = train_videoclip(tiny_training(store, tmp_path / "clip", extra_data=(str(replay),)))
+    calibration = json.loads((out / "calibration.json").read_text())
+    val_episodes = len(split_episodes(6, "val")) + len(split_episodes(4, "val"))
+    assert calibration["episodes"]["count"] == val_episodes == 2
+    other = tmp_path / "other.zarr"
+    generate(GenerateConfig(out=str(other), episodes=2, resolution=32, workers=1, show_progress=False))
+    with pytest.raises(ValueError, match="32x32 frames"):
+        train_videoclip(tiny_training(store, tmp_path / "bad", extra_data=(str(other),)))

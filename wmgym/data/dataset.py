@@ -47,12 +47,20 @@ class WindowDataset(torch.utils.data.Dataset):
     pixel-aligned views of the same frames, in the order named. Windows never cross episode
     boundaries.
 
+    `path` is one store or a list of stores of the same frame size and tasks (e.g. the main
+    dataset and a store of extra "replay" episodes); each store is split on its own, so adding
+    a store never moves another store's episodes between train and val.
+
     The camera frames and actions of the selected episodes are loaded into memory once, at
     construction (89k frames at 64x64 is about 1.1 GB), so items cost no disk reads.
 
     Attributes:
-        episode_indices: sorted store indices of the episodes in this split.
-        height, width, tasks: from the store.
+        episode_indices: sorted store indices of the episodes in this split (of the first
+            store; `store_episodes` has every store's).
+        store_episodes: one array of episode indices per store, in the order of `path`.
+        episode_lengths: frames (actions + 1) of each selected episode, in the order the
+            rows of `frames` and `actions` hold them.
+        height, width, tasks: from the store(s).
     """
 
     def __init__(self, path, num_actions: int = 4, split: str = "train",
@@ -60,36 +68,51 @@ class WindowDataset(torch.utils.data.Dataset):
         unknown = [v for v in views if v not in CONDITION_VIEWS]
         if unknown:
             raise ValueError(f"views must be among {tuple(CONDITION_VIEWS)}, got {tuple(views)}")
-        store = EpisodeStore.open(path, mode="r")
-        if store.num_episodes == 0:
-            raise ValueError(f"episode store {path} holds no episodes")
-        self.episode_indices = split_episodes(store.num_episodes, split, val_fraction, split_seed)
-        if len(self.episode_indices) == 0:
-            raise ValueError(f"split {split!r} of {path} is empty ({store.num_episodes} "
-                             f"episodes, val_fraction={val_fraction})")
         if num_actions < 1:
             raise ValueError(f"num_actions must be at least 1, got {num_actions}")
-        slices = [store.episode_slice(int(i)) for i in self.episode_indices]
-        lengths = np.array([s.stop - s.start for s in slices])  # frames = actions + 1
-        if num_actions > lengths.min() - 1:
-            raise ValueError(f"num_actions={num_actions} exceeds the shortest episode of split "
-                             f"{split!r}, which has {lengths.min() - 1} actions")
-        self.num_actions = num_actions
-        self.height, self.width, self.tasks = store.height, store.width, store.tasks
-
-        keep = np.zeros(store.num_frames, bool)  # rows of the selected episodes
-        for s in slices:
-            keep[s] = True
-        self.frames = torch.from_numpy(read_rows(store.root["data/camera0_rgb"], keep))
-        self.actions = torch.from_numpy(read_rows(store.root["data/action"], keep))
-        self.views = tuple(views)
-        self.conditions = (torch.from_numpy(np.stack([read_rows(store.root[f"data/{CONDITION_VIEWS[v]}"], keep)
-                                                      for v in views], axis=1)) if views else None)  # (N, V, H, W, 3)
+        paths = [path] if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__") else list(path)
+        if not paths:
+            raise ValueError("need at least one episode store")
+        self.num_actions, self.views = num_actions, tuple(views)
+        self.store_episodes, frames, actions, conditions, lengths = [], [], [], [], []
+        for p in paths:
+            store = EpisodeStore.open(p, mode="r")
+            if store.num_episodes == 0:
+                raise ValueError(f"episode store {p} holds no episodes")
+            if len(self.store_episodes) == 0:
+                self.height, self.width, self.tasks = store.height, store.width, store.tasks
+            elif (store.height, store.width, tuple(store.tasks)) != (self.height, self.width, tuple(self.tasks)):
+                raise ValueError(f"store {p} has {store.height}x{store.width} frames and tasks {store.tasks}; "
+                                 f"{paths[0]} has {self.height}x{self.width} and {self.tasks}")
+            indices = split_episodes(store.num_episodes, split, val_fraction, split_seed)
+            if len(indices) == 0:
+                raise ValueError(f"split {split!r} of {p} is empty ({store.num_episodes} "
+                                 f"episodes, val_fraction={val_fraction})")
+            slices = [store.episode_slice(int(i)) for i in indices]
+            store_lengths = np.array([s.stop - s.start for s in slices])  # frames = actions + 1
+            if num_actions > store_lengths.min() - 1:
+                raise ValueError(f"num_actions={num_actions} exceeds the shortest episode of split "
+                                 f"{split!r} of {p}, which has {store_lengths.min() - 1} actions")
+            keep = np.zeros(store.num_frames, bool)  # rows of the selected episodes
+            for s in slices:
+                keep[s] = True
+            frames.append(read_rows(store.root["data/camera0_rgb"], keep))
+            actions.append(read_rows(store.root["data/action"], keep))
+            if views:
+                conditions.append(np.stack([read_rows(store.root[f"data/{CONDITION_VIEWS[v]}"], keep)
+                                            for v in views], axis=1))  # (N, V, H, W, 3)
+            self.store_episodes.append(indices)
+            lengths.append(store_lengths)
+        self.episode_indices = self.store_episodes[0]
+        self.episode_lengths = np.concatenate(lengths)
+        join = lambda arrays: torch.from_numpy(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+        self.frames, self.actions = join(frames), join(actions)
+        self.conditions = join(conditions) if views else None
 
         # Window starts as rows of the compacted arrays.
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        offsets = np.concatenate([[0], np.cumsum(self.episode_lengths)[:-1]])
         self._starts = np.concatenate([
-            offset + np.arange(length - num_actions) for offset, length in zip(offsets, lengths)])
+            offset + np.arange(length - num_actions) for offset, length in zip(offsets, self.episode_lengths)])
 
     def __len__(self) -> int:
         return len(self._starts)

@@ -25,9 +25,11 @@ logger = logging.getLogger(__name__)
 
 DEMO_NOISE_LEVELS = (0.0, 0.01, 0.02, 0.04)
 PERTURBED_NOISE = 0.02
-# One cycle of 20 kinds, spread evenly: 11 demo (55%), 5 perturbed (25%), 4 random (20%).
-KIND_CYCLE = tuple({"D": "demo", "P": "perturbed", "R": "random"}[c]
-                   for c in "DPDRDPDDRDPDDRDPDRDP")
+# Episode kinds by letter, for `GenerateConfig.kinds`.
+KIND_LETTERS = {"D": "demo", "P": "perturbed", "R": "random", "X": "replay"}
+# The default cycle of 20 kinds, spread evenly: 11 demo (55%), 5 perturbed (25%), 4 random (20%).
+DEFAULT_KINDS = "DPDRDPDDRDPDDRDPDRDP"
+KIND_CYCLE = tuple(KIND_LETTERS[c] for c in DEFAULT_KINDS)
 MIN_RESOLUTION = 16
 
 
@@ -61,13 +63,25 @@ class GenerateConfig:
     """Delete an existing store at `out` and start over."""
     show_progress: bool = True
     """Show a progress bar over episodes and print a throughput line at the end."""
+    kinds: str = DEFAULT_KINDS
+    """Cycle of episode kinds, one letter each: D demo, P perturbed, R random, X replay (another
+    start state's clean demonstration played from this one: motion that mostly misses the
+    cloth); episode i gets letter i % len. E.g. "X" for replay episodes only."""
 
 
-def _kind_and_noise(i: int) -> tuple[str, float]:
-    kind = KIND_CYCLE[i % len(KIND_CYCLE)]
+def kind_cycle(kinds: str = DEFAULT_KINDS) -> tuple[str, ...]:
+    """Episode kind names of a cycle of letters (see `GenerateConfig.kinds`)."""
+    unknown = sorted(set(kinds) - set(KIND_LETTERS))
+    if not kinds or unknown:
+        raise ValueError(f"kinds must be a non-empty string of the letters {''.join(KIND_LETTERS)} "
+                         f"({', '.join(f'{k} {v}' for k, v in KIND_LETTERS.items())}), got {kinds!r}")
+    return tuple(KIND_LETTERS[c] for c in kinds)
+
+
+def _kind_and_noise(i: int, cycle: tuple[str, ...] = KIND_CYCLE) -> tuple[str, float]:
+    kind = cycle[i % len(cycle)]
     if kind == "demo":  # noise cycles over the demos in order: count demos before episode i
-        demo_ordinal = (i // len(KIND_CYCLE)) * KIND_CYCLE.count("demo") + \
-            KIND_CYCLE[: i % len(KIND_CYCLE)].count("demo")
+        demo_ordinal = (i // len(cycle)) * cycle.count("demo") + cycle[: i % len(cycle)].count("demo")
         return kind, DEMO_NOISE_LEVELS[demo_ordinal % len(DEMO_NOISE_LEVELS)]
     return kind, PERTURBED_NOISE if kind == "perturbed" else 0.0
 
@@ -79,17 +93,17 @@ def episode_seed(seed: int, index: int) -> int:
 
 
 def plan_episodes(num_episodes: int, seed: int, tasks, height: int, width: int,
-                  horizon: int) -> list[EpisodeSpec]:
+                  horizon: int, kinds: str = DEFAULT_KINDS) -> list[EpisodeSpec]:
     """The specs of episodes 0..num_episodes-1; episode i does not depend on num_episodes.
 
-    Episode i gets task tasks[i % len(tasks)], seed `episode_seed(seed, i)` and a kind from a
-    fixed cycle of 20 (55% "demo" with noise cycling over `DEMO_NOISE_LEVELS`, 25% "perturbed"
-    with noise 0.02, 20% "random" with noise 0).
+    Episode i gets task tasks[i % len(tasks)], seed `episode_seed(seed, i)` and a kind from the
+    cycle `kinds` (default: 20 long, 55% "demo" with noise cycling over `DEMO_NOISE_LEVELS`,
+    25% "perturbed" with noise 0.02, 20% "random" with noise 0; "replay" has noise 0).
     """
-    tasks = tuple(tasks)
+    tasks, cycle = tuple(tasks), kind_cycle(kinds)
     specs = []
     for i in range(num_episodes):
-        kind, noise = _kind_and_noise(i)
+        kind, noise = _kind_and_noise(i, cycle)
         specs.append(EpisodeSpec(task=tasks[i % len(tasks)], seed=episode_seed(seed, i),
                                  kind=kind, noise=noise, height=height, width=width,
                                  horizon=horizon))
@@ -114,6 +128,7 @@ def _check_config(config: GenerateConfig) -> tuple[int, int, tuple[str, ...]]:
     if config.horizon < 1 or config.batch_episodes < 1 or config.workers < 0:
         raise ValueError(f"need horizon >= 1, batch_episodes >= 1, workers >= 0, got "
                          f"{config.horizon}, {config.batch_episodes}, {config.workers}")
+    kind_cycle(config.kinds)
     if config.resume and config.overwrite:
         raise ValueError("pass at most one of resume and overwrite")
     if Path(config.out).exists() and not (config.resume or config.overwrite):
@@ -124,12 +139,13 @@ def _check_config(config: GenerateConfig) -> tuple[int, int, tuple[str, ...]]:
 
 def _open_store(config: GenerateConfig, height: int, width: int,
                 tasks: tuple[str, ...]) -> EpisodeStore:
-    plan = {"seed": config.seed, "horizon": config.horizon}
+    plan = {"seed": config.seed, "horizon": config.horizon, "kinds": config.kinds}
     if not (config.resume and Path(config.out).exists()):
         return EpisodeStore.create(config.out, height, width, tasks,
                                    overwrite=config.overwrite, attrs={"generation": plan})
     store = EpisodeStore.open(config.out, mode="a")
     found = {"height": store.height, "width": store.width, "tasks": store.tasks,
+             "kinds": DEFAULT_KINDS,  # stores made before kinds existed used the default cycle
              **store.attrs.get("generation", {})}
     wanted = {"height": height, "width": width, "tasks": tasks, **plan}
     differ = [f"{k}: store has {found[k]!r}, asked for {wanted[k]!r}"
@@ -179,7 +195,7 @@ def generate(config: GenerateConfig,
                     config.out, done, config.episodes)
         return str(config.out)
     specs = plan_episodes(config.episodes, config.seed, tasks, height, width,
-                          config.horizon)[done:]
+                          config.horizon, config.kinds)[done:]
     workers = config.workers or os.cpu_count() or 1
     frames, write_seconds, start = 0, 0.0, time.perf_counter()
     with tqdm(total=config.episodes, initial=done, unit="episode", desc="generate",

@@ -38,7 +38,8 @@ class EvalPoliciesConfig:
     """WMFold-v0 bundle directory, or "default"."""
     policies: tuple[str, ...] = DEFAULT_POLICIES
     """Policy names: scripted-<noise> (the demonstrator with key-pose noise, metres), perturbed,
-    random (the data's behaviours, open loop), plan-<n> (best-of-n in the world model around the
+    random (the data's behaviours, open loop), replay (the demonstrator's actions for another
+    start state of the task, open loop: the oracle of idm:<dir>), plan-<n> (best-of-n in the world model around the
     demonstrator, `wmgym plan`'s 1 cm proposals, LPIPS to the goal image with the offline trunk), idm:<dir> (an inverse dynamics
     model replaying a demonstration video from another start), sb3:<path.zip> (a stable-baselines3
     model trained on WMFoldVecEnv's normalised actions)."""
@@ -191,6 +192,8 @@ def make_policy(name: str, horizon: int = 16, checkpoint=None, device: str = "au
         return SimulatorBehaviourPolicy("perturbed", 0.02, horizon)
     if name == "random":
         return SimulatorBehaviourPolicy("random", 0.0, horizon)
+    if name == "replay":  # another start state's clean demonstration, open loop (the oracle of idm:<dir>)
+        return SimulatorBehaviourPolicy("replay", 0.0, horizon)
     if name.startswith("sb3:"):
         return _load_sb3_policy(name[len("sb3:"):])
     if name.startswith("plan-"):
@@ -201,8 +204,8 @@ def make_policy(name: str, horizon: int = 16, checkpoint=None, device: str = "au
         return PlannerPolicy(n, checkpoint=checkpoint, device=device, num_steps=num_steps, horizon=horizon)
     if name.startswith("idm:"):
         return IDMReplayPolicy(name[len("idm:"):], horizon, device=device)
-    raise ValueError(f"unknown policy {name!r}; expected scripted-<noise>, perturbed, random, plan-<n>, idm:<dir> "
-                     "or sb3:<path.zip>")
+    raise ValueError(f"unknown policy {name!r}; expected scripted-<noise>, perturbed, random, replay, plan-<n>, "
+                     "idm:<dir> or sb3:<path.zip>")
 
 
 def rank_agreement(sim_rates, model_rates) -> dict:

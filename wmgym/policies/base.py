@@ -78,8 +78,9 @@ class SequencePolicy(Policy):
 
 class SimulatorBehaviourPolicy(SequencePolicy):
     """The behaviours `wmgym generate` records, replayed open loop: "demo" (the scripted
-    demonstrator with key-pose noise `noise`, metres), "perturbed" (with random jolts) or
-    "random" (the data's random behaviour). Plans with the simulator's state at the start."""
+    demonstrator with key-pose noise `noise`, metres), "perturbed" (with random jolts),
+    "random" (the data's random behaviour) or "replay" (the demonstrator's actions for another
+    start state). Plans with the simulator's state at the start."""
 
     def __init__(self, kind: str = "demo", noise: float = 0.0, horizon: int = 16, name: str | None = None):
         from wmgym.sim.episode import EPISODE_KINDS

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-EPISODE_KINDS = ("demo", "perturbed", "random")
+EPISODE_KINDS = ("demo", "perturbed", "random", "replay")  # append only: stores keep kinds as indices
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,10 @@ class EpisodeSpec:
         task: task name, one of `wmgym.sim.tasks.TASKS`.
         seed: seeds the cloth's start state, colours and the action noise.
         kind: "demo" (scripted demonstrator with `noise`), "perturbed" (demonstrator whose
-            actions get large random perturbations on some steps) or "random" (smooth random actions).
-        noise: demonstrator noise level (0 = clean), used by "demo" and "perturbed".
+            actions get large random perturbations on some steps), "random" (smooth random
+            actions) or "replay" (the demonstrator's actions for another start state of the
+            same task, replayed open loop: clean, purposeful motion whose grasps mostly miss).
+        noise: demonstrator noise level (0 = clean), used by "demo", "perturbed" and "replay".
         height, width: image size in pixels.
         horizon: number of actions T; the episode has T + 1 frames.
     """
@@ -103,11 +105,16 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
         raise ValueError(f"unknown episode kind {spec.kind!r}; expected one of {EPISODE_KINDS}")
     if spec.horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {spec.horizon}")
+    if spec.kind == "replay":  # before the reset below: _demo_actions runs on the same cached world
+        reference_seed = int(np.random.SeedSequence(spec.seed, spawn_key=(1,)).generate_state(1, np.uint32)[0])
+        replayed = iter(_demo_actions(spec.task, reference_seed, spec.noise, spec.height, spec.width, spec.horizon))
     world = _world(spec.height, spec.width)
     rng = np.random.default_rng(spec.seed)
     world.reset(rng, spec.task)
     if spec.kind == "random":
         policy = RandomBehaviour(world, rng, spec.horizon)
+    elif spec.kind == "replay":
+        policy = None
     else:
         params = DemoParams(noise=spec.noise, speed=float(rng.uniform(0.85, 1.3)), grasp_offset=spec.noise)
         policy = ScriptedDemonstrator(world, rng, params, spec.horizon)
@@ -121,7 +128,7 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
         success = success or world.is_success()
         if t == spec.horizon:
             break
-        action = policy.action()
+        action = next(replayed).copy() if policy is None else policy.action()
         if spec.kind == "perturbed" and rng.uniform() < 0.35:
             for hand in range(2):
                 action[10 * hand : 10 * hand + 3] += rng.normal(0.0, 0.04, size=3).astype(np.float32)
@@ -150,6 +157,27 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
         goal_caption=world.task.caption,
         goal_image=world.render_goal(),
     )
+
+
+def _demo_actions(task: str, seed: int, noise: float, height: int, width: int, horizon: int) -> np.ndarray:
+    """The actions (T, 20) of `run_episode(EpisodeSpec(task, seed, "demo", noise, height, width, horizon))`,
+    without rendering a frame.
+
+    A "replay" episode plays them from its own start state: the demonstrator's motion for a
+    cloth that lies elsewhere, which the world model must learn does not fold this one.
+    """
+    from wmgym.sim.demonstrator import DemoParams, ScriptedDemonstrator
+
+    world = _world(height, width)
+    rng = np.random.default_rng(seed)
+    world.reset(rng, task)
+    policy = ScriptedDemonstrator(world, rng, DemoParams(noise=noise, speed=float(rng.uniform(0.85, 1.3)),
+                                                         grasp_offset=noise), horizon)
+    actions = []
+    for _ in range(horizon):
+        actions.append(policy.action())
+        world.step(actions[-1])
+    return np.array(actions, dtype=np.float32)
 
 
 def replay_actions(spec: EpisodeSpec, actions) -> np.ndarray:

@@ -65,6 +65,9 @@ class TrainVideoCLIPConfig:
     """Path of a zarr episode store written by `wmgym generate`."""
     out: str
     """Model directory to write (replaced atomically at every checkpoint)."""
+    extra_data: tuple[str, ...] = ()
+    """More stores (same frame size and tasks) whose train and val episodes join `data`'s, each
+    split on its own, e.g. imagined replay episodes (`wmgym generate --kinds X`, then `wmgym imagine`)."""
     steps: int = 3000
     """Total optimizer steps (a resumed run continues up to this many)."""
     batch_size: int = 64
@@ -184,6 +187,22 @@ def load_clips(store: EpisodeStore, indices: np.ndarray) -> EpisodeClips:
                         goal_captions=[attrs["goal_captions"][i] for i in indices], indices=indices)
 
 
+def join_clips(parts: list[EpisodeClips]) -> EpisodeClips:
+    """The episodes of several `EpisodeClips` in one, in order (`indices` stay each store's own)."""
+    import torch
+
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0, *[len(p.frames) for p in parts[:-1]]])
+    return EpisodeClips(frames=torch.cat([p.frames for p in parts]),
+                        starts=np.concatenate([p.starts + o for p, o in zip(parts, offsets)]),
+                        lengths=np.concatenate([p.lengths for p in parts]), done=np.concatenate([p.done for p in parts]),
+                        success=np.concatenate([p.success for p in parts]),
+                        tasks=[t for p in parts for t in p.tasks], captions=[c for p in parts for c in p.captions],
+                        goal_captions=[c for p in parts for c in p.goal_captions],
+                        indices=np.concatenate([p.indices for p in parts]))
+
+
 def task_captions(store: EpisodeStore) -> dict[str, str]:
     """Task name -> instruction caption, read from the store's episodes (the simulator's for unseen tasks)."""
     from wmgym.sim.tasks import make_task
@@ -211,11 +230,18 @@ def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
     device = resolve_device(config.device)
 
     store = EpisodeStore.open(config.data)
-    total = store.num_episodes if config.max_episodes is None else min(config.max_episodes, store.num_episodes)
-    if total == 0:
-        raise ValueError(f"episode store {config.data} holds no episodes")
-    train = load_clips(store, split_episodes(total, "train", config.val_fraction))
-    val = load_clips(store, split_episodes(total, "val", config.val_fraction))
+    train, val = [], []
+    for path in (config.data, *config.extra_data):
+        part = EpisodeStore.open(path)
+        total = part.num_episodes if config.max_episodes is None else min(config.max_episodes, part.num_episodes)
+        if total == 0:
+            raise ValueError(f"episode store {path} holds no episodes")
+        if (part.height, part.width, tuple(part.tasks)) != (store.height, store.width, tuple(store.tasks)):
+            raise ValueError(f"store {path} has {part.height}x{part.width} frames and tasks {part.tasks}; "
+                             f"{config.data} has {store.height}x{store.width} and {store.tasks}")
+        train.append(load_clips(part, split_episodes(total, "train", config.val_fraction)))
+        val.append(load_clips(part, split_episodes(total, "val", config.val_fraction)))
+    train, val = join_clips(train), join_clips(val)
     instructions = task_captions(store)
     bank = list(dict.fromkeys([*instructions.values(), NOT_DONE_CAPTION, *sorted(set(train.captions))]))
     bank_index = {caption: k for k, caption in enumerate(bank)}

@@ -34,7 +34,6 @@ from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM
 from wmgym.data.dataset import WindowDataset
-from wmgym.data.store import EpisodeStore
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.schedule import add_noise
@@ -53,6 +52,9 @@ class TrainWorldModelConfig:
     """Path of a zarr episode store written by `wmgym generate`."""
     out: str
     """Run directory: checkpoints/, latest, log.jsonl, train_config.json (and tensorboard/)."""
+    extra_data: tuple[str, ...] = ()
+    """More stores (same frame size and tasks) whose train and val splits join `data`'s, each
+    split on its own, e.g. one of replay episodes (`wmgym generate --kinds X`)."""
     steps: int = 20000
     """Optimizer steps in total (the LR schedule spans them)."""
     stop_after: int | None = None
@@ -185,7 +187,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
         model = WorldModel.from_pretrained(checkpoint / "model", device="cpu")
     # The model's views (a checkpoint's or an --init-from model's config wins) decide what the data yields.
     views = tuple(model.config.condition_views) if checkpoint is not None or config.init_from else tuple(config.condition_views)
-    train_set = WindowDataset(config.data, num_actions=num_actions, split="train", views=views)
+    train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views)
     if checkpoint is None and config.init_from is not None:
         if (model.config.height, model.config.width) != (train_set.height, train_set.width):
             raise ValueError(f"--init-from {config.init_from} makes {model.config.height}x{model.config.width} frames, "
@@ -220,7 +222,8 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     step = 0 if state is None else restore_checkpoint(state, tensors, model, ema, optimizer, scheduler, accelerator)
     if accelerator.is_main_process:
         ema_model.codec.load_state_dict(model.codec.state_dict())
-        val_loader = _val_loader(WindowDataset(config.data, num_actions=num_actions, split="val", views=views), config)
+        val_loader = _val_loader(WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="val",
+                                               views=views), config)
         _start_log(out, config, step)
     writer = summary_writer(out / "tensorboard") if summary_writer and accelerator.is_main_process else None
 
@@ -383,18 +386,17 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
-    mean, std, low, high = _action_statistics(config.data, train_set)
+    mean, std, low, high = _action_statistics(train_set)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
                             action_min=low, action_max=high, condition_views=tuple(config.condition_views),
                             prediction=config.prediction)
 
 
-def _action_statistics(path: str, train_set: WindowDataset) -> tuple[list, list, list, list]:
+def _action_statistics(train_set: WindowDataset) -> tuple[list, list, list, list]:
     """Mean, std (>= 1e-3), min and max of the train split's actions, the padding row of each episode left out."""
-    store = EpisodeStore.open(path)
-    lengths = [store.episode_slice(int(i)).stop - store.episode_slice(int(i)).start for i in train_set.episode_indices]
-    is_padding = np.zeros(sum(lengths), bool)
+    lengths = train_set.episode_lengths
+    is_padding = np.zeros(int(lengths.sum()), bool)
     is_padding[np.cumsum(lengths) - 1] = True
     actions = train_set.actions.numpy()[~is_padding].astype(np.float64)  # (N - E, 20)
     return actions.mean(0).tolist(), np.maximum(actions.std(0), 1e-3).tolist(), actions.min(0).tolist(), actions.max(0).tolist()
