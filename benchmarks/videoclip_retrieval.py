@@ -32,7 +32,8 @@ from wmgym.data.dataset import split_episodes
 from wmgym.data.store import EpisodeStore
 from wmgym.rewards.judge import first_accept_peaks, judge_figures
 from wmgym.rewards.videoclip import WEIGHTS_FILE, VideoCLIP
-from wmgym.train.videoclip import evaluate, judge_probabilities, judged_clips, load_clips
+from wmgym.train.judge_eval import evaluate, judge_probabilities, judged_clips
+from wmgym.train.videoclip import load_clips
 
 
 def stop_step_agreement(probability: np.ndarray, labels: np.ndarray, episodes: np.ndarray, threshold: float) -> dict:
