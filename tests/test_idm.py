@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
 from wmgym.model.world_model import WorldModel
+from wmgym.policies import idm as idm_module
 from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
 from wmgym.policies.idm_metrics import COMPONENT_NAMES, idm_r2, idm_r2_on_world_model, r2_scores
 from wmgym.policies.pseudo_label import is_action_free, pseudo_label, strip_actions
@@ -24,9 +25,13 @@ SIZE = 64
 TINY = dict(channels=(8, 16, 16, 16), hidden=64)
 
 
-def tiny_model(seed: int = 0) -> InverseDynamicsModel:
+def tiny_model(seed: int = 0, future_frames: int = 0) -> InverseDynamicsModel:
     torch.manual_seed(seed)
-    return InverseDynamicsModel(IDMConfig(**TINY), device="cpu")
+    return InverseDynamicsModel(IDMConfig(**TINY, future_frames=future_frames), device="cpu")
+
+
+def random_frames(seed: int, *shape: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*shape, SIZE, SIZE, 3), dtype=np.uint8)
 
 
 def tiny_training(store: Path, out: Path, **overrides) -> TrainIDMConfig:
@@ -68,6 +73,49 @@ def test_save_load_roundtrip_is_exact(tmp_path):
     assert set(load_file(tmp_path / "idm" / "model.safetensors")) == set(model.state_dict())
 
 
+def test_future_window_roundtrip_and_old_configs_load(tmp_path):
+    """A k=2 model keeps its window through save/load; a config.json from before the window reads as k=0."""
+    model = tiny_model(future_frames=2)
+    assert model.encoder[0][0].in_channels == 9 + 3 * 2
+    model.save_pretrained(tmp_path / "k2")
+    loaded = InverseDynamicsModel.from_pretrained(tmp_path / "k2", device="cpu")
+    assert loaded.config == model.config and loaded.config.future_frames == 2
+    frames = random_frames(0, 6)
+    np.testing.assert_array_equal(loaded.predict_episode(frames), model.predict_episode(frames))
+
+    pair = tiny_model()
+    pair.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["future_frames"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old = InverseDynamicsModel.from_pretrained(tmp_path / "old", device="cpu")
+    assert old.config.future_frames == 0
+    np.testing.assert_array_equal(old.predict(frames[:-1], frames[1:]), pair.predict(frames[:-1], frames[1:]))
+
+
+def test_predict_episode_matches_predict_with_explicit_windows(monkeypatch):
+    """Transition t's window is frames t+2 .. t+1+k, the episode's last frame repeated past its end."""
+    frames = random_frames(1, 6)  # T = 5 transitions, last frame 5
+    model = tiny_model(future_frames=2)
+    future = np.stack([frames[[min(t + 2, 5), min(t + 3, 5)]] for t in range(5)])  # (5, 2, H, W, 3)
+    np.testing.assert_array_equal(future[3], frames[[5, 5]])  # padded: t + 3 = 6 is past the end
+    expected = model.predict(frames[:-1], frames[1:], future)
+    np.testing.assert_array_equal(model.predict_episode(frames), expected)
+    monkeypatch.setattr(idm_module, "PREDICT_BATCH", 2)  # windows split across batches
+    np.testing.assert_allclose(model.predict_episode(torch.from_numpy(frames)), expected, atol=1e-6)
+    pair = tiny_model()
+    np.testing.assert_array_equal(pair.predict_episode(frames), pair.predict(frames[:-1], frames[1:]))
+    assert model.predict_episode(frames[:1]).shape == (0, 20)
+
+
+def test_future_frames_change_the_prediction():
+    """A k=1 model reads its window: only the frame after t+1 differs, and so does the action."""
+    frames, future = random_frames(2, 2, 3), random_frames(3, 2, 3, 1)
+    model = tiny_model(future_frames=1)
+    a, b = model.predict(frames[0], frames[1], future[0]), model.predict(frames[0], frames[1], future[1])
+    assert np.abs(a - b).max() > 1e-4
+
+
 def test_predict_returns_raw_action_units():
     """The network's output is normalised; predict maps it back with the config's mean and std."""
     model = tiny_model()
@@ -91,6 +139,15 @@ def test_bad_input_raises_value_error(tmp_path, store):
         model.predict(frames[:, :32], frames[:, :32])
     with pytest.raises(ValueError, match="same number"):
         model.predict(frames, frames[:1])
+    windowed = tiny_model(future_frames=2)
+    with pytest.raises(ValueError, match="predict_episode"):
+        windowed.predict(frames, frames)
+    with pytest.raises(ValueError, match=r"future must be uint8 \(b=2, 2, 64, 64, 3\)"):
+        windowed.predict(frames, frames, np.zeros((2, 1, SIZE, SIZE, 3), np.uint8))
+    with pytest.raises(ValueError, match="future_frames=2"):
+        windowed(windowed.to_input(frames), windowed.to_input(frames))
+    with pytest.raises(ValueError, match="future_frames must be >= 0"):
+        IDMConfig(future_frames=-1)
     with pytest.raises(ValueError, match="divide"):
         IDMConfig(height=60, width=64)
     with pytest.raises(ValueError, match="20 numbers"):
@@ -171,13 +228,34 @@ def test_init_from_and_width_weight(tmp_path, store):
         train_idm(tiny_training(store, tmp_path / "bad", init_from=str(tmp_path / "nowhere")))
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, store):
-    straight = train_idm(tiny_training(store, tmp_path / "straight"))
-    train_idm(tiny_training(store, tmp_path / "split", stop_after=3))
+def test_train_with_future_frames(tmp_path, store):
+    """The training windows stay in their episode; the saved model keeps k and its validation R² is logged."""
+    from wmgym.train.idm import _Transitions
+
+    windows = _Transitions(str(store), "train", 0.0, None, future_frames=2)  # 5 episodes of 5 frames
+    np.testing.assert_array_equal(windows.starts[:5], [0, 1, 2, 3, 5])
+    np.testing.assert_array_equal(windows.future[:5], [[2, 3], [3, 4], [4, 4], [4, 4], [7, 8]])
+    assert windows[3][2].shape == (2, SIZE, SIZE, 3)
+
+    out = train_idm(tiny_training(store, tmp_path / "k1", future_frames=1))
+    model = InverseDynamicsModel.from_pretrained(out, device="cpu")
+    assert model.config.future_frames == 1
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "val/r2_position" in e] == [3, 6]
+    again = train_idm(tiny_training(store, tmp_path / "again", init_from=str(out), steps=1))
+    assert InverseDynamicsModel.from_pretrained(again).config.future_frames == 1  # the source's
+    with pytest.raises(ValueError, match="future_frames=2"):
+        train_idm(tiny_training(store, tmp_path / "bad", init_from=str(out), future_frames=2))
+
+
+@pytest.mark.parametrize("future_frames", [0, 1])
+def test_resume_matches_uninterrupted_run(tmp_path, store, future_frames):
+    straight = train_idm(tiny_training(store, tmp_path / "straight", future_frames=future_frames))
+    train_idm(tiny_training(store, tmp_path / "split", stop_after=3, future_frames=future_frames))
     assert (tmp_path / "split" / "training_state.safetensors").is_file()
     with pytest.raises(FileExistsError):
         train_idm(tiny_training(store, tmp_path / "split"))
-    resumed = train_idm(tiny_training(store, tmp_path / "split", resume=True))
+    resumed = train_idm(tiny_training(store, tmp_path / "split", resume=True, future_frames=future_frames))
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -278,3 +356,9 @@ def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
     assert is_action_free(EpisodeStore.open(free))  # the source is left alone
     with pytest.raises(FileExistsError):
         pseudo_label(model, free, out, show_progress=False)
+
+    windowed = tiny_model(future_frames=2)  # each episode's windows end at its own last frame
+    labelled = EpisodeStore.open(pseudo_label(windowed, free, tmp_path / "windowed.zarr", show_progress=False))
+    for i in range(labelled.num_episodes):
+        episode = labelled.read_episode(i)
+        np.testing.assert_allclose(episode["actions"], windowed.predict_episode(episode["frames"]), atol=1e-6)

@@ -177,7 +177,7 @@ class IDMReplayPolicy(SequencePolicy):
         h, w = frames.shape[1:3]
         videos = [run_episode(EpisodeSpec(s.task, s.seed + self.reference_offset, "demo", 0.0, h, w, self.horizon)).interaction
                   for s in starts]  # (T+1, H, W, 3) each
-        return np.stack([np.clip(self.idm.predict(v[:-1], v[1:]), ACTION_LOW, ACTION_HIGH) for v in videos])
+        return np.stack([np.clip(self.idm.predict_episode(v), ACTION_LOW, ACTION_HIGH) for v in videos])
 
 
 def make_policy(name: str, horizon: int = 16, checkpoint=None, device: str = "auto", num_steps: int | None = None) -> Policy:

@@ -1,22 +1,29 @@
 """Inverse dynamics: the action a_t that moved the world from frame o_t to frame o_{t+1}.
 
-Dimension legend: b transitions, H x W frames, c channels, A = 20 action numbers.
+Dimension legend: b transitions, T actions of an episode (T + 1 frames), k future frames
+(`IDMConfig.future_frames`), H x W frames, c channels, A = 20 action numbers.
 
-`InverseDynamicsModel` is a small CNN over the frame pair (o_t, o_{t+1}): both frames and
-their difference are stacked as 9 channels, strided conv levels halve the image down to
+`InverseDynamicsModel` is a small CNN over the frame pair (o_t, o_{t+1}) and, optionally, a
+window of the k frames after it: o_t, o_{t+1}, o_{t+1} - o_t, o_{t+2} - o_{t+1}, ...,
+o_{t+1+k} - o_{t+k} are stacked as 9 + 3k channels, strided conv levels halve the image down to
 (H, W) / 2 ** levels, and an MLP over the flattened map (flattened, not pooled: where a
 gripper is in the image matters for what its motion means) regresses the action. Outputs are
 in raw action units (`wmgym.actions`); internally the network predicts the action normalised
 by the training split's per-component mean and std, which the config carries.
 
-The pair is enough in the simulator: the width is absolute (visible in o_{t+1}) and both the
-motion and the gripper's orientation at t (the frame the position delta is expressed in) are
-visible in the two frames. The rotation 6-D output is a plain regression of the six numbers;
-it is not orthonormalised (env actions are, by Gram-Schmidt, DESIGN.md).
+The pair shows the motion and the gripper's orientation at t (the frame the position delta
+is expressed in). The width is absolute, so o_{t+1} holds it in principle, but from above the
+palm hides the jaws (width R² 0.68 from the pair): the future window shows its consequences
+instead, the cloth lifting with a closed gripper or staying put under an open one. Past an
+episode's last frame the window repeats that frame (zero differences), in training
+(`wmgym.train.idm`) and in `predict_episode` alike (`future_rows`).
+
+The rotation 6-D output is a plain regression of the six numbers; it is not orthonormalised
+(env actions are, by Gram-Schmidt, DESIGN.md).
 
 Uses: R² per action component on simulator and world-model frames
 (`wmgym.policies.idm_metrics`), and pseudo-labelling action-free video
-(`wmgym.policies.idm_metrics.pseudo_label`).
+(`wmgym.policies.pseudo_label`).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class IDMConfig:
         height, width: frame size in pixels (each must divide by 2 ** len(channels)).
         channels: conv widths, one stride-2 level each (plus a stride-1 conv per level).
         hidden: width of the MLP head.
+        future_frames: k, frames after t+1 the model also sees (0: the pair alone).
         action_mean, action_std: per-component statistics (20,) of the training actions;
             the network predicts (a - mean) / std.
     """
@@ -49,6 +57,7 @@ class IDMConfig:
     width: int = 64
     channels: tuple[int, ...] = (32, 64, 128, 128)
     hidden: int = 256
+    future_frames: int = 0
     action_mean: list[float] = field(default_factory=lambda: [0.0] * ACTION_DIM)
     action_std: list[float] = field(default_factory=lambda: [1.0] * ACTION_DIM)
 
@@ -60,11 +69,21 @@ class IDMConfig:
                              f"hidden={self.hidden}")
         if self.height % 2**levels or self.width % 2**levels or self.height < 2**levels or self.width < 2**levels:
             raise ValueError(f"frame size {self.height}x{self.width} must divide by 2 ** {levels} (one per conv level)")
+        if self.future_frames < 0:
+            raise ValueError(f"future_frames must be >= 0, got {self.future_frames}")
         if len(self.action_mean) != ACTION_DIM or len(self.action_std) != ACTION_DIM:
             raise ValueError(f"action_mean and action_std need {ACTION_DIM} numbers each, got "
                              f"{len(self.action_mean)} and {len(self.action_std)}\n{ACTION_LAYOUT}")
         if min(self.action_std) <= 0:
             raise ValueError(f"action_std must be positive, got {self.action_std}")
+
+
+def future_rows(rows, last_rows, future_frames: int) -> np.ndarray:
+    """Rows of the future windows: int64 (n, k), row t + 2 ... t + 1 + k for each transition
+    row t in `rows` (n,), clamped to its episode's last row in `last_rows` (n,), so past the
+    episode's end its last frame repeats."""
+    rows = np.asarray(rows, np.int64)[:, None] + 2 + np.arange(future_frames)  # (n, k)
+    return np.minimum(rows, np.asarray(last_rows, np.int64)[:, None])
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -75,10 +94,13 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class InverseDynamicsModel(ConfigAndWeights, nn.Module):
-    """(o_t, o_{t+1}) -> a_t.
+    """(o_t, o_{t+1}, o_{t+2} ... o_{t+1+k}) -> a_t, k = config.future_frames.
 
-    forward(frames_t, frames_t1): float (b, 3, H, W) each in [-1, 1] -> normalised actions (b, 20).
-    predict(frames_t, frames_t1): uint8 (b, H, W, 3) each -> float32 (b, 20) raw actions.
+    forward(frames_t, frames_t1, future=None): float (b, 3, H, W) each and future (b, k, 3, H, W),
+        all in [-1, 1] -> normalised actions (b, 20).
+    predict(frames_t, frames_t1, future=None): uint8 (b, H, W, 3) each and future (b, k, H, W, 3)
+        -> float32 (b, 20) raw actions.
+    predict_episode(frames): uint8 (T+1, H, W, 3), one episode -> float32 (T, 20) raw actions.
     """
 
     CONFIG_CLASS, MODEL_NAME = IDMConfig, "inverse dynamics"
@@ -88,7 +110,7 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
 
         super().__init__()
         self.config = config
-        widths = (9, *config.channels)
+        widths = (9 + 3 * config.future_frames, *config.channels)
         self.encoder = nn.Sequential(*[_block(a, b) for a, b in zip(widths[:-1], widths[1:])])
         levels = len(config.channels)
         flat = config.channels[-1] * (config.height // 2**levels) * (config.width // 2**levels)
@@ -102,16 +124,24 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
     def device(self) -> torch.device:
         return self.action_mean.device
 
-    def forward(self, frames_t: torch.Tensor, frames_t1: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([frames_t, frames_t1, frames_t1 - frames_t], dim=1)  # (b, 9, H, W)
-        return self.head(self.encoder(x))  # (b, 20) normalised
+    def forward(self, frames_t: torch.Tensor, frames_t1: torch.Tensor, future: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        k = self.config.future_frames
+        if (future is None and k) or (future is not None and (future.ndim != 5 or future.shape[1] != k)):
+            raise ValueError(f"this model reads future_frames={k} frames after t+1: future must be (b, {k}, 3, H, W), "
+                             f"got {None if future is None else tuple(future.shape)}")
+        x = [frames_t, frames_t1, frames_t1 - frames_t]
+        if k:
+            later = torch.cat([frames_t1[:, None], future], dim=1)  # (b, k + 1, 3, H, W)
+            x.append((later[:, 1:] - later[:, :-1]).flatten(1, 2))  # (b, 3k, H, W)
+        return self.head(self.encoder(torch.cat(x, dim=1)))  # (b, 9 + 3k, H, W) -> (b, 20) normalised
 
     def to_input(self, frames) -> torch.Tensor:
-        """uint8 (b, H, W, 3) array or tensor -> float (b, 3, H, W) in [-1, 1] on the model's device."""
+        """uint8 (..., H, W, 3) array or tensor -> float (..., 3, H, W) in [-1, 1] on the model's device."""
         frames = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames).to(self.device)
         if frames.dtype != torch.uint8:
             raise ValueError(f"frames must be uint8, got {frames.dtype}")
-        return frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return frames.movedim(-1, -3).float() / 127.5 - 1.0
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return (actions - self.action_mean) / self.action_std
@@ -126,23 +156,54 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
             raise ValueError(f"{name} must be uint8 (b, {expected[0]}, {expected[1]}, 3) frames, got shape {shape}")
 
     @torch.no_grad()
-    def predict(self, frames_t, frames_t1) -> np.ndarray:
+    def predict(self, frames_t, frames_t1, future=None) -> np.ndarray:
         """Actions float32 (b, 20) (raw units, `wmgym.actions` layout) that move frames_t to frames_t1.
 
         Args:
             frames_t, frames_t1: uint8 (b, H, W, 3) arrays or tensors, RGB, the model's frame size.
+            future: uint8 (b, k, H, W, 3), the k = config.future_frames frames after each
+                frames_t1; required when k > 0 (`predict_episode` builds them from whole episodes).
         """
         self.check_frames("frames_t", frames_t)
         self.check_frames("frames_t1", frames_t1)
         if len(frames_t) != len(frames_t1):
             raise ValueError(f"frames_t and frames_t1 must hold the same number of frames, got {len(frames_t)} "
                              f"and {len(frames_t1)}")
+        k, (h, w) = self.config.future_frames, (self.config.height, self.config.width)
+        if future is None and k:
+            raise ValueError(f"this model reads future_frames={k} frames after t+1: pass future uint8 (b, {k}, {h}, "
+                             f"{w}, 3), or give whole episodes to predict_episode(frames), which builds the windows")
+        if future is not None and tuple(future.shape) != (len(frames_t), k, h, w, 3):
+            raise ValueError(f"future must be uint8 (b={len(frames_t)}, {k}, {h}, {w}, 3) frames, got shape "
+                             f"{tuple(future.shape)}")
         was_training = self.training
         self.eval()
-        out = [self.denormalize_actions(self(self.to_input(frames_t[i: i + PREDICT_BATCH]),
-                                             self.to_input(frames_t1[i: i + PREDICT_BATCH]))).cpu()
+        chunk = lambda frames, i: None if frames is None else self.to_input(frames[i: i + PREDICT_BATCH])
+        out = [self.denormalize_actions(self(chunk(frames_t, i), chunk(frames_t1, i), chunk(future, i))).cpu()
                for i in range(0, len(frames_t), PREDICT_BATCH)]
         self.train(was_training)
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, ACTION_DIM), np.float32)
+
+    def predict_episode(self, frames) -> np.ndarray:
+        """Actions float32 (T, 20) (raw units) of every transition of ONE episode's frames.
+
+        Args:
+            frames: uint8 (T+1, H, W, 3) array or tensor, the episode's frames in order.
+
+        Transition t's future window is frames t + 2 ... t + 1 + k; past the episode's last
+        frame that frame repeats (`future_rows`), as in training. For k = 0 this is
+        predict(frames[:-1], frames[1:]). `PREDICT_BATCH` transitions per pass.
+        """
+        self.check_frames("frames", frames)
+        if len(frames) < 1:
+            raise ValueError("an episode needs at least one frame")
+        steps = len(frames) - 1  # T
+        rows = future_rows(np.arange(steps), np.full(steps, steps), self.config.future_frames)  # (T, k)
+        out = []
+        for i in range(0, steps, PREDICT_BATCH):
+            t = slice(i, min(i + PREDICT_BATCH, steps))
+            future = frames[rows[t]] if self.config.future_frames else None  # (b, k, H, W, 3)
+            out.append(self.predict(frames[t], frames[t.start + 1: t.stop + 1], future))
+        return np.concatenate(out) if out else np.zeros((0, ACTION_DIM), np.float32)
 
     # ------------------------------------------------------------------ save / load

@@ -79,11 +79,11 @@ def _check_episodes(frames, actions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def idm_predictions(model, frames) -> np.ndarray:
-    """IDM actions float32 (n, T, 20) for every consecutive pair of episodes' frames uint8 (n, T+1, H, W, 3)."""
+    """IDM actions float32 (n, T, 20) for every transition of episodes' frames uint8 (n, T+1, H, W, 3)
+    (`InverseDynamicsModel.predict_episode`, episode by episode, so a future window stays in its episode)."""
     frames = np.asarray(frames)
     n, t1 = frames.shape[:2]
-    return model.predict(frames[:, :-1].reshape(-1, *frames.shape[2:]),
-                         frames[:, 1:].reshape(-1, *frames.shape[2:])).reshape(n, t1 - 1, ACTION_DIM)
+    return np.array([model.predict_episode(episode) for episode in frames], np.float32).reshape(n, t1 - 1, ACTION_DIM)
 
 
 def idm_r2(model, frames, actions, min_std: float = 1e-2) -> dict:

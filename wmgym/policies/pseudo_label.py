@@ -9,12 +9,13 @@ makes one from a store written by `wmgym generate` (to test pseudo-labelling aga
 known actions); a reader of outside video would write one directly.
 
 `pseudo_label` copies a store and fills `data/action` with the IDM's prediction for every
-transition (o_t, o_{t+1}); each episode's last row (UMI's padding row) gets the hold action
-(zero motion, identity rotation) with the last predicted widths. Root attributes record it:
-`actions` = "pseudo-labelled" and `action_labeller` = the IDM's config. Proprioception is
-copied as it is (NaN for an action-free source). Both functions write a temporary copy beside
-`out` and rename it into place, so `out` is either complete or absent; there is nothing to
-resume (pseudo-labelling 89k frames takes a minute on one CPU thread).
+transition (o_t, o_{t+1}), episode by episode (`InverseDynamicsModel.predict_episode`, so an
+IDM's future window stays inside the episode); each episode's last row (UMI's padding row)
+gets the hold action (zero motion, identity rotation) with the last predicted widths. Root
+attributes record it: `actions` = "pseudo-labelled" and `action_labeller` = the IDM's config.
+Proprioception is copied as it is (NaN for an action-free source). Both functions write a
+temporary copy beside `out` and rename it into place, so `out` is either complete or absent;
+there is nothing to resume (pseudo-labelling 89k frames takes a minute on one CPU thread).
 """
 
 from __future__ import annotations
@@ -75,20 +76,15 @@ def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = Fal
     bar = tqdm(total=store.num_episodes, desc="pseudo-label", unit="episode", disable=not show_progress)
     for first in range(0, store.num_episodes, LABEL_BATCH_EPISODES):
         last = min(first + LABEL_BATCH_EPISODES, store.num_episodes)
-        rows = slice(int(starts[first]), int(ends[last - 1]))
-        block = frames[rows]  # (r, H, W, 3), whole episodes
-        is_final = np.zeros(len(block), bool)  # an episode's last frame starts no transition
-        is_final[ends[first:last] - rows.start - 1] = True
-        t = np.flatnonzero(~is_final)
-        predicted = np.empty((len(block), ACTION_DIM), np.float32)
-        predicted[t] = model.predict(block[t], block[t + 1])
-        for row in np.flatnonzero(is_final):  # the padding row: hold, at the last predicted widths
-            hold = np.zeros(ACTION_DIM, np.float32)
+        offset = int(starts[first])
+        block = frames[offset: int(ends[last - 1])]  # (r, H, W, 3), whole episodes
+        for start, end in zip(starts[first:last], ends[first:last]):
+            actions[start: end - 1] = model.predict_episode(block[start - offset: end - offset])
+            hold = np.zeros(ACTION_DIM, np.float32)  # the padding row: hold, at the last predicted widths
             hold[3:9] = hold[13:19] = HOLD_ROT6D
-            if row > 0 and not is_final[row - 1]:
-                hold[9], hold[19] = predicted[row - 1, 9], predicted[row - 1, 19]
-            predicted[row] = hold
-        actions[rows] = predicted
+            if end - start > 1:
+                hold[9], hold[19] = actions[end - 2, 9], actions[end - 2, 19]
+            actions[end - 1] = hold
         bar.update(last - first)
     bar.close()
 

@@ -1,16 +1,18 @@
 """`wmgym train-idm`: train an `InverseDynamicsModel` on an episode store, under Hugging Face Accelerate.
 
 Data: every transition (o_t, a_t, o_{t+1}) of the store's train split (`WindowDataset` with
-one action, `split_episodes` with split seed 0 and `val_fraction`, the world model's split).
+one action, `split_episodes` with split seed 0 and `val_fraction`, the world model's split),
+with the `future_frames` frames after o_{t+1} (the episode's last frame repeated past its end,
+`wmgym.policies.idm.future_rows`).
 Loss: mean squared error of the normalised action (per-component mean and std of the train
 split's actions, std floored at 1e-3, as the world model normalises), summed over components,
 the two widths weighted by `width_weight` (1: equal weight, so the loss is 20 * (1 - R²)
 averaged over components, roughly). With equal weight the model learnt to guess the width
 from the gripper's height and the phase of the fold instead of reading the jaws (a few pixels
 at 64x64): predicted widths for an open and a closed next frame differed by < 0.01 m.
-Augmentation: a `blur_probability` share of pairs is blurred (2x average-pool, bilinear back
-up) with pixel noise, both frames alike, so the model also reads the softer frames a world
-model generates.
+Augmentation: a `blur_probability` share of samples is blurred (2x average-pool, bilinear back
+up) with pixel noise, all of a sample's frames alike, so the model also reads the softer
+frames a world model generates.
 
 Randomness is a pure function of the seed, so a run can stop and resume bit for bit on the
 same machine: epoch e's order is the permutation drawn from SeedSequence(seed, spawn_key=(e,))
@@ -72,13 +74,17 @@ class TrainIDMConfig:
     """Conv widths, one stride-2 level each (the frame size must divide by 2 ** levels)."""
     hidden: int = 256
     """Width of the MLP head."""
+    future_frames: int = 0
+    """Frames after t+1 the model also sees (as successive differences), to read the gripper
+    width from what follows, e.g. the cloth lifting; 0 = the pair alone. Taken from the model
+    with `init_from` or `resume`."""
     width_weight: float = 1.0
     """Loss weight of the two gripper-width components (the others have weight 1)."""
     init_from: str | None = None
-    """Start from this trained IDM directory (its weights and action statistics; `channels`
-    and `hidden` are taken from it) instead of a random initialisation."""
+    """Start from this trained IDM directory (its weights and action statistics; `channels`,
+    `hidden` and `future_frames` are taken from it) instead of a random initialisation."""
     blur_probability: float = 0.25
-    """Share of training pairs blurred (with pixel noise), as world-model frames are softer."""
+    """Share of training samples blurred (all their frames alike, with pixel noise), as world-model frames are softer."""
     val_fraction: float = 0.1
     """Fraction of episodes held out (`split_episodes`, split seed 0: the world model's split)."""
     val_transitions: int = 4096
@@ -104,14 +110,16 @@ class TrainIDMConfig:
 
 
 class _Transitions:
-    """Every (o_t, a_t, o_{t+1}) of some episodes, in memory: `frames` (N, H, W, 3) uint8 tensor,
-    `actions` (N, 20) float32 tensor, `starts` (n,) rows t of the transitions."""
+    """Every (o_t, a_t, o_{t+1}) of some episodes and the k frames after o_{t+1}, in memory:
+    `frames` (N, H, W, 3) uint8 tensor, `actions` (N, 20) float32 tensor, `starts` (n,) rows t
+    of the transitions, `future` (n, k) rows of their future windows (`future_rows`)."""
 
-    def __init__(self, path: str, split: str, val_fraction: float, max_episodes: int | None):
+    def __init__(self, path: str, split: str, val_fraction: float, max_episodes: int | None, future_frames: int):
         import torch
 
         from wmgym.data.dataset import read_rows, split_episodes
         from wmgym.data.store import EpisodeStore
+        from wmgym.policies.idm import future_rows
 
         store = EpisodeStore.open(path)
         total = store.num_episodes if max_episodes is None else min(max_episodes, store.num_episodes)
@@ -128,6 +136,8 @@ class _Transitions:
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         # a transition starts at every row but an episode's last (its action row is padding)
         self.starts = np.concatenate([o + np.arange(n - 1) for o, n in zip(offsets, lengths)]) if len(lengths) else np.zeros(0, np.int64)
+        lasts = np.repeat(offsets + lengths - 1, lengths - 1)  # (n,) each transition's episode's last row
+        self.future = future_rows(self.starts, lasts, future_frames)  # (n, k)
         self.height, self.width = store.height, store.width
 
     def __len__(self) -> int:
@@ -135,7 +145,8 @@ class _Transitions:
 
     def __getitem__(self, index: int):
         row = int(self.starts[index])
-        return self.frames[row], self.frames[row + 1], self.actions[row]  # (H, W, 3) x2, (20,)
+        # (H, W, 3) x2, (k, H, W, 3), (20,)
+        return self.frames[row], self.frames[row + 1], self.frames[self.future[index]], self.actions[row]
 
     def action_statistics(self) -> tuple[list, list]:
         """Mean and std (>= 1e-3) of the transitions' actions (padding rows left out)."""
@@ -164,23 +175,26 @@ def train_idm(config: TrainIDMConfig) -> Path:
         raise ValueError("device='cuda' was asked for but CUDA is not available")
     device, rank = accelerator.device, accelerator.process_index
 
-    train = _Transitions(config.data, "train", config.val_fraction, config.max_episodes)
-    val = _Transitions(config.data, "val", config.val_fraction, config.max_episodes) if config.val_fraction > 0 else None
+    resumed = config.resume and (out / STATE_FILE).is_file()
+    source = out if resumed else config.init_from
+    model = None if source is None else InverseDynamicsModel.from_pretrained(source, device="cpu")
+    if config.init_from is not None and not resumed and config.future_frames not in (0, model.config.future_frames):
+        raise ValueError(f"future_frames={config.future_frames}, but init_from {config.init_from} reads "
+                         f"{model.config.future_frames}")
+    future_frames = config.future_frames if model is None else model.config.future_frames
+    split = lambda name: _Transitions(config.data, name, config.val_fraction, config.max_episodes, future_frames)
+    train, val = split("train"), (split("val") if config.val_fraction > 0 else None)
     if len(train) < config.batch_size:
         raise ValueError(f"the train split has {len(train)} transitions, fewer than batch_size {config.batch_size}")
-    resumed = config.resume and (out / STATE_FILE).is_file()
-    if resumed:
-        model = InverseDynamicsModel.from_pretrained(out, device="cpu")
-    elif config.init_from is not None:
-        model = InverseDynamicsModel.from_pretrained(config.init_from, device="cpu")
-        if (model.config.height, model.config.width) != (train.height, train.width):
-            raise ValueError(f"init_from {config.init_from} reads {model.config.height}x{model.config.width} frames, "
-                             f"the store has {train.height}x{train.width}")
-    else:
+    if model is None:
         mean, std = train.action_statistics()
         torch.manual_seed(config.seed)
         model = InverseDynamicsModel(IDMConfig(height=train.height, width=train.width, channels=tuple(config.channels),
-                                               hidden=config.hidden, action_mean=mean, action_std=std), device="cpu")
+                                               hidden=config.hidden, future_frames=config.future_frames,
+                                               action_mean=mean, action_std=std), device="cpu")
+    elif (model.config.height, model.config.width) != (train.height, train.width):
+        raise ValueError(f"{source} reads {model.config.height}x{model.config.width} frames, "
+                         f"the store has {train.height}x{train.width}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     step, log, elapsed = 0, [], 0.0
     if resumed:
@@ -214,7 +228,7 @@ def train_idm(config: TrainIDMConfig) -> Path:
     def validate() -> dict:
         picks = np.linspace(0, len(val) - 1, min(len(val), config.val_transitions)).round().astype(int)
         rows = torch.from_numpy(val.starts[picks])
-        predicted = raw_model.predict(val.frames[rows], val.frames[rows + 1])
+        predicted = raw_model.predict(val.frames[rows], val.frames[rows + 1], val.frames[val.future[picks]])
         raw_model.train()
         scores = r2_scores(predicted, val.actions[rows].numpy())
         return {"step": step, **{f"val/r2_{k}": None if math.isnan(v) else v for k, v in scores["groups"].items()}}
@@ -234,13 +248,15 @@ def train_idm(config: TrainIDMConfig) -> Path:
         sampler.set_epoch(epoch)
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
-        for frames_t, frames_t1, actions in batches:
+        for frames_t, frames_t1, future, actions in batches:
             generator.manual_seed(_step_seed(config.seed, rank, step))
-            x_t, x_t1 = _augment(raw_model.to_input(frames_t), raw_model.to_input(frames_t1), config.blur_probability, generator)
+            frames = torch.cat([frames_t[:, None], frames_t1[:, None], future], 1)  # (b, 2 + k, H, W, 3)
+            x = _augment(raw_model.to_input(frames), config.blur_probability, generator)  # (b, 2 + k, 3, H, W)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
             target = raw_model.normalize_actions(actions.to(device))
-            loss = (F.mse_loss(model(x_t, x_t1), target, reduction="none") * loss_weights).sum(-1).mean()
+            predicted = model(x[:, 0], x[:, 1], x[:, 2:])  # (b, 20) normalised
+            loss = (F.mse_loss(predicted, target, reduction="none") * loss_weights).sum(-1).mean()
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -278,20 +294,19 @@ def learning_rate(step: int, config: TrainIDMConfig) -> float:
     return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def _augment(x_t, x_t1, blur_probability: float, generator):
-    """Blur a `blur_probability` share of pairs (b, 3, H, W) in [-1, 1] (both frames alike) and add pixel noise."""
+def _augment(frames, blur_probability: float, generator):
+    """Blur a `blur_probability` share of samples (b, f, 3, H, W) in [-1, 1] (all f frames alike), add pixel noise."""
     import torch
     import torch.nn.functional as F
 
     if blur_probability <= 0:
-        return x_t, x_t1
-    b, _, h, w = x_t.shape
-    chosen = torch.rand(b, generator=generator, device=x_t.device) < blur_probability  # (b,)
-    pair = torch.cat([x_t, x_t1], 1)  # (b, 6, H, W)
-    blurred = F.interpolate(F.avg_pool2d(pair, 2), size=(h, w), mode="bilinear", align_corners=False)
-    blurred = (blurred + 0.03 * torch.randn(blurred.shape, generator=generator, device=x_t.device)).clamp(-1, 1)
-    pair = torch.where(chosen[:, None, None, None], blurred, pair)
-    return pair[:, :3], pair[:, 3:]
+        return frames
+    b, f, c, h, w = frames.shape
+    chosen = torch.rand(b, generator=generator, device=frames.device) < blur_probability  # (b,)
+    stack = torch.cat(frames.unbind(1), 1)  # (b, 3f, H, W); cat keeps to_input's channels-last layout (and numerics)
+    blurred = F.interpolate(F.avg_pool2d(stack, 2), size=(h, w), mode="bilinear", align_corners=False)
+    blurred = (blurred + 0.03 * torch.randn(blurred.shape, generator=generator, device=frames.device)).clamp(-1, 1)
+    return torch.where(chosen[:, None, None, None], blurred, stack).unflatten(1, (f, c))
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -302,6 +317,8 @@ def _check_config(config: TrainIDMConfig) -> None:
     for name in ("steps", "batch_size", "validate_every", "checkpoint_every", "log_every", "val_transitions", "hidden"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.future_frames < 0:
+        raise ValueError(f"future_frames must be >= 0, got {config.future_frames}")
     if config.width_weight <= 0:
         raise ValueError(f"width_weight must be positive, got {config.width_weight}")
     if config.init_from is not None and not (Path(config.init_from) / "config.json").is_file():
