@@ -284,16 +284,24 @@ def _scatter(path: Path, result: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=120)
-    for row in result["policies"]:
-        ax.scatter(row["sim_success_rate"], row["model_success_rate"])
-        ax.annotate(row["policy"], (row["sim_success_rate"], row["model_success_rate"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 3))
+    # points are numbered and named in a legend beside the axes: weak policies cluster near the
+    # origin, where names written at the points overlap
+    fig, ax = plt.subplots(figsize=(7.4, 4.2), dpi=120)
+    colors = plt.get_cmap("tab20").colors
+    numbers: dict[tuple, list[str]] = {}  # policies with equal rates share a point and a label "6,9"
+    for i, row in enumerate(result["policies"]):
+        xy = (row["sim_success_rate"], row["model_success_rate"])
+        ax.scatter(*xy, color=colors[i % len(colors)], label=f"{i + 1}  {row['policy']}")
+        numbers.setdefault(xy, []).append(str(i + 1))
+    for xy, names in numbers.items():
+        ax.annotate(",".join(names), xy, fontsize=7, textcoords="offset points", xytext=(4, 3))
     ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls="--")
     fmt = lambda x: "nan" if math.isnan(x) else f"{x:.2f}"
     ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="success rate in SimFold-v0", ylabel="success rate in WMFold-v0",
            title=f"Spearman {fmt(result['spearman'])}, Pearson {fmt(result['pearson'])}")
     ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    ax.set_aspect("equal")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
