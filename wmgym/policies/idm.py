@@ -101,6 +101,7 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
     predict(frames_t, frames_t1, future=None): uint8 (b, H, W, 3) each and future (b, k, H, W, 3)
         -> float32 (b, 20) raw actions.
     predict_episode(frames): uint8 (T+1, H, W, 3), one episode -> float32 (T, 20) raw actions.
+    predict_transitions(frames, rows, last_rows): many episodes' transitions at once -> float32 (n, 20).
     """
 
     CONFIG_CLASS, MODEL_NAME = IDMConfig, "inverse dynamics"
@@ -198,12 +199,24 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
         if len(frames) < 1:
             raise ValueError("an episode needs at least one frame")
         steps = len(frames) - 1  # T
-        rows = future_rows(np.arange(steps), np.full(steps, steps), self.config.future_frames)  # (T, k)
-        out = []
-        for i in range(0, steps, PREDICT_BATCH):
-            t = slice(i, min(i + PREDICT_BATCH, steps))
-            future = frames[rows[t]] if self.config.future_frames else None  # (b, k, H, W, 3)
-            out.append(self.predict(frames[t], frames[t.start + 1: t.stop + 1], future))
+        return self.predict_transitions(frames, np.arange(steps), np.full(steps, steps))
+
+    def predict_transitions(self, frames, rows, last_rows) -> np.ndarray:
+        """Actions float32 (n, 20) (raw units) of the transitions starting at `rows` of a frame sequence.
+
+        Args:
+            frames: uint8 (N, H, W, 3) array or tensor holding whole episodes one after another.
+            rows: int (n,) rows t of the transitions (t -> t + 1, each inside its episode).
+            last_rows: int (n,) the row of each transition's episode's last frame; the future
+                window t + 2 ... t + 1 + k is clamped to it (`future_rows`).
+
+        Many episodes go through in `PREDICT_BATCH`-transition passes (`predict_episode` is one).
+        """
+        rows = np.asarray(rows, np.int64)
+        future = future_rows(rows, last_rows, self.config.future_frames)  # (n, k)
+        out = [self.predict(frames[rows[i: i + PREDICT_BATCH]], frames[rows[i: i + PREDICT_BATCH] + 1],
+                            frames[future[i: i + PREDICT_BATCH]] if self.config.future_frames else None)
+               for i in range(0, len(rows), PREDICT_BATCH)]
         return np.concatenate(out) if out else np.zeros((0, ACTION_DIM), np.float32)
 
     # ------------------------------------------------------------------ save / load

@@ -80,10 +80,12 @@ def _check_episodes(frames, actions) -> tuple[np.ndarray, np.ndarray]:
 
 def idm_predictions(model, frames) -> np.ndarray:
     """IDM actions float32 (n, T, 20) for every transition of episodes' frames uint8 (n, T+1, H, W, 3)
-    (`InverseDynamicsModel.predict_episode`, episode by episode, so a future window stays in its episode)."""
+    (`InverseDynamicsModel.predict_transitions`: a future window stays in its episode)."""
     frames = np.asarray(frames)
     n, t1 = frames.shape[:2]
-    return np.array([model.predict_episode(episode) for episode in frames], np.float32).reshape(n, t1 - 1, ACTION_DIM)
+    rows = (np.arange(n)[:, None] * t1 + np.arange(t1 - 1)).ravel()  # (n * T,) in the flattened frames
+    last_rows = np.repeat(np.arange(n) * t1 + t1 - 1, t1 - 1)
+    return model.predict_transitions(frames.reshape(-1, *frames.shape[2:]), rows, last_rows).reshape(n, t1 - 1, ACTION_DIM)
 
 
 def idm_r2(model, frames, actions, min_std: float = 1e-2) -> dict:

@@ -9,8 +9,8 @@ makes one from a store written by `wmgym generate` (to test pseudo-labelling aga
 known actions); a reader of outside video would write one directly.
 
 `pseudo_label` copies a store and fills `data/action` with the IDM's prediction for every
-transition (o_t, o_{t+1}), episode by episode (`InverseDynamicsModel.predict_episode`, so an
-IDM's future window stays inside the episode); each episode's last row (UMI's padding row)
+transition (o_t, o_{t+1}) (`InverseDynamicsModel.predict_transitions`, so an IDM's future
+window stays inside its episode); each episode's last row (UMI's padding row)
 gets the hold action (zero motion, identity rotation) with the last predicted widths. Root
 attributes record it: `actions` = "pseudo-labelled" and `action_labeller` = the IDM's config.
 Proprioception is copied as it is (NaN for an action-free source). Both functions write a
@@ -78,8 +78,10 @@ def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = Fal
         last = min(first + LABEL_BATCH_EPISODES, store.num_episodes)
         offset = int(starts[first])
         block = frames[offset: int(ends[last - 1])]  # (r, H, W, 3), whole episodes
+        lengths = ends[first:last] - starts[first:last]
+        rows = np.concatenate([np.arange(s - offset, e - offset - 1) for s, e in zip(starts[first:last], ends[first:last])])
+        actions[offset + rows] = model.predict_transitions(block, rows, np.repeat(ends[first:last] - offset - 1, lengths - 1))
         for start, end in zip(starts[first:last], ends[first:last]):
-            actions[start: end - 1] = model.predict_episode(block[start - offset: end - offset])
             hold = np.zeros(ACTION_DIM, np.float32)  # the padding row: hold, at the last predicted widths
             hold[3:9] = hold[13:19] = HOLD_ROT6D
             if end - start > 1:
