@@ -116,6 +116,30 @@ def test_future_frames_change_the_prediction():
     assert np.abs(a - b).max() > 1e-4
 
 
+def test_width_reader_reads_the_widths_from_the_next_frame_alone(tmp_path):
+    """With a width reader the two width outputs depend on o_{t+1} only (o_t changes the
+    motion, not them), and they are the reader's; the reader survives save/load."""
+    torch.manual_seed(0)
+    model = InverseDynamicsModel(IDMConfig(**TINY, width_channels=(8, 8, 16)), device="cpu")
+    assert model.width_reader[0][0].stride == (1, 1)  # the first level keeps the resolution
+    frames = random_frames(4, 3, 2)
+    a, b = model.predict(frames[0], frames[2]), model.predict(frames[1], frames[2])
+    np.testing.assert_array_equal(a[:, [9, 19]], b[:, [9, 19]])
+    assert np.abs(a - b)[:, [0, 1, 2, 10, 11, 12]].max() > 1e-4
+    with torch.no_grad():
+        read = model.width_reader(model.to_input(frames[2])).numpy()
+    np.testing.assert_allclose(model.predict(frames[0], frames[2])[:, [9, 19]], read, atol=1e-6)  # mean 0, std 1
+    assert model.predict(frames[0], frames[1])[:, [9, 19]].tolist() != a[:, [9, 19]].tolist()
+    model.save_pretrained(tmp_path / "reader")
+    loaded = InverseDynamicsModel.from_pretrained(tmp_path / "reader", device="cpu")
+    assert loaded.config.width_channels == (8, 8, 16)
+    np.testing.assert_array_equal(loaded.predict(frames[0], frames[2]), a)
+    with pytest.raises(ValueError, match="width_channels"):
+        IDMConfig(**TINY, width_channels=(8, 0))
+    with pytest.raises(ValueError, match="divide"):
+        IDMConfig(height=48, width=48, channels=(8,), width_channels=(8, 8, 8, 8, 8, 8))
+
+
 def test_predict_returns_raw_action_units():
     """The network's output is normalised; predict maps it back with the config's mean and std."""
     model = tiny_model()
@@ -246,6 +270,26 @@ def test_train_with_future_frames(tmp_path, store):
     assert InverseDynamicsModel.from_pretrained(again).config.future_frames == 1  # the source's
     with pytest.raises(ValueError, match="future_frames=2"):
         train_idm(tiny_training(store, tmp_path / "bad", init_from=str(out), future_frames=2))
+
+
+def test_init_from_adds_a_width_reader_and_keeps_the_trunk(tmp_path, store):
+    """`--width-channels` with `init_from` a model without a reader: the trunk's weights are
+    kept bit for bit (at a negligible learning rate), a fresh reader is trained; a model
+    that has another reader is refused."""
+    first = train_idm(tiny_training(store, tmp_path / "first"))
+    out = train_idm(tiny_training(store, tmp_path / "reader", init_from=str(first), width_channels=(8, 8, 16),
+                                  learning_rate=1e-12))
+    model = InverseDynamicsModel.from_pretrained(out, device="cpu")
+    assert model.config.width_channels == (8, 8, 16)
+    a, b = load_file(first / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(b) - set(a) == {k for k in b if k.startswith("width_reader.")} != set()
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    same = train_idm(tiny_training(store, tmp_path / "same", init_from=str(out), width_channels=(8, 8, 16), steps=1))
+    assert InverseDynamicsModel.from_pretrained(same).config.width_channels == (8, 8, 16)
+    with pytest.raises(ValueError, match="has a width reader"):
+        train_idm(tiny_training(store, tmp_path / "bad", init_from=str(out), width_channels=(8, 16)))
+    scratch = train_idm(tiny_training(store, tmp_path / "scratch", width_channels=(8, 8)))
+    assert InverseDynamicsModel.from_pretrained(scratch).config.width_channels == (8, 8)
 
 
 @pytest.mark.parametrize("future_frames", [0, 1])

@@ -18,6 +18,12 @@ instead, the cloth lifting with a closed gripper or staying put under an open on
 episode's last frame the window repeats that frame (zero differences), in training
 (`wmgym.train.idm`) and in `predict_episode` alike (`future_rows`).
 
+A width reader (`IDMConfig.width_channels`) reads the two widths from o_{t+1} alone with its
+own CNN, whose first level keeps the full resolution: the fingertips' coloured pads that tell
+an open gripper from a closed one are a few pixels apart at 64x64. Its outputs replace the
+trunk's two width outputs. (Probe on wm5k: a single-frame reader of this shape reached width
+R² 0.84 on held-out frames after 500 steps; the trunk, windowed, stays at 0.71-0.73.)
+
 The rotation 6-D output is a plain regression of the six numbers; it is not orthonormalised
 (env actions are, by Gram-Schmidt, DESIGN.md).
 
@@ -34,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
+from wmgym.actions import ACTION_DIM, ACTION_LAYOUT, WIDTH_DIMS
 from wmgym.train.checkpoint import ConfigAndWeights
 
 PREDICT_BATCH = 512  # transitions per forward pass in `predict`
@@ -49,6 +55,10 @@ class IDMConfig:
         channels: conv widths, one stride-2 level each (plus a stride-1 conv per level).
         hidden: width of the MLP head.
         future_frames: k, frames after t+1 the model also sees (0: the pair alone).
+        width_channels: conv widths of a separate width reader, a CNN that reads the two
+            gripper widths from o_{t+1} alone: a full-resolution (stride-1) level first, then
+            one stride-2 level per further entry; its MLP is `hidden` wide. Empty: the trunk
+            regresses the widths with everything else.
         action_mean, action_std: per-component statistics (20,) of the training actions;
             the network predicts (a - mean) / std.
     """
@@ -58,6 +68,7 @@ class IDMConfig:
     channels: tuple[int, ...] = (32, 64, 128, 128)
     hidden: int = 256
     future_frames: int = 0
+    width_channels: tuple[int, ...] = ()
     action_mean: list[float] = field(default_factory=lambda: [0.0] * ACTION_DIM)
     action_std: list[float] = field(default_factory=lambda: [1.0] * ACTION_DIM)
 
@@ -69,6 +80,14 @@ class IDMConfig:
                              f"hidden={self.hidden}")
         if self.height % 2**levels or self.width % 2**levels or self.height < 2**levels or self.width < 2**levels:
             raise ValueError(f"frame size {self.height}x{self.width} must divide by 2 ** {levels} (one per conv level)")
+        self.width_channels = tuple(int(c) for c in self.width_channels)
+        if self.width_channels:
+            reader_levels = len(self.width_channels) - 1  # the first level keeps the resolution
+            if min(self.width_channels) < 1:
+                raise ValueError(f"width_channels must be positive, got {self.width_channels}")
+            if self.height % 2**reader_levels or self.width % 2**reader_levels:
+                raise ValueError(f"frame size {self.height}x{self.width} must divide by 2 ** {reader_levels} "
+                                 f"(width_channels={self.width_channels}: one stride-2 level per entry after the first)")
         if self.future_frames < 0:
             raise ValueError(f"future_frames must be >= 0, got {self.future_frames}")
         if len(self.action_mean) != ACTION_DIM or len(self.action_std) != ACTION_DIM:
@@ -86,15 +105,28 @@ def future_rows(rows, last_rows, future_frames: int) -> np.ndarray:
     return np.minimum(rows, np.asarray(last_rows, np.int64)[:, None])
 
 
-def _block(c_in: int, c_out: int) -> nn.Sequential:
-    """Halve the image: stride-2 conv, then a stride-1 conv; GroupNorm + SiLU after each."""
+def _block(c_in: int, c_out: int, stride: int = 2) -> nn.Sequential:
+    """Halve the image (stride 2; stride 1 keeps it): a strided conv, then a stride-1 conv; GroupNorm + SiLU after each."""
     groups = lambda c: 8 if c % 8 == 0 else 1
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(groups(c_out), c_out), nn.SiLU(),
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(groups(c_out), c_out), nn.SiLU(),
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(groups(c_out), c_out), nn.SiLU())
 
 
+def _width_reader(config: IDMConfig) -> nn.Sequential:
+    """The width reader of `IDMConfig.width_channels`: frame (b, 3, H, W) -> normalised widths (b, 2).
+
+    Its first level keeps the full resolution: the jaws that tell open from closed are a few
+    pixels at 64x64 (the fingertips' coloured pads), which the trunk's first stride-2 level
+    blurs together with the motion it is busy with."""
+    channels = config.width_channels
+    levels = [_block(3, channels[0], stride=1)] + [_block(a, b) for a, b in zip(channels[:-1], channels[1:])]
+    flat = channels[-1] * (config.height // 2 ** (len(channels) - 1)) * (config.width // 2 ** (len(channels) - 1))
+    return nn.Sequential(*levels, nn.Flatten(), nn.Linear(flat, config.hidden), nn.SiLU(), nn.Linear(config.hidden, 2))
+
+
 class InverseDynamicsModel(ConfigAndWeights, nn.Module):
-    """(o_t, o_{t+1}, o_{t+2} ... o_{t+1+k}) -> a_t, k = config.future_frames.
+    """(o_t, o_{t+1}, o_{t+2} ... o_{t+1+k}) -> a_t, k = config.future_frames (the widths from
+    o_{t+1} alone when config.width_channels gives a width reader).
 
     forward(frames_t, frames_t1, future=None): float (b, 3, H, W) each and future (b, k, 3, H, W),
         all in [-1, 1] -> normalised actions (b, 20).
@@ -117,8 +149,10 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
         flat = config.channels[-1] * (config.height // 2**levels) * (config.width // 2**levels)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.hidden), nn.SiLU(),
                                   nn.Linear(config.hidden, ACTION_DIM))
+        self.width_reader = _width_reader(config) if config.width_channels else None
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
+        self.register_buffer("width_dims", torch.tensor(WIDTH_DIMS.tolist(), dtype=torch.long), persistent=False)
         self.to(resolve_device(device))
 
     @property
@@ -135,7 +169,10 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
         if k:
             later = torch.cat([frames_t1[:, None], future], dim=1)  # (b, k + 1, 3, H, W)
             x.append((later[:, 1:] - later[:, :-1]).flatten(1, 2))  # (b, 3k, H, W)
-        return self.head(self.encoder(torch.cat(x, dim=1)))  # (b, 9 + 3k, H, W) -> (b, 20) normalised
+        out = self.head(self.encoder(torch.cat(x, dim=1)))  # (b, 9 + 3k, H, W) -> (b, 20) normalised
+        if self.width_reader is not None:  # the widths from o_{t+1} alone, (b, 3, H, W) -> (b, 2)
+            out = out.index_copy(1, self.width_dims, self.width_reader(frames_t1).to(out.dtype))
+        return out
 
     def to_input(self, frames) -> torch.Tensor:
         """uint8 (..., H, W, 3) array or tensor -> float (..., 3, H, W) in [-1, 1] on the model's device."""

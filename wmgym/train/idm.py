@@ -78,6 +78,11 @@ class TrainIDMConfig:
     """Frames after t+1 the model also sees (as successive differences), to read the gripper
     width from what follows, e.g. the cloth lifting; 0 = the pair alone. Taken from the model
     with `init_from` or `resume`."""
+    width_channels: tuple[int, ...] = ()
+    """Conv widths of a separate width reader (`IDMConfig.width_channels`: reads the two widths
+    from o_{t+1} alone, its first level at full resolution), e.g. 32 32 64 128 128; empty: the
+    trunk regresses the widths too. With `init_from` a model without a reader gets a fresh one
+    (the trunk's weights are kept); a model with one keeps its own."""
     width_weight: float = 1.0
     """Loss weight of the two gripper-width components (the others have weight 1)."""
     init_from: str | None = None
@@ -181,6 +186,8 @@ def train_idm(config: TrainIDMConfig) -> Path:
     if config.init_from is not None and not resumed and config.future_frames not in (0, model.config.future_frames):
         raise ValueError(f"future_frames={config.future_frames}, but init_from {config.init_from} reads "
                          f"{model.config.future_frames}")
+    if model is not None and not resumed and config.width_channels:
+        model = _with_width_reader(model, tuple(config.width_channels), config.init_from, config.seed)
     future_frames = config.future_frames if model is None else model.config.future_frames
     split = lambda name: _Transitions(config.data, name, config.val_fraction, config.max_episodes, future_frames)
     train, val = split("train"), (split("val") if config.val_fraction > 0 else None)
@@ -191,7 +198,7 @@ def train_idm(config: TrainIDMConfig) -> Path:
         torch.manual_seed(config.seed)
         model = InverseDynamicsModel(IDMConfig(height=train.height, width=train.width, channels=tuple(config.channels),
                                                hidden=config.hidden, future_frames=config.future_frames,
-                                               action_mean=mean, action_std=std), device="cpu")
+                                               width_channels=tuple(config.width_channels), action_mean=mean, action_std=std), device="cpu")
     elif (model.config.height, model.config.width) != (train.height, train.width):
         raise ValueError(f"{source} reads {model.config.height}x{model.config.width} frames, "
                          f"the store has {train.height}x{train.width}")
@@ -284,6 +291,29 @@ def train_idm(config: TrainIDMConfig) -> Path:
     save(final=step >= config.steps)
     accelerator.end_training()
     return out
+
+
+def _with_width_reader(model, width_channels: tuple[int, ...], source: str, seed: int):
+    """`model` (an `InverseDynamicsModel` loaded from `source`) with the width reader
+    `width_channels`: its own if it has that one, else a copy with a freshly initialised reader
+    (seeded by `seed`) and every other weight kept."""
+    import dataclasses
+
+    import torch
+
+    from wmgym.policies.idm import InverseDynamicsModel
+
+    if model.config.width_channels == width_channels:
+        return model
+    if model.config.width_channels:
+        raise ValueError(f"width_channels={list(width_channels)}, but init_from {source} has a width reader "
+                         f"{list(model.config.width_channels)}; pass its widths or none")
+    torch.manual_seed(seed)
+    fresh = InverseDynamicsModel(dataclasses.replace(model.config, width_channels=width_channels), device="cpu")
+    missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("width_reader.") for key in missing):
+        raise ValueError(f"init_from {source}: weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return fresh
 
 
 def learning_rate(step: int, config: TrainIDMConfig) -> float:
