@@ -98,7 +98,11 @@ def test_eval_policies_writes_agreement(tiny_bundle, tmp_path):
     assert all(0.0 <= r["sim_success_rate"] <= 1.0 for r in saved["policies"])
     # The tiny bundle's judge never fires (threshold 1.0): every imagined rate is 0, so no ranking.
     assert all(r["model_success_rate"] == 0.0 for r in saved["policies"]) and math.isnan(result["spearman"])
-    assert (tmp_path / "ep" / "agreement.png").stat().st_size > 1000 and "Spearman" in (tmp_path / "ep" / "report.md").read_text()
+    report = (tmp_path / "ep" / "report.md").read_text()
+    assert (tmp_path / "ep" / "agreement.png").stat().st_size > 1000 and "Spearman" in report
+    assert f"bundle `{tiny_bundle}`" in report  # the checkpoint as given
+    from wmgym.eval.policies import _report
+    assert "bundle `default` (the shipped one)" in _report({**saved, "config": {**saved["config"], "checkpoint": "default"}})
     with pytest.raises(ValueError, match="at least 2 policies"):
         evaluate_policies(EvalPoliciesConfig(out=str(tmp_path / "x"), checkpoint=str(tiny_bundle), policies=("random",)))
 

@@ -309,9 +309,11 @@ def _scatter(path: Path, result: dict) -> None:
 
 def _report(result: dict) -> str:
     fmt = lambda x: "nan" if math.isnan(x) else f"{x:.3f}"
+    given = result["config"]["checkpoint"]  # as the user wrote it: a report travels, an absolute path does not
+    bundle = "`default` (the shipped one)" if given == "default" else f"`{given}`"
     lines = ["# wmgym eval-policies", "",
              f"{result['episodes']} episodes per policy and world, {result['horizon']} steps, same start states; bundle "
-             f"{result['checkpoint']}, judge threshold {result['judge_threshold']:.2f}; {result['wall_time_s'] / 60:.1f} min.", "",
+             f"{bundle}, judge threshold {result['judge_threshold']:.2f}; {result['wall_time_s'] / 60:.1f} min.", "",
              f"**Spearman {fmt(result['spearman'])}**, Pearson {fmt(result['pearson'])} (target: Spearman >= 0.9); "
              f"per-episode verdicts agree {100 * result['episode_agreement']:.1f}% of the time.", "",
              "| policy | success in SimFold-v0 | success in WMFold-v0 | mean final score (sim) | episode agreement |",
