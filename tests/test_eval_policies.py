@@ -136,3 +136,29 @@ def test_idm_replay_policy_reads_actions_off_another_starts_video(tmp_path):
     reference = run_episode(EpisodeSpec("fold_half", 3 + 1_000_003, "demo", 0.0, horizon=4)).interaction
     expected = np.clip(policy.idm.predict(reference[:-1], reference[1:]), ACTION_LOW, ACTION_HIGH)
     np.testing.assert_allclose(policy.actions[0], expected, atol=1e-6)
+
+
+def _agreement(seed: int, episodes: int, sim, model, policies=("a", "b", "c")) -> dict:
+    rows = [{"policy": p, "sim_success_rate": s, "model_success_rate": m} for p, s, m in zip(policies, sim, model)]
+    return {"policies": rows, "episodes": episodes, "horizon": 16, "judge_threshold": 0.96,
+            "config": {"checkpoint": "default", "seed": seed}}
+
+
+def test_pool_agreements_weights_rates_by_episodes():
+    from wmgym.eval.policies import pool_agreements, rank_agreement
+
+    small = _agreement(11, 2, sim=[1.0, 0.5, 0.0], model=[0.5, 1.0, 0.0])  # ranks disagree on a and b
+    large = _agreement(12, 6, sim=[1.0, 0.0, 0.5], model=[1.0, 0.0, 0.5])
+    pooled = pool_agreements([small, large])
+    assert pooled["episodes"] == 8 and pooled["seeds"] == [11, 12]
+    np.testing.assert_allclose([r["sim_success_rate"] for r in pooled["policies"]], [1.0, 1 / 8, 3 / 8])
+    np.testing.assert_allclose([r["model_success_rate"] for r in pooled["policies"]], [7 / 8, 2 / 8, 3 / 8])
+    # alone the small run ranks a and b the wrong way round; pooled, both worlds rank a > c > b
+    assert rank_agreement([1.0, 0.5, 0.0], [0.5, 1.0, 0.0])["spearman"] == pytest.approx(0.5)
+    assert pooled["spearman"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="share policies"):
+        pool_agreements([small, _agreement(12, 6, [0, 0, 0], [0, 0, 0], policies=("a", "c", "b"))])
+    with pytest.raises(ValueError, match="share 2 start states"):
+        pool_agreements([small, _agreement(11, 2, [0, 0, 0], [0, 0, 0])])
+    with pytest.raises(ValueError, match="at least 2"):
+        pool_agreements([small])

@@ -220,6 +220,38 @@ def rank_agreement(sim_rates, model_rates) -> dict:
     return {"pearson": float(pearsonr(sim_rates, model_rates)[0]), "spearman": float(spearmanr(sim_rates, model_rates)[0])}
 
 
+def pool_agreements(results: list[dict]) -> dict:
+    """Pool `evaluate_policies` results (agreement.json dicts) of the same policies, bundle,
+    horizon and judge threshold over disjoint start states into one agreement on all of them.
+
+    Each policy's pooled rate is its episode-weighted mean rate, so two runs of 51 and 102 start
+    states give the figure one run of 153 would (up to the world model's sampling noise).
+    Returns {"pearson", "spearman", "episodes", "policies": [{"policy", "sim_success_rate",
+    "model_success_rate"}], "seeds"}. ValueError when the runs differ in anything but their
+    start states, or when two share a start state.
+    """
+    if len(results) < 2:
+        raise ValueError(f"pooling needs at least 2 results, got {len(results)}")
+    first = results[0]
+    key = lambda r: ([p["policy"] for p in r["policies"]], r["horizon"], r["config"]["checkpoint"], r["judge_threshold"])
+    for r in results[1:]:
+        if key(r) != key(first):
+            raise ValueError("pooled runs must share policies (in order), horizon, checkpoint and judge threshold; got "
+                             f"{key(first)} and {key(r)}")
+    seen: set[Start] = set()
+    for r in results:
+        starts = set(make_starts(r["episodes"], r["config"]["seed"]))
+        if seen & starts:
+            raise ValueError(f"runs share {len(seen & starts)} start states (seed {r['config']['seed']}): pool disjoint ones")
+        seen |= starts
+    total = sum(r["episodes"] for r in results)
+    rate = lambda i, name: sum(r["policies"][i][name] * r["episodes"] for r in results) / total
+    rows = [{"policy": p["policy"], "sim_success_rate": rate(i, "sim_success_rate"),
+             "model_success_rate": rate(i, "model_success_rate")} for i, p in enumerate(first["policies"])]
+    agreement = rank_agreement([r["sim_success_rate"] for r in rows], [r["model_success_rate"] for r in rows])
+    return {**agreement, "episodes": total, "policies": rows, "seeds": [r["config"]["seed"] for r in results]}
+
+
 def evaluate_policies(config: EvalPoliciesConfig, policies: dict[str, Policy] | None = None) -> dict:
     """Run every policy in both worlds; write agreement.json, agreement.png and report.md to `out`.
 
