@@ -121,8 +121,14 @@ def _width_reader(config: IDMConfig) -> nn.Sequential:
     blurs together with the motion it is busy with."""
     channels = config.width_channels
     levels = [_block(3, channels[0], stride=1)] + [_block(a, b) for a, b in zip(channels[:-1], channels[1:])]
-    flat = channels[-1] * (config.height // 2 ** (len(channels) - 1)) * (config.width // 2 ** (len(channels) - 1))
-    return nn.Sequential(*levels, nn.Flatten(), nn.Linear(flat, config.hidden), nn.SiLU(), nn.Linear(config.hidden, 2))
+    return nn.Sequential(*levels, *_mlp_head(config, channels[-1], len(channels) - 1, 2))
+
+
+def _mlp_head(config: IDMConfig, channels: int, halvings: int, outputs: int) -> list[nn.Module]:
+    """Flatten a (b, channels, H / 2**halvings, W / 2**halvings) map (not pooled: where a gripper
+    is in the image matters), then an MLP `config.hidden` wide -> (b, outputs)."""
+    flat = channels * (config.height // 2**halvings) * (config.width // 2**halvings)
+    return [nn.Flatten(), nn.Linear(flat, config.hidden), nn.SiLU(), nn.Linear(config.hidden, outputs)]
 
 
 class InverseDynamicsModel(ConfigAndWeights, nn.Module):
@@ -147,9 +153,7 @@ class InverseDynamicsModel(ConfigAndWeights, nn.Module):
         widths = (9 + 3 * config.future_frames, *config.channels)
         self.encoder = nn.Sequential(*[_block(a, b) for a, b in zip(widths[:-1], widths[1:])])
         levels = len(config.channels)
-        flat = config.channels[-1] * (config.height // 2**levels) * (config.width // 2**levels)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.hidden), nn.SiLU(),
-                                  nn.Linear(config.hidden, ACTION_DIM))
+        self.head = nn.Sequential(*_mlp_head(config, config.channels[-1], levels, ACTION_DIM))
         self.width_reader = _width_reader(config) if config.width_channels else None
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
