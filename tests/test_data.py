@@ -282,7 +282,7 @@ def test_two_workers_write_the_same_store_as_one(tmp_path):
     (dict(episodes=0), ValueError, "episodes"),
     (dict(resolution=8), ValueError, "at least 16"),
     (dict(tasks=("fold_towel",)), ValueError, r"fold_towel.*fold_left_sleeve.*fold_half"),
-    (dict(kinds="DQ"), ValueError, r"letters DPRX.*X replay.*'DQ'"),
+    (dict(kinds="DQ"), ValueError, r"letters DPRXG.*X replay.*G proposal.*'DQ'"),
     (dict(kinds=""), ValueError, r"non-empty"),
 ])
 def test_generate_rejects_bad_config(tmp_path, overrides, error, pattern):

@@ -106,6 +106,26 @@ def test_replay_plays_another_start_states_demonstration_from_its_own_start():
     np.testing.assert_array_equal(_demo_actions("fold_half", reference_seed, 0.0, 64, 64, 6), reference.actions)
 
 
+def test_proposal_is_the_planners_nominal_plus_clipped_gaussian_noise():
+    from wmgym.actions import ACTION_HIGH, ACTION_LOW, POSITION_DIMS, WIDTH_DIMS
+    from wmgym.sim.episode import _demo_actions
+
+    spec = EpisodeSpec("fold_left_sleeve", seed=11, kind="proposal", noise=0.01, horizon=16)
+    proposal = run_episode(spec)
+    demo = run_episode(dataclasses.replace(spec, kind="demo", noise=0.0))
+    np.testing.assert_array_equal(proposal.interaction[0], demo.interaction[0])  # this spec's start state
+    nominal = _demo_actions(spec.task, spec.seed, 0.0, 64, 64, 16, speed=1.0)  # the demonstrator at speed 1
+    clean = run_episode(dataclasses.replace(spec, noise=0.0))
+    np.testing.assert_array_equal(clean.actions, nominal)  # noise 0: exactly the nominal
+    free = np.concatenate([POSITION_DIMS, WIDTH_DIMS])
+    noise = proposal.actions - nominal
+    np.testing.assert_array_equal(np.delete(noise, free, axis=1), 0.0)  # rotations untouched
+    assert np.all(proposal.actions[:, free] >= ACTION_LOW[free]) and np.all(proposal.actions[:, free] <= ACTION_HIGH[free])
+    inside = (nominal[:, free] > ACTION_LOW[free] + 0.03) & (nominal[:, free] < ACTION_HIGH[free] - 0.03)
+    assert 0.007 < noise[:, free][inside].std() < 0.013  # 1 cm a component where no clipping can bite
+    assert run_episode(spec).actions.tobytes() == proposal.actions.tobytes()  # a pure function of the spec
+
+
 # Cloth physics
 
 

@@ -224,3 +224,20 @@ def test_extra_data_joins_the_training_windows_and_action_statistics(store, tmp_
     model = WorldModel.from_pretrained(out / "checkpoints/step_0000002/model", device="cpu")
     np.testing.assert_allclose(model.config.action_mean, mean, atol=1e-6)
     assert json.loads((out / "train_config.json").read_text())["extra_data"] == [str(replay)]
+
+
+def test_stop_after_minutes_stops_with_a_checkpoint_that_resumes(store, tmp_path, monkeypatch):
+    # A clock that advances one minute per reading: the deadline (2 minutes after the start) passes
+    # after the first step or two, long before the 6 steps, and the run ends with a checkpoint.
+    import wmgym.train.world_model as trainer
+
+    clock = iter(range(10_000))
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: 60.0 * next(clock))
+    train_world_model(tiny(store, tmp_path, stop_after_minutes=2.0))
+    stopped = int((tmp_path / "latest").read_text().strip().split("_")[1])
+    assert 1 <= stopped < 6
+    monkeypatch.undo()
+    train_world_model(tiny(store, tmp_path, resume=True))  # no limit: it finishes the schedule
+    assert (tmp_path / "latest").read_text().strip() == "step_0000006"
+    with pytest.raises(ValueError, match="stop_after_minutes"):
+        train_world_model(tiny(store, tmp_path / "bad", stop_after_minutes=0.0))

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 DEMO_NOISE_LEVELS = (0.0, 0.01, 0.02, 0.04)
 PERTURBED_NOISE = 0.02
+PROPOSAL_NOISE = 0.01  # ProposalConfig's default: `wmgym plan`'s own proposals
 # Episode kinds by letter, for `GenerateConfig.kinds`.
-KIND_LETTERS = {"D": "demo", "P": "perturbed", "R": "random", "X": "replay"}
+KIND_LETTERS = {"D": "demo", "P": "perturbed", "R": "random", "X": "replay", "G": "proposal"}
 # The default cycle of 20 kinds, spread evenly: 11 demo (55%), 5 perturbed (25%), 4 random (20%).
 DEFAULT_KINDS = "DPDRDPDDRDPDDRDPDRDP"
 KIND_CYCLE = tuple(KIND_LETTERS[c] for c in DEFAULT_KINDS)
@@ -66,7 +67,9 @@ class GenerateConfig:
     kinds: str = DEFAULT_KINDS
     """Cycle of episode kinds, one letter each: D demo, P perturbed, R random, X replay (another
     start state's clean demonstration played from this one: motion that mostly misses the
-    cloth); episode i gets letter i % len. E.g. "X" for replay episodes only."""
+    cloth), G proposal (the clean demonstrator's sequence plus 1 cm Gaussian noise a step, as
+    `wmgym plan` draws its candidates); episode i gets letter i % len. E.g. "X" for replay
+    episodes only."""
 
 
 def kind_cycle(kinds: str = DEFAULT_KINDS) -> tuple[str, ...]:
@@ -83,7 +86,7 @@ def _kind_and_noise(i: int, cycle: tuple[str, ...] = KIND_CYCLE) -> tuple[str, f
     if kind == "demo":  # noise cycles over the demos in order: count demos before episode i
         demo_ordinal = (i // len(cycle)) * cycle.count("demo") + cycle[: i % len(cycle)].count("demo")
         return kind, DEMO_NOISE_LEVELS[demo_ordinal % len(DEMO_NOISE_LEVELS)]
-    return kind, PERTURBED_NOISE if kind == "perturbed" else 0.0
+    return kind, {"perturbed": PERTURBED_NOISE, "proposal": PROPOSAL_NOISE}.get(kind, 0.0)
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -98,7 +101,8 @@ def plan_episodes(num_episodes: int, seed: int, tasks, height: int, width: int,
 
     Episode i gets task tasks[i % len(tasks)], seed `episode_seed(seed, i)` and a kind from the
     cycle `kinds` (default: 20 long, 55% "demo" with noise cycling over `DEMO_NOISE_LEVELS`,
-    25% "perturbed" with noise 0.02, 20% "random" with noise 0; "replay" has noise 0).
+    25% "perturbed" with noise 0.02, 20% "random" with noise 0; "replay" has noise 0, "proposal"
+    noise 0.01).
     """
     tasks, cycle = tuple(tasks), kind_cycle(kinds)
     specs = []

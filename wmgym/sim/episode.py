@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-EPISODE_KINDS = ("demo", "perturbed", "random", "replay")  # append only: stores keep kinds as indices
+EPISODE_KINDS = ("demo", "perturbed", "random", "replay", "proposal")  # append only: stores keep kinds as indices
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,13 @@ class EpisodeSpec:
         kind: "demo" (scripted demonstrator with `noise`), "perturbed" (demonstrator whose
             actions get large random perturbations on some steps), "random" (smooth random
             actions) or "replay" (the demonstrator's actions for another start state of the
-            same task, replayed open loop: clean, purposeful motion whose grasps mostly miss).
-        noise: demonstrator noise level (0 = clean), used by "demo", "perturbed" and "replay".
+            same task, replayed open loop: clean, purposeful motion whose grasps mostly miss) or
+            "proposal" (the clean demonstrator's actions at speed 1 for this start state, as
+            `wmgym plan` takes them for its nominal sequence, plus Gaussian noise of std `noise`
+            on every position delta and width, clipped to the action bounds, executed open loop:
+            the planner's own proposals, about a third of which succeed).
+        noise: demonstrator noise level (0 = clean), used by "demo", "perturbed" and "replay";
+            for "proposal" the std (metres) of the action noise.
         height, width: image size in pixels.
         horizon: number of actions T; the episode has T + 1 frames.
     """
@@ -108,12 +113,14 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     if spec.kind == "replay":  # before the reset below: _demo_actions runs on the same cached world
         reference_seed = int(np.random.SeedSequence(spec.seed, spawn_key=(1,)).generate_state(1, np.uint32)[0])
         replayed = iter(_demo_actions(spec.task, reference_seed, spec.noise, spec.height, spec.width, spec.horizon))
+    elif spec.kind == "proposal":
+        replayed = iter(_proposal_actions(spec))
     world = _world(spec.height, spec.width)
     rng = np.random.default_rng(spec.seed)
     world.reset(rng, spec.task)
     if spec.kind == "random":
         policy = RandomBehaviour(world, rng, spec.horizon)
-    elif spec.kind == "replay":
+    elif spec.kind in ("replay", "proposal"):
         policy = None
     else:
         params = DemoParams(noise=spec.noise, speed=float(rng.uniform(0.85, 1.3)), grasp_offset=spec.noise)
@@ -159,9 +166,11 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     )
 
 
-def _demo_actions(task: str, seed: int, noise: float, height: int, width: int, horizon: int) -> np.ndarray:
+def _demo_actions(task: str, seed: int, noise: float, height: int, width: int, horizon: int,
+                  speed: float | None = None) -> np.ndarray:
     """The actions (T, 20) of `run_episode(EpisodeSpec(task, seed, "demo", noise, height, width, horizon))`,
-    without rendering a frame.
+    without rendering a frame (with `speed` given, the demonstrator runs at that speed instead
+    of the episode's random one).
 
     A "replay" episode plays them from its own start state: the demonstrator's motion for a
     cloth that lies elsewhere, which the world model must learn does not fold this one.
@@ -171,13 +180,28 @@ def _demo_actions(task: str, seed: int, noise: float, height: int, width: int, h
     world = _world(height, width)
     rng = np.random.default_rng(seed)
     world.reset(rng, task)
-    policy = ScriptedDemonstrator(world, rng, DemoParams(noise=noise, speed=float(rng.uniform(0.85, 1.3)),
+    drawn_speed = float(rng.uniform(0.85, 1.3))  # drawn either way, so the noise below stays the same
+    policy = ScriptedDemonstrator(world, rng, DemoParams(noise=noise, speed=drawn_speed if speed is None else speed,
                                                          grasp_offset=noise), horizon)
     actions = []
     for _ in range(horizon):
         actions.append(policy.action())
         world.step(actions[-1])
     return np.array(actions, dtype=np.float32)
+
+
+def _proposal_actions(spec: EpisodeSpec) -> np.ndarray:
+    """A "proposal" episode's actions (T, 20): the clean demonstrator's sequence at speed 1 (what
+    `wmgym plan` centres its proposals on) plus N(0, spec.noise) on the positions and widths,
+    clipped to the action bounds as `wmgym.policies.planning.sample_gaussian` clips them."""
+    from wmgym.actions import ACTION_HIGH, ACTION_LOW, POSITION_DIMS, WIDTH_DIMS
+
+    actions = _demo_actions(spec.task, spec.seed, 0.0, spec.height, spec.width, spec.horizon, speed=1.0)
+    free = np.concatenate([POSITION_DIMS, WIDTH_DIMS])
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2,)))
+    actions[:, free] += (spec.noise * rng.standard_normal((len(actions), len(free)))).astype(np.float32)
+    actions[:, free] = np.clip(actions[:, free], ACTION_LOW[free], ACTION_HIGH[free])
+    return actions
 
 
 def replay_actions(spec: EpisodeSpec, actions) -> np.ndarray:

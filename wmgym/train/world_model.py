@@ -59,6 +59,10 @@ class TrainWorldModelConfig:
     """Optimizer steps in total (the LR schedule spans them)."""
     stop_after: int | None = None
     """Stop (with a checkpoint) once this many steps are done, e.g. for time-boxed jobs; resume later."""
+    stop_after_minutes: float | None = None
+    """Stop (with a checkpoint) at the first step that ends this many minutes after training began
+    (data loading not counted), e.g. on a lent GPU; resume later. With a cosine schedule the
+    learning rate is then not yet decayed: pair it with `lr_schedule constant` and the EMA."""
     batch_size: int = 16
     """Windows per process per step (the global batch is batch_size * num_processes)."""
     num_frames: int = 5
@@ -228,6 +232,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     writer = summary_writer(out / "tensorboard") if summary_writer and accelerator.is_main_process else None
 
     stop = min(config.steps, config.stop_after or config.steps)
+    deadline = math.inf if config.stop_after_minutes is None else time.perf_counter() + 60.0 * config.stop_after_minutes
     generator = torch.Generator(device=device)
     progress = tqdm(total=config.steps, initial=step, desc="train-wm", disable=not accelerator.is_main_process)
     totals, train_time = torch.zeros(3, device=device), 0.0  # loss, x0_mse, steps; seconds incl. data
@@ -253,6 +258,8 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
             train_time += time.perf_counter() - tick
             totals += torch.stack([logs["loss"].float(), logs["x0_mse"].float(), torch.ones((), device=device)])  # no host sync
             progress.update(1)
+            if time.perf_counter() >= deadline:
+                stop = step  # out of time: this step is the last
             is_last = step >= stop
             if step % config.log_every == 0 or is_last:
                 summed = accelerator.reduce(totals, "sum").double().cpu()
@@ -348,6 +355,8 @@ def _check_config(config: TrainWorldModelConfig) -> None:
         raise ValueError(f"action_dropout and ema_decay must be in [0, 1), got {config.action_dropout}, {config.ema_decay}")
     if config.learning_rate <= 0 or config.warmup_steps < 0 or config.grad_clip < 0 or (config.stop_after or 1) < 1:
         raise ValueError("need learning_rate > 0, warmup_steps >= 0, grad_clip >= 0 and stop_after >= 1 (or None)")
+    if config.stop_after_minutes is not None and not config.stop_after_minutes > 0:
+        raise ValueError(f"stop_after_minutes must be > 0 (or None), got {config.stop_after_minutes}")
 
 
 def with_condition_views(model: WorldModel, views) -> WorldModel:
