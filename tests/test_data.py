@@ -201,6 +201,8 @@ def test_kinds_cycle_sets_each_episodes_kind():
     assert {s.noise for s in plan if s.kind == "replay"} == {0.0}
     # the same seeds as the default cycle: only the kinds differ
     assert [s.seed for s in plan] == [s.seed for s in plan_episodes(9, 5, TASKS, SIZE, SIZE, 4)]
+    proposals = plan_episodes(4, 5, TASKS, SIZE, SIZE, 4, kinds="G")
+    assert [(s.kind, s.noise) for s in proposals] == [("proposal", 0.01)] * 4  # wmgym plan's default 1 cm
 
 
 def test_generate_writes_the_planned_episodes(tmp_path):
