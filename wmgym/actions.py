@@ -24,7 +24,9 @@ POSITION_DIMS = np.array([0, 1, 2, 10, 11, 12])
 """The two hands' position deltas in the 20-D action."""
 WIDTH_DIMS = np.array([9, 19])
 """The two hands' gripper widths in the 20-D action."""
-for _dims in (POSITION_DIMS, WIDTH_DIMS):
+FREE_DIMS = np.concatenate([POSITION_DIMS, WIDTH_DIMS])
+"""Positions and widths: the dimensions planners and proposal episodes perturb (rotations are not)."""
+for _dims in (POSITION_DIMS, WIDTH_DIMS, FREE_DIMS):
     _dims.flags.writeable = False
 
 MAX_POSITION_DELTA = 0.12  # metres per step per axis
@@ -35,6 +37,15 @@ _HAND_LOW = np.array([-MAX_POSITION_DELTA] * 3 + [-1.0] * 6 + [0.0], dtype=np.fl
 _HAND_HIGH = np.array([MAX_POSITION_DELTA] * 3 + [1.0] * 6 + [MAX_WIDTH], dtype=np.float32)
 ACTION_LOW = np.concatenate([_HAND_LOW, _HAND_LOW])
 ACTION_HIGH = np.concatenate([_HAND_HIGH, _HAND_HIGH])
+
+
+
+def clip_to_bounds(actions: np.ndarray) -> np.ndarray:
+    """A copy of (..., 20) with positions and widths clipped to the bounds; rotations are left as they are."""
+    out = actions.copy()
+    out[..., FREE_DIMS] = np.clip(out[..., FREE_DIMS], ACTION_LOW[FREE_DIMS], ACTION_HIGH[FREE_DIMS])
+    return out
+
 
 # Below this norm a column carries no direction; Gram-Schmidt would divide by ~0.
 _DEGENERATE_EPS = 1e-8

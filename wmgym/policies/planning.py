@@ -31,14 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, IDENTITY_HAND_ROT6D, POSITION_DIMS, WIDTH_DIMS,
-                           validate_action)
+from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, FREE_DIMS, IDENTITY_HAND_ROT6D, POSITION_DIMS,
+                           WIDTH_DIMS, clip_to_bounds, validate_action)
 from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, is_gripper_conditioned
 from wmgym.sim.world import WorldConfig
 
 METHODS = ("best-of-n", "cem")
 PROPOSALS = ("gaussian", "uniform")
-FREE_DIMS = np.concatenate([POSITION_DIMS, WIDTH_DIMS])  # the sampled dimensions; rotations are not
 
 
 @dataclass(frozen=True)
@@ -98,13 +97,6 @@ def check_sequence(actions, name: str = "nominal") -> np.ndarray:
     if actions.ndim != 2 or actions.shape[0] < 1:
         raise ValueError(f"{name} must be an action sequence (T >= 1, {ACTION_DIM}), got shape {actions.shape}\n{ACTION_LAYOUT}")
     return actions
-
-
-def clip_to_bounds(actions: np.ndarray) -> np.ndarray:
-    """Clip positions and widths of (..., 20) to the bounds; rotations are left as they are."""
-    out = actions.copy()
-    out[..., FREE_DIMS] = np.clip(out[..., FREE_DIMS], ACTION_LOW[FREE_DIMS], ACTION_HIGH[FREE_DIMS])
-    return out
 
 
 def sample_gaussian(mean: np.ndarray, std: np.ndarray, num: int, rng: np.random.Generator) -> np.ndarray:

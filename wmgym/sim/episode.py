@@ -194,14 +194,12 @@ def _proposal_actions(spec: EpisodeSpec) -> np.ndarray:
     """A "proposal" episode's actions (T, 20): the clean demonstrator's sequence at speed 1 (what
     `wmgym plan` centres its proposals on) plus N(0, spec.noise) on the positions and widths,
     clipped to the action bounds as `wmgym.policies.planning.sample_gaussian` clips them."""
-    from wmgym.actions import ACTION_HIGH, ACTION_LOW, POSITION_DIMS, WIDTH_DIMS
+    from wmgym.actions import FREE_DIMS, clip_to_bounds
 
     actions = _demo_actions(spec.task, spec.seed, 0.0, spec.height, spec.width, spec.horizon, speed=1.0)
-    free = np.concatenate([POSITION_DIMS, WIDTH_DIMS])
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2,)))
-    actions[:, free] += (spec.noise * rng.standard_normal((len(actions), len(free)))).astype(np.float32)
-    actions[:, free] = np.clip(actions[:, free], ACTION_LOW[free], ACTION_HIGH[free])
-    return actions
+    actions[:, FREE_DIMS] += (spec.noise * rng.standard_normal((len(actions), len(FREE_DIMS)))).astype(np.float32)
+    return clip_to_bounds(actions)
 
 
 def replay_actions(spec: EpisodeSpec, actions) -> np.ndarray:
