@@ -13,7 +13,10 @@ then
     environment's first-accept rule, as WMFold-v0 ends an episode);
   - simulated: each candidate is executed open loop in a copy of the simulator (ground-truth
     success: the task done at some step, SimFold-v0's termination), and LPIPS of its last
-    simulated frame to the goal is the same scorer on true frames.
+    simulated frame to the goal is the same scorer on true frames;
+  - with a simulator-calibrated LPIPS (`--lpips-calibrated DIR`, default the bundle's lpips/):
+    its distance of the last imagined frame (calibrated_imagined) and of the last simulated
+    frame (calibrated_sim) to the goal.
 Reported per task: the candidates' success rate (= executing one random proposal), the success
 of the top-1 candidate under each scorer (= best-of-N), ROC AUC of each score for telling the
 successful candidates apart, and the same for the sim-frame scorer (what a perfect world model
@@ -36,23 +39,14 @@ from tqdm import tqdm
 
 import wmgym  # noqa: F401  (registers the environments)
 from wmgym.envs.bundle import Bundle
+from wmgym.eval.ranking import roc_auc
 from wmgym.model.world_model import WorldModel
 from wmgym.policies.mpc import make_reward_head, scripted_nominal
 from wmgym.policies.planning import Planner, ProposalConfig, is_gripper_conditioned, sample_gaussian
+from wmgym.rewards.lpips_head import LPIPSHead
 from wmgym.sim.gripper_track import GripperState
 from wmgym.sim.tasks import TASKS
 from wmgym.train.checkpoint import write_text_atomic
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counted half; nan if one class is missing."""
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
-    positive, negative = scores[labels], scores[~labels]
-    if len(positive) == 0 or len(negative) == 0:
-        return float("nan")
-    greater = (positive[:, None] > negative[None]).mean()
-    ties = (positive[:, None] == negative[None]).mean()
-    return float(greater + 0.5 * ties)
 
 
 def simulate(env: gym.Env, actions: np.ndarray) -> tuple[bool, np.ndarray]:
@@ -76,11 +70,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--lpips-calibrated", default=None,
+                        help="a `wmgym train-lpips` directory to score with as well (default: the bundle's lpips/, if any)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bundle = Bundle.load(args.checkpoint)
     world_model = WorldModel.from_pretrained(bundle.world_model_dir, device="cpu").eval()
     lpips = make_reward_head("lpips-offline", args.checkpoint, "cpu")
+    calibrated_dir = args.lpips_calibrated or bundle.lpips_dir
+    calibrated = None if calibrated_dir is None else LPIPSHead(calibrated=calibrated_dir, device="cpu")
     judge_scorer = make_reward_head("judge", args.checkpoint, "cpu")
     judge = judge_scorer.judge
     conditioned = is_gripper_conditioned(world_model)
@@ -109,13 +107,19 @@ def main() -> None:
             peaks = np.max([judge.probability(clips[:, : t + 1], task).float().numpy() for t in range(1, clips.shape[1])], 0)
             outcomes = [simulate(env, c) for c in candidates]
             success = np.array([o[0] for o in outcomes])
-            lpips_sim = lpips.score(torch.from_numpy(np.stack([o[1] for o in outcomes]))[:, None], goal).float().numpy()
+            sim_last = torch.from_numpy(np.stack([o[1] for o in outcomes]))[:, None]  # (n, 1, H, W, 3)
+            lpips_sim = lpips.score(sim_last, goal).float().numpy()
             records.append({"task": task, "seed": args.seed + s, "success": success.tolist(),
                             "lpips_imagined": lpips_imagined.tolist(), "judge_final": judge_final.tolist(),
                             "judge_peak": peaks.tolist(), "lpips_sim": lpips_sim.tolist()})
+            if calibrated is not None:
+                records[-1]["calibrated_imagined"] = calibrated.score(clips, goal).float().numpy().tolist()
+                records[-1]["calibrated_sim"] = calibrated.score(sim_last, goal).float().numpy().tolist()
             bar.update(1)
     bar.close()
     scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim")
+    if calibrated is not None:
+        scorers += ("calibrated_imagined", "calibrated_sim")
     summary = {}
     for task in TASKS:
         rows = [r for r in records if r["task"] == task]
@@ -127,8 +131,9 @@ def main() -> None:
         entry["judge_accepts"] = float(np.mean([np.mean(np.array(r["judge_peak"]) >= judge.threshold) for r in rows]))
         summary[task] = entry
     result = {"machine": f"{platform.machine()}, {args.threads} thread(s)", "args": vars(args), "judge_threshold": judge.threshold,
+              "lpips_calibrated": None if calibrated_dir is None else str(calibrated_dir),
               "seconds": time.perf_counter() - began, "summary": summary, "records": records}
-    print(f"| task | random proposal | " + " | ".join(f"best-of-{args.n} by {s} (AUC)" for s in scorers) + " | judge accepts |")
+    print("| task | random proposal | " + " | ".join(f"best-of-{args.n} by {s} (AUC)" for s in scorers) + " | judge accepts |")
     print("|---" * (len(scorers) + 3) + "|")
     for task, e in summary.items():
         cells = " | ".join(f"{e[f'top1_{s}']:.0%} ({e[f'auc_{s}']:.2f})" for s in scorers)

@@ -1,12 +1,13 @@
 """Best-of-N action ranking in imagination with LPIPS to the goal image, executed in the simulator.
 
-    python examples/best_of_n.py --task fold_half --n 16 [--checkpoint DIR] [--lpips-offline]
+    python examples/best_of_n.py --task fold_half --n 16 [--checkpoint DIR] [--lpips-offline | --lpips-calibrated]
 
 N candidate action sequences (the scripted demonstrator's plan plus Gaussian noise) are rolled
 out together in one batched `WMFold-v0` vector env from the simulator's start frame; the
 candidate whose last imagined frame is closest to the goal image (LPIPS) is executed in
 `SimFold-v0`, beside one candidate picked at random. Without the LPIPS trunk weights
-(see the README) pass --lpips-offline for the uncalibrated offline fallback.
+(see the README) pass --lpips-calibrated for the bundle's LPIPS trained on the simulator's
+fold score, or --lpips-offline for the uncalibrated offline fallback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 import wmgym  # noqa: F401
 from wmgym.actions import ACTION_HIGH, ACTION_LOW
+from wmgym.policies.mpc import make_reward_head
 from wmgym.rewards.lpips_head import LPIPSHead
 
 
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--lpips-offline", action="store_true", help="use LPIPS's offline fallback trunk (uncalibrated)")
+    scorer = parser.add_mutually_exclusive_group()
+    scorer.add_argument("--lpips-offline", action="store_true", help="use LPIPS's offline fallback trunk (uncalibrated)")
+    scorer.add_argument("--lpips-calibrated", action="store_true", help="use the bundle's LPIPS calibrated on the simulator")
     args = parser.parse_args(argv)
 
     envs = gym.make_vec("WMFold-v0", num_envs=args.n, checkpoint=args.checkpoint, device=args.device, task=args.task,
@@ -71,7 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
     envs.reset(seed=args.seed, options={"frame": frame})
     for t in range(args.horizon):
         observations = envs.step(candidates[:, t])[0]
-    head = LPIPSHead(allow_offline_fallback=args.lpips_offline, device=envs.core.device)
+    if args.lpips_calibrated:
+        head = make_reward_head("lpips-calibrated", args.checkpoint, envs.core.device)
+    else:
+        head = LPIPSHead(allow_offline_fallback=args.lpips_offline, device=envs.core.device)
     distance = head.distance(torch.as_tensor(observations), torch.as_tensor(goal)).cpu().numpy()
     best, random_pick = int(np.argmin(distance)), int(rng.integers(args.n))
     result = {"best": best, "best_lpips": float(distance[best]), "random": random_pick}

@@ -28,6 +28,11 @@ def test_best_of_n_executes_the_best_candidate(tiny_bundle):
     assert 0 <= result["best"] < 3 and 0.0 <= result["best_sim_score"] <= 1.0
 
 
+def test_best_of_n_ranks_with_the_shipped_calibrated_lpips():
+    result = load("best_of_n").main(["--n", "2", "--horizon", "2", "--lpips-calibrated", "--device", "cpu"])  # the default bundle
+    assert 0 <= result["best"] < 2 and result["best_lpips"] >= 0.0
+
+
 def test_ppo_in_imagination_trains_and_evaluates_in_the_simulator(tiny_bundle):
     result = load("ppo_imagination").main(["--checkpoint", str(tiny_bundle), "--num-envs", "2", "--timesteps", "64", "--n-steps", "32",
                                            "--eval-episodes", "1", "--reward", "lpips-offline", "--device", "cpu"])

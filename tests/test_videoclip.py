@@ -228,7 +228,7 @@ def test_resume_continues_identically(store, tmp_path):
     straight = train_videoclip(tiny_training(store, tmp_path / "straight", steps=6, checkpoint_every=3))
     first = tiny_training(store, tmp_path / "resumed", steps=6, checkpoint_every=3)
     with pytest.MonkeyPatch.context() as patch:  # stop right after the step-3 checkpoint
-        import wmgym.train.videoclip as trainer
+        import wmgym.train.checkpoint as trainer  # write_run_directory's last act
 
         calls = []
         original = trainer.replace_directory

@@ -14,6 +14,7 @@ from wmgym.eval.policies import EvalPoliciesConfig, evaluate_policies
 from wmgym.policies.mpc import PlanConfig, plan
 from wmgym.train.codec import TrainCodecConfig, train_codec
 from wmgym.train.idm import TrainIDMConfig, train_idm
+from wmgym.train.lpips_calibration import TrainLPIPSConfig, train_lpips
 from wmgym.train.policy import TrainPolicyConfig, train_policy
 from wmgym.train.videoclip import TrainVideoCLIPConfig, train_videoclip
 from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
@@ -134,6 +135,8 @@ class BundleConfig:
     """Bundle directory to write (replaced if it exists); wmgym/assets/wmfold is the shipped default."""
     videoclip: str | None = None
     """A `wmgym train-videoclip` output directory (text rewards and the success judge)."""
+    lpips: str | None = None
+    """A `wmgym train-lpips` output directory (the simulator-calibrated LPIPS, reward "lpips-calibrated")."""
     num_start_frames: int = 64
     """States in the start bank (start frame i is SimFold-v0's reset(seed=bank_seed + i))."""
     bank_seed: int = 1_000_000
@@ -150,7 +153,7 @@ def bundle(config: BundleConfig) -> str:
     from wmgym.envs.bundle import make_bundle
 
     path = make_bundle(config.out, config.world_model, config.videoclip, config.num_start_frames, config.bank_seed, config.made_with,
-                       config.num_steps, config.guidance_scale)
+                       config.num_steps, config.guidance_scale, config.lpips)
     print(f"bundle -> {path}")
     return str(path)
 
@@ -160,7 +163,7 @@ COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), 
             "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle),
             "eval": (EvalConfig, evaluate), "eval-policies": (EvalPoliciesConfig, evaluate_policies),
             "train-policy": (TrainPolicyConfig, train_policy), "plan": (PlanConfig, plan),
-            "train-idm": (TrainIDMConfig, train_idm), "imagine": (ImagineConfig, imagine_store)}
+            "train-idm": (TrainIDMConfig, train_idm), "train-lpips": (TrainLPIPSConfig, train_lpips), "imagine": (ImagineConfig, imagine_store)}
 
 
 def main(argv: list[str] | None = None) -> None:

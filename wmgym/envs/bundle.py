@@ -7,6 +7,9 @@ Layout of a bundle directory (DESIGN.md, "Checkpoints"; no pickles):
     world_model/         `WorldModel.save_pretrained` (config.json with the action statistics,
                          denoiser.safetensors, codec.safetensors)
     videoclip/           `VideoCLIP.save_pretrained` (optional: text rewards and the success judge)
+    lpips/               `wmgym train-lpips`'s config.json and model.safetensors (float16)
+                         (optional: LPIPS calibrated on the simulator's fold score, the
+                         "lpips-calibrated" goal-image reward)
     start_frames.png     N start frames side by side, (H, N * W, 3)
     goals_<task>.png     N goal images side by side; goal i is start frame i folded by <task>
     start_grippers.safetensors
@@ -77,6 +80,11 @@ class Bundle:
         path = self.directory / "videoclip"
         return path if path.is_dir() else None
 
+    @property
+    def lpips_dir(self) -> Path | None:
+        path = self.directory / "lpips"
+        return path if path.is_dir() else None
+
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None) -> "Bundle":
         """Read a bundle (None: the default one shipped in `wmgym/assets/wmfold`)."""
@@ -102,7 +110,8 @@ class Bundle:
 
 def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videoclip: str | os.PathLike | None = None,
                 num_start_frames: int = 64, bank_seed: int = 1_000_000, made_with: str = "",
-                num_steps: int | None = None, guidance_scale: float | None = None) -> Path:
+                num_steps: int | None = None, guidance_scale: float | None = None,
+                lpips: str | os.PathLike | None = None) -> Path:
     """Assemble a bundle directory atomically: copy the models, render the start and goal banks.
 
     Args:
@@ -116,6 +125,7 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         made_with: free text saved in bundle.json (the commands that made the models).
         num_steps, guidance_scale: sampler defaults written into the bundle's world model
             (None keeps the trained model's; choose them from `wmgym eval`'s quality-speed curve).
+        lpips: a `wmgym train-lpips` directory (the "lpips-calibrated" reward), or None.
     """
     from wmgym.envs.sim_fold import SimFoldEnv
     from wmgym.model.world_model import CONFIG_FILE
@@ -131,6 +141,8 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         raise FileNotFoundError(f"no world model at {world_model} (expected {CONFIG_FILE} from WorldModel.save_pretrained)")
     if videoclip is not None and not (Path(videoclip) / "config.json").is_file():
         raise FileNotFoundError(f"no VideoCLIP model at {videoclip} (expected config.json from VideoCLIP.save_pretrained)")
+    if lpips is not None and not (Path(lpips) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no calibrated LPIPS at {lpips} (expected model.safetensors from `wmgym train-lpips`)")
     if num_start_frames < 1:
         raise ValueError(f"num_start_frames must be >= 1, got {num_start_frames}")
     if (num_steps is not None and num_steps < 1) or (guidance_scale is not None and guidance_scale < 0):
@@ -158,6 +170,14 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         (tmp / "world_model" / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     if videoclip is not None:
         shutil.copytree(videoclip, tmp / "videoclip")
+    if lpips is not None:  # the model only (not a run's training state or logs), its weights in float16 to keep bundles small
+        import safetensors.numpy
+
+        (tmp / "lpips").mkdir()
+        shutil.copy2(Path(lpips) / "config.json", tmp / "lpips" / "config.json")
+        weights = safetensors.numpy.load_file(Path(lpips) / "model.safetensors")
+        safetensors.numpy.save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in weights.items()},
+                                    tmp / "lpips" / "model.safetensors")
     _write_strip(tmp / "start_frames.png", np.stack(starts))
     for task, images in goals.items():
         _write_strip(tmp / f"goals_{task}.png", np.stack(images))

@@ -26,9 +26,10 @@ from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import WorldConfig
 
 RESET_OPTIONS = ("frame", "goal_image", "goal_text", "task", "grippers")
-REWARDS = ("videoclip", "lpips", "lpips-offline", "none")
+REWARDS = ("videoclip", "lpips", "lpips-offline", "lpips-calibrated", "none")
 """`reward` names: VideoCLIP similarity to the goal text; LPIPS to the goal image (real weights,
-see `LPIPSHead`); LPIPS with its offline fallback trunk (uncalibrated, warns); no reward."""
+see `LPIPSHead`); LPIPS with its offline fallback trunk (uncalibrated, warns); LPIPS calibrated
+on the simulator's fold score (the bundle's lpips/, `wmgym train-lpips`); no reward."""
 
 
 class ImaginedEpisodes:
@@ -112,6 +113,13 @@ class ImaginedEpisodes:
             from wmgym.rewards.lpips_head import LPIPSHead
 
             return LPIPSHead(trunk_weights=lpips_trunk_weights, allow_offline_fallback=reward == "lpips-offline", device=self.device)
+        if reward == "lpips-calibrated":
+            from wmgym.rewards.lpips_head import LPIPSHead
+
+            if self.bundle.lpips_dir is None:
+                raise FileNotFoundError(f"reward='lpips-calibrated' needs the bundle's lpips/ model and {self.bundle.directory} has "
+                                        "none; add one with `wmgym bundle --lpips DIR` (made by `wmgym train-lpips`)")
+            return LPIPSHead(calibrated=self.bundle.lpips_dir, device=self.device)
         return None
 
     @property

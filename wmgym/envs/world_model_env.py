@@ -18,7 +18,7 @@ _DOC_ARGUMENTS = """`checkpoint`: a bundle directory (`wmgym bundle`), or None /
     shipped in `wmgym/assets/wmfold`. `task`: one of TASKS, or None for a random task per
     episode. `goal_image` (uint8 (H, W, 3), resized to the model's size) and `goal_text`
     override the task's goal. `reward`: "videoclip" (default), "lpips", "lpips-offline",
-    "none", or a `RewardHead`. `num_steps`, `guidance_scale`: sampler overrides (default:
+    "lpips-calibrated" (the bundle's simulator-calibrated LPIPS), "none", or a `RewardHead`. `num_steps`, `guidance_scale`: sampler overrides (default:
     the checkpoint's). `max_episode_steps`: horizon (default 16; longer horizons slide the
     sampler's window). `resolution`: observation size (int or (H, W); default the model's;
     other sizes are resized, bilinear with antialiasing). `device`: "auto" (CUDA when

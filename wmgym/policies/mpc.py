@@ -42,7 +42,7 @@ from wmgym.policies.planning import METHODS, Planner, ProposalConfig, RandomProp
 from wmgym.rewards.base import RewardHead, as_goal_texts
 from wmgym.sim.gripper_track import GripperState
 
-REWARDS = ("lpips", "lpips-offline", "videoclip", "judge")
+REWARDS = ("lpips", "lpips-offline", "lpips-calibrated", "videoclip", "judge")
 NOMINALS = ("scripted", "none")
 ARMS = ("planner", "scripted", "random-proposal")
 
@@ -65,17 +65,28 @@ class JudgeScorer(RewardHead):
 
 def make_reward_head(name: str, bundle_dir: str | os.PathLike | None = None, device: str | torch.device = "auto") -> RewardHead:
     """"lpips" (needs torchvision's ImageNet trunk on disk), "lpips-offline" (LPIPS with the
-    seeded random trunk when that file is missing: uncalibrated), "videoclip" or "judge" (the
-    bundle's VideoCLIP model)."""
+    seeded random trunk when that file is missing: uncalibrated), "lpips-calibrated" (the
+    bundle's LPIPS trained on the simulator's fold score, `wmgym train-lpips`), "videoclip" or
+    "judge" (the bundle's VideoCLIP model)."""
     if name not in REWARDS:
         raise ValueError(f"unknown scorer {name!r}; expected one of {REWARDS}")
+    if name == "lpips-calibrated":
+        from wmgym.envs.bundle import Bundle
+        from wmgym.rewards.lpips_head import LPIPSHead
+
+        lpips_dir = Bundle.load(bundle_dir).lpips_dir
+        if lpips_dir is None:
+            raise FileNotFoundError(f"scorer 'lpips-calibrated' needs a calibrated LPIPS and the bundle {bundle_dir or 'default'} "
+                                    "has none (add one with `wmgym bundle --lpips DIR`, made by `wmgym train-lpips`)")
+        return LPIPSHead(calibrated=lpips_dir, device=device)
     if name.startswith("lpips"):
         from wmgym.rewards.lpips_head import LPIPSHead
 
         try:
             return LPIPSHead(allow_offline_fallback=name == "lpips-offline", device=device)
         except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error} With `wmgym plan`, --reward lpips-offline selects that stand-in.") from None
+            raise FileNotFoundError(f"{error} With `wmgym plan`, --reward lpips-offline selects that stand-in, and "
+                                    "--reward lpips-calibrated the bundle's LPIPS trained on the simulator.") from None
     from wmgym.envs.bundle import Bundle
     from wmgym.rewards.judge import SuccessJudge
     from wmgym.rewards.videoclip import VideoCLIPHead
@@ -194,7 +205,8 @@ class PlanConfig:
     """CEM elite set size."""
     reward: str = "lpips"
     """Scorer: 'lpips' (needs torchvision's ImageNet AlexNet file), 'lpips-offline' (a seeded
-    random trunk when that file is missing: uncalibrated), 'videoclip' or 'judge'."""
+    random trunk when that file is missing: uncalibrated), 'lpips-calibrated' (the bundle's LPIPS
+    trained on the simulator's fold score, `wmgym train-lpips`), 'videoclip' or 'judge'."""
     proposal: str = "gaussian"
     """'gaussian' around the nominal or 'uniform' within the action bounds."""
     nominal: str = "scripted"
@@ -278,7 +290,7 @@ def plan(config: PlanConfig) -> dict:
     summary = summarize([r for r in records if r["task"] in tasks])
     if out is not None:
         _write_json(out, {"config": asdict(config), "episodes": records, "summary": summary})
-    scorer = config.reward + ("" if getattr(head, "is_pretrained", True) else " (seeded random trunk: NOT calibrated LPIPS)")
+    scorer = config.reward + (" (seeded random trunk: NOT calibrated LPIPS)" if getattr(head, "calibration", None) == "none" else "")
     print(f"{config.method} n={config.n} scorer={scorer} replan_every={config.replan_every}")
     for task, row in summary.items():
         print(f"{task:>18}: planner {row['planner']:.2f}  scripted {row['scripted']:.2f}  random proposal "

@@ -7,6 +7,13 @@ those linear layers; the trunk comes from torchvision, which would download it. 
 downloads: it reads the trunk from a file the user put in torch's cache (or passes), and without
 one it either refuses with a message that says where the file goes, or (opt-in) runs an
 uncalibrated stand-in with a seeded random trunk.
+
+A third kind is trained here, where no ImageNet trunk can be downloaded: `wmgym train-lpips`
+(`wmgym.train.lpips_calibration`) trains LPIPS' own architecture (the same trunk and linear
+heads, the same distance) so that the distance of a frame to a goal image predicts the
+simulator's distance of that frame's cloth to the goal configuration (1 - fold score). The
+human 2AFC judgements that calibrate real LPIPS are replaced by the reference simulator's
+ground truth. `LPIPSHead(calibrated=<that directory>)` loads it; bundles ship one as `lpips/`.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ TRUNKS = {
 # Smallest frame side each trunk accepts: below it a pooling layer's output would be empty.
 MIN_FRAME_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17}
 FALLBACK_SEED = 0
+CALIBRATED_CONFIG, CALIBRATED_WEIGHTS = "config.json", "model.safetensors"
 
 _warned_offline_fallback = False  # the fallback warns once per process, not once per head
 
@@ -66,10 +74,14 @@ class LPIPSHead(RewardHead):
         allow_offline_fallback: when the default file is missing, use a seeded random trunk
             (deterministic, but NOT calibrated LPIPS) instead of raising FileNotFoundError.
         device: "auto" (CUDA when available, else CPU), or a torch device.
+        calibrated: a `wmgym train-lpips` directory (trunk and linear heads trained on the
+            simulator's fold score, see the module docstring); its `net` replaces `net`, and
+            `trunk_weights` / `allow_offline_fallback` must be left unset.
 
     Attributes:
         is_pretrained: True when the trunk holds the ImageNet weights (real LPIPS).
         trunk_weights: the file the trunk was loaded from, None for the fallback.
+        calibration: "imagenet" (real LPIPS), "simulator" (`calibrated`) or "none" (the fallback).
     """
 
     name = "lpips"
@@ -81,24 +93,25 @@ class LPIPSHead(RewardHead):
         trunk_weights: str | os.PathLike | None = None,
         allow_offline_fallback: bool = False,
         device: str | torch.device = "auto",
+        calibrated: str | os.PathLike | None = None,
     ):
+        self.device = resolve_device(device)
+        if calibrated is not None:
+            if trunk_weights is not None or allow_offline_fallback:
+                raise ValueError("calibrated= brings its own trunk: leave trunk_weights and allow_offline_fallback unset")
+            self.model, self.net = load_calibrated(calibrated)
+            self.model = self.model.eval().requires_grad_(False).to(self.device)
+            self.is_pretrained, self.trunk_weights, self.calibration = False, None, "simulator"
+            return
         _check_net(net)
         self.net = net
-        self.device = resolve_device(device)
         path = Path(trunk_weights) if trunk_weights is not None else default_trunk_path(net)
         if not path.is_file() and (trunk_weights is not None or not allow_offline_fallback):
             raise FileNotFoundError(_missing_trunk_message(net, path, explicit=trunk_weights is not None))
         self.is_pretrained = path.is_file()
         self.trunk_weights = path if self.is_pretrained else None
-
-        # Seeded so that two fallback heads agree and the caller's RNG stream is untouched; the
-        # random trunk is overwritten below when the ImageNet weights are there.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(FALLBACK_SEED)
-            with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=`
-                warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-                model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
-        _load_linear_layers(model, net)
+        self.calibration = "imagenet" if self.is_pretrained else "none"
+        model = build_lpips(net)  # the random trunk is overwritten below when the ImageNet weights are there
         if self.is_pretrained:
             _load_trunk(model, net, path)
         else:
@@ -123,6 +136,59 @@ class LPIPSHead(RewardHead):
     def score(self, frames, goal) -> torch.Tensor:
         """Minus `distance`: float (b,) on `device`, higher = closer to the goal, 0 at best."""
         return -self.distance(frames, goal)
+
+
+def build_lpips(net: str = "alex") -> "lpips.LPIPS":
+    """lpips.LPIPS(net) with a seeded random trunk and the package's linear heads (v0.1).
+
+    Seeded with FALLBACK_SEED so that two builds agree and the caller's RNG stream is untouched.
+    This is the offline fallback, and the starting point of `wmgym train-lpips`."""
+    _check_net(net)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(FALLBACK_SEED)
+        with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=`
+            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+            model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
+    _load_linear_layers(model, net)
+    return model
+
+
+def save_calibrated(model: "lpips.LPIPS", net: str, directory: str | os.PathLike, info: dict | None = None) -> None:
+    """Write an LPIPS model trained by `wmgym train-lpips` into an existing `directory`:
+    config.json ({"net": net, **info}) and model.safetensors (float32; the linear heads once:
+    lpips registers them twice, as lin<k> and lins.<k>)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("lins.")}
+    save_file(state, directory / CALIBRATED_WEIGHTS)
+    (directory / CALIBRATED_CONFIG).write_text(json.dumps({"net": net, **(info or {})}, indent=2))
+
+
+def load_calibrated(directory: str | os.PathLike) -> tuple["lpips.LPIPS", str]:
+    """(model, net) from a `save_calibrated` directory (float32 weights, or float16 as bundles
+    store them; the model is float32 either way); errors name the missing file or keys."""
+    import json
+
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    for name in (CALIBRATED_CONFIG, CALIBRATED_WEIGHTS):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"no calibrated LPIPS at {directory}: {name} is missing (make one with `wmgym train-lpips`)")
+    net = json.loads((directory / CALIBRATED_CONFIG).read_text()).get("net")
+    if net not in TRUNKS:
+        raise ValueError(f"{directory / CALIBRATED_CONFIG}: net must be one of {sorted(TRUNKS)}, got {net!r}")
+    model = build_lpips(net)
+    state = load_file(directory / CALIBRATED_WEIGHTS)
+    expected = {k for k in model.state_dict() if not k.startswith("lins.")}
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(f"{directory / CALIBRATED_WEIGHTS} is not an LPIPS-{net} state dict (missing {missing[:4]}, unexpected {unexpected[:4]})")
+    model.load_state_dict(state, strict=False)  # lins.<k> are the same modules as lin<k>; float16 (bundles) is cast to float32
+    return model, net
 
 
 def _check_net(net: str) -> None:

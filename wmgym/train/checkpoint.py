@@ -1,11 +1,17 @@
-"""Checkpoint plumbing shared by the training loops: atomic writes, and optimizer state
-as safetensors + JSON (no pickle anywhere, DESIGN.md)."""
+"""Checkpoint plumbing shared by the training loops: atomic writes, run directories with
+optimizer state as safetensors + JSON (no pickle anywhere, DESIGN.md), and their learning-rate
+schedule."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -64,6 +70,59 @@ def unflatten_optimizer(tensors: dict, meta: dict) -> dict:
         state.setdefault(int(index), {})[name] = value
     groups = [{k: tuple(v) if k == "betas" else v for k, v in group.items()} for group in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
+
+
+def warmup_cosine_learning_rate(step: int, config) -> float:
+    """Linear warm-up to `config.learning_rate` over `config.warmup_steps`, then cosine decay to
+    a tenth of it at `config.steps` (the schedule of train-idm, train-videoclip, train-lpips)."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+def write_run_directory(out: Path, write_model: Callable[[Path], None], config, log: list[dict],
+                        state: tuple[dict, dict] | None, extra_files: dict[str, dict] | None = None) -> None:
+    """Replace the run directory `out` atomically: the model (`write_model(directory)`),
+    train_config.json (`config`, a dataclass), log.jsonl, `extra_files` (name -> JSON), and,
+    unless the run is finished (`state` None), the training state: (tensors saved as
+    `STATE_FILE`, JSON-able dict saved as `STATE_META`)."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+    write_model(tmp)
+    (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    (tmp / "log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
+    for name, content in (extra_files or {}).items():
+        (tmp / name).write_text(json.dumps(content, indent=2))
+    if state is not None:
+        tensors, meta = state
+        save_file(tensors, tmp / STATE_FILE)
+        (tmp / STATE_META).write_text(json.dumps(meta))
+    replace_directory(tmp, out)
+
+
+def optimizer_state(optimizer) -> tuple[dict, dict]:
+    """(tensors under "optimizer/", {"optimizer": JSON-able rest}): the optimizer's part of a training state."""
+    tensors, meta = flatten_optimizer(optimizer.state_dict())
+    return {f"optimizer/{k}": v for k, v in tensors.items()}, {"optimizer": meta}
+
+
+def load_training_state(out: Path, optimizer) -> tuple[dict, dict, list[dict]]:
+    """Read `write_run_directory`'s training state at `out` into `optimizer`; returns (meta,
+    tensors, log), the log cut at the checkpoint's step (lines past it are redone)."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((out / STATE_META).read_text())
+    tensors = load_file(out / STATE_FILE)
+    optimizer.load_state_dict(unflatten_optimizer(section(tensors, "optimizer/"), meta["optimizer"]))
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+    return meta, tensors, [entry for entry in log if entry["step"] <= meta["step"]]
+
+
+STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
 
 
 def prepare_output_directory(out: Path, resume: bool, overwrite: bool, state_file: str) -> None:

@@ -28,11 +28,9 @@ Output directory (`out`, replaced atomically at every checkpoint):
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -40,10 +38,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM, WIDTH_DIMS
-from wmgym.train.checkpoint import (flatten_optimizer, prepare_output_directory, replace_directory, section,
-                                    unflatten_optimizer)
-
-STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, prepare_output_directory,
+                                    warmup_cosine_learning_rate as learning_rate, write_run_directory)
 
 
 @dataclass
@@ -164,7 +160,6 @@ def train_idm(config: TrainIDMConfig) -> Path:
     import torch
     import torch.nn.functional as F
     from accelerate import Accelerator
-    from safetensors.torch import load_file, save_file
 
     from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
     from wmgym.policies.idm_metrics import r2_scores
@@ -205,11 +200,8 @@ def train_idm(config: TrainIDMConfig) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     step, log, elapsed = 0, [], 0.0
     if resumed:
-        meta = json.loads((out / STATE_META).read_text())
-        optimizer.load_state_dict(unflatten_optimizer(section(load_file(out / STATE_FILE), "optimizer/"), meta["optimizer"]))
+        meta, _, log = load_training_state(out, optimizer)
         step, elapsed = meta["step"], meta["seconds"]
-        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
-        log = [entry for entry in log if entry["step"] <= step]  # lines past the checkpoint are redone
     sampler = EpochPermutationSampler(len(train), config.seed)
     loader = torch.utils.data.DataLoader(train, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                                          generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
@@ -220,17 +212,8 @@ def train_idm(config: TrainIDMConfig) -> Path:
     def save(final: bool) -> None:
         if not accelerator.is_main_process:
             return
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
-        raw_model.write_files(tmp)
-        (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
-        (tmp / "log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
-        if not final:
-            tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
-            save_file({f"optimizer/{k}": v for k, v in tensors.items()}, tmp / STATE_FILE)
-            (tmp / STATE_META).write_text(json.dumps({"step": step, "seconds": elapsed, "optimizer": optimizer_meta}))
-        replace_directory(tmp, out)
+        tensors, meta = optimizer_state(optimizer)
+        write_run_directory(out, raw_model.write_files, config, log, None if final else (tensors, {"step": step, "seconds": elapsed, **meta}))
 
     def validate() -> dict:
         picks = np.linspace(0, len(val) - 1, min(len(val), config.val_transitions)).round().astype(int)
@@ -314,14 +297,6 @@ def _with_width_reader(model, width_channels: tuple[int, ...], source: str, seed
     if unexpected or any(not key.startswith("width_reader.") for key in missing):
         raise ValueError(f"init_from {source}: weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return fresh
-
-
-def learning_rate(step: int, config: TrainIDMConfig) -> float:
-    """Linear warm-up to `learning_rate`, then cosine decay to a tenth of it at `steps`."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
 def _augment(frames, blur_probability: float, generator):

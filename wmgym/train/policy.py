@@ -92,7 +92,7 @@ class TrainPolicyConfig:
     checkpoint: str = "default"
     """WMFold-v0 bundle."""
     reward: str = "videoclip"
-    """WMFold-v0 reward for PPO: videoclip, lpips, lpips-offline."""
+    """WMFold-v0 reward for PPO: videoclip, lpips, lpips-offline, lpips-calibrated."""
     bc_epochs: int = 4
     """Passes over the demonstrations."""
     bc_batch_size: int = 128

@@ -33,10 +33,8 @@ Output directory (`out`, replaced atomically at every checkpoint):
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,16 +43,13 @@ from tqdm.auto import tqdm
 
 from wmgym.data.dataset import read_rows, split_episodes
 from wmgym.data.store import EpisodeStore
-from wmgym.train.checkpoint import (flatten_optimizer, prepare_output_directory, replace_directory, section,
-                                    unflatten_optimizer)
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, prepare_output_directory,
+                                    warmup_cosine_learning_rate as learning_rate, write_run_directory)
 from wmgym.train.judge_eval import CALIBRATION_RULES, calibrate, evaluate
 
 if TYPE_CHECKING:  # torch is imported inside the functions: the CLI imports this module
     import torch
 
-    from wmgym.rewards.videoclip import VideoCLIP
-
-STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
 
 
 @dataclass
@@ -217,7 +212,6 @@ def task_captions(store: EpisodeStore) -> dict[str, str]:
 def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
     """Train (or resume) a VideoCLIP, calibrate its judge, write the directory `config.out`, return its path."""
     import torch
-    from safetensors.torch import load_file, save_file
 
     from wmgym.model.world_model import resolve_device
     from wmgym.rewards.videoclip import NOT_DONE_CAPTION, VideoCLIP, VideoCLIPConfig, build_vocabulary
@@ -267,30 +261,17 @@ def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
     noise_generator = torch.Generator(device=device).manual_seed(config.seed)
     step, log, elapsed = 0, [], 0.0
     if resumed:
-        meta = json.loads((out / STATE_META).read_text())
-        state = load_file(out / STATE_FILE)
-        optimizer.load_state_dict(unflatten_optimizer(section(state, "optimizer/"), meta["optimizer"]))
+        meta, state, log = load_training_state(out, optimizer)
         noise_generator.set_state(state["rng/noise"])
         rng.bit_generator.state = meta["rng"]
         step, elapsed = meta["step"], meta["seconds"]
-        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
     def save(final: bool, calibration: dict | None = None) -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
-        model.write_files(tmp)
-        (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
-        (tmp / "log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
-        if calibration is not None:
-            (tmp / "calibration.json").write_text(json.dumps(calibration, indent=2))
-        if not final:
-            tensors, optimizer_meta = flatten_optimizer(optimizer.state_dict())
-            save_file({**{f"optimizer/{k}": v for k, v in tensors.items()}, "rng/noise": noise_generator.get_state()},
-                      tmp / STATE_FILE)
-            (tmp / STATE_META).write_text(json.dumps({"step": step, "seconds": elapsed, "optimizer": optimizer_meta,
-                                                      "rng": rng.bit_generator.state}))
-        replace_directory(tmp, out)
+        tensors, meta = optimizer_state(optimizer)
+        state = ({**tensors, "rng/noise": noise_generator.get_state()},
+                 {"step": step, "seconds": elapsed, **meta, "rng": rng.bit_generator.state})
+        write_run_directory(out, model.write_files, config, log, None if final else state,
+                            None if calibration is None else {"calibration.json": calibration})
 
     positives_full = np.zeros((len(train.tasks), len(bank)), bool)  # whole episodes
     positives_done = np.zeros((len(train.tasks), len(bank)), bool)  # prefixes with the task done
@@ -360,14 +341,6 @@ def multi_positive_nce(logits: "torch.Tensor", positives: "torch.Tensor") -> "to
     count = positives.sum(-1)
     per_anchor = (per_pair * positives).sum(-1) / count.clamp(min=1)
     return per_anchor[count > 0].mean()
-
-
-def learning_rate(step: int, config: TrainVideoCLIPConfig) -> float:
-    """Linear warm-up to `learning_rate`, then cosine decay to a tenth of it at `steps`."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.learning_rate * (0.1 + 0.45 * (1 + np.cos(np.pi * min(progress, 1.0))))
 
 
 def _augment(clips: "torch.Tensor", rng: np.random.Generator, generator: "torch.Generator",
