@@ -65,8 +65,8 @@ class TrainLPIPSConfig:
     """More stores, trained on together with `data` (each split the same way)."""
     net: Literal["alex", "vgg", "squeeze"] = "alex"
     """LPIPS trunk architecture (trained from the seeded random initialisation of the offline fallback)."""
-    steps: int = 3000
-    """Optimizer steps in total."""
+    steps: int = 2500
+    """Optimizer steps in total (the shipped model's)."""
     stop_after_minutes: float | None = None
     """Stop (with a checkpoint) after this many minutes of wall time; `--resume` continues."""
     batch_size: int = 128
