@@ -20,11 +20,12 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from wmgym.rewards.lpips_head import build_lpips, load_calibrated
 from wmgym.train.checkpoint import write_text_atomic
-from wmgym.train.lpips_calibration import ScoredFrames, lpips_distance, validate
+from wmgym.train.lpips_calibration import ScoredFrames, distance_metrics, frame_distances
 
 
 def main() -> None:
@@ -42,7 +43,10 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models = {"offline": build_lpips("alex"), "calibrated": load_calibrated(args.model)[0]}
-    results = {name: validate(model, parts, torch.device("cpu")) for name, model in models.items()}
+    # every frame's distance, once per model and store: the metrics and the plot read them
+    distances = {name: [frame_distances(model, part, torch.device("cpu")) for part in parts] for name, model in models.items()}
+    results = {name: {k: v for part, d in zip(parts, distances[name]) for k, v in distance_metrics(part, d).items()}
+               for name in models}
     print("| store (val episodes) | AUC, offline trunk | AUC, calibrated | Spearman, offline | Spearman, calibrated |")
     print("|---|---|---|---|---|")
     for part in parts:
@@ -50,26 +54,23 @@ def main() -> None:
         print(f"| {part.name} ({len(part.finals)}) | {cell('offline', 'auc_final')} | {cell('calibrated', 'auc_final')} | "
               f"{cell('offline', 'spearman')} | {cell('calibrated', 'spearman')} |")
     if args.plot:
-        plot(Path(args.plot), parts, models)
+        plot(Path(args.plot), parts, distances)
     if args.out:
         write_text_atomic(Path(args.out), json.dumps({"args": vars(args), "seconds": time.perf_counter() - began, **results}, indent=1))
 
 
-def plot(path: Path, parts: list[ScoredFrames], models: dict) -> None:
-    """One column per store: distance of each val last frame to its goal (rows: the models) against its fold score."""
+def plot(path: Path, parts: list[ScoredFrames], distances: dict[str, list[np.ndarray]]) -> None:
+    """One column per store, one row per model: distance of each val last frame to its goal against its fold score."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(models), len(parts), figsize=(2.6 * len(parts), 2.4 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(distances), len(parts), figsize=(2.6 * len(parts), 2.4 * len(distances)), squeeze=False)
     for column, part in enumerate(parts):
-        frames = torch.from_numpy(part.frames[part.finals])
-        goals = torch.from_numpy(part.goals)
         score = 1.0 - part.target[part.finals]
-        for row, (name, model) in enumerate(models.items()):
-            with torch.no_grad():
-                distance = lpips_distance(model.eval(), frames, goals).numpy()
+        for row, (name, per_part) in enumerate(distances.items()):
+            distance = per_part[column][part.finals]
             ax = axes[row, column]
             ax.scatter(score[part.success], distance[part.success], s=5, c="tab:green", label="success")
             ax.scatter(score[~part.success], distance[~part.success], s=5, c="tab:red", label="failure")

@@ -88,14 +88,10 @@ class WindowDataset(torch.utils.data.Dataset):
             if len(indices) == 0:
                 raise ValueError(f"split {split!r} of {p} is empty ({store.num_episodes} "
                                  f"episodes, val_fraction={val_fraction})")
-            slices = [store.episode_slice(int(i)) for i in indices]
-            store_lengths = np.array([s.stop - s.start for s in slices])  # frames = actions + 1
+            keep, store_lengths = episode_rows(store, indices)  # frames = actions + 1
             if num_actions > store_lengths.min() - 1:
                 raise ValueError(f"num_actions={num_actions} exceeds the shortest episode of split "
                                  f"{split!r} of {p}, which has {store_lengths.min() - 1} actions")
-            keep = np.zeros(store.num_frames, bool)  # rows of the selected episodes
-            for s in slices:
-                keep[s] = True
             frames.append(read_rows(store.root["data/camera0_rgb"], keep))
             actions.append(read_rows(store.root["data/action"], keep))
             if views:
@@ -124,6 +120,16 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.conditions is None:
             return frames, actions
         return frames, actions, self.conditions[start: start + self.num_actions + 1].clone()  # (T+1, V, H, W, 3)
+
+
+def episode_rows(store: EpisodeStore, indices) -> tuple[np.ndarray, np.ndarray]:
+    """(keep bool (N,) over the store's frame rows, lengths int64 (E,)): the rows of episodes
+    `indices` (in store order when sorted) and their frame counts, for `read_rows`."""
+    slices = [store.episode_slice(int(i)) for i in indices]
+    keep = np.zeros(store.num_frames, bool)
+    for s in slices:
+        keep[s] = True
+    return keep, np.array([s.stop - s.start for s in slices], np.int64)
 
 
 def read_rows(array, keep: np.ndarray) -> np.ndarray:

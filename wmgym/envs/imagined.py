@@ -114,12 +114,9 @@ class ImaginedEpisodes:
 
             return LPIPSHead(trunk_weights=lpips_trunk_weights, allow_offline_fallback=reward == "lpips-offline", device=self.device)
         if reward == "lpips-calibrated":
-            from wmgym.rewards.lpips_head import LPIPSHead
+            from wmgym.rewards.lpips_head import bundle_head
 
-            if self.bundle.lpips_dir is None:
-                raise FileNotFoundError(f"reward='lpips-calibrated' needs the bundle's lpips/ model and {self.bundle.directory} has "
-                                        "none; add one with `wmgym bundle --lpips DIR` (made by `wmgym train-lpips`)")
-            return LPIPSHead(calibrated=self.bundle.lpips_dir, device=self.device)
+            return bundle_head(self.bundle, self.device)
         return None
 
     @property

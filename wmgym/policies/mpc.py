@@ -72,13 +72,9 @@ def make_reward_head(name: str, bundle_dir: str | os.PathLike | None = None, dev
         raise ValueError(f"unknown scorer {name!r}; expected one of {REWARDS}")
     if name == "lpips-calibrated":
         from wmgym.envs.bundle import Bundle
-        from wmgym.rewards.lpips_head import LPIPSHead
+        from wmgym.rewards.lpips_head import bundle_head
 
-        lpips_dir = Bundle.load(bundle_dir).lpips_dir
-        if lpips_dir is None:
-            raise FileNotFoundError(f"scorer 'lpips-calibrated' needs a calibrated LPIPS and the bundle {bundle_dir or 'default'} "
-                                    "has none (add one with `wmgym bundle --lpips DIR`, made by `wmgym train-lpips`)")
-        return LPIPSHead(calibrated=lpips_dir, device=device)
+        return bundle_head(Bundle.load(bundle_dir), device)
     if name.startswith("lpips"):
         from wmgym.rewards.lpips_head import LPIPSHead
 

@@ -138,6 +138,14 @@ class LPIPSHead(RewardHead):
         return -self.distance(frames, goal)
 
 
+def bundle_head(bundle, device: str | torch.device = "auto") -> LPIPSHead:
+    """The calibrated LPIPS a `Bundle` ships as lpips/ (reward "lpips-calibrated"); FileNotFoundError without one."""
+    if bundle.lpips_dir is None:
+        raise FileNotFoundError(f"reward 'lpips-calibrated' needs a calibrated LPIPS and the bundle {bundle.directory} has no "
+                                "lpips/; add one with `wmgym bundle --lpips DIR` (made by `wmgym train-lpips`)")
+    return LPIPSHead(calibrated=bundle.lpips_dir, device=device)
+
+
 def build_lpips(net: str = "alex") -> "lpips.LPIPS":
     """lpips.LPIPS(net) with a seeded random trunk and the package's linear heads (v0.1).
 

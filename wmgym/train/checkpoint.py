@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, then rename it into place."""
@@ -120,9 +122,6 @@ def load_training_state(out: Path, optimizer) -> tuple[dict, dict, list[dict]]:
     optimizer.load_state_dict(unflatten_optimizer(section(tensors, "optimizer/"), meta["optimizer"]))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
     return meta, tensors, [entry for entry in log if entry["step"] <= meta["step"]]
-
-
-STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
 
 
 def prepare_output_directory(out: Path, resume: bool, overwrite: bool, state_file: str) -> None:

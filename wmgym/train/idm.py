@@ -118,7 +118,7 @@ class _Transitions:
     def __init__(self, path: str, split: str, val_fraction: float, max_episodes: int | None, future_frames: int):
         import torch
 
-        from wmgym.data.dataset import read_rows, split_episodes
+        from wmgym.data.dataset import episode_rows, read_rows, split_episodes
         from wmgym.data.store import EpisodeStore
         from wmgym.policies.idm import future_rows
 
@@ -127,13 +127,9 @@ class _Transitions:
         if total == 0:
             raise ValueError(f"episode store {path} holds no episodes")
         self.episode_indices = split_episodes(total, split, val_fraction)
-        slices = [store.episode_slice(int(i)) for i in self.episode_indices]
-        keep = np.zeros(store.num_frames, bool)
-        for s in slices:
-            keep[s] = True
+        keep, lengths = episode_rows(store, self.episode_indices)
         self.frames = torch.from_numpy(read_rows(store.root["data/camera0_rgb"], keep))
         self.actions = torch.from_numpy(read_rows(store.root["data/action"], keep))
-        lengths = np.array([s.stop - s.start for s in slices], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         # a transition starts at every row but an episode's last (its action row is padding)
         self.starts = np.concatenate([o + np.arange(n - 1) for o, n in zip(offsets, lengths)]) if len(lengths) else np.zeros(0, np.int64)

@@ -114,7 +114,7 @@ class ScoredFrames:
     """
 
     def __init__(self, path: str, split: str, val_fraction: float):
-        from wmgym.data.dataset import read_rows, split_episodes
+        from wmgym.data.dataset import episode_rows, read_rows, split_episodes
         from wmgym.data.store import EpisodeStore
 
         store = EpisodeStore.open(path)
@@ -122,14 +122,10 @@ class ScoredFrames:
             raise ValueError(f"episode store {path} holds no episodes")
         self.name = Path(path).name.removesuffix(".zarr")
         indices = split_episodes(store.num_episodes, split, val_fraction)
-        slices = [store.episode_slice(int(i)) for i in indices]
-        keep = np.zeros(store.num_frames, bool)
-        for s in slices:
-            keep[s] = True
+        keep, lengths = episode_rows(store, indices)
         self.frames = read_rows(store.root["data/camera0_rgb"], keep)
         self.target = (1.0 - read_rows(store.root["data/score"], keep)).astype(np.float32)
-        lengths = np.array([s.stop - s.start for s in slices], np.int64)
-        self.episode = np.repeat(np.arange(len(slices)), lengths)
+        self.episode = np.repeat(np.arange(len(indices)), lengths)
         self.finals = np.cumsum(lengths) - 1
         self.goals = store.root["meta/goal_rgb"][:][indices]
         self.success = store.root["meta/episode_success"][:][indices].astype(bool)
@@ -163,7 +159,7 @@ def train_lpips(config: TrainLPIPSConfig) -> Path:
     import torch.nn.functional as F
 
     from wmgym.model.world_model import resolve_device
-    from wmgym.rewards.lpips_head import build_lpips, load_calibrated, save_calibrated
+    from wmgym.rewards.lpips_head import MIN_FRAME_SIZE, build_lpips, load_calibrated, save_calibrated
 
     _check_config(config)
     out = Path(config.out)
@@ -177,7 +173,7 @@ def train_lpips(config: TrainLPIPSConfig) -> Path:
     sizes = {(part.height, part.width) for part in train}
     if len(sizes) != 1:
         raise ValueError(f"the stores hold frames of different sizes {sorted(sizes)}; train on one size")
-    if (size := min(next(iter(sizes)))) < (minimum := {"alex": 31, "vgg": 16, "squeeze": 17}[config.net]):
+    if (size := min(next(iter(sizes)))) < (minimum := MIN_FRAME_SIZE[config.net]):
         raise ValueError(f"LPIPS-{config.net} needs frames of at least {minimum} pixels a side, the stores hold {size}")
     # one flat index over the stores: (store, row) for all frames, and for the last frames
     all_rows = np.concatenate([np.stack([np.full(len(p), k), np.arange(len(p))], 1) for k, p in enumerate(train)])
@@ -261,25 +257,33 @@ def train_lpips(config: TrainLPIPSConfig) -> Path:
     return out
 
 
-def validate(model, parts: list[ScoredFrames], device, batch_size: int = 256) -> dict:
-    """Per store: `val/<name>/auc_final` (ROC AUC of -distance for success, last frames) and
-    `val/<name>/spearman` (of -distance with the score, all frames)."""
+def frame_distances(model, part: ScoredFrames, device, batch_size: int = 256) -> np.ndarray:
+    """float (N,): the model's distance of every frame of `part` to its episode's goal (eval mode, no grad)."""
     import torch
+
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([
+            lpips_distance(model, torch.from_numpy(part.frames[i: i + batch_size]).to(device),
+                           torch.from_numpy(part.goals[part.episode[i: i + batch_size]]).to(device)).float().cpu().numpy()
+            for i in range(0, len(part), batch_size)])
+
+
+def distance_metrics(part: ScoredFrames, distance: np.ndarray) -> dict:
+    """`val/<name>/auc_final` (ROC AUC of -distance for success, last frames) and
+    `val/<name>/spearman` (of -distance with the score, all frames); None where undefined."""
     from scipy.stats import spearmanr
 
     from wmgym.eval.ranking import roc_auc
 
-    model.eval()
-    metrics = {}
-    with torch.no_grad():
-        for part in parts:
-            distance = np.concatenate([
-                lpips_distance(model, torch.from_numpy(part.frames[i: i + batch_size]).to(device),
-                               torch.from_numpy(part.goals[part.episode[i: i + batch_size]]).to(device)).float().cpu().numpy()
-                for i in range(0, len(part), batch_size)])
-            metrics[f"val/{part.name}/auc_final"] = roc_auc(-distance[part.finals], part.success)
-            metrics[f"val/{part.name}/spearman"] = float(spearmanr(-distance, 1.0 - part.target)[0])
+    metrics = {f"val/{part.name}/auc_final": roc_auc(-distance[part.finals], part.success),
+               f"val/{part.name}/spearman": float(spearmanr(-distance, 1.0 - part.target)[0])}
     return {k: (None if math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def validate(model, parts: list[ScoredFrames], device) -> dict:
+    """`distance_metrics` of every store in `parts`."""
+    return {k: v for part in parts for k, v in distance_metrics(part, frame_distances(model, part, device)).items()}
 
 
 def _check_config(config: TrainLPIPSConfig) -> None:

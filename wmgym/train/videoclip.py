@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.data.dataset import read_rows, split_episodes
+from wmgym.data.dataset import episode_rows, read_rows, split_episodes
 from wmgym.data.store import EpisodeStore
 from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, prepare_output_directory,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
@@ -162,14 +162,10 @@ def load_clips(store: EpisodeStore, indices: np.ndarray) -> EpisodeClips:
     from wmgym.sim.tasks import make_task
 
     indices = np.asarray(indices, np.int64)
-    slices = [store.episode_slice(int(i)) for i in indices]
-    keep = np.zeros(store.num_frames, bool)
-    for s in slices:
-        keep[s] = True
+    keep, lengths = episode_rows(store, indices)
     data, meta, attrs = store.root["data"], store.root["meta"], store.attrs
     score = read_rows(data["score"], keep)
     widths = np.minimum(read_rows(data["robot0_gripper_width"], keep)[:, 0], read_rows(data["robot1_gripper_width"], keep)[:, 0])
-    lengths = np.array([s.stop - s.start for s in slices], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     task_ids = meta["episode_task_id"][:][indices]
     tasks = [store.tasks[t] for t in task_ids]
