@@ -7,11 +7,14 @@
 #   OUT=/tmp/out ND=20 NG=20 NX=10 WD=1 WG=1 WX=1 BATCH=8 NW=0 DEV=cpu BUDGET=200 bash benchmarks/device/wm_finetune_proposals.sh
 # On the device, with wheels (cp312, manylinux x86_64) of the packages its image lacks in .whl/:
 # lpips tyro typeguard docstring-parser zarr numcodecs google-crc32c donfig stable-baselines3
-# gymnasium farama-notifications diffusers importlib_metadata -- not huggingface-hub: the image's
+# gymnasium farama-notifications diffusers importlib_metadata msgspec (zarr >= 3.4) -- not huggingface-hub: the image's
 # 1.x suits diffusers, and a 2.x breaks the image's transformers, which diffusers imports.
 #   run(command="bash benchmarks/device/wm_finetune_proposals.sh", carry=[".whl"], timeout_s=590)
 # Measured on an H100 (2026-11-27): generating the default sizes took ~155 s on its 16 cores,
-# training ran at ~26 steps/s (batch 256, bf16).
+# training ran at ~26 steps/s (batch 256, bf16). On an H200 (stage 4, 2026-11-27, starting from
+# the shipped stage 3): ND=1200 NG=2200 NX=400 BUDGET=480 generated in 205 s and trained 5,436
+# steps; a second call on the warm machine reused its stores and ran the same train-wm with
+# --init-from that model --warmup-steps 100 --stop-after-minutes 3.6 (5,682 steps, ~26 steps/s).
 set -x
 : ${OUT:=/tmp/out} ${ND:=2000} ${NG:=1600} ${NX:=400} ${WD:=5} ${WG:=9} ${WX:=2}
 : ${BATCH:=256} ${LR:=3e-4} ${NW:=6} ${DEV:=cuda} ${BUDGET:=540}
@@ -22,6 +25,7 @@ if ! python3 -c "import zarr, diffusers, gymnasium, tyro, lpips, stable_baseline
   rm -rf /tmp/site  # a warm machine keeps the last call's; --upgrade --target would not remove extras
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
+  python3 -c "import zarr, diffusers, gymnasium, tyro, lpips, stable_baselines3" || exit 1
 fi
 mkdir -p /tmp/bin && printf '#!/bin/bash\nexec python3 -m wmgym.cli "$@"\n' > /tmp/bin/wmgym && chmod +x /tmp/bin/wmgym
 export PATH=/tmp/bin:$PATH PYTHONPATH=$PWD:${PYTHONPATH} PYTHONUNBUFFERED=1
@@ -32,6 +36,7 @@ wmgym generate --out $D/demo.zarr --episodes $ND --seed 1 --workers $WD --no-sho
 wmgym generate --out $D/proposal.zarr --episodes $NG --kinds G --seed 9 --workers $WG --no-show-progress > $R/gen_proposal.log 2>&1 &
 wmgym generate --out $D/replay.zarr --episodes $NX --kinds X --seed 5 --workers $WX --no-show-progress > $R/gen_replay.log 2>&1 &
 wait
+ls $D/*.zarr > /dev/null || exit 1
 python3 - $D/*.zarr <<'PY' 2>&1 | tee $OUT/gen.log
 import sys, numpy as np
 from wmgym.data.store import EpisodeStore
