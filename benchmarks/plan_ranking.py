@@ -16,7 +16,10 @@ then
     simulated frame to the goal is the same scorer on true frames;
   - with a simulator-calibrated LPIPS (`--lpips-calibrated DIR`, default the bundle's lpips/):
     its distance of the last imagined frame (calibrated_imagined) and of the last simulated
-    frame (calibrated_sim) to the goal.
+    frame (calibrated_sim) to the goal;
+  - with `--samples K` (K > 1), every candidate is imagined K times (K seeded sampler noises;
+    the first is the K = 1 run's), and each imagined score is also averaged over the K clips
+    (columns `<scorer>_mean<K>`): does averaging out the sampler's noise rank better?
 Reported per task: the candidates' success rate (= executing one random proposal), the success
 of the top-1 candidate under each scorer (= best-of-N), ROC AUC of each score for telling the
 successful candidates apart, and the same for the sim-frame scorer (what a perfect world model
@@ -70,9 +73,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--samples", type=int, default=1,
+                        help="imagine every candidate this many times and also score the mean over them")
     parser.add_argument("--lpips-calibrated", default=None,
                         help="a `wmgym train-lpips` directory to score with as well (default: the bundle's lpips/, if any)")
     args = parser.parse_args()
+    if args.samples < 1:
+        parser.error(f"--samples must be >= 1, got {args.samples}")
     torch.set_num_threads(args.threads)
     bundle = Bundle.load(args.checkpoint)
     world_model = WorldModel.from_pretrained(bundle.world_model_dir, device="cpu").eval()
@@ -97,14 +104,22 @@ def main() -> None:
             if conditioned:
                 extra["conditions"] = torch.from_numpy(Planner.gripper_conditions([GripperState.of_world(sim.world)], candidates,
                                                                                   obs.shape[:2]))
-            generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+            seed = int(rng.integers(2**63 - 1))
             context = torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape)  # (n, 1, H, W, 3)
-            with torch.no_grad():
-                imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator, **extra)  # (n, T, H, W, 3)
-            clips = torch.cat([context, imagined], 1)
-            lpips_imagined = lpips.score(clips, goal).float().numpy()
-            judge_final = judge_scorer.score(clips, task).float().numpy()
-            peaks = np.max([judge.probability(clips[:, : t + 1], task).float().numpy() for t in range(1, clips.shape[1])], 0)
+            imagined_scores = []  # per sample: {scorer: (n,)}
+            for k in range(args.samples):
+                generator = torch.Generator().manual_seed(seed + k)
+                with torch.no_grad():
+                    imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator, **extra)  # (n, T, H, W, 3)
+                clips = torch.cat([context, imagined], 1)
+                scores = {"lpips_imagined": lpips.score(clips, goal).float().numpy(),
+                          "judge_final": judge_scorer.score(clips, task).float().numpy(),
+                          "judge_peak": np.max([judge.probability(clips[:, : t + 1], task).float().numpy()
+                                                for t in range(1, clips.shape[1])], 0)}
+                if calibrated is not None:
+                    scores["calibrated_imagined"] = calibrated.score(clips, goal).float().numpy()
+                imagined_scores.append(scores)
+            lpips_imagined, judge_final, peaks = (imagined_scores[0][k] for k in ("lpips_imagined", "judge_final", "judge_peak"))
             outcomes = [simulate(env, c) for c in candidates]
             success = np.array([o[0] for o in outcomes])
             sim_last = torch.from_numpy(np.stack([o[1] for o in outcomes]))[:, None]  # (n, 1, H, W, 3)
@@ -113,13 +128,19 @@ def main() -> None:
                             "lpips_imagined": lpips_imagined.tolist(), "judge_final": judge_final.tolist(),
                             "judge_peak": peaks.tolist(), "lpips_sim": lpips_sim.tolist()})
             if calibrated is not None:
-                records[-1]["calibrated_imagined"] = calibrated.score(clips, goal).float().numpy().tolist()
+                records[-1]["calibrated_imagined"] = imagined_scores[0]["calibrated_imagined"].tolist()
                 records[-1]["calibrated_sim"] = calibrated.score(sim_last, goal).float().numpy().tolist()
+            if args.samples > 1:
+                for name in imagined_scores[0]:
+                    records[-1][f"{name}_mean{args.samples}"] = np.mean([x[name] for x in imagined_scores], 0).tolist()
             bar.update(1)
     bar.close()
     scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim")
     if calibrated is not None:
         scorers += ("calibrated_imagined", "calibrated_sim")
+    if args.samples > 1:
+        scorers += tuple(f"{name}_mean{args.samples}" for name in ("lpips_imagined", "judge_final", "judge_peak")
+                         + (("calibrated_imagined",) if calibrated is not None else ()))
     summary = {}
     for task in TASKS:
         rows = [r for r in records if r["task"] == task]
