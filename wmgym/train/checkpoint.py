@@ -124,16 +124,21 @@ def load_training_state(out: Path, optimizer) -> tuple[dict, dict, list[dict]]:
     return meta, tensors, [entry for entry in log if entry["step"] <= meta["step"]]
 
 
-def prepare_output_directory(out: Path, resume: bool, overwrite: bool, state_file: str) -> None:
-    """The checks every resumable `wmgym train-*` output directory gets before training:
-    restore a directory a crash left aside, refuse to clobber a run unless told, and refuse
-    to resume a finished one (it has no `state_file`)."""
-    if resume:
+def start_run(config) -> Path:
+    """The first steps of every resumable `wmgym train-*` (idm, videoclip, lpips), given its config
+    (`out`, `resume`, `overwrite`, `num_threads`): restore a directory a crash left aside, refuse to
+    clobber a run unless told, refuse to resume a finished one (it has no `STATE_FILE`), and set
+    torch's CPU threads. Returns `Path(config.out)`."""
+    out = Path(config.out)
+    if config.resume:
         recover_directory(out)
-    if out.exists() and not (resume or overwrite):
+    if out.exists() and not (config.resume or config.overwrite):
         raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to replace it")
-    if resume and out.exists() and not (out / state_file).is_file():
-        raise ValueError(f"{out} holds a finished run (no {state_file}); pass --overwrite to train a new one")
+    if config.resume and out.exists() and not (out / STATE_FILE).is_file():
+        raise ValueError(f"{out} holds a finished run (no {STATE_FILE}); pass --overwrite to train a new one")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    return out
 
 
 class ConfigAndWeights:

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM, WIDTH_DIMS
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, prepare_output_directory,
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 
 
@@ -162,10 +162,7 @@ def train_idm(config: TrainIDMConfig) -> Path:
     from wmgym.train.world_model import EpochPermutationSampler
 
     _check_config(config)
-    out = Path(config.out)
-    prepare_output_directory(out, config.resume, config.overwrite, STATE_FILE)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    out = start_run(config)
     accelerator = Accelerator(cpu=config.device == "cpu")
     if config.device == "cuda" and accelerator.device.type != "cuda":
         raise ValueError("device='cuda' was asked for but CUDA is not available")

@@ -47,7 +47,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, prepare_output_directory,
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 
 RANKING_MARGIN = 0.02  # pairs whose scores differ by less are not ranked
@@ -162,10 +162,7 @@ def train_lpips(config: TrainLPIPSConfig) -> Path:
     from wmgym.rewards.lpips_head import MIN_FRAME_SIZE, build_lpips, load_calibrated, save_calibrated
 
     _check_config(config)
-    out = Path(config.out)
-    prepare_output_directory(out, config.resume, config.overwrite, STATE_FILE)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    out = start_run(config)
     device = resolve_device(config.device)
     paths = (config.data, *config.extra_data)
     train = [ScoredFrames(p, "train", config.val_fraction) for p in tqdm(paths, desc="reading stores", disable=not config.show_progress)]

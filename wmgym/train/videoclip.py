@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from wmgym.data.dataset import episode_rows, read_rows, split_episodes
 from wmgym.data.store import EpisodeStore
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, prepare_output_directory,
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 from wmgym.train.judge_eval import CALIBRATION_RULES, calibrate, evaluate
 
@@ -213,10 +213,7 @@ def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
     from wmgym.rewards.videoclip import NOT_DONE_CAPTION, VideoCLIP, VideoCLIPConfig, build_vocabulary
 
     _check_config(config)
-    out = Path(config.out)
-    prepare_output_directory(out, config.resume, config.overwrite, STATE_FILE)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    out = start_run(config)
     device = resolve_device(config.device)
 
     store = EpisodeStore.open(config.data)
