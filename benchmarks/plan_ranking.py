@@ -4,10 +4,12 @@
 
 For each task and start state (SimFold-v0 `reset(seed=s)`, s = 0..starts-1), N proposals are
 drawn exactly as `wmgym plan` draws them (Gaussian around the scripted demonstrator's
-sequence, `ProposalConfig()`: 1 cm on positions and widths) for the whole episode (16 steps),
+sequence, `ProposalConfig()`: 1 cm on positions and widths, or --position-std / --width-std)
+for the whole episode (16 steps),
 then
   - imagined: the bundle's world model rolls all N out in one batched call from the start
-    frame (with the grippers views for a conditioned model), and every scorer scores the
+    frame (with the grippers views for a conditioned model; --num-steps denoising steps per
+    frame and --guidance-scale on the action, defaults the bundle's), and every scorer scores the
     imagined clips: LPIPS (offline trunk) of the last imagined frame to the goal image, the
     success judge's p(done), and that judge's verdict on the clip so far at each step (the
     environment's first-accept rule, as WMFold-v0 ends an episode);
@@ -75,12 +77,19 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--samples", type=int, default=1,
                         help="imagine every candidate this many times and also score the mean over them")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="denoising steps per imagined frame (default: the bundle's sampler default)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance on each frame's action (default: the bundle's, 1 = off)")
+    parser.add_argument("--position-std", type=float, default=ProposalConfig.position_std, help="proposal noise on positions (m)")
+    parser.add_argument("--width-std", type=float, default=ProposalConfig.width_std, help="proposal noise on widths (m)")
     parser.add_argument("--lpips-calibrated", default=None,
                         help="a `wmgym train-lpips` directory to score with as well (default: the bundle's lpips/, if any)")
     args = parser.parse_args()
     if args.samples < 1:
         parser.error(f"--samples must be >= 1, got {args.samples}")
     torch.set_num_threads(args.threads)
+    proposal = ProposalConfig(position_std=args.position_std, width_std=args.width_std)
     bundle = Bundle.load(args.checkpoint)
     world_model = WorldModel.from_pretrained(bundle.world_model_dir, device="cpu").eval()
     lpips = make_reward_head("lpips-offline", args.checkpoint, "cpu")
@@ -99,7 +108,7 @@ def main() -> None:
             goal = sim.world.render_goal()
             nominal = scripted_nominal(env, obs[None], args.horizon)
             rng = np.random.default_rng([args.seed, s, TASKS.index(task)])
-            candidates = sample_gaussian(nominal, ProposalConfig().std(), args.n, rng)  # (n, T, 20)
+            candidates = sample_gaussian(nominal, proposal.std(), args.n, rng)  # (n, T, 20)
             extra = {}
             if conditioned:
                 extra["conditions"] = torch.from_numpy(Planner.gripper_conditions([GripperState.of_world(sim.world)], candidates,
@@ -110,7 +119,8 @@ def main() -> None:
             for k in range(args.samples):
                 generator = torch.Generator().manual_seed(seed + k)
                 with torch.no_grad():
-                    imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator, **extra)  # (n, T, H, W, 3)
+                    imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator,
+                                                     num_steps=args.num_steps, guidance_scale=args.guidance_scale, **extra)  # (n, T, H, W, 3)
                 clips = torch.cat([context, imagined], 1)
                 scores = {"lpips_imagined": lpips.score(clips, goal).float().numpy(),
                           "judge_final": judge_scorer.score(clips, task).float().numpy(),

@@ -1,6 +1,7 @@
 """The world-model training loop: exact resume, pickle-free checkpoints, learning, DDP, CLI."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -202,6 +203,17 @@ def test_fresh_run_with_grippers_view_builds_a_conditioned_model(store, tmp_path
     model = WorldModel.from_pretrained(tmp_path / "fresh/checkpoints/step_0000001/model", device="cpu")
     assert model.config.condition_views == ("grippers",)
     assert model.denoiser.config.condition_channels == 3
+
+
+def test_gripper_loss_weight_trains_a_grippers_model_and_refuses_one_without_the_view(store, tmp_path):
+    train_world_model(tiny(store, tmp_path / "weighted", steps=1, checkpoint_every=1, condition_views=("grippers",),
+                           gripper_loss_weight=4.0))
+    log = [json.loads(line) for line in (tmp_path / "weighted/log.jsonl").read_text().splitlines()]
+    assert any(math.isfinite(entry.get("loss", math.nan)) for entry in log)
+    with pytest.raises(ValueError, match="grippers"):
+        train_world_model(tiny(store, tmp_path / "plain", steps=1, gripper_loss_weight=4.0))
+    with pytest.raises(ValueError, match="gripper_loss_weight"):
+        train_world_model(tiny(store, tmp_path / "negative", steps=1, gripper_loss_weight=-1.0))
 
 
 def test_extra_data_joins_the_training_windows_and_action_statistics(store, tmp_path):

@@ -301,3 +301,52 @@ def test_actions_are_clamped_to_the_training_range():
     assert torch.equal(unclamped.normalize_actions(far), far)  # no range in the config: no clamp
     with pytest.raises(ValueError, match="come together"):
         WorldModel(replace(tiny_config(), action_min=low), device="cpu")
+
+
+def test_gripper_region_weights_mark_the_grown_gripper_mask_on_the_latent_grid():
+    from wmgym.model.world_model import gripper_region_weights
+
+    view = torch.zeros(1, 2, SIZE, SIZE, 3, dtype=torch.uint8)
+    view[0, 0, 5, 5, 1] = 8  # one gripper pixel in frame 0; frame 1 shows no gripper
+    pixels = gripper_region_weights(view, (SIZE, SIZE), weight=3.0, dilation=1)
+    assert pixels.shape == (1, 2, 1, SIZE, SIZE)
+    expected = torch.ones(SIZE, SIZE)
+    expected[4:7, 4:7] = 4.0  # the pixel grown by one, weighted 1 + 3
+    assert torch.equal(pixels[0, 0, 0], expected) and torch.equal(pixels[0, 1], torch.ones(1, SIZE, SIZE))
+    latent = gripper_region_weights(view, (4, 4), weight=3.0, dilation=1)  # 4x4 pixels a latent cell
+    cells = torch.ones(4, 4)
+    cells[1, 1] = 4.0  # pixels 4..6 lie in cell 1 of both axes
+    assert torch.equal(latent[0, 0, 0], cells)
+    with pytest.raises(ValueError, match=">= 0"):
+        gripper_region_weights(view, (4, 4), weight=-1.0)
+
+
+def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
+    model = randomized(WorldModel(replace_views(tiny_config(), ("grippers",)), device="cpu"))
+    frames = torch.randint(0, 256, (2, 3, SIZE, SIZE, 3), dtype=torch.uint8)
+    actions = torch.zeros(2, 2, 20)
+    views = torch.zeros(2, 3, 1, SIZE, SIZE, 3, dtype=torch.uint8)
+    views[..., :4, :4, :] = 50  # a gripper in the top-left 4x4 corner of every frame
+    z0 = model.encode_frames(frames)
+    error = torch.zeros_like(z0)
+    error[..., :4, :4] = 1.0  # the prediction is wrong exactly there, by 1
+    model.predicted_x0 = lambda output, noisy, timesteps, previous: z0 + error
+
+    def loss(**kw):
+        return model.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0), **kw)[0]
+
+    plain, weighted = loss(), loss(gripper_weight=3.0, gripper_dilation=0)
+    region, total = 16, SIZE * SIZE
+    ratio = (4 * region / (4 * region + total - region)) / (region / total)  # weighted mean / plain mean per frame
+    torch.testing.assert_close(weighted / plain, torch.tensor(ratio), rtol=1e-5, atol=0)
+    assert torch.equal(loss(gripper_weight=0.0), plain)
+    with pytest.raises(ValueError, match="grippers"):
+        randomized(WorldModel(tiny_config(), device="cpu")).compute_loss(frames, actions, gripper_weight=1.0)
+
+
+def replace_views(config: WorldModelConfig, views: tuple) -> WorldModelConfig:
+    """`config` conditioned on `views` (one pixel-aligned RGB view each)."""
+    from dataclasses import replace
+
+    denoiser = {**config.denoiser, "condition_channels": 3 * len(views)}
+    return replace(config, denoiser=denoiser, condition_views=views)

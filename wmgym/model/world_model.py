@@ -88,6 +88,25 @@ class WorldModelConfig:
 PREDICTIONS = ("v", "residual")
 
 
+def gripper_region_weights(grippers: torch.Tensor, latent_size: tuple[int, int], weight: float, dilation: int = 4) -> torch.Tensor:
+    """Loss weights (b, t, 1, h, w): 1 + weight where a gripper is drawn (grown by `dilation`
+    pixels), 1 elsewhere, max-pooled from the frame's H x W to the latent grid h x w.
+
+    grippers: uint8 (b, t, H, W, 3), the simulator's grippers-only view (exactly 0 where empty,
+    `wmgym.sim.render.MIN_BOX_CHANNEL`). Hand-written: a mask from a rendered view is not
+    something a library offers.
+    """
+    if weight < 0 or dilation < 0:
+        raise ValueError(f"weight and dilation must be >= 0, got {weight}, {dilation}")
+    b, t, height, width = grippers.shape[:4]
+    mask = (grippers.amax(dim=-1) > 0).float().reshape(b * t, 1, height, width)
+    if dilation:
+        mask = nn.functional.max_pool2d(mask, 2 * dilation + 1, stride=1, padding=dilation)
+    if (height, width) != tuple(latent_size):
+        mask = nn.functional.adaptive_max_pool2d(mask, tuple(latent_size))
+    return (1.0 + weight * mask).reshape(b, t, 1, *latent_size)
+
+
 def _to_tensor(x, dtype, device) -> torch.Tensor:
     return (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))).to(device=device, dtype=dtype)
 
@@ -187,7 +206,8 @@ class WorldModel(nn.Module):
         return (a.sqrt() * noisy - self.predicted_x0(output, noisy, timesteps, previous)) / (1 - a).sqrt()
 
     # ------------------------------------------------------------ training
-    def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None):
+    def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None,
+                     gripper_weight: float = 0.0, gripper_dilation: int = 4):
         """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
 
         frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
@@ -198,6 +218,13 @@ class WorldModel(nn.Module):
         averaged over the batch; it is computed as the equivalent x0 error weighted by
         min(1 + SNR, gamma), which serves both predictions. With prediction="residual", frame 0
         (which has no predecessor, and which sampling never generates) is left out of the loss.
+
+        gripper_weight: w > 0 weighs the latent pixels near a gripper 1 + w times the rest
+            (`gripper_region_weights`; each frame's error stays a weighted mean, so the loss
+            keeps its scale). Where a grasp catches the cloth or closes beside it is a few
+            pixels of a 64 x 64 frame; an unweighted mean spends the model on the rest.
+            Needs a model conditioned on the "grippers" view.
+        gripper_dilation: pixels (of the frame) the gripper mask is grown by.
         """
         z0 = self.encode_frames(frames)
         b, t = z0.shape[:2]
@@ -221,9 +248,21 @@ class WorldModel(nn.Module):
         weight = (snr + 1).clamp(max=self.config.min_snr_gamma)  # (b, t)
         if self.config.prediction == "residual":
             weight = torch.cat([torch.zeros_like(weight[:, :1]), weight[:, 1:]], dim=1)
-        per_frame = ((x0_hat - z0) ** 2).mean(dim=(2, 3, 4))  # (b, t)
+        if gripper_weight > 0:
+            pixel_weight = gripper_region_weights(self._gripper_view(conditions), z0.shape[-2:], gripper_weight, gripper_dilation)
+            per_frame = (pixel_weight * ((x0_hat - z0) ** 2).mean(dim=2, keepdim=True)).sum(dim=(2, 3, 4)) \
+                / pixel_weight.sum(dim=(2, 3, 4))  # (b, t)
+        else:
+            per_frame = ((x0_hat - z0) ** 2).mean(dim=(2, 3, 4))  # (b, t)
         loss = (weight * per_frame).sum(dim=1).mean()
         return loss, {"loss": loss.detach(), "x0_mse": per_frame.mean().detach()}
+
+    def _gripper_view(self, conditions) -> torch.Tensor:
+        """uint8 (b, t, H, W, 3): the "grippers" view out of `conditions` (b, t, V, H, W, 3)."""
+        if "grippers" not in self.config.condition_views or conditions is None:
+            raise ValueError("gripper_weight > 0 needs a model conditioned on the 'grippers' view and its conditions; "
+                             f"this one is conditioned on {self.config.condition_views or 'nothing'}")
+        return _to_tensor(conditions, torch.uint8, self.device)[:, :, self.config.condition_views.index("grippers")]
 
     def _history_predecessors(self, z0: torch.Tensor, generator) -> torch.Tensor | None:
         """Each frame's predecessor (b, t, C, h, w) noised to the history level, zeros for frame 0.

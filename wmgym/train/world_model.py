@@ -81,6 +81,11 @@ class TrainWorldModelConfig:
     """Largest EMA decay; diffusers' EMAModel ramps up to it as (1 + s) / (10 + s)."""
     action_dropout: float = 0.15
     """Probability of dropping each frame's action (per frame, for classifier-free guidance)."""
+    gripper_loss_weight: float = 0.0
+    """w > 0: latent pixels near a gripper count 1 + w times in the training loss (a model
+    conditioned on the grippers view; `WorldModel.compute_loss`). val/loss stays unweighted."""
+    gripper_dilation: int = 4
+    """Pixels the gripper mask of `gripper_loss_weight` is grown by."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast precision, passed to Accelerate (fp16 adds a gradient scaler; use on GPU)."""
     seed: int = 0
@@ -151,12 +156,14 @@ class EpochPermutationSampler(torch.utils.data.Sampler):
 class _LossModule(nn.Module):
     """Routes `compute_loss` through `forward`, so DDP syncs gradients and Accelerate autocasts."""
 
-    def __init__(self, model: WorldModel, action_dropout: float):
+    def __init__(self, model: WorldModel, action_dropout: float, gripper_weight: float = 0.0, gripper_dilation: int = 4):
         super().__init__()
         self.model, self.action_dropout = model, action_dropout
+        self.gripper_weight, self.gripper_dilation = gripper_weight, gripper_dilation
 
     def forward(self, frames, actions, conditions, generator):
-        return self.model.compute_loss(frames, actions, conditions, action_dropout=self.action_dropout, generator=generator)
+        return self.model.compute_loss(frames, actions, conditions, action_dropout=self.action_dropout, generator=generator,
+                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation)
 
 
 def train_world_model(config: TrainWorldModelConfig) -> Path:
@@ -216,7 +223,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
     loss_module, optimizer, loader, scheduler = accelerator.prepare(
-        _LossModule(model, config.action_dropout), optimizer, loader, scheduler)
+        _LossModule(model, config.action_dropout, config.gripper_loss_weight, config.gripper_dilation), optimizer, loader, scheduler)
     batches_per_epoch = len(loader)
     if batches_per_epoch == 0:
         raise ValueError(f"the train split has {len(train_set)} windows, fewer than batch_size {config.batch_size} "
@@ -355,6 +362,9 @@ def _check_config(config: TrainWorldModelConfig) -> None:
         raise ValueError(f"action_dropout and ema_decay must be in [0, 1), got {config.action_dropout}, {config.ema_decay}")
     if config.learning_rate <= 0 or config.warmup_steps < 0 or config.grad_clip < 0 or (config.stop_after or 1) < 1:
         raise ValueError("need learning_rate > 0, warmup_steps >= 0, grad_clip >= 0 and stop_after >= 1 (or None)")
+    if config.gripper_loss_weight < 0 or config.gripper_dilation < 0:
+        raise ValueError(f"gripper_loss_weight and gripper_dilation must be >= 0, got {config.gripper_loss_weight}, "
+                         f"{config.gripper_dilation}")
     if config.stop_after_minutes is not None and not config.stop_after_minutes > 0:
         raise ValueError(f"stop_after_minutes must be > 0 (or None), got {config.stop_after_minutes}")
 

@@ -1,0 +1,145 @@
+"""Is a proposal's outcome predictable from what the planner's world model is given? A classifier ceiling at 64x64.
+
+    python benchmarks/grasp_predictability.py --data data/prop1k.zarr data/prop2k4.zarr --inputs start+grippers last --out grasp_pred.json
+
+`wmgym plan` asks the world model to imagine a proposal (the demonstrator's sequence plus
+Gaussian noise, `--kinds G` episodes) from the start frame and the grippers view of every
+step, and ranks proposals by the imagined last frame. On the planner's proposals that ranking
+is weak (`benchmarks/plan_ranking.py`: ROC AUC ~0.6). Two explanations differ in what to do
+next: the outcome is not resolved by 64x64 pixels at all (a higher frame resolution is
+needed), or it is and the world model does not learn it (a larger model or a loss that looks
+at the grasp). This script trains a small CNN, from scratch, to predict the simulator's
+success of each episode of `--kinds G` stores from
+  - `start+grippers`: the first camera frame and the grippers view of all T + 1 frames (54
+    channels): exactly what the planner's world model is given;
+  - `start+grasp`: the first camera frame and the grippers views of frames 3-6 only (15
+    channels: above the grasp point, descended, closed, lifted; a proposal is the speed-1
+    demonstrator's sequence, which closes at action 4), the part that decides the grasp;
+  - `grippers`: the grippers views alone (the cloth's start state withheld);
+  - `last`: the simulator's last camera frame, the outcome itself (a sanity ceiling);
+  - `imagined-last` / `imagined-all`: the last / every camera frame of a `wmgym imagine` store
+    of the same episodes (`--imagined`, in the order of `--data`): what the world model drew.
+Episodes are split 80 / 10 / 10 (train / val / test) by a seeded permutation; the reported
+figure is test ROC AUC at the epoch with the best val AUC. Hand-written: a seven-layer CNN and
+its loop are shorter than any library's configuration of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from wmgym.data.store import EpisodeStore
+from wmgym.eval.ranking import roc_auc
+from wmgym.train.checkpoint import write_text_atomic
+
+INPUTS = ("start+grippers", "start+grasp", "grippers", "last", "imagined-last", "imagined-all")
+GRASP_FRAMES = slice(3, 7)  # speed-1 demonstrator: frames 3-6 = approached, descended, closed, lifted
+
+
+def load_inputs(paths: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (E, C, H, W) per `kind` and bool (E,) success, over the stores in order."""
+    xs, ys = [], []
+    for path in paths:
+        store = EpisodeStore.open(path, mode="r")
+        ends = store.episode_ends
+        starts = np.concatenate([[0], ends[:-1]])
+        data = store.root["data"]
+        camera = np.asarray(data["camera0_rgb"][:])
+        if kind in ("start+grippers", "start+grasp", "grippers"):
+            grippers = np.asarray(data["grippers_rgb"][:])
+        for s, e in zip(starts, ends):
+            if kind == "start+grippers":
+                frames = np.concatenate([camera[s:s + 1], grippers[s:e]])  # (1 + T + 1, H, W, 3)
+            elif kind == "start+grasp":
+                frames = np.concatenate([camera[s:s + 1], grippers[s:e][GRASP_FRAMES]])
+            elif kind == "grippers":
+                frames = grippers[s:e]
+            elif kind in ("last", "imagined-last"):
+                frames = camera[e - 1:e]
+            else:  # imagined-all
+                frames = camera[s:e]
+            xs.append(frames.transpose(0, 3, 1, 2).reshape(-1, *frames.shape[1:3]))
+        ys.append(np.asarray(store.root["meta"]["episode_success"][:], bool))
+    if len({x.shape for x in xs}) != 1:
+        raise ValueError(f"episodes of different lengths or sizes in {paths}; use stores of one horizon and resolution")
+    return np.stack(xs), np.concatenate(ys)
+
+
+def make_classifier(channels: int) -> nn.Module:
+    """(b, channels, 64, 64) float -> (b,) logit."""
+    def block(i, o):
+        return [nn.Conv2d(i, o, 4, stride=2, padding=1), nn.GroupNorm(8, o), nn.SiLU(), nn.Conv2d(o, o, 3, padding=1), nn.SiLU()]
+    return nn.Sequential(*block(channels, 64), *block(64, 96), *block(96, 128), *block(128, 192),  # 64 -> 4
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(192, 1), nn.Flatten(0))
+
+
+def predict(model: nn.Module, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch]).float() / 127.5 - 1).numpy() for i in range(0, len(x), batch)])
+
+
+def fit(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 64) -> dict:
+    """Train on 80%, pick the epoch by val AUC (10%), report test AUC (10%)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = n_test = max(1, len(x) // 10)
+    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    torch.manual_seed(seed)
+    model = make_classifier(x.shape[1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    rng = np.random.default_rng(seed + 1)
+    best, curve = {"val_auc": -1.0}, []
+    for epoch in tqdm(range(epochs), desc="epochs", leave=False):
+        model.train()
+        for i in range(0, len(train), batch):
+            idx = train[rng.permutation(len(train))[:batch]]
+            logits = model(torch.from_numpy(x[idx]).float() / 127.5 - 1)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(y[idx]).float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        val_auc = roc_auc(predict(model, x[val]), y[val])
+        curve.append(val_auc)
+        if val_auc > best["val_auc"]:
+            best = {"val_auc": val_auc, "test_auc": roc_auc(predict(model, x[test]), y[test]), "epoch": epoch + 1}
+    return {**best, "val_curve": curve, "train": len(train), "val": len(val), "test": len(test),
+            "success_rate": float(y.mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", required=True, help="`--kinds G` stores (simulator frames)")
+    parser.add_argument("--imagined", nargs="*", default=[], help="`wmgym imagine` stores of the same episodes, same order")
+    parser.add_argument("--inputs", nargs="+", default=["start+grippers", "last"], choices=INPUTS)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    for kind in args.inputs:
+        paths = args.imagined if kind.startswith("imagined") else args.data
+        if not paths:
+            parser.error(f"--inputs {kind} needs --imagined stores")
+        began = time.perf_counter()
+        x, y = load_inputs(paths, kind)
+        results[kind] = {**fit(x, y, epochs=args.epochs, seed=args.seed), "channels": int(x.shape[1]),
+                         "seconds": time.perf_counter() - began}
+        r = results[kind]
+        print(f"{kind:>15}: test AUC {r['test_auc']:.3f} (val {r['val_auc']:.3f} at epoch {r['epoch']}; "
+              f"{r['train']} train / {r['test']} test episodes, {r['success_rate']:.0%} succeed; {r['seconds']:.0f} s)", flush=True)
+    if args.out:
+        write_text_atomic(Path(args.out), json.dumps({"args": vars(args), "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
