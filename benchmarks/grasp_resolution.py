@@ -29,6 +29,7 @@ import numpy as np
 
 from wmgym.eval.ranking import roc_auc
 from wmgym.sim.tasks import TASKS
+from wmgym.train.checkpoint import write_text_atomic
 
 RESOLUTIONS = (64, 128)
 
@@ -94,7 +95,7 @@ def main() -> None:
         print(f"| {task} | {e['proposals']} | {e['success_rate']:.0%} | {cells} | "
               f"{e['median_px64_success']:.2f} / {e['median_px64_failure']:.2f} |")
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "summary": summary, "records": records}, indent=1))
+        write_text_atomic(Path(args.out), json.dumps({"args": vars(args), "summary": summary, "records": records}, indent=1))
 
 
 if __name__ == "__main__":

@@ -129,16 +129,13 @@ def main() -> None:
                 if calibrated is not None:
                     scores["calibrated_imagined"] = calibrated.score(clips, goal).float().numpy()
                 imagined_scores.append(scores)
-            lpips_imagined, judge_final, peaks = (imagined_scores[0][k] for k in ("lpips_imagined", "judge_final", "judge_peak"))
             outcomes = [simulate(env, c) for c in candidates]
             success = np.array([o[0] for o in outcomes])
             sim_last = torch.from_numpy(np.stack([o[1] for o in outcomes]))[:, None]  # (n, 1, H, W, 3)
             lpips_sim = lpips.score(sim_last, goal).float().numpy()
             records.append({"task": task, "seed": args.seed + s, "success": success.tolist(),
-                            "lpips_imagined": lpips_imagined.tolist(), "judge_final": judge_final.tolist(),
-                            "judge_peak": peaks.tolist(), "lpips_sim": lpips_sim.tolist()})
+                            **{name: v.tolist() for name, v in imagined_scores[0].items()}, "lpips_sim": lpips_sim.tolist()})
             if calibrated is not None:
-                records[-1]["calibrated_imagined"] = imagined_scores[0]["calibrated_imagined"].tolist()
                 records[-1]["calibrated_sim"] = calibrated.score(sim_last, goal).float().numpy().tolist()
             if args.samples > 1:
                 for name in imagined_scores[0]:

@@ -322,7 +322,9 @@ def test_gripper_region_weights_mark_the_grown_gripper_mask_on_the_latent_grid()
 
 
 def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
-    model = randomized(WorldModel(replace_views(tiny_config(), ("grippers",)), device="cpu"))
+    from wmgym.train.world_model import with_condition_views
+
+    model = randomized(with_condition_views(WorldModel(tiny_config(), device="cpu"), ("grippers",)))
     frames = torch.randint(0, 256, (2, 3, SIZE, SIZE, 3), dtype=torch.uint8)
     actions = torch.zeros(2, 2, 20)
     views = torch.zeros(2, 3, 1, SIZE, SIZE, 3, dtype=torch.uint8)
@@ -343,10 +345,3 @@ def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
     with pytest.raises(ValueError, match="grippers"):
         randomized(WorldModel(tiny_config(), device="cpu")).compute_loss(frames, actions, gripper_weight=1.0)
 
-
-def replace_views(config: WorldModelConfig, views: tuple) -> WorldModelConfig:
-    """`config` conditioned on `views` (one pixel-aligned RGB view each)."""
-    from dataclasses import replace
-
-    denoiser = {**config.denoiser, "condition_channels": 3 * len(views)}
-    return replace(config, denoiser=denoiser, condition_views=views)

@@ -86,9 +86,11 @@ class WorldModelConfig:
 
 
 PREDICTIONS = ("v", "residual")
+GRIPPER_DILATION = 4  # pixels the gripper mask of the gripper-weighted loss is grown by
 
 
-def gripper_region_weights(grippers: torch.Tensor, latent_size: tuple[int, int], weight: float, dilation: int = 4) -> torch.Tensor:
+def gripper_region_weights(grippers: torch.Tensor, latent_size: tuple[int, int], weight: float,
+                           dilation: int = GRIPPER_DILATION) -> torch.Tensor:
     """Loss weights (b, t, 1, h, w): 1 + weight where a gripper is drawn (grown by `dilation`
     pixels), 1 elsewhere, max-pooled from the frame's H x W to the latent grid h x w.
 
@@ -207,7 +209,7 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------ training
     def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None,
-                     gripper_weight: float = 0.0, gripper_dilation: int = 4):
+                     gripper_weight: float = 0.0, gripper_dilation: int = GRIPPER_DILATION):
         """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
 
         frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
@@ -233,6 +235,7 @@ class WorldModel(nn.Module):
         timesteps = torch.randint(0, self.config.num_train_timesteps, (b, t), device=self.device, generator=generator)
         noise = torch.randn(z0.shape, device=self.device, generator=generator)
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
+        conditions = None if conditions is None else _to_tensor(conditions, torch.uint8, self.device)  # once, for both uses
         cond = self._encode_conditions(conditions, b, t)
         previous = self._history_predecessors(z0, generator)
         output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
@@ -248,21 +251,21 @@ class WorldModel(nn.Module):
         weight = (snr + 1).clamp(max=self.config.min_snr_gamma)  # (b, t)
         if self.config.prediction == "residual":
             weight = torch.cat([torch.zeros_like(weight[:, :1]), weight[:, 1:]], dim=1)
+        squared = ((x0_hat - z0) ** 2).mean(dim=2, keepdim=True)  # (b, t, 1, h, w)
         if gripper_weight > 0:
             pixel_weight = gripper_region_weights(self._gripper_view(conditions), z0.shape[-2:], gripper_weight, gripper_dilation)
-            per_frame = (pixel_weight * ((x0_hat - z0) ** 2).mean(dim=2, keepdim=True)).sum(dim=(2, 3, 4)) \
-                / pixel_weight.sum(dim=(2, 3, 4))  # (b, t)
+            per_frame = (pixel_weight * squared).sum(dim=(2, 3, 4)) / pixel_weight.sum(dim=(2, 3, 4))  # (b, t)
         else:
-            per_frame = ((x0_hat - z0) ** 2).mean(dim=(2, 3, 4))  # (b, t)
+            per_frame = squared.mean(dim=(2, 3, 4))  # (b, t)
         loss = (weight * per_frame).sum(dim=1).mean()
         return loss, {"loss": loss.detach(), "x0_mse": per_frame.mean().detach()}
 
-    def _gripper_view(self, conditions) -> torch.Tensor:
-        """uint8 (b, t, H, W, 3): the "grippers" view out of `conditions` (b, t, V, H, W, 3)."""
+    def _gripper_view(self, conditions: torch.Tensor | None) -> torch.Tensor:
+        """uint8 (b, t, H, W, 3): the "grippers" view out of `conditions` (b, t, V, H, W, 3), on the device."""
         if "grippers" not in self.config.condition_views or conditions is None:
             raise ValueError("gripper_weight > 0 needs a model conditioned on the 'grippers' view and its conditions; "
                              f"this one is conditioned on {self.config.condition_views or 'nothing'}")
-        return _to_tensor(conditions, torch.uint8, self.device)[:, :, self.config.condition_views.index("grippers")]
+        return conditions[:, :, self.config.condition_views.index("grippers")]
 
     def _history_predecessors(self, z0: torch.Tensor, generator) -> torch.Tensor | None:
         """Each frame's predecessor (b, t, C, h, w) noised to the history level, zeros for frame 0.

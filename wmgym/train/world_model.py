@@ -37,7 +37,7 @@ from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.schedule import add_noise
-from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.model.world_model import GRIPPER_DILATION, SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.train.checkpoint import section, write_text_atomic
 from wmgym.train.wm_checkpoint import STATE_FILES, latest_checkpoint, restore_checkpoint, save_checkpoint
 
@@ -84,7 +84,7 @@ class TrainWorldModelConfig:
     gripper_loss_weight: float = 0.0
     """w > 0: latent pixels near a gripper count 1 + w times in the training loss (a model
     conditioned on the grippers view; `WorldModel.compute_loss`). val/loss stays unweighted."""
-    gripper_dilation: int = 4
+    gripper_dilation: int = GRIPPER_DILATION
     """Pixels the gripper mask of `gripper_loss_weight` is grown by."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast precision, passed to Accelerate (fp16 adds a gradient scaler; use on GPU)."""
@@ -156,7 +156,7 @@ class EpochPermutationSampler(torch.utils.data.Sampler):
 class _LossModule(nn.Module):
     """Routes `compute_loss` through `forward`, so DDP syncs gradients and Accelerate autocasts."""
 
-    def __init__(self, model: WorldModel, action_dropout: float, gripper_weight: float = 0.0, gripper_dilation: int = 4):
+    def __init__(self, model: WorldModel, action_dropout: float, gripper_weight: float, gripper_dilation: int):
         super().__init__()
         self.model, self.action_dropout = model, action_dropout
         self.gripper_weight, self.gripper_dilation = gripper_weight, gripper_dilation
