@@ -17,6 +17,10 @@ success of each episode of `--kinds G` stores from
     demonstrator's sequence, which closes at action 4), the part that decides the grasp;
   - `grippers`: the grippers views alone (the cloth's start state withheld);
   - `last`: the simulator's last camera frame, the outcome itself (a sanity ceiling);
+  - `pose`: the grippers' 3-D tool-centre positions and widths at all T + 1 frames, as numbers
+    (2 x 4 x 17 values), no image: what a pose-conditioned world model would add;
+  - `start+pose`: the first camera frame and those numbers (where the cloth is, and exactly
+    where each gripper goes, height included);
   - `imagined-last` / `imagined-all`: the last / every camera frame of a `wmgym imagine` store
     of the same episodes (`--imagined`, in the order of `--data`): what the world model drew.
 Episodes are split 80 / 10 / 10 (train / val / test) by a seeded permutation; the reported
@@ -36,17 +40,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from wmgym.data.dataset import POSE_KEYS
 from wmgym.data.store import EpisodeStore
 from wmgym.eval.ranking import roc_auc
 from wmgym.train.checkpoint import write_text_atomic
 
-INPUTS = ("start+grippers", "start+grasp", "grippers", "last", "imagined-last", "imagined-all")
+INPUTS = ("start+grippers", "start+grasp", "grippers", "last", "imagined-last", "imagined-all", "pose", "start+pose")
 GRASP_FRAMES = slice(3, 7)  # speed-1 demonstrator: frames 3-6 = approached, descended, closed, lifted
 
 
-def load_inputs(paths: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (E, C, H, W) per `kind` and bool (E,) success, over the stores in order."""
-    xs, ys = [], []
+def load_inputs(paths: list[str], kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 images (E, C, H, W) per `kind` (C = 0 for `pose`), float32 poses (E, (T + 1) * 8)
+    (D = 0 unless `kind` has pose) and bool (E,) success, over the stores in order."""
+    xs, vs, ys = [], [], []
     for path in paths:
         store = EpisodeStore.open(path, mode="r")
         ends = store.episode_ends
@@ -55,45 +61,70 @@ def load_inputs(paths: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
         camera = np.asarray(data["camera0_rgb"][:])
         if kind in ("start+grippers", "start+grasp", "grippers"):
             grippers = np.asarray(data["grippers_rgb"][:])
+        pose = np.concatenate([np.asarray(data[k][:], np.float32) for k in POSE_KEYS], axis=1)  # (N, 8)
         for s, e in zip(starts, ends):
+            vs.append(pose[s:e].reshape(-1) if kind.endswith("pose") else pose[s:e, :0].reshape(-1))
             if kind == "start+grippers":
                 frames = np.concatenate([camera[s:s + 1], grippers[s:e]])  # (1 + T + 1, H, W, 3)
             elif kind == "start+grasp":
                 frames = np.concatenate([camera[s:s + 1], grippers[s:e][GRASP_FRAMES]])
             elif kind == "grippers":
                 frames = grippers[s:e]
+            elif kind == "start+pose":
+                frames = camera[s:s + 1]
+            elif kind == "pose":
+                frames = camera[s:s + 1, :, :, :0]
             elif kind in ("last", "imagined-last"):
                 frames = camera[e - 1:e]
             else:  # imagined-all
                 frames = camera[s:e]
             xs.append(frames.transpose(0, 3, 1, 2).reshape(-1, *frames.shape[1:3]))
         ys.append(np.asarray(store.root["meta"]["episode_success"][:], bool))
-    if len({x.shape for x in xs}) != 1:
+    if len({x.shape for x in xs}) != 1 or len({v.shape for v in vs}) != 1:
         raise ValueError(f"episodes of different lengths or sizes in {paths}; use stores of one horizon and resolution")
-    return np.stack(xs), np.concatenate(ys)
+    return np.stack(xs), np.stack(vs), np.concatenate(ys)
 
 
-def make_classifier(channels: int) -> nn.Module:
-    """(b, channels, 64, 64) float -> (b,) logit."""
-    def block(i, o):
-        return [nn.Conv2d(i, o, 4, stride=2, padding=1), nn.GroupNorm(8, o), nn.SiLU(), nn.Conv2d(o, o, 3, padding=1), nn.SiLU()]
-    return nn.Sequential(*block(channels, 64), *block(64, 96), *block(96, 128), *block(128, 192),  # 64 -> 4
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(192, 1), nn.Flatten(0))
+class Classifier(nn.Module):
+    """(b, channels, 64, 64) images and (b, dims) vectors -> (b,) logit: a CNN for the images
+    and an MLP for the vector, their 192-d features summed (either may be absent)."""
+
+    def __init__(self, channels: int, dims: int):
+        super().__init__()
+
+        def block(i, o):
+            return [nn.Conv2d(i, o, 4, stride=2, padding=1), nn.GroupNorm(8, o), nn.SiLU(), nn.Conv2d(o, o, 3, padding=1), nn.SiLU()]
+        self.cnn = nn.Sequential(*block(channels, 64), *block(64, 96), *block(96, 128), *block(128, 192),  # 64 -> 4
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten()) if channels else None
+        self.mlp = nn.Sequential(nn.Linear(dims, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
+                                 nn.Linear(256, 192)) if dims else None
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(192, 1), nn.Flatten(0))
+
+    def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        features = 0
+        if self.cnn is not None:
+            features = features + self.cnn(x.float() / 127.5 - 1)
+        if self.mlp is not None:
+            features = features + self.mlp(v)
+        return self.head(features)
 
 
-def predict(model: nn.Module, x: np.ndarray, batch: int = 128) -> np.ndarray:
+def predict(model: nn.Module, x: np.ndarray, v: np.ndarray, batch: int = 128) -> np.ndarray:
     model.eval()
     with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(x[i:i + batch]).float() / 127.5 - 1).numpy() for i in range(0, len(x), batch)])
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch]), torch.from_numpy(v[i:i + batch])).numpy()
+                               for i in range(0, len(x), batch)])
 
 
-def fit(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 64) -> dict:
+def fit(x: np.ndarray, v: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 64) -> dict:
     """Train on 80%, pick the epoch by val AUC (10%), report test AUC (10%)."""
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = n_test = max(1, len(x) // 10)
     test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    if v.shape[1]:  # standardise the poses with the training split's statistics
+        v = ((v - v[train].mean(0)) / (v[train].std(0) + 1e-6)).astype(np.float32)
     torch.manual_seed(seed)
-    model = make_classifier(x.shape[1])
+    model = Classifier(x.shape[1], v.shape[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     rng = np.random.default_rng(seed + 1)
     best, curve = {"val_auc": -1.0}, []
@@ -101,15 +132,15 @@ def fit(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 64
         model.train()
         for i in range(0, len(train), batch):
             idx = train[rng.permutation(len(train))[:batch]]
-            logits = model(torch.from_numpy(x[idx]).float() / 127.5 - 1)
+            logits = model(torch.from_numpy(x[idx]), torch.from_numpy(v[idx]))
             loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(y[idx]).float())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        val_auc = roc_auc(predict(model, x[val]), y[val])
+        val_auc = roc_auc(predict(model, x[val], v[val]), y[val])
         curve.append(val_auc)
         if val_auc > best["val_auc"]:
-            best = {"val_auc": val_auc, "test_auc": roc_auc(predict(model, x[test]), y[test]), "epoch": epoch + 1}
+            best = {"val_auc": val_auc, "test_auc": roc_auc(predict(model, x[test], v[test]), y[test]), "epoch": epoch + 1}
     return {**best, "val_curve": curve, "train": len(train), "val": len(val), "test": len(test),
             "success_rate": float(y.mean())}
 
@@ -131,8 +162,8 @@ def main() -> None:
         if not paths:
             parser.error(f"--inputs {kind} needs --imagined stores")
         began = time.perf_counter()
-        x, y = load_inputs(paths, kind)
-        results[kind] = {**fit(x, y, epochs=args.epochs, seed=args.seed), "channels": int(x.shape[1]),
+        x, v, y = load_inputs(paths, kind)
+        results[kind] = {**fit(x, v, y, epochs=args.epochs, seed=args.seed), "channels": int(x.shape[1]), "dims": int(v.shape[1]),
                          "seconds": time.perf_counter() - began}
         r = results[kind]
         print(f"{kind:>15}: test AUC {r['test_auc']:.3f} (val {r['val_auc']:.3f} at epoch {r['epoch']}; "

@@ -47,7 +47,7 @@ from wmgym.envs.bundle import Bundle
 from wmgym.eval.ranking import roc_auc
 from wmgym.model.world_model import WorldModel
 from wmgym.policies.mpc import make_reward_head, scripted_nominal
-from wmgym.policies.planning import Planner, ProposalConfig, is_gripper_conditioned, sample_gaussian
+from wmgym.policies.planning import ProposalConfig, candidate_conditions, sample_gaussian
 from wmgym.rewards.lpips_head import LPIPSHead
 from wmgym.sim.gripper_track import GripperState
 from wmgym.sim.tasks import TASKS
@@ -69,6 +69,7 @@ def simulate(env: gym.Env, actions: np.ndarray) -> tuple[bool, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="bundle directory (default: the shipped one)")
+    parser.add_argument("--world-model", default=None, help="world-model directory replacing the bundle's (e.g. a train-wm run's latest/ema)")
     parser.add_argument("--starts", type=int, default=8, help="start states per task")
     parser.add_argument("--n", type=int, default=64, help="proposals per start state")
     parser.add_argument("--horizon", type=int, default=16)
@@ -91,13 +92,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     proposal = ProposalConfig(position_std=args.position_std, width_std=args.width_std)
     bundle = Bundle.load(args.checkpoint)
-    world_model = WorldModel.from_pretrained(bundle.world_model_dir, device="cpu").eval()
+    world_model = WorldModel.from_pretrained(args.world_model or bundle.world_model_dir, device="cpu").eval()
     lpips = make_reward_head("lpips-offline", args.checkpoint, "cpu")
     calibrated_dir = args.lpips_calibrated or bundle.lpips_dir
     calibrated = None if calibrated_dir is None else LPIPSHead(calibrated=calibrated_dir, device="cpu")
     judge_scorer = make_reward_head("judge", args.checkpoint, "cpu")
     judge = judge_scorer.judge
-    conditioned = is_gripper_conditioned(world_model)
     began, records = time.perf_counter(), []
     bar = tqdm(total=len(TASKS) * args.starts, desc="start states")
     for task in TASKS:
@@ -109,10 +109,8 @@ def main() -> None:
             nominal = scripted_nominal(env, obs[None], args.horizon)
             rng = np.random.default_rng([args.seed, s, TASKS.index(task)])
             candidates = sample_gaussian(nominal, proposal.std(), args.n, rng)  # (n, T, 20)
-            extra = {}
-            if conditioned:
-                extra["conditions"] = torch.from_numpy(Planner.gripper_conditions([GripperState.of_world(sim.world)], candidates,
-                                                                                  obs.shape[:2]))
+            extra = {k: torch.from_numpy(v) for k, v in candidate_conditions(
+                world_model, [GripperState.of_world(sim.world)], candidates, obs.shape[:2]).items()}
             seed = int(rng.integers(2**63 - 1))
             context = torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape)  # (n, 1, H, W, 3)
             imagined_scores = []  # per sample: {scorer: (n,)}

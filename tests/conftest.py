@@ -7,7 +7,7 @@ import torch
 
 from wmgym.envs.bundle import make_bundle
 from wmgym.model.denoiser import DenoiserConfig
-from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.model.world_model import POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.rewards.videoclip import VideoCLIP, VideoCLIPConfig, build_vocabulary
 from wmgym.sim.tasks import TASKS, make_task
 
@@ -24,14 +24,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_world_model(seed: int = 0, condition_views: tuple = ()) -> WorldModel:
+def tiny_world_model(seed: int = 0, condition_views: tuple = (), pose: bool = False) -> WorldModel:
     """64x64 pixels, 16 tokens a frame, residual prediction with small random output weights
-    (so frames change with the actions -- and with the condition views, if any -- but stay
-    near the start frame)."""
+    (so frames change with the actions -- and with the condition views and pose, if any -- but
+    stay near the start frame)."""
     denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=16, width=32, depth=1, num_heads=2,
-                              condition_channels=3 * len(condition_views))
+                              condition_channels=3 * len(condition_views) + (POSE_DIM if pose else 0))
+    stats = {"pose_mean": [0.0, -0.2, 0.1, 0.04] * 2, "pose_std": [0.2, 0.2, 0.1, 0.03] * 2} if pose else {}
     config = WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), prediction="residual",
-                              sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)), condition_views=tuple(condition_views))
+                              sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)), condition_views=tuple(condition_views),
+                              **stats)
     model = WorldModel(config, device="cpu")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -40,8 +42,8 @@ def tiny_world_model(seed: int = 0, condition_views: tuple = ()) -> WorldModel:
     return model
 
 
-def _tiny_bundle(root, condition_views: tuple = ()):
-    tiny_world_model(condition_views=condition_views).save_pretrained(root / "wm")
+def _tiny_bundle(root, condition_views: tuple = (), pose: bool = False):
+    tiny_world_model(condition_views=condition_views, pose=pose).save_pretrained(root / "wm")
     captions = [make_task(t).caption for t in TASKS]
     clip = VideoCLIP(VideoCLIPConfig(num_frames=4, conv_channels=(8, 8), frame_width=16, embed_dim=16, text_width=16,
                                      vocabulary=build_vocabulary(captions + ["the shirt is not folded yet"]),
@@ -61,3 +63,9 @@ def tiny_bundle(tmp_path_factory):
 def tiny_grippers_bundle(tmp_path_factory):
     """As `tiny_bundle`, with a world model conditioned on the grippers view."""
     return _tiny_bundle(tmp_path_factory.mktemp("bundle_grippers"), condition_views=("grippers",))
+
+
+@pytest.fixture(scope="session")
+def tiny_pose_bundle(tmp_path_factory):
+    """As `tiny_grippers_bundle`, with a world model also conditioned on the grippers' pose vector."""
+    return _tiny_bundle(tmp_path_factory.mktemp("bundle_pose"), condition_views=("grippers",), pose=True)

@@ -344,6 +344,23 @@ def test_windows_stay_inside_one_episode_and_align_actions_with_frames(marked_st
     assert starts_seen == {(e, s) for e, h in enumerate(horizons) for s in range(h - 4 + 1)}
 
 
+def test_windows_with_views_and_poses_end_with_each_frames_grippers_view_and_pose(marked_store):
+    path, _ = marked_store
+    store = EpisodeStore.open(path)
+    dataset = WindowDataset(path, num_actions=3, split="all", views=("grippers",), poses=True)
+    for index in (0, 7, len(dataset) - 1):
+        frames, actions, views, poses = dataset[index]
+        episode, start = int(frames[0, 0, 0, 1]), int(frames[0, 0, 0, 0])
+        assert views.shape == (4, 1, SIZE, SIZE, 3) and poses.shape == (4, 8) and poses.dtype == torch.float32
+        np.testing.assert_array_equal(views[:, 0, 0, 0].numpy(), [[t, episode, 9] for t in range(start, start + 4)])
+        record = store.read_record(episode)
+        window = slice(start, start + 4)
+        expected = np.concatenate([record.eef_pos[window, 0], record.gripper_width[window, :1],
+                                   record.eef_pos[window, 1], record.gripper_width[window, 1:]], axis=1)
+        np.testing.assert_array_equal(poses.numpy(), expected)
+    assert len(WindowDataset(path, num_actions=3, split="all", poses=True)[0]) == 3  # frames, actions, poses
+
+
 def test_train_and_val_are_disjoint_and_cover_all_episodes(marked_store):
     path, _ = marked_store
     train = WindowDataset(path, split="train", val_fraction=0.25, split_seed=3)

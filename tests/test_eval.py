@@ -193,3 +193,29 @@ def test_eval_rejects_condition_views_it_cannot_render(tiny_grippers_bundle, tmp
     config_file.write_text(json.dumps({**raw, "condition_views": ["static_scene"]}))
     with pytest.raises(ValueError, match="'grippers' condition view can be rendered"):
         evaluate(_tiny_config(bundle, tmp_path / "eval"))
+
+
+def test_eval_gives_a_pose_conditioned_model_the_simulators_gripper_poses(tiny_pose_bundle, tmp_path):
+    from wmgym.model.world_model import WorldModel
+    from wmgym.sim.gripper_track import pose_vectors
+
+    calls, original = [], WorldModel.rollout
+
+    def recording(self, context, actions, **kwargs):
+        calls.append({"actions": np.asarray(actions), "conditions": kwargs.get("conditions"), "poses": kwargs.get("poses")})
+        return original(self, context, actions, **kwargs)
+
+    config = _tiny_config(tiny_pose_bundle, tmp_path / "eval_pose")
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        patch.setattr(WorldModel, "rollout", recording)
+        warnings.simplefilter("ignore", UserWarning)
+        metrics = evaluate(config)
+    assert math.isfinite(metrics["psnr_mean"]) and len(calls) == 5
+    for call in calls:  # fidelity, null action, swaps, long, one curve point
+        b, t = call["actions"].shape[:2]
+        assert tuple(call["poses"].shape) == (b, t + 1, 8) and tuple(call["conditions"].shape) == (b, t + 1, 1, 64, 64, 3)
+    records = [run_episode(s) for s in plan_episodes(3, config.seed, TASKS, 64, 64, 4)]
+    expected = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])  # (3, 5, 8)
+    np.testing.assert_allclose(np.asarray(calls[0]["poses"]), expected, atol=1e-6)
+    null = np.asarray(calls[1]["poses"])
+    np.testing.assert_allclose(null, np.repeat(expected[:, :1], 5, axis=1), atol=1e-6)  # hold still: the start pose throughout

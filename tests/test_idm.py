@@ -406,3 +406,32 @@ def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
     for i in range(labelled.num_episodes):
         episode = labelled.read_episode(i)
         np.testing.assert_allclose(episode["actions"], windowed.predict_episode(episode["frames"]), atol=1e-6)
+
+
+def test_world_model_r2_gives_a_pose_conditioned_model_the_episodes_gripper_poses(tiny_pose_bundle):
+    from wmgym.data.generate import plan_episodes
+    from wmgym.sim.episode import run_episode, start_gripper_state
+    from wmgym.sim.gripper_track import pose_vectors
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.config, self.device, self.poses = inner, inner.config, inner.device, []
+            self.is_pose_conditioned = inner.is_pose_conditioned
+
+        def rollout(self, context, acts, **kwargs):
+            self.poses.append(np.asarray(kwargs["poses"]))
+            return self.inner.rollout(context, acts, **kwargs)
+
+    specs = plan_episodes(3, 2, TASKS, SIZE, SIZE, 3)
+    records = [run_episode(spec) for spec in specs]
+    frames, actions = np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
+    world_model = Recording(WorldModel.from_pretrained(tiny_pose_bundle / "world_model", device="cpu"))
+    model = tiny_model()
+    result = idm_r2_on_world_model(model, world_model, specs=specs, batch_size=2, seed=0)
+    np.testing.assert_allclose(np.concatenate(world_model.poses),
+                               np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records]), atol=1e-6)
+    again = idm_r2_on_world_model(model, world_model, episodes=(frames, actions), batch_size=2, seed=0,
+                                  grippers=[start_gripper_state(spec) for spec in specs])
+    assert same_figures(again, result)
+    with pytest.raises(ValueError, match="GripperStates"):  # views alone do not give the pose
+        idm_r2_on_world_model(model, world_model, episodes=(frames, actions), grippers=np.stack([r.grippers for r in records]))

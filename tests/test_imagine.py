@@ -67,3 +67,23 @@ def test_a_grippers_conditioned_model_draws_from_the_stores_grippers_views(tiny_
     for conditions, same in ((views, True), (np.zeros_like(views), False)):
         frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=conditions).numpy()
         assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same
+
+
+def test_a_pose_conditioned_model_draws_from_the_stores_gripper_poses(tiny_pose_bundle, source, tmp_path):
+    import torch
+
+    from wmgym.model.world_model import WorldModel
+    from wmgym.sim.gripper_track import pose_vectors
+
+    out = imagine_store(ImagineConfig(data=str(source), out=str(tmp_path / "wm.zarr"), checkpoint=str(tiny_pose_bundle),
+                                      batch_size=2, device="cpu", max_episodes=2))
+    store = EpisodeStore.open(source)
+    eps, imagined = [store.read_episode(i) for i in range(2)], [EpisodeStore.open(out).read_episode(i) for i in range(2)]
+    model = WorldModel.from_pretrained(tiny_pose_bundle / "world_model", device="cpu")
+    context = np.stack([e["frames"][:1] for e in eps])
+    actions = np.stack([e["actions"] for e in eps])
+    views = np.stack([e["grippers"] for e in eps])[:, :, None]
+    poses = np.stack([pose_vectors(e["eef_pos"], e["gripper_width"]) for e in eps])  # (2, T+1, 8)
+    for given, same in ((poses, True), (poses + 0.05, False)):  # exactly the store's poses, not others
+        frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=views, poses=given).numpy()
+        assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same

@@ -225,13 +225,15 @@ def test_plan_command_reports_three_arms_and_resumes(tiny_bundle, tmp_path):
 
 # ---------------------------------------------------------------- grippers-conditioned world models
 class RecordingModel:
-    """Wraps a world model and records the `conditions` of every rollout call."""
+    """Wraps a world model and records the `conditions` and `poses` of every rollout call."""
 
     def __init__(self, inner):
-        self.inner, self.config, self.device, self.conditions = inner, inner.config, inner.device, []
+        self.inner, self.config, self.device, self.conditions, self.poses = inner, inner.config, inner.device, [], []
+        self.is_pose_conditioned = inner.is_pose_conditioned
 
     def rollout(self, context, actions, **kwargs):
         self.conditions.append(kwargs.get("conditions"))
+        self.poses.append(kwargs.get("poses"))
         return self.inner.rollout(context, actions, **kwargs)
 
 
@@ -270,6 +272,36 @@ def test_planner_renders_each_candidates_grippers_views_for_a_conditioned_model(
     other = planner.plan(obs[None], goal, nominal, seed=7, grippers=GripperState(poses, state.widths))
     assert not np.array_equal(model.conditions[-1].cpu().numpy(), conditions)
     assert not np.array_equal(other.scores, result.scores)
+
+
+def test_planner_gives_a_pose_conditioned_model_each_candidates_gripper_poses(tiny_pose_bundle, lpips_head):
+    from wmgym.sim.gripper_track import GripperState
+
+    model = RecordingModel(WorldModel.from_pretrained(tiny_pose_bundle / "world_model", device="cpu"))
+    env = gym.make("SimFold-v0", task="fold_left_sleeve", resolution=64)
+    obs, _ = env.reset(seed=4)
+    goal, state = env.unwrapped.world.render_goal(), GripperState.of_world(env.unwrapped.world)
+    nominal = scripted_nominal(env, obs[None], 3)
+    planner = Planner(model, lpips_head, num_candidates=3, num_steps=1)
+    with pytest.raises(ValueError, match="grippers"):
+        planner.plan(obs[None], goal, nominal, seed=7)
+    result = planner.plan(obs[None], goal, nominal, seed=7, grippers=state)
+    poses = model.poses[-1].cpu().numpy()  # (n, 1 + T, 8)
+    assert poses.shape == (3, 4, 8) and model.conditions[-1].shape == (3, 4, 1, 64, 64, 3)
+    np.testing.assert_allclose(poses[:, 0], np.broadcast_to(state.vector(), (3, 8)))
+    best = int(np.argmax(result.scores[0]))
+    for t in range(3):  # the best candidate's poses are the simulator's, executing its actions
+        env.step(result.actions[t])
+        world = env.unwrapped.world
+        np.testing.assert_allclose(poses[best, t + 1], [*world.poses[0][:3, 3], world.widths[0], *world.poses[1][:3, 3],
+                                                        world.widths[1]], atol=1e-6)
+    # the pose steers the imagined frames: the same candidates and views, another height, other scores
+    higher = planner.score_candidates(obs[None], obs[None], np.stack([result.actions] * 3), goal,
+                                      torch.Generator().manual_seed(0), conditions=model.conditions[-1].cpu().numpy(),
+                                      poses=poses + np.array([0, 0, 0.05, 0, 0, 0, 0.05, 0], np.float32))
+    same = planner.score_candidates(obs[None], obs[None], np.stack([result.actions] * 3), goal,
+                                    torch.Generator().manual_seed(0), conditions=model.conditions[-1].cpu().numpy(), poses=poses)
+    assert not np.allclose(higher, same)
 
 
 def test_an_unconditioned_model_ignores_grippers():

@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from wmgym.cli import main
-from wmgym.data.dataset import split_episodes
+from wmgym.data.dataset import WindowDataset, split_episodes
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
 from wmgym.model.world_model import WorldModel
-from wmgym.train.world_model import TrainWorldModelConfig, train_world_model, with_condition_views
+from wmgym.train.world_model import TrainWorldModelConfig, train_world_model, with_condition_views, with_pose_conditioning
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -196,6 +196,42 @@ def test_init_from_with_grippers_view_starts_equal_then_learns_to_use_it(store, 
     assert tuned.denoiser.condition_in.weight.abs().sum() > 0  # trained on the store's grippers views
     log = [json.loads(line) for line in (tmp_path / "grip/log.jsonl").read_text().splitlines()]
     assert any("val/x0_psnr" in entry for entry in log)  # validation ran with the views
+
+
+def test_init_from_with_pose_conditioning_starts_equal_then_learns_to_use_the_pose(store, straight_run, tmp_path):
+    saved = straight_run / "checkpoints/step_0000006/model"
+    source = with_condition_views(WorldModel.from_pretrained(saved, device="cpu"), ("grippers",))
+    source.denoiser.condition_in.weight.data.normal_()  # a model that already uses its grippers view
+    posed = with_pose_conditioning(source, [0.1] * 8, [0.5] * 8)
+    assert posed.is_pose_conditioned and not source.is_pose_conditioned
+    assert posed.denoiser.config.condition_channels == 3 + 8
+    frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
+    poses = torch.randn(2, 3, 8)
+    actions = torch.zeros(2, 2, 20)
+    a = source.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0))[0]
+    b = posed.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0), poses=poses)[0]
+    torch.testing.assert_close(a, b)  # the views' columns were kept; the pose's start at zero
+    with pytest.raises(ValueError, match="pass poses"):
+        posed.compute_loss(frames, actions, views)
+    with pytest.raises(ValueError, match="not pose-conditioned"):
+        source.compute_loss(frames, actions, views, poses=poses)
+    with pytest.raises(ValueError, match="already pose-conditioned"):
+        with_pose_conditioning(posed, [0.0] * 8, [1.0] * 8)
+    with pytest.raises(ValueError, match="already conditioned"):
+        with_condition_views(with_pose_conditioning(WorldModel.from_pretrained(saved, device="cpu"), [0.0] * 8, [1.0] * 8),
+                             ("grippers",))
+
+    train_world_model(tiny(store, tmp_path / "pose", steps=2, checkpoint_every=2, init_from=str(saved),
+                           condition_views=("grippers",), pose_conditioning=True))
+    tuned = WorldModel.from_pretrained(tmp_path / "pose/checkpoints/step_0000002/model", device="cpu")
+    assert tuned.is_pose_conditioned and tuned.config.condition_views == ("grippers",)
+    store_poses = WindowDataset(store, split="train", poses=True).poses.numpy().astype(np.float64)
+    np.testing.assert_allclose(tuned.config.pose_mean, store_poses.mean(0), atol=1e-5)  # the train split's statistics
+    pose_columns = tuned.denoiser.condition_in.weight[:, 3 * 4 * 4:]  # channel-major patches: the pose's come last
+    assert pose_columns.abs().sum() > 0  # trained on the store's poses
+    log = [json.loads(line) for line in (tmp_path / "pose/log.jsonl").read_text().splitlines()]
+    assert any("val/x0_psnr" in entry for entry in log)  # validation ran with views and poses
 
 
 def test_fresh_run_with_grippers_view_builds_a_conditioned_model(store, tmp_path):

@@ -337,3 +337,29 @@ def test_conditioned_model_needs_the_bundles_start_grippers(tiny_grippers_bundle
     assert Bundle.load(copy).start_grippers is None
     with pytest.raises(FileNotFoundError, match="remake it with `wmgym bundle`"):
         make(copy)
+
+
+# ---------------------------------------------------------------- pose-conditioned world model
+
+
+def test_pose_conditioned_bundle_passes_both_checkers_and_feeds_the_simulators_poses(tiny_pose_bundle):
+    gymnasium_check_env(make(tiny_pose_bundle).unwrapped, skip_render_check=True)
+    sb3_check_env(make(tiny_pose_bundle))
+    sim = gym.make("SimFold-v0", resolution=SIZE)
+    frame, _ = sim.reset(seed=1_000_000 + 1)  # bank start 1
+    env = make(tiny_pose_bundle)
+    env.reset(seed=0, options={"frame": frame})
+    core = env.unwrapped.core
+    seen = []
+    original = core.imagination.step
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append((conditions, kw["poses"])) or original(
+        actions, generator, conditions, **kw)
+    for _ in range(3):
+        action = sim.unwrapped.expert_action()
+        sim.step(action)
+        env.step(action)
+        world = sim.unwrapped.world
+        views, poses = seen[-1]
+        np.testing.assert_array_equal(views[0, 0].cpu().numpy(), sim.unwrapped.views()["grippers"])
+        np.testing.assert_allclose(poses[0].cpu().numpy(), [*world.poses[0][:3, 3], world.widths[0], *world.poses[1][:3, 3],
+                                                            world.widths[1]], atol=1e-6)

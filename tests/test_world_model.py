@@ -345,3 +345,55 @@ def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
     with pytest.raises(ValueError, match="grippers"):
         randomized(WorldModel(tiny_config(), device="cpu")).compute_loss(frames, actions, gripper_weight=1.0)
 
+
+
+def pose_model(seed: int = 0) -> WorldModel:
+    """A randomized tiny model conditioned on the grippers' pose vector only (no views)."""
+    from wmgym.model.world_model import POSE_DIM
+
+    config = tiny_config(prediction="residual")
+    config.denoiser = {**config.denoiser, "condition_channels": POSE_DIM}
+    config.pose_mean, config.pose_std = [0.0, -0.2, 0.1, 0.04] * 2, [0.2, 0.2, 0.1, 0.03] * 2
+    return randomized(WorldModel(config, device="cpu"), seed)
+
+
+def test_pose_conditioned_rollout_depends_on_the_pose_and_matches_the_uncached_reference():
+    model = pose_model()
+    frames, actions = random_inputs(b=2, c=2, horizon=4)
+    poses = np.random.default_rng(1).normal(size=(2, 6, 8)).astype(np.float32) * 0.1
+    run = lambda p, **kw: model.rollout(frames, actions, generator=torch.Generator().manual_seed(0), poses=p, **kw)
+    cached = run(poses)
+    assert (cached.int() - run(poses, use_cache=False).int()).abs().max() <= 1  # uint8 rounding: at most one level apart
+    moved = poses.copy()
+    moved[:, 4:, 2] += 0.05  # the grippers 5 cm higher from frame 4 on
+    other = run(moved)
+    assert torch.equal(other[:, :2], cached[:, :2]) and not torch.equal(other[:, 2:], cached[:, 2:])  # causal in the pose too
+
+
+def test_pose_inputs_are_checked():
+    model = pose_model()
+    frames, actions = random_inputs(b=2, c=1, horizon=3)
+    with pytest.raises(ValueError, match="pass poses"):
+        model.rollout(frames, actions)
+    with pytest.raises(ValueError, match="poses must be"):
+        model.rollout(frames, actions, poses=np.zeros((2, 3, 8), np.float32))  # c + T = 4 frames
+    with pytest.raises(ValueError, match="poses must be"):
+        model.rollout(frames, actions, poses=np.full((2, 4, 8), np.nan, np.float32))
+    plain = randomized(WorldModel(tiny_config(), device="cpu"))
+    with pytest.raises(ValueError, match="not pose-conditioned"):
+        plain.rollout(frames, actions, poses=np.zeros((2, 4, 8), np.float32))
+    bad = tiny_config()
+    bad.pose_mean = [0.0] * 8
+    with pytest.raises(ValueError, match="come together"):
+        WorldModel(bad, device="cpu")
+
+
+def test_pose_conditioned_model_saves_and_loads_its_pose_statistics(tmp_path):
+    model = pose_model()
+    model.save_pretrained(tmp_path / "m")
+    loaded = WorldModel.from_pretrained(tmp_path / "m", device="cpu")
+    assert loaded.is_pose_conditioned and loaded.config.pose_std == model.config.pose_std
+    frames, actions = random_inputs(b=1, c=1, horizon=2)
+    poses = np.zeros((1, 3, 8), np.float32)
+    run = lambda m: m.rollout(frames, actions, generator=torch.Generator().manual_seed(0), poses=poses)
+    assert torch.equal(run(model), run(loaded))

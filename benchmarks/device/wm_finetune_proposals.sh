@@ -15,11 +15,13 @@
 # the shipped stage 3): ND=1200 NG=2200 NX=400 BUDGET=480 generated in 205 s and trained 5,436
 # steps; a second call on the warm machine reused its stores and ran the same train-wm with
 # --init-from that model --warmup-steps 100 --stop-after-minutes 3.6 (5,682 steps, ~26 steps/s).
-# GW=8 weighs the loss near the grippers 9x (`train-wm --gripper-loss-weight`); INIT picks the
-# model to start from (default the shipped one).
+# GW=8 weighs the loss near the grippers 9x (`train-wm --gripper-loss-weight`); PC=1 adds the
+# grippers' 3-D pose vector as a condition (`train-wm --pose-conditioning`); INIT picks the model
+# to start from (default the shipped one).
 set -x
 : ${OUT:=/tmp/out} ${ND:=2000} ${NG:=1600} ${NX:=400} ${WD:=5} ${WG:=9} ${WX:=2}
-: ${BATCH:=256} ${LR:=3e-4} ${NW:=6} ${DEV:=cuda} ${BUDGET:=540} ${GW:=0} ${INIT:=wmgym/assets/wmfold/world_model}
+: ${BATCH:=256} ${LR:=3e-4} ${NW:=6} ${DEV:=cuda} ${BUDGET:=540} ${GW:=0} ${PC:=0} ${INIT:=wmgym/assets/wmfold/world_model}
+POSE=""; [ "$PC" = 1 ] && POSE=--pose-conditioning
 mkdir -p $OUT
 T0=$(date +%s)
 stamp() { echo "=== $1 at $(( $(date +%s) - T0 )) s" | tee -a $OUT/times.txt; }
@@ -52,7 +54,7 @@ stamp generated
 MINUTES=$(python3 -c "print(round(max(0.5, ($BUDGET - $(( $(date +%s) - T0 )) - 45) / 60), 2))")
 wmgym train-wm --data $D/demo.zarr --extra-data $D/proposal.zarr $D/replay.zarr --out $R/wm \
   --steps 1000000 --stop-after-minutes $MINUTES --lr-schedule constant --batch-size $BATCH --learning-rate $LR \
-  --warmup-steps 200 --mixed-precision bf16 --init-from $INIT --condition-views grippers --gripper-loss-weight $GW \
+  --warmup-steps 200 --mixed-precision bf16 --init-from $INIT --condition-views grippers --gripper-loss-weight $GW $POSE \
   --checkpoint-every 100000 --validate-every 1000 --val-batches 2 --log-every 100 --device $DEV --num-workers $NW \
   2>&1 | tr '\r' '\n' | grep -v "^train-wm:" > $OUT/train.log
 tail -n 5 $OUT/train.log

@@ -13,6 +13,9 @@ SPLITS = ("train", "val", "all")
 READ_BLOCK_FRAMES = 4096  # rows read from zarr at a time while loading
 CONDITION_VIEWS = {"grippers": "grippers_rgb", "static_scene": "static_scene_rgb"}
 """Pixel-aligned views a world model can be conditioned on -> their arrays in the store."""
+POSE_KEYS = ("robot0_eef_pos", "robot0_gripper_width", "robot1_eef_pos", "robot1_gripper_width")
+"""The store arrays of the grippers' pose vector (`wmgym.model.world_model.POSE_DIM` values a
+frame, in this order), the condition of a pose-conditioned world model."""
 
 
 def split_episodes(num_episodes: int, split: str, val_fraction: float = 0.1,
@@ -44,8 +47,9 @@ class WindowDataset(torch.utils.data.Dataset):
     and actions (T, 20) torch.float32 (a_s..a_{s+T-1}; the store's padding row is never
     returned), T = `num_actions`. With `views` (e.g. ("grippers",)), the item is
     `(frames, actions, conditions)` with conditions (T+1, V, H, W, 3) torch.uint8: the store's
-    pixel-aligned views of the same frames, in the order named. Windows never cross episode
-    boundaries.
+    pixel-aligned views of the same frames, in the order named. With `poses=True`, the item
+    also ends with poses (T+1, 8) torch.float32: each frame's grippers' tool-centre xyz and
+    width (`POSE_KEYS`). Windows never cross episode boundaries.
 
     `path` is one store or a list of stores of the same frame size and tasks (e.g. the main
     dataset and a store of extra "replay" episodes); each store is split on its own, so adding
@@ -64,7 +68,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, path, num_actions: int = 4, split: str = "train",
-                 val_fraction: float = 0.1, split_seed: int = 0, views: tuple[str, ...] = ()):
+                 val_fraction: float = 0.1, split_seed: int = 0, views: tuple[str, ...] = (), poses: bool = False):
         unknown = [v for v in views if v not in CONDITION_VIEWS]
         if unknown:
             raise ValueError(f"views must be among {tuple(CONDITION_VIEWS)}, got {tuple(views)}")
@@ -74,7 +78,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if not paths:
             raise ValueError("need at least one episode store")
         self.num_actions, self.views = num_actions, tuple(views)
-        self.store_episodes, frames, actions, conditions, lengths = [], [], [], [], []
+        self.store_episodes, frames, actions, conditions, pose_rows, lengths = [], [], [], [], [], []
         for p in paths:
             store = EpisodeStore.open(p, mode="r")
             if store.num_episodes == 0:
@@ -97,6 +101,9 @@ class WindowDataset(torch.utils.data.Dataset):
             if views:
                 conditions.append(np.stack([read_rows(store.root[f"data/{CONDITION_VIEWS[v]}"], keep)
                                             for v in views], axis=1))  # (N, V, H, W, 3)
+            if poses:
+                pose_rows.append(np.concatenate([read_rows(store.root[f"data/{k}"], keep).astype(np.float32)
+                                                 for k in POSE_KEYS], axis=1))  # (N, 8)
             self.store_episodes.append(indices)
             lengths.append(store_lengths)
         self.episode_indices = self.store_episodes[0]
@@ -104,6 +111,7 @@ class WindowDataset(torch.utils.data.Dataset):
         join = lambda arrays: torch.from_numpy(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
         self.frames, self.actions = join(frames), join(actions)
         self.conditions = join(conditions) if views else None
+        self.poses = join(pose_rows) if poses else None
 
         # Window starts as rows of the compacted arrays.
         offsets = np.concatenate([[0], np.cumsum(self.episode_lengths)[:-1]])
@@ -117,9 +125,9 @@ class WindowDataset(torch.utils.data.Dataset):
         start = int(self._starts[index])
         frames = self.frames[start: start + self.num_actions + 1].clone()  # (T+1, H, W, 3)
         actions = self.actions[start: start + self.num_actions].clone()  # (T, 20)
-        if self.conditions is None:
-            return frames, actions
-        return frames, actions, self.conditions[start: start + self.num_actions + 1].clone()  # (T+1, V, H, W, 3)
+        window = slice(start, start + self.num_actions + 1)
+        extra = tuple(x[window].clone() for x in (self.conditions, self.poses) if x is not None)  # (T+1, V, H, W, 3), (T+1, 8)
+        return (frames, actions, *extra)
 
 
 def episode_rows(store: EpisodeStore, indices) -> tuple[np.ndarray, np.ndarray]:

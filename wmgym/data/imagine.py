@@ -49,7 +49,7 @@ def imagine_store(config: ImagineConfig) -> Path:
     from wmgym.data.store import EpisodeStore
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
-    from wmgym.sim.gripper_track import is_gripper_conditioned
+    from wmgym.sim.gripper_track import is_gripper_conditioned, is_pose_conditioned, pose_vectors
 
     if config.batch_size < 1 or (config.max_episodes is not None and config.max_episodes < 1):
         raise ValueError(f"need batch_size >= 1 and max_episodes >= 1 (or None), got {config.batch_size}, {config.max_episodes}")
@@ -80,10 +80,13 @@ def imagine_store(config: ImagineConfig) -> Path:
             conditions = None  # the store's grippers view of every frame: (b, T+1, 1, H, W, 3)
             if views:
                 conditions = np.stack([r.grippers for r in records])[:, :, None]
+            poses = None  # the store's grippers' pose vector of every frame: (b, T+1, 8)
+            if is_pose_conditioned(model):
+                poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
             generator = torch.Generator(device=model.device).manual_seed(config.seed * 1_000_003 + batch)
             with torch.no_grad():
                 frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps,
-                                       conditions=conditions).cpu().numpy()
+                                       conditions=conditions, poses=poses).cpu().numpy()
             imagined = [replace(r, interaction=np.concatenate([r.interaction[:1], f])) for r, f in zip(records, frames)]
             out.append(imagined[max(0, done - first):])
             progress.update(len(indices) - max(0, done - first))

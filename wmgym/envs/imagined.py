@@ -21,7 +21,7 @@ from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
 from wmgym.model.imagination import Imagination
 from wmgym.model.world_model import WorldModel
 from wmgym.rewards.base import RewardHead
-from wmgym.sim.gripper_track import GripperState, GripperTrack, is_gripper_conditioned
+from wmgym.sim.gripper_track import GripperState, GripperTrack, is_gripper_conditioned, is_pose_conditioned, pose_vector
 from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import WorldConfig
 
@@ -55,8 +55,10 @@ class ImaginedEpisodes:
         self.model = WorldModel.from_pretrained(self.bundle.world_model_dir, device=device).eval()
         self.device = self.model.device
         self.is_gripper_conditioned = is_gripper_conditioned(self.model)
-        if self.is_gripper_conditioned and self.bundle.start_grippers is None:
-            raise FileNotFoundError(f"the world model in {self.bundle.directory} is conditioned on the grippers view, but the "
+        self.is_pose_conditioned = is_pose_conditioned(self.model)
+        self.uses_grippers = self.is_gripper_conditioned or self.is_pose_conditioned  # rows keep a GripperTrack
+        if self.uses_grippers and self.bundle.start_grippers is None:
+            raise FileNotFoundError(f"the world model in {self.bundle.directory} is conditioned on the grippers, but the "
                                     f"bundle has no {GRIPPERS_FILE} (the start banks' gripper poses); remake it with `wmgym bundle`")
         # The grippers' motion is kinematics of the actions: each row's track renders the view
         # the model is conditioned on, exactly as the simulator would (wmgym.sim.gripper_track).
@@ -165,18 +167,18 @@ class ImaginedEpisodes:
         texts = [self.bundle.captions[t] for t in tasks] if texts is None else ([texts] * r if isinstance(texts, str) else list(texts))
         if len(texts) != r or not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError(f"goal_text must be a non-empty str or {r} of them, got {texts!r}")
-        conditions = None
-        if self.is_gripper_conditioned:
+        conditions = {}
+        if self.uses_grippers:
             for row, state in zip(rows, self._start_grippers(options.get("grippers"), index, r)):
                 self.tracks[row] = GripperTrack(state, self.scene)
-            conditions = self._gripper_views(rows)[:, None]  # (r, 1, 1, H, W, 3)
+            conditions = {k: v[:, None] for k, v in self._track_conditions(rows).items()}  # (r, 1, ...)
         if self.imagination is None or r == self.num_envs and rows == list(range(self.num_envs)):
             self.imagination = Imagination(self.model, self.num_envs, num_steps=self.num_steps, guidance_scale=self.guidance_scale)
             if r != self.num_envs:
                 raise RuntimeError("the first reset must start every row")
-            self.imagination.start(starts[:, None], generator=self.generator, conditions=conditions)
+            self.imagination.start(starts[:, None], generator=self.generator, **conditions)
         else:
-            self.imagination.start(starts[:, None], rows=rows, generator=self.generator, conditions=conditions)
+            self.imagination.start(starts[:, None], rows=rows, generator=self.generator, **conditions)
         self.frames[rows, 0] = starts
         if self.clip_features is not None:
             self.clip_features[rows, 0] = self.videoclip.frame_features(starts[:, None], starts)[:, 0]
@@ -209,12 +211,12 @@ class ImaginedEpisodes:
             self.frames = torch.cat([self.frames, torch.zeros_like(self.frames)], dim=1)
             if self.clip_features is not None:
                 self.clip_features = torch.cat([self.clip_features, torch.zeros_like(self.clip_features)], dim=1)
-        conditions = None
-        if self.is_gripper_conditioned:
+        conditions = {}
+        if self.uses_grippers:
             for track, action in zip(self.tracks, actions.cpu().numpy()):
                 track.step(action)
-            conditions = self._gripper_views(range(self.num_envs))
-        latents = self.imagination.step(actions, self.generator, conditions)
+            conditions = self._track_conditions(range(self.num_envs))
+        latents = self.imagination.step(actions, self.generator, **conditions)
         frames = self.model.decode_latents(latents)[:, 0]  # (b, H, W, 3)
         rows = np.flatnonzero(active).tolist()
         self.frames[rows, self.lengths[rows]] = frames[rows]
@@ -248,9 +250,16 @@ class ImaginedEpisodes:
             raise ValueError(f"options['grippers'] must be a GripperState or {r} of them, got {given!r}")
         return states
 
-    def _gripper_views(self, rows) -> torch.Tensor:
-        """uint8 (r, 1, H, W, 3) on the device: the grippers view of each row's newest frame."""
-        return torch.from_numpy(np.stack([self.tracks[i].render() for i in rows])[:, None]).to(self.device)
+    def _track_conditions(self, rows) -> dict:
+        """The model's conditions of each row's newest frame, on the device: `conditions` uint8
+        (r, 1, H, W, 3), the grippers view, and/or `poses` float (r, 8), the grippers' pose vector."""
+        out = {}
+        if self.is_gripper_conditioned:
+            out["conditions"] = torch.from_numpy(np.stack([self.tracks[i].render() for i in rows])[:, None]).to(self.device)
+        if self.is_pose_conditioned:
+            out["poses"] = torch.from_numpy(np.stack([pose_vector(self.tracks[i].poses, self.tracks[i].widths)
+                                                      for i in rows])).to(self.device)
+        return out
 
     def check_actions(self, actions) -> torch.Tensor:
         """(b, 20) float actions -> float32 tensor on the device; ValueError naming the layout when bad."""

@@ -108,7 +108,7 @@ def run_in_world_model(policy: Policy, starts: list[Start], horizon: int = 16, c
                                 max_episode_steps=horizon, device=device)
     core.generator.manual_seed(seed)
     options = {"frame": frames, "goal_image": goals, "task": [s.task for s in starts]}
-    if core.is_gripper_conditioned:  # the simulator's grippers at each start, not the nearest bank frame's
+    if core.uses_grippers:  # the simulator's grippers at each start, not the nearest bank frame's
         options["grippers"] = [GripperState.of_world(world) for world in worlds]
     observations = core.reset_rows(range(len(starts)), np.random.default_rng(seed), options).cpu().numpy()
     policy.reset(starts, observations)

@@ -62,7 +62,8 @@ class Imagination:
 
     # ------------------------------------------------------------ start / restart
     @torch.no_grad()
-    def start(self, context_frames, rows=None, generator: torch.Generator | None = None, conditions=None) -> None:
+    def start(self, context_frames, rows=None, generator: torch.Generator | None = None, conditions=None,
+              poses=None) -> None:
         """(Re)start rows from context frames.
 
         Args:
@@ -71,6 +72,7 @@ class Imagination:
                 rows needs the cache and a started batch.
             generator: for the history noise of the context frames.
             conditions: uint8 (r, c, V, H, W, 3) condition views, if the model has any.
+            poses: float (r, c, POSE_DIM) grippers' poses, for a pose-conditioned model.
         """
         model, s = self.model, self.model.sampler
         context = model.encode_frames(context_frames)  # (r, c, C, h, w)
@@ -81,7 +83,7 @@ class Imagination:
         noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
         null = torch.zeros(r, c, ACTION_DIM, device=model.device)
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
-        cond = model._encode_conditions(conditions, r, c)
+        cond = model._encode_conditions(conditions, r, c, poses)
         if rows is None:
             if self.is_started:  # a fresh history for every row
                 self.cache, self.parts = (self._new_cache() if self.use_cache else None), []
@@ -102,13 +104,14 @@ class Imagination:
     # ------------------------------------------------------------ one frame for every row
     @torch.no_grad()
     def step(self, actions, generator: torch.Generator | None = None, conditions=None,
-             drop_actions: bool = False) -> torch.Tensor:
+             drop_actions: bool = False, poses=None) -> torch.Tensor:
         """Generate the next frame of every row.
 
         Args:
             actions: float (b, 20) raw actions (normalised here); actions[i] moves row i.
             generator: sampling noise (same generator state, same frames).
             conditions: uint8 (b, V, H, W, 3) condition views of the new frame, if the model has any.
+            poses: float (b, POSE_DIM) the grippers' pose at the new frame, for a pose-conditioned model.
             drop_actions: replace the action by the null action of action dropout (the model's
                 action-free prediction; the frame keeps it as history): the null-action baseline.
         Returns:
@@ -122,7 +125,8 @@ class Imagination:
         if actions.dim() != 2 or actions.shape[0] != b:
             raise ValueError(f"step takes one action per row, (b={b}, {ACTION_DIM}), got {tuple(actions.shape)}")
         action = model.normalize_actions(actions[:, None])  # (b, 1, 20)
-        cond = None if conditions is None else model._encode_conditions(_rows(conditions)[:, None], b, 1)
+        cond = model._encode_conditions(None if conditions is None else _rows(conditions)[:, None], b, 1,
+                                        None if poses is None else _rows(poses)[:, None])
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
             timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)

@@ -77,6 +77,11 @@ class WorldModelConfig:
     sampled 6-D rotation, the network's output is meaningless."""
     action_max: list | None = None
     condition_views: tuple = ()
+    pose_mean: list | None = None
+    """Mean of the grippers' pose vector (`POSE_DIM`: tool-centre xyz and width of the left, then
+    the right gripper, metres); with `pose_std`, makes the model pose-conditioned (None: not).
+    The pose enters as `POSE_DIM` constant condition channels after the views' latents."""
+    pose_std: list | None = None
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     min_snr_gamma: float = 5.0
     prediction: str = "v"
@@ -86,6 +91,7 @@ class WorldModelConfig:
 
 
 PREDICTIONS = ("v", "residual")
+POSE_DIM = 8  # per frame: left gripper's tool-centre xyz and width, then the right's (metres)
 GRIPPER_DILATION = 4  # pixels the gripper mask of the gripper-weighted loss is grown by
 
 
@@ -131,8 +137,14 @@ class WorldModel(nn.Module):
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {config.prediction!r}")
         if config.prediction == "residual" and not dcfg.use_previous_frame:
             raise ValueError("prediction='residual' needs a denoiser with use_previous_frame=True")
-        if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels:
-            raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels")
+        if (config.pose_mean is None) != (config.pose_std is None):
+            raise ValueError("pose_mean and pose_std come together (or both None)")
+        if self.is_pose_conditioned and (len(config.pose_mean) != POSE_DIM or len(config.pose_std) != POSE_DIM):
+            raise ValueError(f"pose_mean and pose_std need {POSE_DIM} values each")
+        pose_channels = POSE_DIM if self.is_pose_conditioned else 0
+        if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels + pose_channels:
+            raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels"
+                             " (+ POSE_DIM for a pose-conditioned model)")
         self.sampler = SamplerDefaults(**config.sampler)
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
@@ -142,11 +154,19 @@ class WorldModel(nn.Module):
         bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * ACTION_DIM, [np.inf] * ACTION_DIM)
         self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
+        pose_stats = (config.pose_mean, config.pose_std) if self.is_pose_conditioned else ([0.0] * POSE_DIM, [1.0] * POSE_DIM)
+        self.register_buffer("pose_mean", torch.tensor(pose_stats[0], dtype=torch.float32), persistent=False)
+        self.register_buffer("pose_std", torch.tensor(pose_stats[1], dtype=torch.float32), persistent=False)
         self.to(resolve_device(device))
 
     @property
     def device(self) -> torch.device:
         return self.alphas_cumprod.device
+
+    @property
+    def is_pose_conditioned(self) -> bool:
+        """True when the model takes the grippers' pose vector of every frame (`poses=`)."""
+        return self.config.pose_mean is not None
 
     # ------------------------------------------------------------ encoding
     def encode_frames(self, frames) -> torch.Tensor:
@@ -209,11 +229,13 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------ training
     def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None,
-                     gripper_weight: float = 0.0, gripper_dilation: int = GRIPPER_DILATION):
+                     gripper_weight: float = 0.0, gripper_dilation: int = GRIPPER_DILATION, poses=None):
         """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
 
         frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
         conditions: uint8 (b, t, V, H, W, 3) views named by config.condition_views, or None.
+        poses: float (b, t, POSE_DIM) raw grippers' poses of the frames, for a pose-conditioned
+        model (`is_pose_conditioned`), else None.
         Every frame gets its own timestep; each frame's action is dropped with probability
         `action_dropout` (the seed's per-frame dropout for guidance). The loss is the v error,
         down-weighted for nearly clean frames (SNR above gamma - 1), summed over frames and
@@ -236,7 +258,7 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0.shape, device=self.device, generator=generator)
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
         conditions = None if conditions is None else _to_tensor(conditions, torch.uint8, self.device)  # once, for both uses
-        cond = self._encode_conditions(conditions, b, t)
+        cond = self._encode_conditions(conditions, b, t, poses)
         previous = self._history_predecessors(z0, generator)
         output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
         anchor = torch.cat([torch.zeros_like(z0[:, :1]), z0[:, :-1]], dim=1)  # clean predecessors (b, t, C, h, w)
@@ -282,23 +304,38 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0[:, :-1].shape, device=self.device, generator=generator)
         return torch.cat([torch.zeros_like(z0[:, :1]), add_noise(z0[:, :-1], noise, levels, self.alphas_cumprod)], dim=1)
 
-    def _encode_conditions(self, conditions, b: int, t: int) -> torch.Tensor | None:
-        if not self.config.condition_views:
-            return None
-        if conditions is None:
-            raise ValueError(f"this model is conditioned on views {self.config.condition_views}; pass conditions")
-        conditions = _to_tensor(conditions, torch.uint8, self.device)
-        views = len(self.config.condition_views)
-        if conditions.dim() != 6 or tuple(conditions.shape[:3]) != (b, t, views):
-            raise ValueError(f"conditions must be uint8 (b={b}, t={t}, views={views}, H, W, 3), got {tuple(conditions.shape)}")
-        z = self.encode_frames(conditions.reshape(b, t * views, *conditions.shape[3:]))
-        return z.reshape(b, t, views * z.shape[2], *z.shape[3:])
+    def _encode_conditions(self, conditions, b: int, t: int, poses=None) -> torch.Tensor | None:
+        """The denoiser's condition channels (b, t, V * C (+ POSE_DIM), h, w): the views' latents,
+        then, for a pose-conditioned model, the standardised pose broadcast over the latent grid."""
+        parts = []
+        if self.config.condition_views:
+            if conditions is None:
+                raise ValueError(f"this model is conditioned on views {self.config.condition_views}; pass conditions")
+            conditions = _to_tensor(conditions, torch.uint8, self.device)
+            views = len(self.config.condition_views)
+            if conditions.dim() != 6 or tuple(conditions.shape[:3]) != (b, t, views):
+                raise ValueError(f"conditions must be uint8 (b={b}, t={t}, views={views}, H, W, 3), got {tuple(conditions.shape)}")
+            z = self.encode_frames(conditions.reshape(b, t * views, *conditions.shape[3:]))
+            parts.append(z.reshape(b, t, views * z.shape[2], *z.shape[3:]))
+        if self.is_pose_conditioned:
+            if poses is None:
+                raise ValueError(f"this model is conditioned on the grippers' pose; pass poses (b={b}, t={t}, {POSE_DIM}): "
+                                 "each gripper's tool-centre xyz and width (GripperState.vector)")
+            poses = _to_tensor(poses, torch.float32, self.device)
+            if tuple(poses.shape) != (b, t, POSE_DIM) or not torch.isfinite(poses).all():
+                raise ValueError(f"poses must be finite float (b={b}, t={t}, {POSE_DIM}), got {tuple(poses.shape)}")
+            dcfg = self.denoiser.config
+            standard = (poses - self.pose_mean) / self.pose_std
+            parts.append(standard[..., None, None].expand(b, t, POSE_DIM, dcfg.latent_height, dcfg.latent_width))
+        elif poses is not None:
+            raise ValueError("poses given to a world model that is not pose-conditioned")
+        return torch.cat(parts, dim=2) if parts else None
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
     def rollout(self, context_frames, actions, *, num_steps: int | None = None, guidance_scale: float | None = None,
                 generator: torch.Generator | None = None, use_cache: bool = True, conditions=None,
-                drop_actions: bool = False) -> torch.Tensor:
+                drop_actions: bool = False, poses=None) -> torch.Tensor:
         """Generate one frame per action, frame by frame.
 
         Args:
@@ -309,6 +346,7 @@ class WorldModel(nn.Module):
             use_cache: write each finished frame's keys/values once and reuse them; False
                 recomputes the whole window at every denoiser call (same result).
             conditions: uint8 (b, c + T, V, H, W, 3) condition views, if the model has any.
+            poses: float (b, c + T, POSE_DIM) grippers' poses, for a pose-conditioned model.
             drop_actions: roll out with the null action of action dropout at every step (the
                 action-free baseline of `wmgym eval`); `actions` then only sets the horizon.
         Returns:
@@ -323,10 +361,16 @@ class WorldModel(nn.Module):
             conditions = _to_tensor(conditions, torch.uint8, self.device)
             if conditions.dim() != 6 or tuple(conditions.shape[:2]) != (b, c + horizon):
                 raise ValueError(f"conditions must be uint8 (b={b}, c + T={c + horizon}, V, H, W, 3), got {tuple(conditions.shape)}")
+        if poses is not None:
+            poses = _to_tensor(poses, torch.float32, self.device)
+            if poses.dim() != 3 or tuple(poses.shape[:2]) != (b, c + horizon):
+                raise ValueError(f"poses must be float (b={b}, c + T={c + horizon}, {POSE_DIM}), got {tuple(poses.shape)}")
+        at = lambda x, i: None if x is None else x[:, i]
         imagination = Imagination(self, b, num_steps=num_steps, guidance_scale=guidance_scale, use_cache=use_cache)
-        imagination.start(context, generator=generator, conditions=None if conditions is None else conditions[:, :c])
-        outputs = [imagination.step(actions[:, i], generator, None if conditions is None else conditions[:, c + i],
-                                    drop_actions=drop_actions) for i in range(horizon)]
+        imagination.start(context, generator=generator, conditions=None if conditions is None else conditions[:, :c],
+                          poses=None if poses is None else poses[:, :c])
+        outputs = [imagination.step(actions[:, i], generator, at(conditions, c + i), drop_actions=drop_actions,
+                                    poses=at(poses, c + i)) for i in range(horizon)]
         return self.decode_latents(torch.cat(outputs, dim=1))
 
     # ------------------------------------------------------------ save / load

@@ -33,7 +33,7 @@ import torch
 
 from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, FREE_DIMS, IDENTITY_HAND_ROT6D, POSITION_DIMS,
                            WIDTH_DIMS, clip_to_bounds, validate_action)
-from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, is_gripper_conditioned
+from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, is_gripper_conditioned, is_pose_conditioned
 from wmgym.sim.world import WorldConfig
 
 METHODS = ("best-of-n", "cem")
@@ -137,7 +137,7 @@ def _as_rng(seed) -> np.random.Generator:
 def _context_grippers(grippers, num_context: int) -> list[GripperState]:
     """`grippers` as one GripperState per context frame, oldest first; ValueError when it does not fit."""
     if grippers is None:
-        raise ValueError("the world model is conditioned on the grippers view: pass grippers=, the GripperState at the "
+        raise ValueError("the world model is conditioned on the grippers (view or pose): pass grippers=, the GripperState at the "
                          "newest context frame (e.g. GripperState.of_world(env.unwrapped.world) in SimFold-v0)")
     states = [grippers] if isinstance(grippers, GripperState) else list(grippers)
     if not states or not all(isinstance(g, GripperState) for g in states):
@@ -162,7 +162,8 @@ class Planner:
         world_model: anything with `rollout(context uint8 (n, c, H, W, 3), actions (n, T, 20),
             generator=, num_steps=) -> uint8 (n, T, H, W, 3)` (`wmgym.model.world_model.WorldModel`);
             if its `config.condition_views` is ("grippers",), `rollout` also gets `conditions=`
-            uint8 (n, c + T, 1, H, W, 3) and `plan` needs `grippers=`.
+            uint8 (n, c + T, 1, H, W, 3), and if it is pose-conditioned, `poses=` float
+            (n, c + T, 8); either way `plan` needs `grippers=`.
         reward_head: a `wmgym.rewards.base.RewardHead` (`score(frames, goal) -> (n,)`).
         method: "best-of-n" or "cem".
         num_candidates: n, the candidates of one iteration (one batched rollout each).
@@ -211,15 +212,16 @@ class Planner:
             history: uint8 (t0, H, W, 3) frames seen so far, put before the imagined ones for
                 the reward head (video heads see the whole clip); None: the context.
             seed: int, None or numpy Generator: draws the proposals and the sampling noise.
-            grippers: for a world model conditioned on the grippers view (required then, else
-                ValueError; ignored otherwise): the `GripperState` at the newest context frame,
+            grippers: for a world model conditioned on the grippers view or pose (required
+                then, else ValueError; ignored otherwise): the `GripperState` at the newest context frame,
                 or a list of c states, one per context frame, oldest first (needed when c > 1).
                 Each candidate's grippers views are rendered from the newest state.
         Returns:
             PlanResult; same seed and inputs give the same plan.
         """
         context = _as_frames(context, "context")
-        states = _context_grippers(grippers, len(context)) if is_gripper_conditioned(self.world_model) else None
+        needs_grippers = is_gripper_conditioned(self.world_model) or is_pose_conditioned(self.world_model)
+        states = _context_grippers(grippers, len(context)) if needs_grippers else None
         history = context if history is None else _as_frames(history, "history")
         if history.shape[1:] != context.shape[1:]:
             raise ValueError(f"history frames {history.shape[1:]} and context frames {context.shape[1:]} differ in size")
@@ -236,8 +238,8 @@ class Planner:
                 candidates = sample_gaussian(mean, std, self.num_candidates, rng)
             if self.include_mean:
                 candidates[0] = clip_to_bounds(mean)
-            conditions = None if states is None else self.gripper_conditions(states, candidates, context.shape[1:3])
-            scores = self.score_candidates(context, history, candidates, goal, generator, conditions)
+            conditions = {} if states is None else candidate_conditions(self.world_model, states, candidates, context.shape[1:3])
+            scores = self.score_candidates(context, history, candidates, goal, generator, **conditions)
             all_scores.append(scores)
             best = int(np.argmax(scores))
             if scores[best] > best_score:
@@ -250,29 +252,17 @@ class Planner:
         return PlanResult(best_actions.copy(), best_score, np.stack(all_scores).astype(np.float32),
                           mean if self.method == "cem" else nominal_mean)
 
-    @staticmethod
-    def gripper_conditions(states: list[GripperState], candidates: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """uint8 (n, c + T, 1, H, W, 3): the grippers view of the c context frames (one state
-        each, oldest first) and of the frames after each of the n candidates' T actions, which
-        start from the newest state."""
-        scene = WorldConfig(height=int(size[0]), width=int(size[1]))
-        n = len(candidates)
-        past = [GripperTrack(state, scene).render() for state in states[:-1]]
-        past = np.array(past, np.uint8).reshape(-1, *size, 3)  # (c - 1, H, W, 3)
-        future = gripper_views([states[-1]] * n, candidates, scene)  # (n, T + 1, H, W, 3), the newest context frame first
-        views = np.concatenate([np.broadcast_to(past[None], (n, *past.shape)), future], axis=1)  # (n, c + T, H, W, 3)
-        return np.ascontiguousarray(views[:, :, None])
-
     def score_candidates(self, context: np.ndarray, history: np.ndarray, candidates: np.ndarray, goal,
-                         generator: torch.Generator, conditions: np.ndarray | None = None) -> np.ndarray:
+                         generator: torch.Generator, conditions: np.ndarray | None = None,
+                         poses: np.ndarray | None = None) -> np.ndarray:
         """Roll out all n candidates (n, T, 20) in ONE batched call and score them -> float (n,).
 
-        `conditions`: uint8 (n, c + T, 1, H, W, 3) grippers views for a conditioned world model
-        (`gripper_conditions`), None for an unconditioned one."""
+        `conditions`: uint8 (n, c + T, 1, H, W, 3) grippers views for a conditioned world model,
+        `poses`: float32 (n, c + T, 8) for a pose-conditioned one (`candidate_conditions`), else None."""
         n, horizon = candidates.shape[:2]
         device = self.world_model.device
         batch_context = torch.from_numpy(context).to(device)[None].expand(n, *context.shape)  # (n, c, H, W, 3)
-        extra = {} if conditions is None else {"conditions": torch.from_numpy(conditions).to(device)}
+        extra = {k: torch.from_numpy(v).to(device) for k, v in (("conditions", conditions), ("poses", poses)) if v is not None}
         imagined = self.world_model.rollout(batch_context, torch.from_numpy(candidates).to(device),
                                             generator=generator, num_steps=self.num_steps, **extra)  # (n, T, H, W, 3)
         if tuple(imagined.shape) != (n, horizon, *context.shape[1:]):
@@ -284,6 +274,26 @@ class Planner:
         if scores.shape != (n,):
             raise ValueError(f"reward head returned scores of shape {scores.shape}, expected ({n},)")
         return scores
+
+
+def candidate_conditions(world_model, states: list[GripperState], candidates: np.ndarray, size: tuple[int, int]) -> dict:
+    """What `world_model.rollout` needs besides frames and actions to imagine n candidates: a
+    dict with `conditions` (uint8 (n, c + T, 1, H, W, 3), the grippers view) if it is conditioned
+    on that view and `poses` (float32 (n, c + T, 8), `GripperState.vector`) if it is
+    pose-conditioned, for the c context frames (one state each, oldest first) and the frames
+    after each candidate's T actions (n, T, 20), which start from the newest state."""
+    scene = WorldConfig(height=int(size[0]), width=int(size[1]))
+    n = len(candidates)
+    future, future_poses = gripper_views([states[-1]] * n, candidates, scene, with_poses=True)  # newest context frame first
+    stack = lambda past, new: np.ascontiguousarray(np.concatenate([np.broadcast_to(past[None], (n, *past.shape)), new], axis=1))
+    out = {}
+    if is_gripper_conditioned(world_model):
+        past = np.array([GripperTrack(state, scene).render() for state in states[:-1]], np.uint8).reshape(-1, *size, 3)
+        out["conditions"] = stack(past, future)[:, :, None]  # (n, c + T, 1, H, W, 3)
+    if is_pose_conditioned(world_model):
+        past = np.array([state.vector() for state in states[:-1]], np.float32).reshape(-1, 8)
+        out["poses"] = stack(past, future_poses)  # (n, c + T, 8)
+    return out
 
 
 class RandomProposal:

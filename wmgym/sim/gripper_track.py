@@ -41,6 +41,23 @@ class GripperState:
         """The grippers of a (reset) `FoldWorld`, copied."""
         return cls(world.poses.copy(), world.widths.copy())
 
+    def vector(self) -> np.ndarray:
+        """float32 (8,): each gripper's tool-centre xyz and width, left then right: the pose a
+        pose-conditioned world model takes per frame (the store's `POSE_KEYS`, in order)."""
+        return pose_vector(self.poses, self.widths)
+
+
+def pose_vector(poses: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """float32 (8,) pose vector of poses (2, 4, 4) and widths (2,) (see `GripperState.vector`)."""
+    return pose_vectors(np.asarray(poses)[:, :3, 3], widths)
+
+
+def pose_vectors(positions: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """float32 (..., 8) pose vectors of tool-centre positions (..., 2, 3) and widths (..., 2),
+    e.g. an `EpisodeRecord`'s `eef_pos` and `gripper_width`: left xyz, left width, right xyz, right width."""
+    positions, widths = np.asarray(positions, np.float32), np.asarray(widths, np.float32)
+    return np.concatenate([positions[..., 0, :], widths[..., 0:1], positions[..., 1, :], widths[..., 1:2]], axis=-1)
+
 
 @lru_cache(maxsize=8)
 def _camera(config: WorldConfig) -> FisheyeCamera:
@@ -88,26 +105,29 @@ class GripperTrack:
         return renderer.render(None, None, None, None, gripper_boxes(self.poses, self.widths), draw_table=False)
 
 
-def gripper_views(states, actions, config: WorldConfig | None = None) -> np.ndarray:
+def gripper_views(states, actions, config: WorldConfig | None = None, with_poses: bool = False):
     """The grippers view of every frame of b episodes: uint8 (b, T + 1, H, W, 3).
 
     Args:
         states: b `GripperState`s, the grippers at each episode's first frame.
         actions: (b, T, 20) actions (T may be 0).
         config: scene settings; default `WorldConfig()` (64x64, `SimFold-v0`'s camera).
+        with_poses: also return every frame's pose vector, float32 (b, T + 1, 8)
+            (`GripperState.vector`), as a second value.
     """
     config = config or WorldConfig()
     actions = np.asarray(actions)
     if actions.ndim != 3 or actions.shape[0] != len(states) or actions.shape[2] != 20:
         raise ValueError(f"actions must be ({len(states)}, T, 20) for {len(states)} start states, got {actions.shape}")
     out = np.empty((len(states), actions.shape[1] + 1, config.height, config.width, 3), np.uint8)
+    poses = np.empty((len(states), actions.shape[1] + 1, 8), np.float32)
     for i, state in enumerate(states):
         track = GripperTrack(state, config)
-        out[i, 0] = track.render()
+        out[i, 0], poses[i, 0] = track.render(), state.vector()
         for t, action in enumerate(actions[i]):
             track.step(action)
-            out[i, t + 1] = track.render()
-    return out
+            out[i, t + 1], poses[i, t + 1] = track.render(), pose_vector(track.poses, track.widths)
+    return (out, poses) if with_poses else out
 
 
 
@@ -123,3 +143,9 @@ def is_gripper_conditioned(world_model) -> bool:
         raise ValueError(f"only the 'grippers' condition view can be rendered from actions (or none); "
                          f"the world model is conditioned on {views}")
     return views == ("grippers",)
+
+
+def is_pose_conditioned(world_model) -> bool:
+    """True when `world_model` takes the grippers' pose vector of every frame (`poses=`; see
+    `wmgym.model.world_model.WorldModelConfig.pose_mean`); False for any other model or stand-in."""
+    return bool(getattr(world_model, "is_pose_conditioned", False))

@@ -37,7 +37,7 @@ from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.schedule import add_noise
-from wmgym.model.world_model import GRIPPER_DILATION, SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.model.world_model import GRIPPER_DILATION, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.train.checkpoint import section, write_text_atomic
 from wmgym.train.wm_checkpoint import STATE_FILES, latest_checkpoint, restore_checkpoint, save_checkpoint
 
@@ -127,6 +127,12 @@ class TrainWorldModelConfig:
     hand conditioning): e.g. `grippers`, the grippers rendered alone at their commanded poses.
     With --init-from a model without them, the new condition input starts at zero (the
     fine-tuned model starts exactly where the loaded one was)."""
+    pose_conditioning: bool = False
+    """Also condition on the grippers' pose vector of every frame (tool-centre xyz and width of
+    each gripper, from the store: exactly where a gripper closes, height included, which one
+    64x64 camera barely shows). It enters as constant condition channels through the
+    zero-initialised condition input, so with --init-from a model without it the fine-tuned
+    model starts exactly where the loaded one was."""
     prediction: Literal["v", "residual"] = "residual"
     """Denoiser output: 'residual' (x0 minus the previous frame: starts at the copy-last-frame
     baseline) or 'v' (plain v-prediction)."""
@@ -161,9 +167,9 @@ class _LossModule(nn.Module):
         self.model, self.action_dropout = model, action_dropout
         self.gripper_weight, self.gripper_dilation = gripper_weight, gripper_dilation
 
-    def forward(self, frames, actions, conditions, generator):
+    def forward(self, frames, actions, conditions, poses, generator):
         return self.model.compute_loss(frames, actions, conditions, action_dropout=self.action_dropout, generator=generator,
-                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation)
+                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation, poses=poses)
 
 
 def train_world_model(config: TrainWorldModelConfig) -> Path:
@@ -197,8 +203,12 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     elif checkpoint is not None:
         model = WorldModel.from_pretrained(checkpoint / "model", device="cpu")
     # The model's views (a checkpoint's or an --init-from model's config wins) decide what the data yields.
-    views = tuple(model.config.condition_views) if checkpoint is not None or config.init_from else tuple(config.condition_views)
-    train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views)
+    loaded = checkpoint is not None or config.init_from
+    views = tuple(model.config.condition_views) if loaded else tuple(config.condition_views)
+    poses = (model.is_pose_conditioned or (checkpoint is None and config.pose_conditioning)) if loaded else config.pose_conditioning
+    train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views, poses=poses)
+    if checkpoint is None and config.init_from is not None and poses and not model.is_pose_conditioned:
+        model = with_pose_conditioning(model, *_pose_statistics(train_set))
     if checkpoint is None and config.init_from is not None:
         if (model.config.height, model.config.width) != (train_set.height, train_set.width):
             raise ValueError(f"--init-from {config.init_from} makes {model.config.height}x{model.config.width} frames, "
@@ -234,7 +244,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     if accelerator.is_main_process:
         ema_model.codec.load_state_dict(model.codec.state_dict())
         val_loader = _val_loader(WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="val",
-                                               views=views), config)
+                                               views=views, poses=poses), config)
         _start_log(out, config, step)
     writer = summary_writer(out / "tensorboard") if summary_writer and accelerator.is_main_process else None
 
@@ -251,9 +261,9 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
         tick = time.perf_counter()
-        for frames, actions, *conditions in batches:
+        for frames, actions, *extra in batches:
             generator.manual_seed(_step_seed(config.seed, rank, step))
-            loss, logs = loss_module(frames, actions, conditions[0] if conditions else None, generator)
+            loss, logs = loss_module(frames, actions, *split_conditions(model, extra), generator)
             accelerator.backward(loss)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip or math.inf)
@@ -309,13 +319,13 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
     generator = torch.Generator(device=model.device).manual_seed(seed)
     sums = torch.zeros(5, dtype=torch.float64)  # loss, x0 se, copy se, rollout se, batches
     count = 0
-    for frames, actions, *conditions in loader:
+    for frames, actions, *extra in loader:
         frames, actions = frames.to(model.device), actions.to(model.device)
-        conditions = conditions[0].to(model.device) if conditions else None  # (b, t, V, H, W, 3)
-        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator)
+        conditions, poses = (None if x is None else x.to(model.device) for x in split_conditions(model, extra))
+        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator, poses=poses)
         target = frames[:, -1].double()
-        predicted = one_step_from_noise(model, frames, actions, generator, conditions)
-        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions)[:, 0]
+        predicted = one_step_from_noise(model, frames, actions, generator, conditions, poses)
+        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions, poses=poses)[:, 0]
         errors = [((x.double() - target) ** 2).sum().item() for x in (predicted, frames[:, -2], rolled)]
         sums += torch.tensor([float(loss), *errors, 1.0], dtype=torch.float64)
         count += target.numel()
@@ -324,10 +334,20 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
             "val/copy_last_psnr": psnr(sums[2].item()), "val/rollout_psnr": psnr(sums[3].item())}
 
 
-def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions=None) -> torch.Tensor:
+def split_conditions(model: WorldModel, extra: list) -> tuple:
+    """(conditions, poses) out of a `WindowDataset` batch's items after (frames, actions), as
+    `model` takes them: views (b, t, V, H, W, 3) if it has condition views, poses (b, t, 8) if
+    it is pose-conditioned, else None."""
+    conditions = extra[0] if model.config.condition_views else None
+    poses = extra[-1] if model.is_pose_conditioned else None
+    return conditions, poses
+
+
+def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions=None, poses=None) -> torch.Tensor:
     """The last frame of each window (uint8 (b, H, W, 3)) predicted in one denoiser call from pure noise.
 
-    conditions: uint8 (b, t, V, H, W, 3) condition views of the window's frames, if the model has any."""
+    conditions: uint8 (b, t, V, H, W, 3) condition views of the window's frames, if the model has any;
+    poses: (b, t, 8) the grippers' poses, if it is pose-conditioned."""
     z = model.encode_frames(frames)  # (b, t, C, h, w)
     b, t = z.shape[:2]
     last = model.config.num_train_timesteps - 1
@@ -338,7 +358,7 @@ def one_step_from_noise(model: WorldModel, frames, actions, generator, condition
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown
-    cond = model._encode_conditions(conditions, b, t)
+    cond = model._encode_conditions(conditions, b, t, poses)
     output = model.denoiser(noisy, timesteps, frame_actions, dropped, cond)[:, -1:]  # (b, 1, C, h, w)
     x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
     return model.decode_latents(x0)[:, 0]
@@ -375,9 +395,9 @@ def with_condition_views(model: WorldModel, views) -> WorldModel:
     Every weight is copied; the new condition input projection is zero-initialised, so the
     returned model computes exactly what `model` did until it is trained.
     """
-    if model.config.condition_views:
-        raise ValueError(f"the model is already conditioned on {tuple(model.config.condition_views)}; "
-                         f"cannot switch to {tuple(views)}")
+    if model.config.condition_views or model.is_pose_conditioned:
+        what = tuple(model.config.condition_views) + (("pose",) if model.is_pose_conditioned else ())
+        raise ValueError(f"the model is already conditioned on {what}; cannot switch to {tuple(views)}")
     denoiser = {**model.config.denoiser, "condition_channels": len(views) * model.codec.latent_channels}
     config = dataclasses.replace(model.config, denoiser=denoiser, condition_views=tuple(views))
     out = WorldModel(config, device=model.device)
@@ -385,6 +405,41 @@ def with_condition_views(model: WorldModel, views) -> WorldModel:
     if unexpected or any(not key.startswith("denoiser.condition_in.") for key in missing):
         raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
     return out
+
+
+def with_pose_conditioning(model: WorldModel, mean, std) -> WorldModel:
+    """A copy of `model` that also takes the grippers' pose vector of every frame (`POSE_DIM`
+    values, standardised with `mean` and `std`).
+
+    The pose enters as `POSE_DIM` condition channels after the views' (constant over the latent
+    grid); their columns of the condition input projection start at zero and every other weight
+    is copied, so the returned model computes exactly what `model` did until it is trained.
+    """
+    if model.is_pose_conditioned:
+        raise ValueError("the model is already pose-conditioned")
+    if len(mean) != POSE_DIM or len(std) != POSE_DIM or min(std) <= 0:
+        raise ValueError(f"need {POSE_DIM} pose means and {POSE_DIM} positive stds, got {list(mean)}, {list(std)}")
+    dcfg = model.config.denoiser
+    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + POSE_DIM}
+    config = dataclasses.replace(model.config, denoiser=denoiser, pose_mean=[float(m) for m in mean],
+                                 pose_std=[float(v) for v in std])
+    out = WorldModel(config, device=model.device)
+    state = dict(model.state_dict())
+    weight = out.state_dict()["denoiser.condition_in.weight"].clone()  # zeros: (width, channels * patch^2)
+    if "denoiser.condition_in.weight" in state:  # the views' columns come first (patches are channel-major)
+        old = state["denoiser.condition_in.weight"]
+        weight[:, : old.shape[1]] = old
+    state["denoiser.condition_in.weight"] = weight
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    if unexpected or any(key != "denoiser.condition_in.bias" for key in missing):
+        raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
+    return out
+
+
+def _pose_statistics(train_set: WindowDataset) -> tuple[list, list]:
+    """Mean and std (>= 1e-3) of the train split's pose vectors."""
+    poses = train_set.poses.numpy().astype(np.float64)
+    return poses.mean(0).tolist(), np.maximum(poses.std(0), 1e-3).tolist()
 
 
 def _load_codec(path: str):
@@ -401,15 +456,17 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     denoiser = DenoiserConfig(latent_channels=codec.latent_channels, latent_height=train_set.height // codec.downsample,
                               latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
                               width=config.width, depth=config.depth, num_heads=config.num_heads,
-                              condition_channels=len(config.condition_views) * codec.latent_channels)
+                              condition_channels=len(config.condition_views) * codec.latent_channels
+                              + (POSE_DIM if config.pose_conditioning else 0))
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
     mean, std, low, high = _action_statistics(train_set)
+    pose_mean, pose_std = _pose_statistics(train_set) if config.pose_conditioning else (None, None)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
                             action_min=low, action_max=high, condition_views=tuple(config.condition_views),
-                            prediction=config.prediction)
+                            pose_mean=pose_mean, pose_std=pose_std, prediction=config.prediction)
 
 
 def _action_statistics(train_set: WindowDataset) -> tuple[list, list, list, list]:
