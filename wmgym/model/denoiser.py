@@ -14,7 +14,9 @@ identity path in time, the Dexterous World Models insight applied to the previou
 (DESIGN.md: giving each frame its predecessor brought one-step prediction level with
 copying within an hour, where attention alone had not). Optional pixel-aligned condition latents (static scene, grippers; the Dexterous
 World Models recipe) enter through a zero-initialised projection, so adding them leaves a
-trained model's output unchanged at first.
+trained model's output unchanged at first. A pose-conditioned world model passes the grippers'
+pose vector through the same projection, as channels constant over the latent grid
+(`WorldModel._encode_conditions`).
 """
 
 from __future__ import annotations
