@@ -77,7 +77,7 @@ def main() -> None:
     config = WorldModelConfig(sampler=asdict(SamplerDefaults(num_steps=args.num_steps, window_frames=args.window)))
     model = WorldModel(config, device="cpu").eval()
     if args.grippers:
-        from wmgym.train.world_model import with_condition_views
+        from wmgym.train.wm_build import with_condition_views
 
         model = with_condition_views(model, ("grippers",)).eval()
     dcfg = model.denoiser.config

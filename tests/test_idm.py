@@ -342,24 +342,29 @@ def test_world_model_r2_uses_generated_frames(tiny_bundle):
         idm_r2_on_world_model(model, world_model)
 
 
+class RecordingWorldModel:
+    """Wraps a world model and records the `conditions` and `poses` of every rollout call."""
+
+    def __init__(self, inner):
+        self.inner, self.config, self.device = inner, inner.config, inner.device
+        self.is_pose_conditioned, self.conditions, self.poses = inner.is_pose_conditioned, [], []
+
+    def rollout(self, context, acts, **kwargs):
+        self.conditions.append(np.asarray(kwargs.get("conditions")))
+        self.poses.append(np.asarray(kwargs.get("poses")))
+        return self.inner.rollout(context, acts, **kwargs)
+
+
 def test_world_model_r2_gives_a_grippers_conditioned_model_the_episodes_grippers_views(tiny_grippers_bundle):
     """Specs are simulated and their grippers views rendered; episodes need grippers= (views or start states)."""
     from wmgym.data.generate import plan_episodes
     from wmgym.sim.episode import run_episode, start_gripper_state
 
-    class Recording:
-        def __init__(self, inner):
-            self.inner, self.config, self.device, self.conditions = inner, inner.config, inner.device, []
-
-        def rollout(self, context, acts, **kwargs):
-            self.conditions.append(np.asarray(kwargs["conditions"]))
-            return self.inner.rollout(context, acts, **kwargs)
-
     specs = plan_episodes(3, 2, TASKS, SIZE, SIZE, 3)
     records = [run_episode(spec) for spec in specs]
     frames, actions = np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
     views = np.stack([r.grippers for r in records])  # the simulator's grippers views (3, 4, H, W, 3)
-    world_model = Recording(WorldModel.from_pretrained(tiny_grippers_bundle / "world_model", device="cpu"))
+    world_model = RecordingWorldModel(WorldModel.from_pretrained(tiny_grippers_bundle / "world_model", device="cpu"))
     model = tiny_model()
     result = idm_r2_on_world_model(model, world_model, specs=specs, batch_size=2, seed=0)
     np.testing.assert_array_equal(np.concatenate(world_model.conditions)[:, :, 0], views)
@@ -413,19 +418,10 @@ def test_world_model_r2_gives_a_pose_conditioned_model_the_episodes_gripper_pose
     from wmgym.sim.episode import run_episode, start_gripper_state
     from wmgym.sim.gripper_track import pose_vectors
 
-    class Recording:
-        def __init__(self, inner):
-            self.inner, self.config, self.device, self.poses = inner, inner.config, inner.device, []
-            self.is_pose_conditioned = inner.is_pose_conditioned
-
-        def rollout(self, context, acts, **kwargs):
-            self.poses.append(np.asarray(kwargs["poses"]))
-            return self.inner.rollout(context, acts, **kwargs)
-
     specs = plan_episodes(3, 2, TASKS, SIZE, SIZE, 3)
     records = [run_episode(spec) for spec in specs]
     frames, actions = np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
-    world_model = Recording(WorldModel.from_pretrained(tiny_pose_bundle / "world_model", device="cpu"))
+    world_model = RecordingWorldModel(WorldModel.from_pretrained(tiny_pose_bundle / "world_model", device="cpu"))
     model = tiny_model()
     result = idm_r2_on_world_model(model, world_model, specs=specs, batch_size=2, seed=0)
     np.testing.assert_allclose(np.concatenate(world_model.poses),

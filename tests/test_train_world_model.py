@@ -18,7 +18,8 @@ from wmgym.data.dataset import WindowDataset, split_episodes
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
 from wmgym.model.world_model import WorldModel
-from wmgym.train.world_model import TrainWorldModelConfig, train_world_model, with_condition_views, with_pose_conditioning
+from wmgym.train.wm_build import with_condition_views, with_pose_conditioning
+from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -252,17 +253,17 @@ def test_gripper_loss_weight_trains_a_grippers_model_and_refuses_one_without_the
         train_world_model(tiny(store, tmp_path / "negative", steps=1, gripper_loss_weight=-1.0))
 
 
-def test_extra_data_joins_the_training_windows_and_action_statistics(store, tmp_path):
+def test_extra_data_joins_the_training_windows_andaction_statistics(store, tmp_path):
     from wmgym.data.dataset import WindowDataset
-    from wmgym.train.world_model import _action_statistics
+    from wmgym.train.wm_build import action_statistics
 
     replay = tmp_path / "replay.zarr"
     generate(GenerateConfig(out=str(replay), episodes=4, resolution=16, workers=1, show_progress=False, kinds="X"))
     assert {EpisodeStore.open(replay).read_episode(i)["kind"] for i in range(4)} == {"replay"}
     alone, joined = WindowDataset(store, split="train"), WindowDataset([store, replay], split="train")
     assert len(joined) == 2 * len(alone)  # same horizon and split sizes in both stores
-    mean = np.array(_action_statistics(joined)[0])
-    assert not np.allclose(mean, _action_statistics(alone)[0])
+    mean = np.array(action_statistics(joined)[0])
+    assert not np.allclose(mean, action_statistics(alone)[0])
     real = joined.actions.numpy()[np.setdiff1d(np.arange(len(joined.actions)), np.cumsum(joined.episode_lengths) - 1)]
     np.testing.assert_allclose(mean, real.astype(np.float64).mean(0), atol=1e-6)
     out = tmp_path / "run"

@@ -322,7 +322,7 @@ def test_gripper_region_weights_mark_the_grown_gripper_mask_on_the_latent_grid()
 
 
 def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
-    from wmgym.train.world_model import with_condition_views
+    from wmgym.train.wm_build import with_condition_views
 
     model = randomized(with_condition_views(WorldModel(tiny_config(), device="cpu"), ("grippers",)))
     frames = torch.randint(0, 256, (2, 3, SIZE, SIZE, 3), dtype=torch.uint8)

@@ -287,14 +287,13 @@ def _gripper_conditions(model, states, actions: np.ndarray, height: int, width: 
     uint8 (N, T+1, 1, H, W, 3), the grippers view, if the model is conditioned on it, and `poses` float32
     (N, T+1, 8) if it is pose-conditioned. With `simulated` (N, T+1, H, W, 3), the simulator's own
     grippers view of the same episodes, RuntimeError unless they are equal."""
-    from wmgym.sim.gripper_track import gripper_views, is_gripper_conditioned, is_pose_conditioned
+    from wmgym.sim.gripper_track import gripper_views, rollout_conditions
     from wmgym.sim.world import WorldConfig
 
     views, poses = gripper_views(states, actions, WorldConfig(height=height, width=width), with_poses=True)
     if simulated is not None and not np.array_equal(views, simulated):
         raise RuntimeError("the grippers views rendered from the start states and actions differ from the simulator's")
-    return {**({"conditions": views[:, :, None]} if is_gripper_conditioned(model) else {}),
-            **({"poses": poses} if is_pose_conditioned(model) else {})}
+    return rollout_conditions(model, views, poses)
 
 
 @torch.no_grad()

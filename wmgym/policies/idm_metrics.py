@@ -143,7 +143,7 @@ def _rollout_conditions(world_model, specs, grippers, frames: np.ndarray, action
     view, for a model conditioned on it, and `poses` float32 (n, T+1, 8) for a pose-conditioned
     one; {} for an unconditioned model."""
     from wmgym.policies.planning import is_gripper_conditioned
-    from wmgym.sim.gripper_track import GripperState, gripper_views, is_pose_conditioned
+    from wmgym.sim.gripper_track import GripperState, gripper_views, is_pose_conditioned, rollout_conditions
     from wmgym.sim.world import WorldConfig
 
     wants_views, wants_poses = is_gripper_conditioned(world_model), is_pose_conditioned(world_model)
@@ -160,8 +160,7 @@ def _rollout_conditions(world_model, specs, grippers, frames: np.ndarray, action
     if isinstance(grippers, (list, tuple)) and all(isinstance(g, GripperState) for g in grippers):
         if len(grippers) != len(frames):
             raise ValueError(f"grippers must hold one GripperState per episode ({len(frames)}), got {len(grippers)}")
-        views, poses = gripper_views(grippers, actions, scene, with_poses=True)
-        return {**({"conditions": views[:, :, None]} if wants_views else {}), **({"poses": poses} if wants_poses else {})}
+        return rollout_conditions(world_model, *gripper_views(grippers, actions, scene, with_poses=True))
     if wants_poses:
         raise ValueError("the world model is conditioned on the grippers' pose: pass grippers= as the episodes' "
                          "GripperStates at the first frame (views alone do not give the pose)")

@@ -33,7 +33,8 @@ import torch
 
 from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, FREE_DIMS, IDENTITY_HAND_ROT6D, POSITION_DIMS,
                            WIDTH_DIMS, clip_to_bounds, validate_action)
-from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, is_gripper_conditioned, is_pose_conditioned
+from wmgym.sim.gripper_track import (GripperState, GripperTrack, gripper_views, is_gripper_conditioned, is_pose_conditioned,
+                                     rollout_conditions)
 from wmgym.sim.world import WorldConfig
 
 METHODS = ("best-of-n", "cem")
@@ -285,15 +286,10 @@ def candidate_conditions(world_model, states: list[GripperState], candidates: np
     scene = WorldConfig(height=int(size[0]), width=int(size[1]))
     n = len(candidates)
     future, future_poses = gripper_views([states[-1]] * n, candidates, scene, with_poses=True)  # newest context frame first
-    stack = lambda past, new: np.ascontiguousarray(np.concatenate([np.broadcast_to(past[None], (n, *past.shape)), new], axis=1))
-    out = {}
-    if is_gripper_conditioned(world_model):
-        past = np.array([GripperTrack(state, scene).render() for state in states[:-1]], np.uint8).reshape(-1, *size, 3)
-        out["conditions"] = stack(past, future)[:, :, None]  # (n, c + T, 1, H, W, 3)
-    if is_pose_conditioned(world_model):
-        past = np.array([state.vector() for state in states[:-1]], np.float32).reshape(-1, 8)
-        out["poses"] = stack(past, future_poses)  # (n, c + T, 8)
-    return out
+    past = np.array([GripperTrack(state, scene).render() for state in states[:-1]], np.uint8).reshape(-1, *size, 3)
+    past_poses = np.array([state.vector() for state in states[:-1]], np.float32).reshape(-1, 8)
+    stack = lambda old, new: np.ascontiguousarray(np.concatenate([np.broadcast_to(old[None], (n, *old.shape)), new], axis=1))
+    return rollout_conditions(world_model, stack(past, future), stack(past_poses, future_poses))  # c + T frames
 
 
 class RandomProposal:

@@ -149,3 +149,12 @@ def is_pose_conditioned(world_model) -> bool:
     """True when `world_model` takes the grippers' pose vector of every frame (`poses=`; see
     `wmgym.model.world_model.WorldModelConfig.pose_mean`); False for any other model or stand-in."""
     return bool(getattr(world_model, "is_pose_conditioned", False))
+
+
+def rollout_conditions(world_model, views: np.ndarray, poses: np.ndarray) -> dict:
+    """`world_model.rollout`'s condition keywords out of grippers views uint8 (n, t, H, W, 3) and
+    pose vectors float32 (n, t, 8) (`gripper_views(..., with_poses=True)`): `conditions`
+    (n, t, 1, H, W, 3) if the model is conditioned on the grippers view, `poses` if it is
+    pose-conditioned; {} for an unconditioned model."""
+    return {**({"conditions": views[:, :, None]} if is_gripper_conditioned(world_model) else {}),
+            **({"poses": poses} if is_pose_conditioned(world_model) else {})}

@@ -18,7 +18,6 @@ Python's global RNGs are not used.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -39,6 +38,7 @@ from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.schedule import add_noise
 from wmgym.model.world_model import GRIPPER_DILATION, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.train.checkpoint import section, write_text_atomic
+from wmgym.train.wm_build import action_statistics, pose_statistics, with_condition_views, with_pose_conditioning
 from wmgym.train.wm_checkpoint import STATE_FILES, latest_checkpoint, restore_checkpoint, save_checkpoint
 
 VAL_SEED_OFFSET = 7919  # validation draws from its own generator, the same at every validation
@@ -208,7 +208,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     poses = (model.is_pose_conditioned or (checkpoint is None and config.pose_conditioning)) if loaded else config.pose_conditioning
     train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views, poses=poses)
     if checkpoint is None and config.init_from is not None and poses and not model.is_pose_conditioned:
-        model = with_pose_conditioning(model, *_pose_statistics(train_set))
+        model = with_pose_conditioning(model, *pose_statistics(train_set))
     if checkpoint is None and config.init_from is not None:
         if (model.config.height, model.config.width) != (train_set.height, train_set.width):
             raise ValueError(f"--init-from {config.init_from} makes {model.config.height}x{model.config.width} frames, "
@@ -389,59 +389,6 @@ def _check_config(config: TrainWorldModelConfig) -> None:
         raise ValueError(f"stop_after_minutes must be > 0 (or None), got {config.stop_after_minutes}")
 
 
-def with_condition_views(model: WorldModel, views) -> WorldModel:
-    """A copy of an unconditioned `model` that also takes the pixel-aligned `views`.
-
-    Every weight is copied; the new condition input projection is zero-initialised, so the
-    returned model computes exactly what `model` did until it is trained.
-    """
-    if model.config.condition_views or model.is_pose_conditioned:
-        what = tuple(model.config.condition_views) + (("pose",) if model.is_pose_conditioned else ())
-        raise ValueError(f"the model is already conditioned on {what}; cannot switch to {tuple(views)}")
-    denoiser = {**model.config.denoiser, "condition_channels": len(views) * model.codec.latent_channels}
-    config = dataclasses.replace(model.config, denoiser=denoiser, condition_views=tuple(views))
-    out = WorldModel(config, device=model.device)
-    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(not key.startswith("denoiser.condition_in.") for key in missing):
-        raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
-    return out
-
-
-def with_pose_conditioning(model: WorldModel, mean, std) -> WorldModel:
-    """A copy of `model` that also takes the grippers' pose vector of every frame (`POSE_DIM`
-    values, standardised with `mean` and `std`).
-
-    The pose enters as `POSE_DIM` condition channels after the views' (constant over the latent
-    grid); their columns of the condition input projection start at zero and every other weight
-    is copied, so the returned model computes exactly what `model` did until it is trained.
-    """
-    if model.is_pose_conditioned:
-        raise ValueError("the model is already pose-conditioned")
-    if len(mean) != POSE_DIM or len(std) != POSE_DIM or min(std) <= 0:
-        raise ValueError(f"need {POSE_DIM} pose means and {POSE_DIM} positive stds, got {list(mean)}, {list(std)}")
-    dcfg = model.config.denoiser
-    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + POSE_DIM}
-    config = dataclasses.replace(model.config, denoiser=denoiser, pose_mean=[float(m) for m in mean],
-                                 pose_std=[float(v) for v in std])
-    out = WorldModel(config, device=model.device)
-    state = dict(model.state_dict())
-    weight = out.state_dict()["denoiser.condition_in.weight"].clone()  # zeros: (width, channels * patch^2)
-    if "denoiser.condition_in.weight" in state:  # the views' columns come first (patches are channel-major)
-        old = state["denoiser.condition_in.weight"]
-        weight[:, : old.shape[1]] = old
-    state["denoiser.condition_in.weight"] = weight
-    missing, unexpected = out.load_state_dict(state, strict=False)
-    if unexpected or any(key != "denoiser.condition_in.bias" for key in missing):
-        raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
-    return out
-
-
-def _pose_statistics(train_set: WindowDataset) -> tuple[list, list]:
-    """Mean and std (>= 1e-3) of the train split's pose vectors."""
-    poses = train_set.poses.numpy().astype(np.float64)
-    return poses.mean(0).tolist(), np.maximum(poses.std(0), 1e-3).tolist()
-
-
 def _load_codec(path: str):
     from wmgym.train.codec import load_codec  # only runs with a trained codec
 
@@ -461,21 +408,12 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
-    mean, std, low, high = _action_statistics(train_set)
-    pose_mean, pose_std = _pose_statistics(train_set) if config.pose_conditioning else (None, None)
+    mean, std, low, high = action_statistics(train_set)
+    pose_mean, pose_std = pose_statistics(train_set) if config.pose_conditioning else (None, None)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
                             action_min=low, action_max=high, condition_views=tuple(config.condition_views),
                             pose_mean=pose_mean, pose_std=pose_std, prediction=config.prediction)
-
-
-def _action_statistics(train_set: WindowDataset) -> tuple[list, list, list, list]:
-    """Mean, std (>= 1e-3), min and max of the train split's actions, the padding row of each episode left out."""
-    lengths = train_set.episode_lengths
-    is_padding = np.zeros(int(lengths.sum()), bool)
-    is_padding[np.cumsum(lengths) - 1] = True
-    actions = train_set.actions.numpy()[~is_padding].astype(np.float64)  # (N - E, 20)
-    return actions.mean(0).tolist(), np.maximum(actions.std(0), 1e-3).tolist(), actions.min(0).tolist(), actions.max(0).tolist()
 
 
 def _param_groups(model: WorldModel, weight_decay: float) -> list[dict]:

@@ -1,0 +1,74 @@
+"""Building a world model for a training run: the data statistics a new model is made with,
+and extending a loaded model with new conditions (condition views, the grippers' pose) so
+that it starts out computing exactly what it did."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from wmgym.data.dataset import WindowDataset
+from wmgym.model.world_model import POSE_DIM, WorldModel
+
+
+def with_condition_views(model: WorldModel, views) -> WorldModel:
+    """A copy of an unconditioned `model` that also takes the pixel-aligned `views`.
+
+    Every weight is copied; the new condition input projection is zero-initialised, so the
+    returned model computes exactly what `model` did until it is trained.
+    """
+    if model.config.condition_views or model.is_pose_conditioned:
+        what = tuple(model.config.condition_views) + (("pose",) if model.is_pose_conditioned else ())
+        raise ValueError(f"the model is already conditioned on {what}; cannot switch to {tuple(views)}")
+    denoiser = {**model.config.denoiser, "condition_channels": len(views) * model.codec.latent_channels}
+    config = dataclasses.replace(model.config, denoiser=denoiser, condition_views=tuple(views))
+    out = WorldModel(config, device=model.device)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("denoiser.condition_in.") for key in missing):
+        raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
+    return out
+
+
+def with_pose_conditioning(model: WorldModel, mean, std) -> WorldModel:
+    """A copy of `model` that also takes the grippers' pose vector of every frame (`POSE_DIM`
+    values, standardised with `mean` and `std`).
+
+    The pose enters as `POSE_DIM` condition channels after the views' (constant over the latent
+    grid); their columns of the condition input projection start at zero and every other weight
+    is copied, so the returned model computes exactly what `model` did until it is trained.
+    """
+    if model.is_pose_conditioned:
+        raise ValueError("the model is already pose-conditioned")
+    if len(mean) != POSE_DIM or len(std) != POSE_DIM or min(std) <= 0:
+        raise ValueError(f"need {POSE_DIM} pose means and {POSE_DIM} positive stds, got {list(mean)}, {list(std)}")
+    dcfg = model.config.denoiser
+    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + POSE_DIM}
+    config = dataclasses.replace(model.config, denoiser=denoiser, pose_mean=[float(m) for m in mean],
+                                 pose_std=[float(v) for v in std])
+    out = WorldModel(config, device=model.device)
+    state = dict(model.state_dict())
+    weight = out.state_dict()["denoiser.condition_in.weight"].clone()  # zeros: (width, channels * patch^2)
+    if "denoiser.condition_in.weight" in state:  # the views' columns come first (patches are channel-major)
+        old = state["denoiser.condition_in.weight"]
+        weight[:, : old.shape[1]] = old
+    state["denoiser.condition_in.weight"] = weight
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    if unexpected or any(key != "denoiser.condition_in.bias" for key in missing):
+        raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
+    return out
+
+
+def pose_statistics(train_set: WindowDataset) -> tuple[list, list]:
+    """Mean and std (>= 1e-3) of the train split's pose vectors."""
+    poses = train_set.poses.numpy().astype(np.float64)
+    return poses.mean(0).tolist(), np.maximum(poses.std(0), 1e-3).tolist()
+
+
+def action_statistics(train_set: WindowDataset) -> tuple[list, list, list, list]:
+    """Mean, std (>= 1e-3), min and max of the train split's actions, the padding row of each episode left out."""
+    lengths = train_set.episode_lengths
+    is_padding = np.zeros(int(lengths.sum()), bool)
+    is_padding[np.cumsum(lengths) - 1] = True
+    actions = train_set.actions.numpy()[~is_padding].astype(np.float64)  # (N - E, 20)
+    return actions.mean(0).tolist(), np.maximum(actions.std(0), 1e-3).tolist(), actions.min(0).tolist(), actions.max(0).tolist()
