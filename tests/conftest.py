@@ -29,7 +29,8 @@ def tiny_world_model(seed: int = 0, condition_views: tuple = (), pose: bool = Fa
     (so frames change with the actions -- and with the condition views and pose, if any -- but
     stay near the start frame)."""
     denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=16, width=32, depth=1, num_heads=2,
-                              condition_channels=3 * len(condition_views) + (POSE_DIM if pose else 0))
+                              condition_channels=3 * len(condition_views) + (POSE_DIM if pose else 0),
+                              pose_dim=POSE_DIM if pose else 0)  # the pose through its embedding, as train-wm makes it
     stats = {"pose_mean": [0.0, -0.2, 0.1, 0.04] * 2, "pose_std": [0.2, 0.2, 0.1, 0.03] * 2} if pose else {}
     config = WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), prediction="residual",
                               sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)), condition_views=tuple(condition_views),

@@ -199,40 +199,55 @@ def test_init_from_with_grippers_view_starts_equal_then_learns_to_use_it(store, 
     assert any("val/x0_psnr" in entry for entry in log)  # validation ran with the views
 
 
-def test_init_from_with_pose_conditioning_starts_equal_then_learns_to_use_the_pose(store, straight_run, tmp_path):
+@pytest.mark.parametrize("pose_input", ["embedding", "channels"])
+def test_init_from_with_pose_conditioning_starts_equal_then_learns_to_use_the_pose(store, straight_run, tmp_path, pose_input):
     saved = straight_run / "checkpoints/step_0000006/model"
     source = with_condition_views(WorldModel.from_pretrained(saved, device="cpu"), ("grippers",))
     source.denoiser.condition_in.weight.data.normal_()  # a model that already uses its grippers view
-    posed = with_pose_conditioning(source, [0.1] * 8, [0.5] * 8)
+    posed = with_pose_conditioning(source, [0.1] * 8, [0.5] * 8, pose_input=pose_input)
     assert posed.is_pose_conditioned and not source.is_pose_conditioned
     assert posed.denoiser.config.condition_channels == 3 + 8
+    assert posed.denoiser.config.pose_dim == (8 if pose_input == "embedding" else 0)
     frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
     views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
     poses = torch.randn(2, 3, 8)
     actions = torch.zeros(2, 2, 20)
     a = source.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0))[0]
     b = posed.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0), poses=poses)[0]
-    torch.testing.assert_close(a, b)  # the views' columns were kept; the pose's start at zero
+    torch.testing.assert_close(a, b)  # every old weight was kept; the pose's path starts at zero
     with pytest.raises(ValueError, match="pass poses"):
         posed.compute_loss(frames, actions, views)
     with pytest.raises(ValueError, match="not pose-conditioned"):
         source.compute_loss(frames, actions, views, poses=poses)
     with pytest.raises(ValueError, match="already pose-conditioned"):
         with_pose_conditioning(posed, [0.0] * 8, [1.0] * 8)
+    with pytest.raises(ValueError, match="pose_input"):
+        with_pose_conditioning(source, [0.0] * 8, [1.0] * 8, pose_input="tokens")
     with pytest.raises(ValueError, match="already conditioned"):
         with_condition_views(with_pose_conditioning(WorldModel.from_pretrained(saved, device="cpu"), [0.0] * 8, [1.0] * 8),
                              ("grippers",))
 
     train_world_model(tiny(store, tmp_path / "pose", steps=2, checkpoint_every=2, init_from=str(saved),
-                           condition_views=("grippers",), pose_conditioning=True))
+                           condition_views=("grippers",), pose_conditioning=True, pose_input=pose_input))
     tuned = WorldModel.from_pretrained(tmp_path / "pose/checkpoints/step_0000002/model", device="cpu")
     assert tuned.is_pose_conditioned and tuned.config.condition_views == ("grippers",)
     store_poses = WindowDataset(store, split="train", poses=True).poses.numpy().astype(np.float64)
     np.testing.assert_allclose(tuned.config.pose_mean, store_poses.mean(0), atol=1e-5)  # the train split's statistics
-    pose_columns = tuned.denoiser.condition_in.weight[:, 3 * 4 * 4:]  # channel-major patches: the pose's come last
-    assert pose_columns.abs().sum() > 0  # trained on the store's poses
+    if pose_input == "embedding":
+        first_effect = tuned.denoiser.pose_embed[2].weight  # the embedding's last layer, zero at the start
+        assert tuned.denoiser.condition_in.weight.shape[1] == 3 * 4 * 4  # the views' columns only
+    else:
+        first_effect = tuned.denoiser.condition_in.weight[:, 3 * 4 * 4:]  # channel-major patches: the pose's come last
+    assert first_effect.abs().sum() > 0  # trained on the store's poses
     log = [json.loads(line) for line in (tmp_path / "pose/log.jsonl").read_text().splitlines()]
     assert any("val/x0_psnr" in entry for entry in log)  # validation ran with views and poses
+
+
+def test_fresh_pose_conditioned_run_reads_the_pose_through_its_embedding(store, tmp_path):
+    train_world_model(tiny(store, tmp_path / "fresh_pose", steps=1, checkpoint_every=1, pose_conditioning=True))
+    model = WorldModel.from_pretrained(tmp_path / "fresh_pose/checkpoints/step_0000001/model", device="cpu")
+    assert model.is_pose_conditioned and model.denoiser.config.pose_dim == 8
+    assert model.denoiser.config.condition_channels == 8 and model.denoiser.condition_in is None
 
 
 def test_fresh_run_with_grippers_view_builds_a_conditioned_model(store, tmp_path):

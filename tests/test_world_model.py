@@ -347,18 +347,23 @@ def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
 
 
 
-def pose_model(seed: int = 0) -> WorldModel:
-    """A randomized tiny model conditioned on the grippers' pose vector only (no views)."""
+def pose_model(seed: int = 0, pose_input: str = "embedding") -> WorldModel:
+    """A randomized tiny model conditioned on the grippers' pose vector only (no views), read
+    through its embedding or as condition channels (`DenoiserConfig.pose_dim`)."""
     from wmgym.model.world_model import POSE_DIM
 
     config = tiny_config(prediction="residual")
-    config.denoiser = {**config.denoiser, "condition_channels": POSE_DIM}
+    config.denoiser = {**config.denoiser, "condition_channels": POSE_DIM,
+                       "pose_dim": POSE_DIM if pose_input == "embedding" else 0}
     config.pose_mean, config.pose_std = [0.0, -0.2, 0.1, 0.04] * 2, [0.2, 0.2, 0.1, 0.03] * 2
     return randomized(WorldModel(config, device="cpu"), seed)
 
 
-def test_pose_conditioned_rollout_depends_on_the_pose_and_matches_the_uncached_reference():
-    model = pose_model()
+@pytest.mark.parametrize("pose_input", ["embedding", "channels"])
+def test_pose_conditioned_rollout_depends_on_the_pose_and_matches_the_uncached_reference(pose_input):
+    model = pose_model(pose_input=pose_input)
+    assert (model.denoiser.pose_embed is not None) == (pose_input == "embedding")
+    assert (model.denoiser.condition_in is None) == (pose_input == "embedding")  # no views: nothing else to project
     frames, actions = random_inputs(b=2, c=2, horizon=4)
     poses = np.random.default_rng(1).normal(size=(2, 6, 8)).astype(np.float32) * 0.1
     run = lambda p, **kw: model.rollout(frames, actions, generator=torch.Generator().manual_seed(0), poses=p, **kw)
@@ -386,6 +391,13 @@ def test_pose_inputs_are_checked():
     bad.pose_mean = [0.0] * 8
     with pytest.raises(ValueError, match="come together"):
         WorldModel(bad, device="cpu")
+    part = pose_model().config
+    part.denoiser = {**part.denoiser, "pose_dim": 4}
+    with pytest.raises(ValueError, match="pose_dim must be 0 or 8"):  # the embedding reads the whole pose or none of it
+        WorldModel(part, device="cpu")
+    part.denoiser = {**part.denoiser, "pose_dim": 9}
+    with pytest.raises(ValueError, match=r"pose_dim 9 must be in \[0, condition_channels=8\]"):
+        WorldModel(part, device="cpu")
 
 
 def test_pose_conditioned_model_saves_and_loads_its_pose_statistics(tmp_path):

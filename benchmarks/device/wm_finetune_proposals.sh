@@ -16,12 +16,13 @@
 # steps; a second call on the warm machine reused its stores and ran the same train-wm with
 # --init-from that model --warmup-steps 100 --stop-after-minutes 3.6 (5,682 steps, ~26 steps/s).
 # GW=8 weighs the loss near the grippers 9x (`train-wm --gripper-loss-weight`); PC=1 adds the
-# grippers' 3-D pose vector as a condition (`train-wm --pose-conditioning`); INIT picks the model
-# to start from (default the shipped one).
+# grippers' 3-D pose vector as a condition (`train-wm --pose-conditioning`, read through an
+# embedding into each frame's adaLN conditioning; PI=channels for the constant condition channels
+# of the first try); INIT picks the model to start from (default the shipped one).
 set -x
 : ${OUT:=/tmp/out} ${ND:=2000} ${NG:=1600} ${NX:=400} ${WD:=5} ${WG:=9} ${WX:=2}
-: ${BATCH:=256} ${LR:=3e-4} ${NW:=6} ${DEV:=cuda} ${BUDGET:=540} ${GW:=0} ${PC:=0} ${INIT:=wmgym/assets/wmfold/world_model}
-POSE=""; [ "$PC" = 1 ] && POSE=--pose-conditioning
+: ${BATCH:=256} ${LR:=3e-4} ${NW:=6} ${DEV:=cuda} ${BUDGET:=540} ${GW:=0} ${PC:=0} ${PI:=embedding} ${INIT:=wmgym/assets/wmfold/world_model}
+POSE=""; [ "$PC" = 1 ] && POSE="--pose-conditioning --pose-input $PI"
 mkdir -p $OUT
 T0=$(date +%s)
 stamp() { echo "=== $1 at $(( $(date +%s) - T0 )) s" | tee -a $OUT/times.txt; }

@@ -46,6 +46,12 @@ class DenoiserConfig:
     mlp_ratio: float = 4.0
     action_dim: int = 20
     use_previous_frame: bool = True
+    pose_dim: int = 0
+    """The last `pose_dim` condition channels are a per-frame vector (the grippers' pose),
+    constant over the grid: it is read once per frame into `pose_embed`, an MLP whose output
+    joins the per-frame adaLN conditioning as the action's does, instead of going through the
+    patch projection `condition_in` (0: every condition channel goes through `condition_in`,
+    as in the first pose-conditioned models, which learnt nothing from the pose)."""
 
     @property
     def tokens_per_frame(self) -> int:
@@ -110,6 +116,8 @@ class Denoiser(nn.Module):
     forward(noisy (b, t, c, H, W), timesteps (b, t) int in [0, T), actions (b, t, 20) normalised,
     is_action_dropped (b, t) bool (True: use the learned null action), conditions
     (b, t, condition_channels, H, W) or None, cache, write_cache) -> v (b, t, c, H, W).
+    With `config.pose_dim`, the last pose_dim condition channels are each frame's pose vector
+    broadcast over the grid; it is embedded into that frame's conditioning vector.
 
     Frame i's action is a_{i-1}, the action that produced it (frame 0 gets the null action).
     With a `cache`, the t frames given are the newest ones, after the cache's frames, and
@@ -128,10 +136,17 @@ class Denoiser(nn.Module):
         patch_dim = cfg.latent_channels * cfg.patch_size**2
         self.patch_in = nn.Linear(patch_dim, cfg.width)
         self.previous_in = nn.Linear(patch_dim, cfg.width) if cfg.use_previous_frame else None
-        self.condition_in = nn.Linear(cfg.condition_channels * cfg.patch_size**2, cfg.width) if cfg.condition_channels else None
-        if self.condition_in is not None:  # zero-initialised: conditions start with no effect
-            nn.init.zeros_(self.condition_in.weight)
-            nn.init.zeros_(self.condition_in.bias)
+        if not 0 <= cfg.pose_dim <= cfg.condition_channels:
+            raise ValueError(f"pose_dim {cfg.pose_dim} must be in [0, condition_channels={cfg.condition_channels}]")
+        spatial = cfg.condition_channels - cfg.pose_dim
+        self.condition_in = nn.Linear(spatial * cfg.patch_size**2, cfg.width) if spatial else None
+        # the pose's embedding: its first layer random features of the standardised pose
+        self.pose_embed = nn.Sequential(nn.Linear(cfg.pose_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width)) \
+            if cfg.pose_dim else None
+        for layer in (self.condition_in, None if self.pose_embed is None else self.pose_embed[2]):
+            if layer is not None:  # zero-initialised: conditions start with no effect
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.position = nn.Parameter(torch.randn(cfg.tokens_per_frame, cfg.width) * 0.02)
         self.time_proj = Timesteps(cfg.width, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(cfg.width, cfg.width)
@@ -168,15 +183,17 @@ class Denoiser(nn.Module):
                 first = torch.zeros_like(noisy[:, :1]) if previous_first is None else previous_first.to(noisy.dtype)
                 previous = torch.cat([first, noisy[:, :-1]], dim=1)  # (b, t, c, H, W)
             x = x + self.previous_in(self._patchify(previous.to(noisy.dtype)))
+        if cfg.condition_channels and conditions is None:
+            raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels; got conditions=None")
         if self.condition_in is not None:
-            if conditions is None:
-                raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels; got conditions=None")
-            x = x + self.condition_in(self._patchify(conditions))
+            x = x + self.condition_in(self._patchify(conditions[:, :, :cfg.condition_channels - cfg.pose_dim]))
         time = self.time_embed(self.time_proj(timesteps.reshape(-1)).to(x.dtype)).reshape(b, t, -1)  # (b, t, d)
         act = self.action_embed(actions.to(x.dtype))  # (b, t, d)
         if is_action_dropped is not None:
             act = torch.where(is_action_dropped[..., None], self.null_action.to(act.dtype), act)
         cond = time + act  # (b, t, d)
+        if self.pose_embed is not None:  # the pose is not dropped with the action: it is the state, not the command
+            cond = cond + self.pose_embed(conditions[:, :, -cfg.pose_dim:, 0, 0].to(x.dtype))
         rope, mask = self._positions_and_mask(cache, t, x.device)
         for layer, block in enumerate(self.blocks):
             x = block(x, cond, layer, cache, write_cache, rope, mask)

@@ -145,6 +145,8 @@ class WorldModel(nn.Module):
         if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels + pose_channels:
             raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels"
                              " (+ POSE_DIM for a pose-conditioned model)")
+        if dcfg.pose_dim not in (0, pose_channels):
+            raise ValueError(f"denoiser pose_dim must be 0 or {POSE_DIM} for a pose-conditioned model, 0 otherwise; got {dcfg.pose_dim}")
         self.sampler = SamplerDefaults(**config.sampler)
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)

@@ -30,31 +30,41 @@ def with_condition_views(model: WorldModel, views) -> WorldModel:
     return out
 
 
-def with_pose_conditioning(model: WorldModel, mean, std) -> WorldModel:
+def with_pose_conditioning(model: WorldModel, mean, std, pose_input: str = "embedding") -> WorldModel:
     """A copy of `model` that also takes the grippers' pose vector of every frame (`POSE_DIM`
     values, standardised with `mean` and `std`).
 
-    The pose enters as `POSE_DIM` condition channels after the views' (constant over the latent
-    grid); their columns of the condition input projection start at zero and every other weight
-    is copied, so the returned model computes exactly what `model` did until it is trained.
+    The pose is passed as `POSE_DIM` condition channels after the views' (constant over the
+    latent grid). With `pose_input="embedding"` the denoiser reads them once per frame into a
+    new MLP added to the frame's conditioning vector (`DenoiserConfig.pose_dim`); with
+    "channels" they get new columns of the condition input projection. Either new path ends in
+    zeros and every other weight is copied, so the returned model computes exactly what `model`
+    did until it is trained.
     """
     if model.is_pose_conditioned:
         raise ValueError("the model is already pose-conditioned")
+    if pose_input not in ("embedding", "channels"):
+        raise ValueError(f"pose_input must be 'embedding' or 'channels', got {pose_input!r}")
     if len(mean) != POSE_DIM or len(std) != POSE_DIM or min(std) <= 0:
         raise ValueError(f"need {POSE_DIM} pose means and {POSE_DIM} positive stds, got {list(mean)}, {list(std)}")
     dcfg = model.config.denoiser
-    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + POSE_DIM}
+    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + POSE_DIM,
+                "pose_dim": POSE_DIM if pose_input == "embedding" else 0}
     config = dataclasses.replace(model.config, denoiser=denoiser, pose_mean=[float(m) for m in mean],
                                  pose_std=[float(v) for v in std])
     out = WorldModel(config, device=model.device)
     state = dict(model.state_dict())
-    weight = out.state_dict()["denoiser.condition_in.weight"].clone()  # zeros: (width, channels * patch^2)
-    if "denoiser.condition_in.weight" in state:  # the views' columns come first (patches are channel-major)
-        old = state["denoiser.condition_in.weight"]
-        weight[:, : old.shape[1]] = old
-    state["denoiser.condition_in.weight"] = weight
+    if pose_input == "embedding":
+        new = lambda key: key.startswith("denoiser.pose_embed.")
+    else:
+        weight = out.state_dict()["denoiser.condition_in.weight"].clone()  # zeros: (width, channels * patch^2)
+        if "denoiser.condition_in.weight" in state:  # the views' columns come first (patches are channel-major)
+            old = state["denoiser.condition_in.weight"]
+            weight[:, : old.shape[1]] = old
+        state["denoiser.condition_in.weight"] = weight
+        new = lambda key: key == "denoiser.condition_in.bias"
     missing, unexpected = out.load_state_dict(state, strict=False)
-    if unexpected or any(key != "denoiser.condition_in.bias" for key in missing):
+    if unexpected or not all(new(key) for key in missing):
         raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
     return out
 

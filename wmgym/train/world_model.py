@@ -130,9 +130,15 @@ class TrainWorldModelConfig:
     pose_conditioning: bool = False
     """Also condition on the grippers' pose vector of every frame (tool-centre xyz and width of
     each gripper, from the store: exactly where a gripper closes, height included, which one
-    64x64 camera barely shows). It enters as constant condition channels through the
-    zero-initialised condition input, so with --init-from a model without it the fine-tuned
-    model starts exactly where the loaded one was."""
+    64x64 camera barely shows). It enters through a zero-initialised path (`pose_input`), so
+    with --init-from a model without it the fine-tuned model starts exactly where the loaded
+    one was."""
+    pose_input: Literal["embedding", "channels"] = "embedding"
+    """How a new pose-conditioned model reads the pose: `embedding`, an MLP into each frame's
+    adaLN conditioning vector, as the action enters; `channels`, constant channels through the
+    patch projection of the condition views (a global additive token offset: a fine-tune of
+    9,030 H100 steps left it unused, docs/benchmarks.md). Ignored for a model that already
+    reads the pose."""
     prediction: Literal["v", "residual"] = "residual"
     """Denoiser output: 'residual' (x0 minus the previous frame: starts at the copy-last-frame
     baseline) or 'v' (plain v-prediction)."""
@@ -208,7 +214,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     poses = (model.is_pose_conditioned or (checkpoint is None and config.pose_conditioning)) if loaded else config.pose_conditioning
     train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views, poses=poses)
     if checkpoint is None and config.init_from is not None and poses and not model.is_pose_conditioned:
-        model = with_pose_conditioning(model, *pose_statistics(train_set))
+        model = with_pose_conditioning(model, *pose_statistics(train_set), pose_input=config.pose_input)
     if checkpoint is None and config.init_from is not None:
         if (model.config.height, model.config.width) != (train_set.height, train_set.width):
             raise ValueError(f"--init-from {config.init_from} makes {model.config.height}x{model.config.width} frames, "
@@ -404,7 +410,8 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
                               latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
                               width=config.width, depth=config.depth, num_heads=config.num_heads,
                               condition_channels=len(config.condition_views) * codec.latent_channels
-                              + (POSE_DIM if config.pose_conditioning else 0))
+                              + (POSE_DIM if config.pose_conditioning else 0),
+                              pose_dim=POSE_DIM if config.pose_conditioning and config.pose_input == "embedding" else 0)
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
