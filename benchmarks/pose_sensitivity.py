@@ -33,9 +33,13 @@ t-statistic per channel, mean over batches / standard error, RMS over the projec
 the embedding's zero-initialised last layer). An RMS t near 1 is what batches of pure noise
 give: no first-order pull toward the pose. `--placebo` gives each window the poses of another
 episode of the same task at the same frames: what task and time alone pull; the pull of the
-episode's own pose is what the true poses give beyond it. A model that is not pose-conditioned (e.g. the shipped one) is first given the pose with
-zero-initialised weights (`with_pose_conditioning`), which is where `train-wm
---pose-conditioning` starts.
+episode's own pose is what the true poses give beyond it. `--paired` runs every batch with both
+poses on the same noise and reports the t-statistics of the difference, own - placebo (RMS and
+largest), beside a null from random sign flips of the per-batch differences: the sharper test
+of that pull. A model that is not pose-conditioned (e.g. the shipped one) is first given the
+pose with zero-initialised weights (`with_pose_conditioning`), which is where `train-wm
+--pose-conditioning` starts; `--classifier-features` then starts the embedding's first layer
+from a per-frame grasp-outcome classifier fitted on the store.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def imagine(model: WorldModel, episodes: list[dict], poses_key: str, seed: int, 
 
 def pose_gradient_tstats(model: WorldModel, data: str, batches: int, batch_size: int, gripper_weight: float,
                          seed: int, window_starts: tuple[int, int] | None = None, placebo: bool = False,
-                         pose_input: str = "embedding") -> dict:
+                         pose_input: str = "embedding", classifier_features: bool = False, paired: bool = False) -> dict:
     """t-statistics of the loss gradient on the weights that make the pose's first effect (see
     the module docstring), RMS over them: the pose's columns of the condition projection,
     summed per channel (`pose_input` "channels"), or the last layer of the pose embedding
@@ -116,12 +120,22 @@ def pose_gradient_tstats(model: WorldModel, data: str, batches: int, batch_size:
     range `window_starts` of their episode, if given). With `placebo`, each window gets the poses
     of a window of another episode of the same task at the same frames: what task and time alone
     give, without the episode's own deviation (the part that decides a grasp). A model that is
-    not pose-conditioned is given the pose through `pose_input` first."""
+    not pose-conditioned is given the pose through `pose_input` first; with `classifier_features`
+    (embedding route) its embedding's first layer is then set to that of a one-hidden-layer
+    classifier of the episode's success from one frame's pose, fitted here on the same windows'
+    episodes, so the zero-initialised last layer starts on features that carry the outcome. With
+    `paired`, every batch is also run with the placebo's poses and the same noise, and the
+    t-statistics of the difference (own - placebo) are reported beside a sign-flip null."""
     num_actions = TrainWorldModelConfig.num_frames - 1
     dataset = WindowDataset(data, num_actions=num_actions, split="train", views=tuple(model.config.condition_views), poses=True)
     if not model.is_pose_conditioned:
         model = with_pose_conditioning(model, *pose_statistics(dataset), pose_input=pose_input)
     dcfg = model.denoiser.config
+    features = None
+    if classifier_features:
+        if not dcfg.pose_dim:
+            raise ValueError("classifier features need the pose embedding (--pose-input embedding)")
+        features = fit_pose_features(model, dataset, data, seed)
     patch = dcfg.patch_size ** 2
     view_channels = dcfg.condition_channels - len(model.config.pose_mean)
     offsets = np.concatenate([np.arange(n - num_actions) for n in dataset.episode_lengths])
@@ -134,41 +148,87 @@ def pose_gradient_tstats(model: WorldModel, data: str, batches: int, batch_size:
     window_key = task_of_episode[window_episode] * 1000 + offsets  # same task, same frames
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    pose_grads, view_grads = [], []
+
+    def gradients(frames, actions, extra, poses) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pose's first-effect weights' gradient and the views' per-channel one, for `poses`."""
+        conditions, _ = split_conditions(model, extra)
+        model.denoiser.zero_grad(set_to_none=True)
+        loss, _ = model.compute_loss(frames, actions, conditions, generator=generator, gripper_weight=gripper_weight,
+                                     poses=poses)
+        loss.backward()
+        projection, views = model.denoiser.condition_in, None
+        if projection is not None:  # (width, channels): the direction adding a multiple of a channel to every token
+            per_channel = projection.weight.grad.detach().reshape(dcfg.width, -1, patch).sum(-1)
+            views = per_channel[:, :view_channels].clone()
+        if dcfg.pose_dim:
+            return model.denoiser.pose_embed[2].weight.grad.detach().clone(), views  # (width, width)
+        return per_channel[:, view_channels:].clone(), views
+
+    pose_grads, view_grads, differences = [], [], []
     model.denoiser.train()
     for _ in tqdm(range(batches), desc="gradients"):
         chosen = rng.choice(candidates, batch_size)
         items = [dataset[int(i)] for i in chosen]
         frames, actions, *extra = (torch.stack(x) for x in zip(*items))
-        if placebo:
+        own = extra[-1]
+        if placebo or paired:
             partners = [rng.choice(np.flatnonzero((window_key == window_key[i]) & (window_episode != window_episode[i])))
                         for i in chosen]
-            extra[-1] = torch.stack([dataset[int(j)][-1] for j in partners])
-        conditions, poses = split_conditions(model, extra)
-        model.denoiser.zero_grad(set_to_none=True)
-        loss, _ = model.compute_loss(frames, actions, conditions, generator=generator, gripper_weight=gripper_weight,
-                                     poses=poses)
-        loss.backward()
-        projection = model.denoiser.condition_in
-        if projection is not None:  # (width, channels): the direction adding a multiple of a channel to every token
-            per_channel = projection.weight.grad.detach().reshape(dcfg.width, -1, patch).sum(-1)
-            view_grads.append(per_channel[:, :view_channels].clone())
-        if dcfg.pose_dim:
-            pose_grads.append(model.denoiser.pose_embed[2].weight.grad.detach().clone())  # (width, width)
-        else:
-            pose_grads.append(per_channel[:, view_channels:].clone())
+            other = torch.stack([dataset[int(j)][-1] for j in partners])
+        state = generator.get_state()
+        pose_grad, view_grad = gradients(frames, actions, extra, other if placebo else own)
+        pose_grads.append(pose_grad)
+        if view_grad is not None:
+            view_grads.append(view_grad)
+        if paired:  # the same windows, noise and timesteps with the placebo's poses
+            generator.set_state(state)
+            differences.append(pose_grad - gradients(frames, actions, extra, other)[0])
     model.denoiser.eval()
 
-    def rms_t(grads: list) -> float | None:
-        if not grads:
-            return None
+    def t_stats(grads: list) -> torch.Tensor:
         g = torch.stack(grads).double()  # (batches, ...)
-        t = g.mean(0) / (g.std(0) / len(grads) ** 0.5).clamp_min(1e-30)
-        return float(t.pow(2).mean().sqrt())
+        return g.mean(0) / (g.std(0) / len(grads) ** 0.5).clamp_min(1e-30)
 
-    return {"batches": batches, "batch_size": batch_size, "gripper_loss_weight": gripper_weight,
-            "window_starts": window_starts, "placebo": placebo, "pose_input": "embedding" if dcfg.pose_dim else "channels",
-            "pose_rms_t": rms_t(pose_grads), "view_rms_t": rms_t(view_grads)}
+    rms = lambda grads: float(t_stats(grads).pow(2).mean().sqrt()) if grads else None
+    result = {"batches": batches, "batch_size": batch_size, "gripper_loss_weight": gripper_weight,
+              "window_starts": window_starts, "placebo": placebo, "pose_input": "embedding" if dcfg.pose_dim else "channels",
+              "classifier_features": features, "pose_rms_t": rms(pose_grads), "view_rms_t": rms(view_grads)}
+    if paired:
+        # null: the same differences with random signs per batch (no pull of the own pose)
+        signs = torch.Generator().manual_seed(seed)
+        flipped = [[d * (1 if torch.rand((), generator=signs) < 0.5 else -1) for d in differences] for _ in range(20)]
+        result.update(paired_rms_t=rms(differences), paired_max_abs_t=float(t_stats(differences).abs().max()),
+                      paired_null_max_abs_t=float(np.mean([t_stats(f).abs().max() for f in flipped])),
+                      paired_null_rms_t=float(np.mean([rms(f) for f in flipped])))
+    return result
+
+
+def fit_pose_features(model: WorldModel, dataset: WindowDataset, data: str, seed: int, epochs: int = 40) -> dict:
+    """Fit success ~ Linear(SiLU(Linear(standardised pose of one frame))) on every frame of
+    `dataset`'s episodes (its train split) and copy the hidden layer into `model`'s pose
+    embedding's first layer, in place. Returns the classifier's training AUC per frame index."""
+    embed = model.denoiser.pose_embed
+    success = np.asarray(EpisodeStore.open(data, mode="r").root["meta"]["episode_success"][:])[dataset.episode_indices]
+    labels = torch.tensor(np.repeat(success, dataset.episode_lengths), dtype=torch.float32)
+    frame = np.concatenate([np.arange(n) for n in dataset.episode_lengths])
+    inputs = ((dataset.poses - model.pose_mean.cpu()) / model.pose_std.cpu()).float()
+    torch.manual_seed(seed)
+    hidden = torch.nn.Linear(inputs.shape[1], embed[0].out_features)
+    head = torch.nn.Linear(embed[0].out_features, 1)
+    net = torch.nn.Sequential(hidden, torch.nn.SiLU(), head)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in tqdm(range(epochs), desc="pose classifier"):
+        for rows in torch.randperm(len(inputs)).split(512):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(inputs[rows])[:, 0], labels[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        embed[0].weight.copy_(hidden.weight)
+        embed[0].bias.copy_(hidden.bias)
+        scores = net(inputs)[:, 0].numpy()
+    return {"train_auc_per_frame": [round(roc_auc(scores[frame == f], labels.numpy()[frame == f]), 3)
+                                    for f in range(int(frame.max()) + 1)]}
 
 
 def swap_test(model: WorldModel, data: str, per_task: int, seed: int, batch: int) -> dict:
@@ -220,6 +280,11 @@ def main() -> None:
                         help="gradient with each window's poses taken from another episode of the same task at the same frames")
     parser.add_argument("--pose-input", choices=("embedding", "channels"), default="embedding",
                         help="how a model that is not pose-conditioned is given the pose for the gradient (`train-wm --pose-input`)")
+    parser.add_argument("--classifier-features", action="store_true",
+                        help="(embedding route, a model without the pose) start the pose embedding's first layer "
+                             "from a per-frame grasp-outcome classifier fitted here, before the gradient")
+    parser.add_argument("--paired", action="store_true",
+                        help="also the t-statistics of the gradient difference own - placebo poses on the same batches and noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
@@ -227,6 +292,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.episodes < 0 or args.gradient_batches < 0 or args.episodes + args.gradient_batches == 0:
         parser.error("give --episodes > 0, --gradient-batches > 0, or both")
+    if args.gradient_batches == 1:
+        parser.error("--gradient-batches needs at least 2 batches for a standard error (use 100 or more)")
     if args.episodes % 2:
         parser.error(f"--episodes must be even (half successful, half failed), got {args.episodes}")
     torch.set_num_threads(args.threads)
@@ -241,7 +308,7 @@ def main() -> None:
         result["gradient"] = pose_gradient_tstats(model, args.data, args.gradient_batches, args.batch,
                                                   args.gripper_loss_weight, args.seed,
                                                   None if args.window_starts is None else tuple(args.window_starts),
-                                                  args.placebo, args.pose_input)
+                                                  args.placebo, args.pose_input, args.classifier_features, args.paired)
     result["seconds"] = round(time.time() - started, 1)
     text = json.dumps(result, indent=2)
     print(text)
