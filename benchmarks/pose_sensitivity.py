@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from wmgym.data.dataset import WindowDataset
 from wmgym.data.store import EpisodeStore
+from wmgym.eval.fidelity import psnr as fidelity_psnr
 from wmgym.eval.ranking import roc_auc
 from wmgym.model.world_model import WorldModel
 from wmgym.sim.gripper_track import is_pose_conditioned, pose_vectors, rollout_conditions
@@ -90,9 +91,8 @@ def load_episodes(path: str, per_task: int, seed: int) -> list[dict]:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-item PSNR (dB) of uint8 images (n, H, W, 3)."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
-    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+    """Per-item PSNR (dB) of uint8 images (n, H, W, 3) (`wmgym.eval.fidelity.psnr`)."""
+    return fidelity_psnr(torch.from_numpy(a), torch.from_numpy(b)).double().numpy()
 
 
 def imagine(model: WorldModel, episodes: list[dict], poses_key: str, seed: int, batch: int) -> np.ndarray:
