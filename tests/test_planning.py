@@ -1,5 +1,6 @@
 """Planners (best-of-N, CEM), proposals, MPC execution in SimFold-v0 and the `plan` command."""
 
+import dataclasses
 import json
 import warnings
 
@@ -10,7 +11,7 @@ import torch
 
 from wmgym.actions import ACTION_HIGH, ACTION_LOW
 from wmgym.model.world_model import WorldModel
-from wmgym.policies.mpc import PlanConfig, make_reward_head, plan, run_plan_episode, scripted_nominal
+from wmgym.policies.mpc import PlanConfig, make_reward_head, plan, pool_plan_runs, run_plan_episode, scripted_nominal, selection_test
 from wmgym.policies.planning import (FREE_DIMS, Planner, ProposalConfig, RandomProposal, identity_sequence,
                                      sample_gaussian, sample_uniform)
 from wmgym.rewards.base import RewardHead
@@ -221,6 +222,66 @@ def test_plan_command_reports_three_arms_and_resumes(tiny_bundle, tmp_path):
     assert planner_record["steps"] == 3 and planner_record["num_plans"] == 2  # 2 + 1 steps
     plan(config)  # a rerun reuses the finished episodes instead of running them again
     assert json.loads((tmp_path / "plan.json").read_text())["episodes"] == saved["episodes"]
+    assert row["random_draws"] == 1 and row["selection"]["success"]["starts"] == 1
+
+
+def test_plan_resumes_with_more_random_proposals(tiny_bundle, tmp_path):
+    config = PlanConfig(task="fold_half", n=2, episodes=1, checkpoint=str(tiny_bundle), horizon=3, plan_horizon=2,
+                        num_steps=1, reward="lpips-offline", device="cpu", out=str(tmp_path / "plan.json"))
+    plan(config)
+    first = json.loads((tmp_path / "plan.json").read_text())["episodes"]
+    summary = plan(dataclasses.replace(config, random_proposals=3))
+    records = json.loads((tmp_path / "plan.json").read_text())["episodes"]
+    assert records[:len(first)] == first  # the planner, the demonstrator and draw 0 are not run again
+    added = records[len(first):]
+    assert [(r["arm"], r["draw"]) for r in added] == [("random-proposal", 1), ("random-proposal", 2)]
+    draws = [r for r in records if r["arm"] == "random-proposal"]
+    assert summary["fold_half"]["random_draws"] == 3
+    assert summary["fold_half"]["random-proposal"] == pytest.approx(np.mean([r["success"] for r in draws]))
+    with pytest.raises(ValueError, match="random_proposals"):
+        plan(dataclasses.replace(config, random_proposals=0))
+
+
+def test_selection_test_is_the_sign_test_with_one_draw_and_sharpens_with_more():
+    # one draw per start: the exact two-sided sign test; 3 of 3 discordant starts won by the planner: p = 2 / 8
+    one = selection_test([1, 1, 1, 0], [[0], [0], [0], [0]], permutations=40000)
+    assert one["difference"] == pytest.approx(0.75) and one["p_value"] == pytest.approx(0.25, abs=0.01)
+    assert selection_test([1, 0], [[1], [0]])["p_value"] == 1.0  # no discordant start: no evidence
+    # the same planner against 16 draws per start that succeed half the time: a clear win
+    many = selection_test([1] * 20, [[1, 0] * 8] * 20)
+    assert many["difference"] == pytest.approx(0.5) and many["p_value"] < 1e-3
+    assert many["ci95"][0] == pytest.approx(0.5) and many["starts"] == 20
+    # a planner no better than the draws is not called better, on average over replications
+    rng = np.random.default_rng(1)
+    p_values = [selection_test(rng.random(40) < 0.7, rng.random((40, 8)) < 0.7, permutations=2000, seed=k)["p_value"]
+                for k in range(40)]
+    assert 0.3 < np.mean(p_values) < 0.7 and np.mean(np.array(p_values) < 0.05) <= 0.15
+    with pytest.raises(ValueError, match="one entry per start"):
+        selection_test([1, 0], [[1]])
+    with pytest.raises(ValueError, match="at least one random draw"):
+        selection_test([1], [[]])
+    assert selection_test([], [])["starts"] == 0
+
+
+def _plan_run(seed: int, outcomes: list[tuple[bool, bool]], reward: str = "lpips-calibrated") -> dict:
+    """A `wmgym plan` payload: per start (planner success, random success), the demonstrator always succeeding."""
+    episodes = []
+    for i, (won, random_won) in enumerate(outcomes):
+        for arm, success in (("planner", won), ("scripted", True), ("random-proposal", random_won)):
+            episodes.append({"task": "fold_half", "seed": seed + i, "arm": arm, "success": success, "score": float(success), "seconds": 1.0})
+    config = dataclasses.asdict(PlanConfig(task="fold_half", episodes=len(outcomes), seed=seed, reward=reward))
+    return {"config": config, "episodes": episodes}
+
+
+def test_pool_plan_runs_joins_disjoint_start_states_and_refuses_others():
+    pooled = pool_plan_runs([_plan_run(0, [(True, False), (True, True)]), _plan_run(20, [(False, False), (True, False)])])
+    row = pooled["summary"]["fold_half"]
+    assert row["episodes"] == 4 and row["planner"] == 0.75 and row["random-proposal"] == 0.25 and row["scripted"] == 1.0
+    assert row["selection"]["success"]["starts"] == 4 and row["selection"]["success"]["difference"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="disjoint"):
+        pool_plan_runs([_plan_run(0, [(True, False)]), _plan_run(0, [(True, False)])])
+    with pytest.raises(ValueError, match="reward"):
+        pool_plan_runs([_plan_run(0, [(True, False)]), _plan_run(20, [(True, False)], reward="judge")])
 
 
 # ---------------------------------------------------------------- grippers-conditioned world models

@@ -11,7 +11,11 @@ conditioned on the grippers view renders its candidates' grippers views from.
 
 `plan(PlanConfig)` runs E episodes per task from seeds `seed .. seed+E-1` with three arms on
 the same start states: the planner, the scripted demonstrator (closed loop, privileged) and
-one random proposal (one candidate of the planner's proposal distribution, unselected).
+one random proposal (one candidate of the planner's proposal distribution, unselected), drawn
+`random_proposals` times per start state. `selection_test` then asks whether selecting in the
+world model beats executing one random proposal: under the null, the planner's executed
+proposal is one more draw from the proposal distribution, so at each start state its outcome
+is exchangeable with the random draws' (an exact permutation test, per task and pooled).
 
 Measured on the shipped (grippers-conditioned) bundle, one thread, the other core busy:
 `plan(PlanConfig(n=64, episodes=20, reward="lpips-offline", num_threads=1))`, open loop with
@@ -213,6 +217,11 @@ class PlanConfig:
     """Proposal noise on gripper widths (metres)."""
     include_mean: bool = False
     """Make candidate 0 the unperturbed nominal/mean."""
+    random_proposals: int = 1
+    """Random proposals executed per start state, each an independent draw (draw 0 is the one
+    earlier versions drew, so a finished run can be resumed with more). More draws estimate
+    one random proposal's success rate at each start state with less noise, which sharpens
+    `selection_test`; each costs one simulated episode and no world-model call."""
     replan_every: int | None = None
     """MPC: replan after every k executed steps (None: plan once, open loop)."""
     plan_horizon: int = 12
@@ -248,6 +257,8 @@ def plan(config: PlanConfig) -> dict:
         raise ValueError(f"unknown task {config.task!r}; expected one of {', '.join(TASKS)} or 'all'")
     if config.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {config.episodes}")
+    if config.random_proposals < 1:
+        raise ValueError(f"random_proposals must be >= 1, got {config.random_proposals}")
     if config.nominal not in NOMINALS:
         raise ValueError(f"nominal must be one of {NOMINALS}, got {config.nominal!r}")
     if config.method not in METHODS:
@@ -266,20 +277,24 @@ def plan(config: PlanConfig) -> dict:
 
     out = Path(config.out) if config.out else None
     records = _resume(out, config)
-    done = {(r["task"], r["seed"], r["arm"]) for r in records}
+    done = {(r["task"], r["seed"], r["arm"], r.get("draw", 0)) for r in records}
+    draws = {"planner": 1, "scripted": 1, "random-proposal": config.random_proposals}
     # episode-major order, so that a run stopped early holds about as many episodes of every task
-    todo = [(t, config.seed + i, arm) for i in range(config.episodes) for t in tasks for arm in ARMS
-            if (t, config.seed + i, arm) not in done]
+    todo = [(t, config.seed + i, arm, j) for i in range(config.episodes) for t in tasks for arm in ARMS
+            for j in range(draws[arm]) if (t, config.seed + i, arm, j) not in done]
     envs = {t: gym.make("SimFold-v0", task=t, resolution=resolution, horizon=config.horizon) for t in tasks}
-    for task, seed, arm in tqdm(todo, desc="plan episodes", disable=not todo):
+    for task, seed, arm, draw in tqdm(todo, desc="plan episodes", disable=not todo):
         start = time.perf_counter()
         if arm == "scripted":
             result = run_scripted_episode(envs[task], seed=seed)
         else:
+            # draw 0 shares the planner's generator (its first proposal draw is a planner candidate's)
+            key = [config.seed, seed, TASKS.index(task)] + ([draw] if draw else [])
             result = run_plan_episode(envs[task], arms[arm], seed=seed, replan_every=config.replan_every,
                                       plan_horizon=config.plan_horizon, context_frames=config.context_frames,
-                                      nominal_fn=nominal_fn, rng=np.random.default_rng([config.seed, seed, TASKS.index(task)]))
-        records.append({"task": task, "seed": seed, "arm": arm, "success": result.success, "score": result.score,
+                                      nominal_fn=nominal_fn, rng=np.random.default_rng(key))
+        records.append({"task": task, "seed": seed, "arm": arm, **({"draw": draw} if arm == "random-proposal" else {}),
+                        "success": result.success, "score": result.score,
                         "steps": result.steps, "num_plans": result.num_plans, "seconds": time.perf_counter() - start})
         if out is not None:
             _write_json(out, {"config": asdict(config), "episodes": records, "summary": summarize(records)})
@@ -289,21 +304,109 @@ def plan(config: PlanConfig) -> dict:
     scorer = config.reward + (" (seeded random trunk: NOT calibrated LPIPS)" if getattr(head, "calibration", None) == "none" else "")
     print(f"{config.method} n={config.n} scorer={scorer} replan_every={config.replan_every}")
     for task, row in summary.items():
+        test = row["selection"]["success"]
         print(f"{task:>18}: planner {row['planner']:.2f}  scripted {row['scripted']:.2f}  random proposal "
-              f"{row['random-proposal']:.2f}  (planner/scripted {row['planner_vs_scripted']:.2f}, {row['episodes']} episodes)")
+              f"{row['random-proposal']:.2f}  (planner/scripted {row['planner_vs_scripted']:.2f}, {row['episodes']} episodes; "
+              f"planner - random {test['difference']:+.3f}, 95% CI [{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}], "
+              f"p = {test['p_value']:.3g})")
     return summary
 
 
 def summarize(records: list[dict]) -> dict:
-    """Per task: success rate per arm, planner/scripted ratio, episode count and mean planner seconds."""
+    """Per task, and pooled over tasks as "all" when there are several: success rate per arm
+    (the random proposal's averaged over its draws at each start state, then over start
+    states), planner/scripted ratio, episode count, mean planner seconds, random draws per
+    start state, and `selection`: `selection_test` on success and on the fold score."""
+    tasks = list(dict.fromkeys(r["task"] for r in records))
     summary = {}
-    for task in dict.fromkeys(r["task"] for r in records):
-        rows = {arm: [r for r in records if r["task"] == task and r["arm"] == arm] for arm in ARMS}
+    for name, group in [(t, [t]) for t in tasks] + ([("all", tasks)] if len(tasks) > 1 else []):
+        rows = {arm: [r for r in records if r["task"] in group and r["arm"] == arm] for arm in ARMS}
         rate = {arm: float(np.mean([r["success"] for r in rs])) if rs else float("nan") for arm, rs in rows.items()}
-        summary[task] = {**rate, "planner_vs_scripted": rate["planner"] / rate["scripted"] if rate["scripted"] else float("nan"),
-                         "episodes": min(len(rs) for rs in rows.values()),
-                         "planner_seconds": float(np.mean([r["seconds"] for r in rows["planner"]])) if rows["planner"] else float("nan")}
+        starts = _paired_starts(rows["planner"], rows["random-proposal"])
+        if starts:
+            rate["random-proposal"] = float(np.mean([np.mean(draws["success"]) for _, draws in starts]))
+        summary[name] = {**rate, "planner_vs_scripted": rate["planner"] / rate["scripted"] if rate["scripted"] else float("nan"),
+                         "episodes": min(len(rs) for rs in rows.values()) if name != "all" else len(rows["planner"]),
+                         "random_draws": min((len(draws["success"]) for _, draws in starts), default=0),
+                         "planner_seconds": float(np.mean([r["seconds"] for r in rows["planner"]])) if rows["planner"] else float("nan"),
+                         "selection": {key: selection_test([p[key] for p, _ in starts], [d[key] for _, d in starts])
+                                       for key in ("success", "score")}}
     return summary
+
+
+RUN_KEYS = ("episodes", "task", "num_threads", "out", "random_proposals", "seed")
+"""PlanConfig fields that may differ between runs pooled by `pool_plan_runs` (or resumed: all but seed)."""
+
+
+def pool_plan_runs(runs: list[dict]) -> dict:
+    """Pool `wmgym plan` JSON payloads ({"config", "episodes"}) of the same settings over disjoint
+    start states (e.g. `--seed 0`, `--seed 20`, ...) into one {"config", "episodes", "summary"}.
+
+    Raises ValueError when the runs differ in a setting other than `RUN_KEYS` or share a
+    (task, seed, arm, draw) record.
+    """
+    if not runs:
+        raise ValueError("no runs to pool")
+    settings = [{k: v for k, v in run["config"].items() if k not in RUN_KEYS} for run in runs]
+    for i, other in enumerate(settings[1:], 1):
+        if other != settings[0]:
+            changed = sorted(k for k in set(other) | set(settings[0]) if other.get(k) != settings[0].get(k))
+            raise ValueError(f"run {i} has other settings than run 0: {', '.join(changed)}")
+    episodes, seen = [], set()
+    for run in runs:
+        for record in run["episodes"]:
+            key = (record["task"], record["seed"], record["arm"], record.get("draw", 0))
+            if key in seen:
+                raise ValueError(f"two runs hold episode {key}: pool runs over disjoint start states")
+            seen.add(key)
+            episodes.append(record)
+    return {"config": settings[0], "episodes": episodes, "summary": summarize(episodes)}
+
+
+def _paired_starts(planner: list[dict], random: list[dict]) -> list[tuple[dict, dict]]:
+    """[(planner {"success", "score"}, random draws {"success": [...], "score": [...]})] for every
+    (task, seed) that has both arms."""
+    draws: dict = {}
+    for r in random:
+        entry = draws.setdefault((r["task"], r["seed"]), {"success": [], "score": []})
+        entry["success"].append(float(r["success"]))
+        entry["score"].append(float(r["score"]))
+    return [({"success": float(p["success"]), "score": float(p["score"])}, draws[(p["task"], p["seed"])])
+            for p in planner if (p["task"], p["seed"]) in draws]
+
+
+def selection_test(planner, random, *, permutations: int = 20000, seed: int = 0) -> dict:
+    """Does the planner's executed proposal do better than a random one from the same start state?
+
+    planner: (S,) the planner's outcome (success 0/1 or fold score) at S start states;
+    random: S sequences, each the outcomes of K_s >= 1 random proposals executed from that start.
+    Statistic: the mean over start states of planner - mean(random draws). Null: selection adds
+    nothing, so at each start the planner's outcome is one more draw, exchangeable with the
+    random draws; the two-sided p-value permutes which of the K_s + 1 outcomes is the planner's
+    (Monte Carlo, `permutations` draws, counting the observed one). `ci95`: percentile bootstrap
+    over start states. Returns {"difference", "ci95", "p_value", "starts"}; NaNs when S = 0.
+    """
+    if len(planner) != len(random):
+        raise ValueError(f"planner and random must have one entry per start state, got {len(planner)} and {len(random)}")
+    if not len(planner):
+        return {"difference": float("nan"), "ci95": [float("nan"), float("nan")], "p_value": float("nan"), "starts": 0}
+    if any(len(r) < 1 for r in random):
+        raise ValueError("every start state needs at least one random draw")
+    rng = np.random.default_rng(seed)
+    pools = [np.concatenate([[p], np.asarray(r, float)]) for p, r in zip(planner, random)]  # planner first
+    observed = np.array([pool[0] - pool[1:].mean() for pool in pools])  # (S,)
+    # the statistic if the planner's outcome were pool[i]: pool[i] - (sum - pool[i]) / K
+    null = np.zeros(permutations)
+    for pool in pools:
+        k = len(pool) - 1
+        values = pool - (pool.sum() - pool) / k  # (K + 1,)
+        null += values[rng.integers(0, k + 1, permutations)]
+    null /= len(pools)
+    difference = float(observed.mean())
+    p_value = float((1 + np.sum(np.abs(null) >= abs(difference) - 1e-12)) / (permutations + 1))
+    boot = observed[rng.integers(0, len(observed), (2000, len(observed)))].mean(axis=1)
+    return {"difference": difference, "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "p_value": p_value, "starts": len(pools)}
 
 
 def _resume(out: Path | None, config: PlanConfig) -> list[dict]:
@@ -312,7 +415,7 @@ def _resume(out: Path | None, config: PlanConfig) -> list[dict]:
         return []
     saved = json.loads(out.read_text())
     mine, theirs = asdict(config), dict(saved.get("config", {}))
-    for key in ("episodes", "task", "num_threads", "out"):
+    for key in RUN_KEYS[:-1]:
         mine.pop(key), theirs.pop(key, None)
     if mine != theirs:
         raise ValueError(f"{out} holds a run with other settings ({theirs}); pick another --out or delete it")
