@@ -41,19 +41,19 @@ def plot(summary: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(summary)
+    starts = np.array([summary[n]["selection"]["success"]["starts"] for n in names])
     fig, ax = plt.subplots(figsize=(1.9 * len(names) + 3.0, 3.2))
     x = np.arange(len(names))
     for offset, (arm, label, color) in zip((-0.27, 0.0, 0.27), (("planner", "best-of-N in imagination", "tab:blue"),
                                                                   ("random-proposal", "one random proposal", "tab:gray"),
                                                                   ("scripted", "demonstrator", "tab:green"))):
         rates = np.array([summary[n][arm] for n in names])
-        starts = np.array([summary[n]["selection"]["success"]["starts"] for n in names])
         err = 1.96 * np.sqrt(rates * (1 - rates) / np.maximum(starts, 1)) if arm != "random-proposal" else None
         ax.bar(x + offset, 100 * rates, 0.26, yerr=None if err is None else 100 * err, capsize=3, label=label, color=color)
     for i, n in enumerate(names):
         test = summary[n]["selection"]["success"]
         ax.text(i, 103, f"{100 * test['difference']:+.1f} pts\np = {test['p_value']:.2g}", ha="center", fontsize=8)
-    ax.set_xticks(x, [f"{n}\n({summary[n]['selection']['success']['starts']} starts)" for n in names], fontsize=8)
+    ax.set_xticks(x, [f"{n}\n({s} starts)" for n, s in zip(names, starts)], fontsize=8)
     ax.set_ylim(0, 118)
     ax.set_ylabel("success in SimFold-v0 (%)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="error bars: 95% binomial", title_fontsize=7)

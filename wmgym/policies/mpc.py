@@ -297,7 +297,8 @@ def plan(config: PlanConfig) -> dict:
                         "success": result.success, "score": result.score,
                         "steps": result.steps, "num_plans": result.num_plans, "seconds": time.perf_counter() - start})
         if out is not None:
-            _write_json(out, {"config": asdict(config), "episodes": records, "summary": summarize(records)})
+            # the permutation tests wait for the end: per episode they would cost a random draw's time
+            _write_json(out, {"config": asdict(config), "episodes": records, "summary": summarize(records, selection=False)})
     summary = summarize([r for r in records if r["task"] in tasks])
     if out is not None:
         _write_json(out, {"config": asdict(config), "episodes": records, "summary": summary})
@@ -312,11 +313,12 @@ def plan(config: PlanConfig) -> dict:
     return summary
 
 
-def summarize(records: list[dict]) -> dict:
+def summarize(records: list[dict], selection: bool = True) -> dict:
     """Per task, and pooled over tasks as "all" when there are several: success rate per arm
     (the random proposal's averaged over its draws at each start state, then over start
     states), planner/scripted ratio, episode count, mean planner seconds, random draws per
-    start state, and `selection`: `selection_test` on success and on the fold score."""
+    start state, and (with `selection`) `selection`: `selection_test` on success and on the
+    fold score."""
     tasks = list(dict.fromkeys(r["task"] for r in records))
     summary = {}
     for name, group in [(t, [t]) for t in tasks] + ([("all", tasks)] if len(tasks) > 1 else []):
@@ -326,28 +328,31 @@ def summarize(records: list[dict]) -> dict:
         if starts:
             rate["random-proposal"] = float(np.mean([np.mean(draws["success"]) for _, draws in starts]))
         summary[name] = {**rate, "planner_vs_scripted": rate["planner"] / rate["scripted"] if rate["scripted"] else float("nan"),
-                         "episodes": min(len(rs) for rs in rows.values()) if name != "all" else len(rows["planner"]),
+                         "episodes": min(len(rs) for rs in rows.values()),
                          "random_draws": min((len(draws["success"]) for _, draws in starts), default=0),
-                         "planner_seconds": float(np.mean([r["seconds"] for r in rows["planner"]])) if rows["planner"] else float("nan"),
-                         "selection": {key: selection_test([p[key] for p, _ in starts], [d[key] for _, d in starts])
-                                       for key in ("success", "score")}}
+                         "planner_seconds": float(np.mean([r["seconds"] for r in rows["planner"]])) if rows["planner"] else float("nan")}
+        if selection:
+            summary[name]["selection"] = {key: selection_test([p[key] for p, _ in starts], [d[key] for _, d in starts])
+                                          for key in ("success", "score")}
     return summary
 
 
-RUN_KEYS = ("episodes", "task", "num_threads", "out", "random_proposals", "seed")
-"""PlanConfig fields that may differ between runs pooled by `pool_plan_runs` (or resumed: all but seed)."""
+RESUME_KEYS = ("episodes", "task", "num_threads", "out", "random_proposals")
+"""PlanConfig fields in which a resumed run may differ from the one it resumes."""
+POOL_KEYS = RESUME_KEYS + ("seed",)
+"""PlanConfig fields in which runs pooled by `pool_plan_runs` may differ."""
 
 
 def pool_plan_runs(runs: list[dict]) -> dict:
     """Pool `wmgym plan` JSON payloads ({"config", "episodes"}) of the same settings over disjoint
     start states (e.g. `--seed 0`, `--seed 20`, ...) into one {"config", "episodes", "summary"}.
 
-    Raises ValueError when the runs differ in a setting other than `RUN_KEYS` or share a
+    Raises ValueError when the runs differ in a setting other than `POOL_KEYS` or share a
     (task, seed, arm, draw) record.
     """
     if not runs:
         raise ValueError("no runs to pool")
-    settings = [{k: v for k, v in run["config"].items() if k not in RUN_KEYS} for run in runs]
+    settings = [{k: v for k, v in run["config"].items() if k not in POOL_KEYS} for run in runs]
     for i, other in enumerate(settings[1:], 1):
         if other != settings[0]:
             changed = sorted(k for k in set(other) | set(settings[0]) if other.get(k) != settings[0].get(k))
@@ -415,7 +420,7 @@ def _resume(out: Path | None, config: PlanConfig) -> list[dict]:
         return []
     saved = json.loads(out.read_text())
     mine, theirs = asdict(config), dict(saved.get("config", {}))
-    for key in RUN_KEYS[:-1]:
+    for key in RESUME_KEYS:
         mine.pop(key), theirs.pop(key, None)
     if mine != theirs:
         raise ValueError(f"{out} holds a run with other settings ({theirs}); pick another --out or delete it")
