@@ -138,7 +138,7 @@ def pose_gradient_tstats(model: WorldModel, data: str, batches: int, batch_size:
         features = fit_pose_features(model, dataset, data, seed)
     patch = dcfg.patch_size ** 2
     view_channels = dcfg.condition_channels - len(model.config.pose_mean)
-    offsets = np.concatenate([np.arange(n - num_actions) for n in dataset.episode_lengths])
+    offsets = dataset.window_offsets
     candidates = np.arange(len(dataset)) if window_starts is None else \
         np.flatnonzero((offsets >= window_starts[0]) & (offsets <= window_starts[1]))
     if len(candidates) == 0:

@@ -305,3 +305,83 @@ def test_stop_after_minutes_stops_with_a_checkpoint_that_resumes(store, tmp_path
     assert (tmp_path / "latest").read_text().strip() == "step_0000006"
     with pytest.raises(ValueError, match="stop_after_minutes"):
         train_world_model(tiny(store, tmp_path / "bad", stop_after_minutes=0.0))
+
+
+def test_window_offsets_are_each_windows_first_frame_in_its_episode(store):
+    data = WindowDataset(store, split="train", num_actions=4)
+    expected = np.concatenate([np.arange(n - 4) for n in data.episode_lengths])
+    np.testing.assert_array_equal(data.window_offsets, expected)
+    first = data[int(np.flatnonzero(data.window_offsets == 3)[0])][0]  # episode 0's window at frame 3
+    np.testing.assert_array_equal(first.numpy(), data.frames[3:8].numpy())
+
+
+def test_focus_windows_are_drawn_focus_repeats_times_per_epoch():
+    from wmgym.train.world_model import EpochPermutationSampler, epoch_items
+
+    offsets = np.concatenate([np.arange(10), np.arange(7)])  # two episodes' windows
+    np.testing.assert_array_equal(epoch_items(offsets, None, 4), np.arange(17))
+    np.testing.assert_array_equal(epoch_items(offsets, (2, 5), 1), np.arange(17))
+    items = epoch_items(offsets, (2, 5), 3)
+    counts = np.bincount(items, minlength=17)
+    focus = (offsets >= 2) & (offsets <= 5)
+    assert (counts[focus] == 3).all() and (counts[~focus] == 1).all()
+    sampler = EpochPermutationSampler(items, seed=5)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == 17 + 2 * 8 and sorted(drawn) == sorted(items.tolist())
+    sampler.set_epoch(1)
+    assert list(sampler) != drawn  # a new order each epoch
+    # A plain count draws the same order as before the sampler took index arrays.
+    rng = np.random.default_rng(np.random.SeedSequence(5, spawn_key=(0,)))
+    assert list(EpochPermutationSampler(17, seed=5)) == rng.permutation(17).tolist()
+    with pytest.raises(ValueError, match="no training window starts at frames 20..30"):
+        epoch_items(offsets, (20, 30), 2)
+
+
+def test_focus_windows_lengthen_the_epoch_and_resume_identically(store, tmp_path):
+    focus = dict(focus_window_starts=(2, 5), focus_repeats=3, steps=8, checkpoint_every=4)
+    train_world_model(tiny(store, tmp_path / "straight", **focus))
+    train_world_model(tiny(store, tmp_path / "halves", stop_after=4, **focus))
+    train_world_model(tiny(store, tmp_path / "halves", resume=True, **focus))
+    offsets = WindowDataset(store, split="train", num_actions=4).window_offsets
+    expected = (len(offsets) + 2 * int(((offsets >= 2) & (offsets <= 5)).sum())) // 8
+    for run in ("straight", "halves"):
+        state = json.loads((tmp_path / run / "checkpoints/step_0000008" / "training_state.json").read_text())
+        assert state["batches_per_epoch"] == expected > len(offsets) // 8
+    a = load_file(tmp_path / "straight/checkpoints/step_0000008" / STATE)
+    b = load_file(tmp_path / "halves/checkpoints/step_0000008" / STATE)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(ValueError, match="focus_window_starts"):
+        train_world_model(tiny(store, tmp_path / "bad", focus_window_starts=(5, 2), focus_repeats=2))
+    with pytest.raises(ValueError, match="focus_repeats"):
+        train_world_model(tiny(store, tmp_path / "bad", focus_window_starts=(2, 5), focus_repeats=0))
+
+
+def test_pose_lr_scale_scales_the_first_step_of_the_pose_embedding_only(store, straight_run, tmp_path):
+    saved = tmp_path / "source"
+    WorldModel.from_pretrained(straight_run / "checkpoints/step_0000006/model", device="cpu").save_pretrained(saved)
+    common = dict(steps=1, checkpoint_every=1, init_from=str(saved), pose_conditioning=True, pose_input="embedding")
+    deltas = {}
+    for scale in (1.0, 10.0):
+        train_world_model(tiny(store, tmp_path / f"s{scale}", pose_lr_scale=scale, **common))
+        tuned = WorldModel.from_pretrained(tmp_path / f"s{scale}/checkpoints/step_0000001/model", device="cpu")
+        start = with_pose_conditioning(WorldModel.from_pretrained(saved, device="cpu"), tuned.config.pose_mean,
+                                       tuned.config.pose_std)
+        deltas[scale] = {name: param.detach() - start.denoiser.state_dict()[name]
+                         for name, param in tuned.denoiser.named_parameters()}
+    # Adam's first step is lr * g / |g| (+ decay, also proportional to lr): the same gradients,
+    # so the pose embedding's zero-initialised output layer moves exactly 10 times as far and
+    # every old weight the same. (Its first layer starts random; at step 1 it has no gradient.)
+    for name, delta in deltas[1.0].items():
+        scaled = deltas[10.0][name]
+        if name.startswith("pose_embed.0."):
+            continue
+        if name.startswith("pose_embed."):
+            assert delta.abs().sum() > 0, name
+            torch.testing.assert_close(scaled, 10 * delta, rtol=1e-4, atol=1e-7, msg=name)
+        else:
+            torch.testing.assert_close(scaled, delta, rtol=1e-5, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="pose_lr_scale needs"):
+        train_world_model(tiny(store, tmp_path / "noposes", steps=1, pose_lr_scale=10.0))
+    with pytest.raises(ValueError, match="pose_lr_scale"):
+        train_world_model(tiny(store, tmp_path / "neg", steps=1, pose_lr_scale=0.0))

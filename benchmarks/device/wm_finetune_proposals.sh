@@ -18,11 +18,16 @@
 # GW=8 weighs the loss near the grippers 9x (`train-wm --gripper-loss-weight`); PC=1 adds the
 # grippers' 3-D pose vector as a condition (`train-wm --pose-conditioning`, read through an
 # embedding into each frame's adaLN conditioning; PI=channels for the constant condition channels
-# of the first try); INIT picks the model to start from (default the shipped one).
+# of the first try); FR=4 draws the windows that start at frames 2-5 of their episode (the grasp
+# and lift) 4 times per epoch (`train-wm --focus-window-starts 2 5 --focus-repeats 4`); PLR=10
+# multiplies the pose embedding's learning rate (`--pose-lr-scale`); INIT picks the model to start
+# from (default the shipped one).
 set -x
 : ${OUT:=/tmp/out} ${ND:=2000} ${NG:=1600} ${NX:=400} ${WD:=5} ${WG:=9} ${WX:=2}
 : ${BATCH:=256} ${LR:=3e-4} ${NW:=6} ${DEV:=cuda} ${BUDGET:=540} ${GW:=0} ${PC:=0} ${PI:=embedding} ${INIT:=wmgym/assets/wmfold/world_model}
-POSE=""; [ "$PC" = 1 ] && POSE="--pose-conditioning --pose-input $PI"
+: ${FR:=1} ${PLR:=1}
+POSE=""; [ "$PC" = 1 ] && POSE="--pose-conditioning --pose-input $PI --pose-lr-scale $PLR"
+[ "$FR" != 1 ] && POSE="$POSE --focus-window-starts 2 5 --focus-repeats $FR"
 mkdir -p $OUT
 T0=$(date +%s)
 stamp() { echo "=== $1 at $(( $(date +%s) - T0 )) s" | tee -a $OUT/times.txt; }

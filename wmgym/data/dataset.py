@@ -64,6 +64,7 @@ class WindowDataset(torch.utils.data.Dataset):
         store_episodes: one array of episode indices per store, in the order of `path`.
         episode_lengths: frames (actions + 1) of each selected episode, in the order the
             rows of `frames` and `actions` hold them.
+        window_offsets: (len(self),) the frame of its episode each window starts at.
         height, width, tasks: from the store(s).
     """
 
@@ -117,6 +118,7 @@ class WindowDataset(torch.utils.data.Dataset):
         offsets = np.concatenate([[0], np.cumsum(self.episode_lengths)[:-1]])
         self._starts = np.concatenate([
             offset + np.arange(length - num_actions) for offset, length in zip(offsets, self.episode_lengths)])
+        self.window_offsets = np.concatenate([np.arange(length - num_actions) for length in self.episode_lengths])
 
     def __len__(self) -> int:
         return len(self._starts)

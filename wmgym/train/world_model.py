@@ -86,6 +86,15 @@ class TrainWorldModelConfig:
     conditioned on the grippers view; `WorldModel.compute_loss`). val/loss stays unweighted."""
     gripper_dilation: int = GRIPPER_DILATION
     """Pixels the gripper mask of `gripper_loss_weight` is grown by."""
+    focus_window_starts: tuple[int, int] | None = None
+    """(first, last): the training windows that start at frame first..last of their episode (e.g.
+    `2 5`, those holding the demonstrator's grasp and lift, where whether a grasp holds is
+    decided) are drawn `focus_repeats` times per epoch instead of once. Validation is unchanged."""
+    focus_repeats: int = 1
+    """Times per epoch a window in `focus_window_starts` is drawn (1: no oversampling)."""
+    pose_lr_scale: float = 1.0
+    """Multiplies the learning rate of the pose embedding (`pose_input embedding`), the
+    zero-initialised path a pose-conditioned fine-tune has to teach from scratch."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast precision, passed to Accelerate (fp16 adds a gradient scaler; use on GPU)."""
     seed: int = 0
@@ -149,20 +158,39 @@ class TrainWorldModelConfig:
 
 
 class EpochPermutationSampler(torch.utils.data.Sampler):
-    """All indices once per epoch, in an order that is a pure function of (seed, epoch)."""
+    """Every item once per epoch, in an order that is a pure function of (seed, epoch).
 
-    def __init__(self, num_items: int, seed: int):
-        self.num_items, self.seed, self.epoch = num_items, seed, 0
+    items: a count n (the dataset indices 0..n-1) or an array of dataset indices in which an
+    index may repeat (listed k times, it is drawn k times per epoch: `focus_window_starts`)."""
+
+    def __init__(self, items, seed: int):
+        self.items = np.arange(items) if np.ndim(items) == 0 else np.asarray(items, dtype=np.int64)
+        self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch,)))
-        return iter(rng.permutation(self.num_items).tolist())
+        return iter(self.items[rng.permutation(len(self.items))].tolist())
 
     def __len__(self) -> int:
-        return self.num_items
+        return len(self.items)
+
+
+def epoch_items(window_offsets: np.ndarray, focus_window_starts: tuple[int, int] | None, focus_repeats: int) -> np.ndarray:
+    """The dataset indices one epoch draws: every window once, and those whose first frame
+    (`window_offsets`, the frame of its episode each window starts at) is in the inclusive
+    range `focus_window_starts` `focus_repeats - 1` more times. (N,) -> (N + (repeats-1) * F,)."""
+    items = np.arange(len(window_offsets))
+    if focus_window_starts is None or focus_repeats == 1:
+        return items
+    first, last = focus_window_starts
+    focus = np.flatnonzero((window_offsets >= first) & (window_offsets <= last))
+    if len(focus) == 0:
+        raise ValueError(f"no training window starts at frames {first}..{last} of its episode "
+                         f"(episodes hold {int(window_offsets.max()) + 1} window starts at most)")
+    return np.concatenate([items, np.repeat(focus, focus_repeats - 1)])
 
 
 class _LossModule(nn.Module):
@@ -231,12 +259,17 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
         model.denoiser.load_state_dict(section(tensors, "raw/"))
     model.codec.requires_grad_(False)
 
-    sampler = EpochPermutationSampler(len(train_set), config.seed)
+    sampler = EpochPermutationSampler(epoch_items(train_set.window_offsets, config.focus_window_starts,
+                                                  config.focus_repeats), config.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=config.num_workers, pin_memory=device.type == "cuda",
                                          persistent_workers=config.num_workers > 0,
                                          generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
+    if config.pose_lr_scale != 1.0 and not model.denoiser.config.pose_dim:
+        raise ValueError("pose_lr_scale needs a model that reads the pose through its embedding "
+                         "(--pose-conditioning --pose-input embedding)")
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.learning_rate, config.pose_lr_scale),
+                                  lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
     loss_module, optimizer, loader, scheduler = accelerator.prepare(
         _LossModule(model, config.action_dropout, config.gripper_loss_weight, config.gripper_dilation), optimizer, loader, scheduler)
@@ -391,6 +424,10 @@ def _check_config(config: TrainWorldModelConfig) -> None:
     if config.gripper_loss_weight < 0 or config.gripper_dilation < 0:
         raise ValueError(f"gripper_loss_weight and gripper_dilation must be >= 0, got {config.gripper_loss_weight}, "
                          f"{config.gripper_dilation}")
+    if config.focus_repeats < 1 or config.pose_lr_scale <= 0:
+        raise ValueError(f"focus_repeats must be >= 1 and pose_lr_scale > 0, got {config.focus_repeats}, {config.pose_lr_scale}")
+    if config.focus_window_starts is not None and not 0 <= config.focus_window_starts[0] <= config.focus_window_starts[1]:
+        raise ValueError(f"focus_window_starts must be (first, last) with 0 <= first <= last, got {config.focus_window_starts}")
     if config.stop_after_minutes is not None and not config.stop_after_minutes > 0:
         raise ValueError(f"stop_after_minutes must be > 0 (or None), got {config.stop_after_minutes}")
 
@@ -423,12 +460,17 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
                             pose_mean=pose_mean, pose_std=pose_std, prediction=config.prediction)
 
 
-def _param_groups(model: WorldModel, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def _param_groups(model: WorldModel, weight_decay: float, learning_rate: float, pose_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW groups: matrices decayed, the rest not; with pose_lr_scale != 1 the pose embedding's
+    two groups follow at learning_rate * pose_lr_scale (the first group is the one logged)."""
+    groups = {(decay, pose): [] for decay in (True, False) for pose in (False, True)}
+    scaled = pose_lr_scale != 1.0
     for name, param in model.denoiser.named_parameters():
         is_matrix = param.dim() >= 2 and name != "position"
-        (decay if is_matrix else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups[is_matrix, scaled and name.startswith("pose_embed.")].append(param)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             "lr": learning_rate * (pose_lr_scale if pose else 1.0)}
+            for (decay, pose), params in sorted(groups.items(), key=lambda kv: (kv[0][1], not kv[0][0])) if params]
 
 
 def _lr_factor(config: TrainWorldModelConfig):
