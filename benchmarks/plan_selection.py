@@ -45,7 +45,7 @@ def plot(summary: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(1.9 * len(names) + 3.0, 3.2))
     x = np.arange(len(names))
     for offset, (arm, label, color) in zip((-0.27, 0.0, 0.27), (("planner", "best-of-N in imagination", "tab:blue"),
-                                                                  ("random-proposal", "one random proposal", "tab:gray"),
+                                                                  ("random-proposal", "random proposal (mean of draws)", "tab:gray"),
                                                                   ("scripted", "demonstrator", "tab:green"))):
         rates = np.array([summary[n][arm] for n in names])
         err = 1.96 * np.sqrt(rates * (1 - rates) / np.maximum(starts, 1)) if arm != "random-proposal" else None

@@ -17,14 +17,13 @@ world model beats executing one random proposal: under the null, the planner's e
 proposal is one more draw from the proposal distribution, so at each start state its outcome
 is exchangeable with the random draws' (an exact permutation test, per task and pooled).
 
-Measured on the shipped (grippers-conditioned) bundle, one thread, the other core busy:
-`plan(PlanConfig(n=64, episodes=20, reward="lpips-offline", num_threads=1))`, open loop with
-12-step plans: success planner / scripted / random proposal = 45 / 100 / 25% (fold_left_sleeve),
-60 / 100 / 45% (fold_right_sleeve), 55 / 100 / 25% (fold_half); 19 s per planned episode.
-With `replan_every=4, plan_horizon=8` (25 episodes per arm, stopped for time) every arm is
-closed-loop: 76 / 100 / 92%. `benchmarks/plan_ranking.py` says why selection adds little: on
-simulated frames the LPIPS scorer separates a start state's successful proposals from its
-failures (ROC AUC 0.84-0.98), on the world model's imagined frames it barely does (0.55-0.60).
+Measured (docs/benchmarks.md, "Is the margin real?"): the shipped bundle, 0.5 cm proposals,
+`reward="lpips-calibrated"`, N = 64, open loop, 120 start states per task with 16 random draws
+each: best-of-64 succeeds in 79 / 81 / 89% (fold_left_sleeve / fold_right_sleeve / fold_half),
+the random proposal in 72 / 75 / 84%, the demonstrator in 100%; pooled over the 360 start
+states selection adds +6.0 points (p = 0.009). `benchmarks/plan_ranking.py` says why it adds
+little: on simulated frames the calibrated scorer separates a start state's successful
+proposals from its failures (ROC AUC 0.91-0.98), on imagined frames it barely does (0.60-0.65).
 """
 
 from __future__ import annotations
