@@ -61,7 +61,8 @@ from wmgym.model.world_model import WorldModel
 from wmgym.sim.gripper_track import is_pose_conditioned, pose_vectors, rollout_conditions
 from wmgym.train.checkpoint import write_text_atomic
 from wmgym.train.wm_build import pose_statistics, with_pose_conditioning
-from wmgym.train.world_model import TrainWorldModelConfig, split_conditions
+from wmgym.train.world_model import TrainWorldModelConfig
+from wmgym.train.wm_validation import split_conditions
 
 
 def load_episodes(path: str, per_task: int, seed: int) -> list[dict]:

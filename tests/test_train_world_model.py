@@ -316,7 +316,7 @@ def test_window_offsets_are_each_windows_first_frame_in_its_episode(store):
 
 
 def test_focus_windows_are_drawn_focus_repeats_times_per_epoch():
-    from wmgym.train.world_model import EpochPermutationSampler, epoch_items
+    from wmgym.train.sampling import EpochPermutationSampler, epoch_items
 
     offsets = np.concatenate([np.arange(10), np.arange(7)])  # two episodes' windows
     np.testing.assert_array_equal(epoch_items(offsets, None, 4), np.arange(17))

@@ -116,9 +116,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
         # Window starts as rows of the compacted arrays.
         offsets = np.concatenate([[0], np.cumsum(self.episode_lengths)[:-1]])
-        self._starts = np.concatenate([
-            offset + np.arange(length - num_actions) for offset, length in zip(offsets, self.episode_lengths)])
-        self.window_offsets = np.concatenate([np.arange(length - num_actions) for length in self.episode_lengths])
+        windows = self.episode_lengths - num_actions
+        self.window_offsets = np.concatenate([np.arange(n) for n in windows])
+        self._starts = np.repeat(offsets, windows) + self.window_offsets
 
     def __len__(self) -> int:
         return len(self._starts)

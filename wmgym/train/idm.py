@@ -159,7 +159,7 @@ def train_idm(config: TrainIDMConfig) -> Path:
 
     from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
     from wmgym.policies.idm_metrics import r2_scores
-    from wmgym.train.world_model import EpochPermutationSampler
+    from wmgym.train.sampling import EpochPermutationSampler
 
     _check_config(config)
     out = start_run(config)

@@ -31,15 +31,15 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from wmgym.actions import ACTION_DIM
 from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
-from wmgym.model.schedule import add_noise
 from wmgym.model.world_model import GRIPPER_DILATION, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.train.checkpoint import section, write_text_atomic
+from wmgym.train.sampling import EpochPermutationSampler, epoch_items
 from wmgym.train.wm_build import action_statistics, pose_statistics, with_condition_views, with_pose_conditioning
 from wmgym.train.wm_checkpoint import STATE_FILES, latest_checkpoint, restore_checkpoint, save_checkpoint
+from wmgym.train.wm_validation import evaluate, split_conditions
 
 VAL_SEED_OFFSET = 7919  # validation draws from its own generator, the same at every validation
 
@@ -155,42 +155,6 @@ class TrainWorldModelConfig:
     """'auto' lets Accelerate pick (CUDA when available); 'cpu' forces the CPU."""
     num_workers: int = 0
     """DataLoader worker processes (windows are in memory; 0 is usually enough)."""
-
-
-class EpochPermutationSampler(torch.utils.data.Sampler):
-    """Every item once per epoch, in an order that is a pure function of (seed, epoch).
-
-    items: a count n (the dataset indices 0..n-1) or an array of dataset indices in which an
-    index may repeat (listed k times, it is drawn k times per epoch: `focus_window_starts`)."""
-
-    def __init__(self, items, seed: int):
-        self.items = np.arange(items) if np.ndim(items) == 0 else np.asarray(items, dtype=np.int64)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.epoch,)))
-        return iter(self.items[rng.permutation(len(self.items))].tolist())
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def epoch_items(window_offsets: np.ndarray, focus_window_starts: tuple[int, int] | None, focus_repeats: int) -> np.ndarray:
-    """The dataset indices one epoch draws: every window once, and those whose first frame
-    (`window_offsets`, the frame of its episode each window starts at) is in the inclusive
-    range `focus_window_starts` `focus_repeats - 1` more times. (N,) -> (N + (repeats-1) * F,)."""
-    items = np.arange(len(window_offsets))
-    if focus_window_starts is None or focus_repeats == 1:
-        return items
-    first, last = focus_window_starts
-    focus = np.flatnonzero((window_offsets >= first) & (window_offsets <= last))
-    if len(focus) == 0:
-        raise ValueError(f"no training window starts at frames {first}..{last} of its episode "
-                         f"(episodes hold {int(window_offsets.max()) + 1} window starts at most)")
-    return np.concatenate([items, np.repeat(focus, focus_repeats - 1)])
 
 
 class _LossModule(nn.Module):
@@ -345,64 +309,6 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
 
 
 # ---------------------------------------------------------------- validation
-@torch.no_grad()
-def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
-    """Validation metrics of `model` over `loader`'s windows (frames (b, t, H, W, 3), actions).
-
-    val/loss: the training loss with a fixed generator. val/x0_psnr: the newest frame predicted
-    in one step from pure noise, the history held at the sampler's noise level, as rollouts do.
-    val/copy_last_psnr: the last history frame copied forward -- a model that does not beat it
-    has not learned dynamics (DESIGN.md). val/rollout_psnr: the newest frame from the full
-    sampler. PSNRs are of the mean squared error over all frames (0-255 scale).
-    """
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    sums = torch.zeros(5, dtype=torch.float64)  # loss, x0 se, copy se, rollout se, batches
-    count = 0
-    for frames, actions, *extra in loader:
-        frames, actions = frames.to(model.device), actions.to(model.device)
-        conditions, poses = (None if x is None else x.to(model.device) for x in split_conditions(model, extra))
-        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator, poses=poses)
-        target = frames[:, -1].double()
-        predicted = one_step_from_noise(model, frames, actions, generator, conditions, poses)
-        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions, poses=poses)[:, 0]
-        errors = [((x.double() - target) ** 2).sum().item() for x in (predicted, frames[:, -2], rolled)]
-        sums += torch.tensor([float(loss), *errors, 1.0], dtype=torch.float64)
-        count += target.numel()
-    psnr = lambda se: 10 * math.log10(255.0**2 / max(se / count, 1e-10))
-    return {"val/loss": float(sums[0] / sums[4]), "val/x0_psnr": psnr(sums[1].item()),
-            "val/copy_last_psnr": psnr(sums[2].item()), "val/rollout_psnr": psnr(sums[3].item())}
-
-
-def split_conditions(model: WorldModel, extra: list) -> tuple:
-    """(conditions, poses) out of a `WindowDataset` batch's items after (frames, actions), as
-    `model` takes them: views (b, t, V, H, W, 3) if it has condition views, poses (b, t, 8) if
-    it is pose-conditioned, else None."""
-    conditions = extra[0] if model.config.condition_views else None
-    poses = extra[-1] if model.is_pose_conditioned else None
-    return conditions, poses
-
-
-def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions=None, poses=None) -> torch.Tensor:
-    """The last frame of each window (uint8 (b, H, W, 3)) predicted in one denoiser call from pure noise.
-
-    conditions: uint8 (b, t, V, H, W, 3) condition views of the window's frames, if the model has any;
-    poses: (b, t, 8) the grippers' poses, if it is pose-conditioned."""
-    z = model.encode_frames(frames)  # (b, t, C, h, w)
-    b, t = z.shape[:2]
-    last = model.config.num_train_timesteps - 1
-    timesteps = torch.full((b, t), model.sampler.history_timestep, dtype=torch.long, device=model.device)
-    timesteps[:, -1] = last
-    noisy = add_noise(z, torch.randn(z.shape, device=model.device, generator=generator), timesteps, model.alphas_cumprod)
-    frame_actions = torch.zeros(b, t, ACTION_DIM, device=model.device)  # frame i is produced by a_{i-1}
-    frame_actions[:, 1:] = model.normalize_actions(actions)
-    dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
-    dropped[:, 0] = True  # frame 0's action is unknown
-    cond = model._encode_conditions(conditions, b, t, poses)
-    output = model.denoiser(noisy, timesteps, frame_actions, dropped, cond)[:, -1:]  # (b, 1, C, h, w)
-    x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
-    return model.decode_latents(x0)[:, 0]
-
-
 def _val_loader(val_set: WindowDataset, config: TrainWorldModelConfig):
     count = min(len(val_set), config.val_batches * config.batch_size)
     indices = np.linspace(0, len(val_set) - 1, count).round().astype(int).tolist()  # spread over episodes
@@ -463,14 +369,14 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
 def _param_groups(model: WorldModel, weight_decay: float, learning_rate: float, pose_lr_scale: float = 1.0) -> list[dict]:
     """AdamW groups: matrices decayed, the rest not; with pose_lr_scale != 1 the pose embedding's
     two groups follow at learning_rate * pose_lr_scale (the first group is the one logged)."""
-    groups = {(decay, pose): [] for decay in (True, False) for pose in (False, True)}
+    groups = {(pose, decay): [] for pose in (False, True) for decay in (True, False)}  # in this order
     scaled = pose_lr_scale != 1.0
     for name, param in model.denoiser.named_parameters():
         is_matrix = param.dim() >= 2 and name != "position"
-        groups[is_matrix, scaled and name.startswith("pose_embed.")].append(param)
+        groups[scaled and name.startswith("pose_embed."), is_matrix].append(param)
     return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
              "lr": learning_rate * (pose_lr_scale if pose else 1.0)}
-            for (decay, pose), params in sorted(groups.items(), key=lambda kv: (kv[0][1], not kv[0][0])) if params]
+            for (pose, decay), params in groups.items() if params]
 
 
 def _lr_factor(config: TrainWorldModelConfig):
