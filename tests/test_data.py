@@ -39,7 +39,8 @@ def fake_run_episode(spec: EpisodeSpec) -> EpisodeRecord:
         actions=rng.normal(size=(spec.horizon, 20)).astype(np.float32),
         score=rng.random(frames).astype(np.float32), success=bool(rng.random() < 0.5),
         caption=f"{spec.kind} episode {spec.seed} of {spec.task}",
-        goal_caption=f"do {spec.task}", goal_image=image())
+        goal_caption=f"do {spec.task}", goal_image=image(),
+        held_particles=rng.integers(0, 40, (frames, 2)).astype(np.int16))
 
 
 def marked_record(episode: int, horizon: int, task: str = "fold_half") -> EpisodeRecord:
@@ -77,7 +78,7 @@ def assert_same_contents(a: dict, b: dict) -> None:
 def assert_records_equal(got: EpisodeRecord, want: EpisodeRecord) -> None:
     assert got.spec == want.spec
     for name in ("interaction", "static_scene", "grippers", "eef_pos", "eef_rot_axis_angle",
-                 "gripper_width", "actions", "score", "goal_image"):
+                 "gripper_width", "actions", "score", "goal_image", "held_particles"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     assert (got.task_id, got.success, got.caption, got.goal_caption) == \
         (want.task_id, want.success, want.caption, want.goal_caption)
@@ -103,6 +104,34 @@ def test_store_roundtrip_is_exact(tmp_path):
     episode = reopened.read_episode(1)
     assert episode["task"] == specs[1].task and episode["kind"] == specs[1].kind
     assert episode["frames"].dtype == np.uint8 and episode["actions"].shape == (4, 20)
+
+
+def test_store_without_held_particles_still_opens_and_appends(tmp_path):
+    """A store made before the grasp state was recorded: its episodes read back with
+    held_particles None, and new episodes go in without it."""
+    records = [fake_run_episode(s) for s in plan_episodes(3, 0, TASKS, SIZE, SIZE, horizon=4)]
+    store = EpisodeStore.create(tmp_path / "old.zarr", SIZE, SIZE, TASKS)
+    for robot in (0, 1):
+        del store.root[f"data/robot{robot}_held_particles"]
+    store.append(records[:2])
+    appended = EpisodeStore.open(tmp_path / "old.zarr", mode="a")
+    assert not appended.has_held_particles
+    appended.append([dataclasses.replace(records[2], held_particles=None)])
+    reopened = EpisodeStore.open(tmp_path / "old.zarr")
+    assert reopened.num_episodes == 3 and reopened.read_episode(2)["held_particles"] is None
+    np.testing.assert_array_equal(reopened.read_record(1).score, records[1].score)
+
+
+def test_a_store_with_held_particles_refuses_a_record_without_them(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s.zarr", SIZE, SIZE, TASKS)
+    record = fake_run_episode(plan_episodes(1, 0, TASKS, SIZE, SIZE, 4)[0])
+    with pytest.raises(ValueError, match="no held_particles"):
+        store.append([dataclasses.replace(record, held_particles=None)])
+    with pytest.raises(ValueError, match=r"held_particles has shape \(4, 2\), expected \(5, 2\)"):
+        store.append([dataclasses.replace(record, held_particles=record.held_particles[:4])])
+    del store.root["data/robot1_held_particles"]
+    with pytest.raises(ValueError, match="robot0_held_particles.*but not.*robot1_held_particles"):
+        EpisodeStore.open(tmp_path / "s.zarr")
 
 
 def test_last_frame_of_each_episode_stores_a_hold_action(tmp_path):
@@ -205,6 +234,16 @@ def test_kinds_cycle_sets_each_episodes_kind():
     assert [(s.kind, s.noise) for s in proposals] == [("proposal", 0.01)] * 4  # wmgym plan's default 1 cm
 
 
+def test_proposal_noise_sets_only_the_proposals_noise():
+    plan = plan_episodes(6, 5, TASKS, SIZE, SIZE, 4, kinds="DG", proposal_noise=0.005)
+    default = plan_episodes(6, 5, TASKS, SIZE, SIZE, 4, kinds="DG")
+    assert [s.noise for s in plan if s.kind == "proposal"] == [0.005] * 3
+    assert [s for s in plan if s.kind == "demo"] == [s for s in default if s.kind == "demo"]
+    assert [s.seed for s in plan] == [s.seed for s in default]
+    with pytest.raises(ValueError, match="proposal_noise"):
+        plan_episodes(2, 5, TASKS, SIZE, SIZE, 4, kinds="G", proposal_noise=-0.01)
+
+
 def test_generate_writes_the_planned_episodes(tmp_path):
     cfg = config(tmp_path)
     assert generate(cfg, run_episode=fake_run_episode) == cfg.out
@@ -286,6 +325,7 @@ def test_two_workers_write_the_same_store_as_one(tmp_path):
     (dict(tasks=("fold_towel",)), ValueError, r"fold_towel.*fold_left_sleeve.*fold_half"),
     (dict(kinds="DQ"), ValueError, r"letters DPRXG.*X replay.*G proposal.*'DQ'"),
     (dict(kinds=""), ValueError, r"non-empty"),
+    (dict(proposal_noise=float("nan")), ValueError, r"proposal_noise"),
 ])
 def test_generate_rejects_bad_config(tmp_path, overrides, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -301,12 +341,21 @@ def test_generate_refuses_an_existing_store_without_resume_or_overwrite(tmp_path
 
 
 @pytest.mark.parametrize("overrides", [dict(resolution=32), dict(tasks=TASKS[:2]),
-                                       dict(seed=1), dict(horizon=5), dict(kinds="X")])
+                                       dict(seed=1), dict(horizon=5), dict(kinds="X"), dict(proposal_noise=0.005)])
 def test_resume_with_different_settings_is_refused(tmp_path, overrides):
     generate(config(tmp_path, episodes=2), run_episode=fake_run_episode)
     with pytest.raises(ValueError, match="cannot resume"):
         generate(config(tmp_path, episodes=4, resume=True, **overrides),
                  run_episode=fake_run_episode)
+
+
+def test_resume_checks_a_non_default_proposal_noise(tmp_path):
+    generate(config(tmp_path, episodes=2, kinds="G", proposal_noise=0.005), run_episode=fake_run_episode)
+    with pytest.raises(ValueError, match="proposal_noise: store has 0.005, asked for 0.01"):
+        generate(config(tmp_path, episodes=4, kinds="G", resume=True), run_episode=fake_run_episode)
+    generate(config(tmp_path, episodes=4, kinds="G", proposal_noise=0.005, resume=True), run_episode=fake_run_episode)
+    noise = np.asarray(EpisodeStore.open(tmp_path / "store.zarr").root["meta"]["episode_noise"][:])
+    np.testing.assert_allclose(noise, 0.005)
 
 
 # ---------------------------------------------------------------- windows

@@ -85,7 +85,7 @@ def test_same_seed_same_frames(kind):
     other = run_episode(dataclasses.replace(spec, seed=8))  # runs in between on the same cached world
     again = run_episode(spec)
     for name in ("interaction", "static_scene", "grippers", "actions", "score", "eef_pos",
-                 "eef_rot_axis_angle", "gripper_width", "goal_image"):
+                 "eef_rot_axis_angle", "gripper_width", "goal_image", "held_particles"):
         np.testing.assert_array_equal(getattr(again, name), getattr(first, name), err_msg=name)
     assert (again.caption, again.success) == (first.caption, first.success)
     assert not np.array_equal(other.interaction, first.interaction)
@@ -257,6 +257,20 @@ def test_scripted_demonstrator_succeeds(task, seed):
     assert record.success
     assert record.score[-1] >= threshold  # the fold stays done after the release
     assert record.score[0] == 0.0
+
+
+def test_held_particles_record_the_demonstrators_grasp_and_release():
+    """fold_left_sleeve: the left gripper holds cloth from the frame after it closes until it
+    opens again; the right one never does."""
+    from wmgym.sim.gripper import GRASP_WIDTH
+
+    record = run_episode(EpisodeSpec("fold_left_sleeve", seed=0))
+    held = record.held_particles
+    assert held.shape == (record.num_frames, 2) and held.dtype == np.int16
+    assert held[0].tolist() == [0, 0] and not held[:, 1].any()
+    closed = record.gripper_width[:, 0] < GRASP_WIDTH  # frame t's width is the one set by a_{t-1}
+    assert held[:, 0].max() > 0
+    np.testing.assert_array_equal(held[:, 0] > 0, closed)
 
 
 # Grippers

@@ -67,9 +67,12 @@ class GenerateConfig:
     kinds: str = DEFAULT_KINDS
     """Cycle of episode kinds, one letter each: D demo, P perturbed, R random, X replay (another
     start state's clean demonstration played from this one: motion that mostly misses the
-    cloth), G proposal (the clean demonstrator's sequence plus 1 cm Gaussian noise a step, as
+    cloth), G proposal (the clean demonstrator's sequence plus `proposal_noise`, 1 cm, of Gaussian noise a step, as
     `wmgym plan` draws its candidates); episode i gets letter i % len. E.g. "X" for replay
     episodes only."""
+    proposal_noise: float = PROPOSAL_NOISE
+    """Std (metres) of the G episodes' Gaussian noise on every position delta and width
+    (`wmgym plan --position-std/--width-std`); e.g. 0.005 for the 0.5 cm proposals."""
 
 
 def kind_cycle(kinds: str = DEFAULT_KINDS) -> tuple[str, ...]:
@@ -81,12 +84,17 @@ def kind_cycle(kinds: str = DEFAULT_KINDS) -> tuple[str, ...]:
     return tuple(KIND_LETTERS[c] for c in kinds)
 
 
-def _kind_and_noise(i: int, cycle: tuple[str, ...] = KIND_CYCLE) -> tuple[str, float]:
+def _kind_and_noise(i: int, cycle: tuple[str, ...] = KIND_CYCLE, proposal_noise: float = PROPOSAL_NOISE) -> tuple[str, float]:
     kind = cycle[i % len(cycle)]
     if kind == "demo":  # noise cycles over the demos in order: count demos before episode i
         demo_ordinal = (i // len(cycle)) * cycle.count("demo") + cycle[: i % len(cycle)].count("demo")
         return kind, DEMO_NOISE_LEVELS[demo_ordinal % len(DEMO_NOISE_LEVELS)]
-    return kind, {"perturbed": PERTURBED_NOISE, "proposal": PROPOSAL_NOISE}.get(kind, 0.0)
+    return kind, {"perturbed": PERTURBED_NOISE, "proposal": proposal_noise}.get(kind, 0.0)
+
+
+def _check_proposal_noise(proposal_noise: float) -> None:
+    if not (np.isfinite(proposal_noise) and proposal_noise >= 0):
+        raise ValueError(f"proposal_noise must be a finite std >= 0 (metres), got {proposal_noise}")
 
 
 def episode_seed(seed: int, index: int) -> int:
@@ -96,18 +104,19 @@ def episode_seed(seed: int, index: int) -> int:
 
 
 def plan_episodes(num_episodes: int, seed: int, tasks, height: int, width: int,
-                  horizon: int, kinds: str = DEFAULT_KINDS) -> list[EpisodeSpec]:
+                  horizon: int, kinds: str = DEFAULT_KINDS, proposal_noise: float = PROPOSAL_NOISE) -> list[EpisodeSpec]:
     """The specs of episodes 0..num_episodes-1; episode i does not depend on num_episodes.
 
     Episode i gets task tasks[i % len(tasks)], seed `episode_seed(seed, i)` and a kind from the
     cycle `kinds` (default: 20 long, 55% "demo" with noise cycling over `DEMO_NOISE_LEVELS`,
     25% "perturbed" with noise 0.02, 20% "random" with noise 0; "replay" has noise 0, "proposal"
-    noise 0.01).
+    noise `proposal_noise`, default 0.01).
     """
+    _check_proposal_noise(proposal_noise)
     tasks, cycle = tuple(tasks), kind_cycle(kinds)
     specs = []
     for i in range(num_episodes):
-        kind, noise = _kind_and_noise(i, cycle)
+        kind, noise = _kind_and_noise(i, cycle, proposal_noise)
         specs.append(EpisodeSpec(task=tasks[i % len(tasks)], seed=episode_seed(seed, i),
                                  kind=kind, noise=noise, height=height, width=width,
                                  horizon=horizon))
@@ -133,6 +142,7 @@ def _check_config(config: GenerateConfig) -> tuple[int, int, tuple[str, ...]]:
         raise ValueError(f"need horizon >= 1, batch_episodes >= 1, workers >= 0, got "
                          f"{config.horizon}, {config.batch_episodes}, {config.workers}")
     kind_cycle(config.kinds)
+    _check_proposal_noise(config.proposal_noise)  # before the store is created
     if config.resume and config.overwrite:
         raise ValueError("pass at most one of resume and overwrite")
     if Path(config.out).exists() and not (config.resume or config.overwrite):
@@ -144,14 +154,17 @@ def _check_config(config: GenerateConfig) -> tuple[int, int, tuple[str, ...]]:
 def _open_store(config: GenerateConfig, height: int, width: int,
                 tasks: tuple[str, ...]) -> EpisodeStore:
     plan = {"seed": config.seed, "horizon": config.horizon, "kinds": config.kinds}
+    if config.proposal_noise != PROPOSAL_NOISE:  # stores of the default keep their old attrs, so they still resume
+        plan["proposal_noise"] = config.proposal_noise
     if not (config.resume and Path(config.out).exists()):
         return EpisodeStore.create(config.out, height, width, tasks,
                                    overwrite=config.overwrite, attrs={"generation": plan})
     store = EpisodeStore.open(config.out, mode="a")
     found = {"height": store.height, "width": store.width, "tasks": store.tasks,
              "kinds": DEFAULT_KINDS,  # stores made before kinds existed used the default cycle
+             "proposal_noise": PROPOSAL_NOISE,  # and before proposal_noise, the default
              **store.attrs.get("generation", {})}
-    wanted = {"height": height, "width": width, "tasks": tasks, **plan}
+    wanted = {"height": height, "width": width, "tasks": tasks, **plan, "proposal_noise": config.proposal_noise}
     differ = [f"{k}: store has {found[k]!r}, asked for {wanted[k]!r}"
               for k in wanted if k in found and found[k] != wanted[k]]
     if differ:
@@ -199,7 +212,7 @@ def generate(config: GenerateConfig,
                     config.out, done, config.episodes)
         return str(config.out)
     specs = plan_episodes(config.episodes, config.seed, tasks, height, width,
-                          config.horizon, config.kinds)[done:]
+                          config.horizon, config.kinds, config.proposal_noise)[done:]
     workers = config.workers or os.cpu_count() or 1
     frames, write_seconds, start = 0, 0.0, time.perf_counter()
     with tqdm(total=config.episodes, initial=done, unit="episode", desc="generate",

@@ -11,11 +11,16 @@ Layout (N frames over E episodes; an episode of T actions has T + 1 frames):
     data/action                      (N, 20) float32       layout of `wmgym.actions`
     data/task_id                     (N,) int16
     data/score                       (N,) float32
+    data/robot{0,1}_held_particles   (N,) int16            cloth particles the gripper holds (optional)
     meta/episode_ends                (E,) int64            cumulative frame counts (UMI)
     meta/episode_task_id (int16), meta/episode_seed (int64), meta/episode_kind (int8, index
     into `EPISODE_KINDS`), meta/episode_noise (float32), meta/episode_success (bool): (E,)
     meta/goal_rgb                    (E, H, W, 3) uint8
     root attrs: format_version, height, width, tasks, episode_captions, goal_captions
+
+`robot{0,1}_held_particles` (the simulator's grasp state, `EpisodeRecord.held_particles`) is
+optional: stores made before it was recorded lack it, still open, and take new episodes
+without it; a store that has it needs it in every record appended.
 
 `task_id` indexes the store's own `tasks` list (read names, not ids, when mixing stores).
 UMI keeps one action per frame, so row T of each episode's `data/action` -- its last frame --
@@ -61,6 +66,11 @@ FRAME_ARRAYS: dict[str, tuple[str, object]] = {
     "task_id": ("int16", ()),
     "score": ("float32", ()),
 }
+# Present in stores made since they were recorded; older stores open and append without them.
+OPTIONAL_FRAME_ARRAYS: dict[str, tuple[str, object]] = {
+    "robot0_held_particles": ("int16", ()),
+    "robot1_held_particles": ("int16", ()),
+}
 EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
     "episode_task_id": ("int16", ()),
     "episode_seed": ("int64", ()),
@@ -104,7 +114,7 @@ class EpisodeStore:
         root.attrs.update({**(attrs or {}), "format_version": FORMAT_VERSION,
                            "height": int(height), "width": int(width), "tasks": list(tasks),
                            "episode_captions": [], "goal_captions": []})
-        for group, specs, rows in (("data", FRAME_ARRAYS, CHUNK_ROWS),
+        for group, specs, rows in (("data", {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}, CHUNK_ROWS),
                                    ("meta", EPISODE_ARRAYS, CHUNK_EPISODES)):
             for name, (dtype, tail) in specs.items():
                 image = tail is _IMAGE
@@ -148,6 +158,11 @@ class EpisodeStore:
         return self._ends.copy()
 
     @property
+    def has_held_particles(self) -> bool:
+        """Whether the store records the grippers' grasp state (`robot{0,1}_held_particles`)."""
+        return all(f"data/{name}" in self.root for name in OPTIONAL_FRAME_ARRAYS)
+
+    @property
     def attrs(self) -> dict:
         return dict(self.root.attrs)
 
@@ -161,8 +176,9 @@ class EpisodeStore:
     def read_episode(self, i: int) -> dict:
         """Episode `i` as numpy arrays: frames/static/grippers (T+1, H, W, 3) uint8, actions
         (T, 20) (the padding row dropped), score (T+1,), eef_pos and eef_rot_axis_angle
-        (T+1, 2, 3), gripper_width (T+1, 2), goal_rgb (H, W, 3), and caption, goal_caption,
-        task, task_id, seed, kind, noise, success."""
+        (T+1, 2, 3), gripper_width (T+1, 2), held_particles (T+1, 2) int16 (None in a store
+        without it), goal_rgb (H, W, 3), and caption, goal_caption, task, task_id, seed, kind,
+        noise, success."""
         rows = self.episode_slice(i)
         i %= self.num_episodes
         data, meta = self.root["data"], self.root["meta"]
@@ -174,6 +190,7 @@ class EpisodeStore:
             "score": data["score"][rows], "eef_pos": both("eef_pos"),
             "eef_rot_axis_angle": both("eef_rot_axis_angle"),
             "gripper_width": both("gripper_width")[..., 0],  # (T+1, 2)
+            "held_particles": both("held_particles") if self.has_held_particles else None,  # (T+1, 2)
             "goal_rgb": meta["goal_rgb"][i], "caption": attrs["episode_captions"][i],
             "goal_caption": attrs["goal_captions"][i], "task": self.tasks[task_id],
             "task_id": task_id, "seed": int(meta["episode_seed"][i]),
@@ -193,7 +210,8 @@ class EpisodeStore:
             grippers=ep["grippers"], eef_pos=ep["eef_pos"],
             eef_rot_axis_angle=ep["eef_rot_axis_angle"], gripper_width=ep["gripper_width"],
             actions=ep["actions"], score=ep["score"], success=ep["success"],
-            caption=ep["caption"], goal_caption=ep["goal_caption"], goal_image=ep["goal_rgb"])
+            caption=ep["caption"], goal_caption=ep["goal_caption"], goal_image=ep["goal_rgb"],
+            held_particles=ep["held_particles"])
 
     # ------------------------------------------------------------------ checking
     def validate(self) -> None:
@@ -204,10 +222,16 @@ class EpisodeStore:
         """
         where = f"episode store {self.path} is malformed"
         arrays = {}
-        for group, specs in (("data", FRAME_ARRAYS),
+        optional = {f"data/{name}" for name in OPTIONAL_FRAME_ARRAYS}
+        present = [key for key in sorted(optional) if key in self.root]
+        if present and len(present) != len(optional):
+            raise ValueError(f"{where}: has {present} but not {sorted(optional - set(present))}")
+        for group, specs in (("data", {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}),
                              ("meta", {**EPISODE_ARRAYS, "episode_ends": ("int64", ())})):
             for name, (dtype, tail) in specs.items():
                 key = f"{group}/{name}"
+                if key in optional and key not in self.root:
+                    continue
                 if key not in self.root:
                     raise ValueError(f"{where}: missing array {key!r}")
                 arr = self.root[key]
@@ -251,7 +275,7 @@ class EpisodeStore:
         for partial in self.path.rglob("*.partial"):  # temp files of an interrupted write
             partial.unlink(missing_ok=True)
         num_episodes, num_frames = self.num_episodes, self.num_frames
-        for name in FRAME_ARRAYS:
+        for name in (*FRAME_ARRAYS, *(OPTIONAL_FRAME_ARRAYS if self.has_held_particles else ())):
             self._resize(self.root[f"data/{name}"], num_frames)
         for name in EPISODE_ARRAYS:
             self._resize(self.root[f"meta/{name}"], num_episodes)
@@ -295,6 +319,8 @@ class EpisodeStore:
                 r.eef_rot_axis_angle[:, robot] for r in records]
             frame_blocks[f"robot{robot}_gripper_width"] = [
                 r.gripper_width[:, robot, None] for r in records]
+            if self.has_held_particles:
+                frame_blocks[f"robot{robot}_held_particles"] = [r.held_particles[:, robot] for r in records]
         episode_blocks = {
             "episode_task_id": task_ids, "episode_seed": [r.spec.seed for r in records],
             "episode_kind": [EPISODE_KINDS.index(r.spec.kind) for r in records],
@@ -335,6 +361,11 @@ class EpisodeStore:
                     "eef_pos": (frames, 2, 3), "eef_rot_axis_angle": (frames, 2, 3),
                     "gripper_width": (frames, 2), "actions": (frames - 1, 20),
                     "score": (frames,), "goal_image": image[1:]}
+        if self.has_held_particles:
+            if record.held_particles is None:
+                raise ValueError(f"episode {record.spec} has no held_particles, which the store {self.path} "
+                                 "records; append it to a store made without them (or give the record its grasp state)")
+            expected["held_particles"] = (frames, 2)
         for name, shape in expected.items():
             got = np.shape(getattr(record, name))
             if got != shape:

@@ -63,6 +63,9 @@ class EpisodeRecord:
         caption: English description of what actually happened.
         goal_caption: the task instruction.
         goal_image: (H, W, 3) uint8, the goal configuration rendered from the start camera.
+        held_particles: (T+1, 2) int16, how many cloth particles the left and right gripper hold
+            at each frame (0: nothing; the simulator's grasp, which the camera shows only as
+            whether the cloth follows); None in records made before it was recorded.
     """
 
     spec: EpisodeSpec
@@ -79,6 +82,7 @@ class EpisodeRecord:
     caption: str
     goal_caption: str
     goal_image: np.ndarray
+    held_particles: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -125,12 +129,13 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     else:
         params = DemoParams(noise=spec.noise, speed=float(rng.uniform(0.85, 1.3)), grasp_offset=spec.noise)
         policy = ScriptedDemonstrator(world, rng, params, spec.horizon)
-    views, poses, widths, scores, actions = [], [], [], [], []
+    views, poses, widths, scores, actions, held = [], [], [], [], [], []
     success = False
     for t in range(spec.horizon + 1):
         views.append(world.views())
         poses.append(world.poses.copy())
         widths.append(world.widths.copy())
+        held.append([0 if h is None else len(h[0]) for h in world.held])
         scores.append(world.score())
         success = success or world.is_success()
         if t == spec.horizon:
@@ -163,6 +168,7 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
         caption=caption,
         goal_caption=world.task.caption,
         goal_image=world.render_goal(),
+        held_particles=np.array(held, dtype=np.int16),
     )
 
 
