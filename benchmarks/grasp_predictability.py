@@ -24,7 +24,10 @@ success of each episode of `--kinds G` stores from
   - `imagined-last` / `imagined-all`: the last / every camera frame of a `wmgym imagine` store
     of the same episodes (`--imagined`, in the order of `--data`): what the world model drew.
 Episodes are split 80 / 10 / 10 (train / val / test) by a seeded permutation; the reported
-figure is test ROC AUC at the epoch with the best val AUC. Hand-written: a seven-layer CNN and
+figure is test ROC AUC at the epoch with the best val AUC. `--save-pose-classifier DIR` keeps
+the `pose` classifier of that epoch (`classifier.safetensors` + `classifier.json` with its
+standardisation), which `benchmarks/plan_ranking.py --pose-classifier DIR` scores a planner's
+proposals with (`load_pose_classifier`). Hand-written: a seven-layer CNN and
 its loop are shorter than any library's configuration of one.
 """
 
@@ -117,12 +120,14 @@ def predict(model: nn.Module, x: np.ndarray, v: np.ndarray, batch: int = 128) ->
 
 
 def fit(x: np.ndarray, v: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 64) -> dict:
-    """Train on 80%, pick the epoch by val AUC (10%), report test AUC (10%)."""
+    """Train on 80%, pick the epoch by val AUC (10%), report test AUC (10%). The returned dict
+    also holds that epoch's weights (`state_dict`) and the vector's standardisation (`mean`, `std`)."""
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = n_test = max(1, len(x) // 10)
     test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    mean, std = v[train].mean(0), v[train].std(0) + 1e-6
     if v.shape[1]:  # standardise the poses with the training split's statistics
-        v = ((v - v[train].mean(0)) / (v[train].std(0) + 1e-6)).astype(np.float32)
+        v = ((v - mean) / std).astype(np.float32)
     torch.manual_seed(seed)
     model = Classifier(x.shape[1], v.shape[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -140,9 +145,42 @@ def fit(x: np.ndarray, v: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, 
         val_auc = roc_auc(predict(model, x[val], v[val]), y[val])
         curve.append(val_auc)
         if val_auc > best["val_auc"]:
-            best = {"val_auc": val_auc, "test_auc": roc_auc(predict(model, x[test], v[test]), y[test]), "epoch": epoch + 1}
+            best = {"val_auc": val_auc, "test_auc": roc_auc(predict(model, x[test], v[test]), y[test]), "epoch": epoch + 1,
+                    "state_dict": {k: t.detach().clone() for k, t in model.state_dict().items()}}
     return {**best, "val_curve": curve, "train": len(train), "val": len(val), "test": len(test),
-            "success_rate": float(y.mean())}
+            "success_rate": float(y.mean()), "mean": mean.tolist(), "std": std.tolist()}
+
+
+def save_pose_classifier(directory: Path, result: dict) -> None:
+    """Write a `pose` fit's best-epoch classifier: classifier.safetensors + classifier.json."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(result["state_dict"], str(directory / "classifier.safetensors"))
+    meta = {"dims": len(result["mean"]), "mean": result["mean"], "std": result["std"],
+            **{k: result[k] for k in ("val_auc", "test_auc", "epoch", "train", "success_rate")}}
+    write_text_atomic(directory / "classifier.json", json.dumps(meta, indent=1))
+
+
+def load_pose_classifier(directory) -> "callable":
+    """A saved `pose` classifier as a function: float32 poses (n, T + 1, 8) (`GripperState.vector`
+    of every frame, the store's `POSE_KEYS`) -> float32 logits (n,) of the proposal's success."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = json.loads((directory / "classifier.json").read_text())
+    model = Classifier(0, meta["dims"])
+    model.load_state_dict(load_file(str(directory / "classifier.safetensors")))
+    mean, std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
+
+    def logits(poses: np.ndarray) -> np.ndarray:
+        v = np.asarray(poses, np.float32).reshape(len(poses), -1)
+        if v.shape[1] != meta["dims"]:
+            raise ValueError(f"the classifier in {directory} takes {meta['dims']} numbers a proposal "
+                             f"({meta['dims'] // 8} frames of 8), got poses of shape {np.shape(poses)}")
+        v = ((v - mean) / std).astype(np.float32)
+        return predict(model, v[:, :0].reshape(len(v), 0, 1, 1), v)
+    return logits
 
 
 def main() -> None:
@@ -154,7 +192,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--save-pose-classifier", default=None, help="directory to keep the `pose` classifier's best epoch in")
     args = parser.parse_args()
+    if args.save_pose_classifier and "pose" not in args.inputs:
+        parser.error("--save-pose-classifier needs --inputs pose")
     torch.set_num_threads(args.threads)
     results = {}
     for kind in args.inputs:
@@ -166,6 +207,9 @@ def main() -> None:
         results[kind] = {**fit(x, v, y, epochs=args.epochs, seed=args.seed), "channels": int(x.shape[1]), "dims": int(v.shape[1]),
                          "seconds": time.perf_counter() - began}
         r = results[kind]
+        if kind == "pose" and args.save_pose_classifier:
+            save_pose_classifier(Path(args.save_pose_classifier), r)
+        del r["state_dict"]
         print(f"{kind:>15}: test AUC {r['test_auc']:.3f} (val {r['val_auc']:.3f} at epoch {r['epoch']}; "
               f"{r['train']} train / {r['test']} test episodes, {r['success_rate']:.0%} succeed; {r['seconds']:.0f} s)", flush=True)
     if args.out:

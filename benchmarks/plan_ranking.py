@@ -19,6 +19,12 @@ then
   - with a simulator-calibrated LPIPS (`--lpips-calibrated DIR`, default the bundle's lpips/):
     its distance of the last imagined frame (calibrated_imagined) and of the last simulated
     frame (calibrated_sim) to the goal;
+  - world-model-free references (no imagined frame is looked at): `drift`, minus the 3-D
+    distance of the candidate's gripper from the nominal's at the frame where the nominal
+    closes it (worst hand; the kinematics of the actions, as `grasp_resolution.py` measures it),
+    and with `--pose-classifier DIR` (a `grasp_predictability.py --save-pose-classifier` run),
+    `pose_prior`, that classifier's logit of the candidate's success from its grippers' pose
+    vector at every frame: what a world model that read its pose condition perfectly could rank by;
   - with `--samples K` (K > 1), every candidate is imagined K times (K seeded sampler noises;
     the first is the K = 1 run's), and each imagined score is also averaged over the K clips
     (columns `<scorer>_mean<K>`): does averaging out the sampler's noise rank better?
@@ -49,7 +55,9 @@ from wmgym.model.world_model import WorldModel
 from wmgym.policies.mpc import make_reward_head, scripted_nominal
 from wmgym.policies.planning import ProposalConfig, candidate_conditions, sample_gaussian
 from wmgym.rewards.lpips_head import LPIPSHead
-from wmgym.sim.gripper_track import GripperState
+from wmgym.sim.gripper import GRASP_WIDTH
+from wmgym.sim.gripper_track import GripperState, gripper_views
+from wmgym.sim.world import WorldConfig
 from wmgym.sim.tasks import TASKS
 from wmgym.train.checkpoint import write_text_atomic
 
@@ -64,6 +72,23 @@ def simulate(env: gym.Env, actions: np.ndarray) -> tuple[bool, np.ndarray]:
         if terminated or truncated:
             break
     return success, obs
+
+
+def nominal_drift(candidate_poses: np.ndarray, nominal_poses: np.ndarray) -> np.ndarray:
+    """float (n,): the worst hand's 3-D distance between each candidate's tool centre (pose
+    vectors (n, T + 1, 8)) and the nominal's ((T + 1, 8)) at the first frame where the nominal's
+    width is below GRASP_WIDTH (where it grasps); hands that never close are skipped, and with
+    none closing the largest distance over all frames counts."""
+    distances = []
+    for hand in range(2):
+        xyz, w = slice(4 * hand, 4 * hand + 3), 4 * hand + 3
+        closed = np.flatnonzero(nominal_poses[:, w] < GRASP_WIDTH)
+        if len(closed):
+            distances.append(np.linalg.norm(candidate_poses[:, closed[0], xyz] - nominal_poses[closed[0], xyz], axis=-1))
+    if not distances:
+        distances = [np.linalg.norm(candidate_poses[..., xyz] - nominal_poses[..., xyz], axis=-1).max(1)
+                     for xyz in (slice(0, 3), slice(4, 7))]
+    return np.max(distances, 0)
 
 
 def main() -> None:
@@ -86,6 +111,11 @@ def main() -> None:
     parser.add_argument("--width-std", type=float, default=ProposalConfig.width_std, help="proposal noise on widths (m)")
     parser.add_argument("--lpips-calibrated", default=None,
                         help="a `wmgym train-lpips` directory to score with as well (default: the bundle's lpips/, if any)")
+    parser.add_argument("--pose-classifier", default=None,
+                        help="a `grasp_predictability.py --save-pose-classifier` directory: also rank by its pose logit")
+    parser.add_argument("--save-poses", default=None,
+                        help="an .npz file for every candidate's pose vectors (starts, n, T + 1, 8), success and task: "
+                             "rank by another pose classifier later without imagining or simulating again")
     args = parser.parse_args()
     if args.samples < 1:
         parser.error(f"--samples must be >= 1, got {args.samples}")
@@ -98,7 +128,11 @@ def main() -> None:
     calibrated = None if calibrated_dir is None else LPIPSHead(calibrated=calibrated_dir, device="cpu")
     judge_scorer = make_reward_head("judge", args.checkpoint, "cpu")
     judge = judge_scorer.judge
-    began, records = time.perf_counter(), []
+    pose_prior = None
+    if args.pose_classifier:
+        from grasp_predictability import load_pose_classifier  # beside this file
+        pose_prior = load_pose_classifier(args.pose_classifier)
+    began, records, all_poses = time.perf_counter(), [], []
     bar = tqdm(total=len(TASKS) * args.starts, desc="start states")
     for task in TASKS:
         env = gym.make("SimFold-v0", task=task, horizon=args.horizon)
@@ -127,12 +161,21 @@ def main() -> None:
                 if calibrated is not None:
                     scores["calibrated_imagined"] = calibrated.score(clips, goal).float().numpy()
                 imagined_scores.append(scores)
+            state = GripperState.of_world(sim.world)
+            scene = WorldConfig(height=obs.shape[0], width=obs.shape[1])
+            _, poses = gripper_views([state] * args.n, candidates, scene, with_poses=True)  # (n, T + 1, 8)
+            _, nominal_poses = gripper_views([state], nominal[None], scene, with_poses=True)
+            references = {"drift": -nominal_drift(poses, nominal_poses[0])}
+            all_poses.append(poses)
+            if pose_prior is not None:
+                references["pose_prior"] = pose_prior(poses)
             outcomes = [simulate(env, c) for c in candidates]
             success = np.array([o[0] for o in outcomes])
             sim_last = torch.from_numpy(np.stack([o[1] for o in outcomes]))[:, None]  # (n, 1, H, W, 3)
             lpips_sim = lpips.score(sim_last, goal).float().numpy()
             records.append({"task": task, "seed": args.seed + s, "success": success.tolist(),
-                            **{name: v.tolist() for name, v in imagined_scores[0].items()}, "lpips_sim": lpips_sim.tolist()})
+                            **{name: v.tolist() for name, v in imagined_scores[0].items()}, "lpips_sim": lpips_sim.tolist(),
+                            **{name: np.asarray(v, float).tolist() for name, v in references.items()}})
             if calibrated is not None:
                 records[-1]["calibrated_sim"] = calibrated.score(sim_last, goal).float().numpy().tolist()
             if args.samples > 1:
@@ -140,7 +183,7 @@ def main() -> None:
                     records[-1][f"{name}_mean{args.samples}"] = np.mean([x[name] for x in imagined_scores], 0).tolist()
             bar.update(1)
     bar.close()
-    scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim")
+    scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim", "drift") + (("pose_prior",) if pose_prior else ())
     if calibrated is not None:
         scorers += ("calibrated_imagined", "calibrated_sim")
     if args.samples > 1:
@@ -166,6 +209,9 @@ def main() -> None:
         print(f"| {task} | {e['random_proposal']:.0%} | {cells} | {e['judge_accepts']:.0%} |")
     if args.out:
         write_text_atomic(Path(args.out), json.dumps(result, indent=1))
+    if args.save_poses:
+        np.savez_compressed(args.save_poses, poses=np.stack(all_poses), success=np.array([r["success"] for r in records]),
+                            task=np.array([r["task"] for r in records]), seed=np.array([r["seed"] for r in records]))
 
 
 if __name__ == "__main__":
