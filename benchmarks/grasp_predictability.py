@@ -23,6 +23,9 @@ success of each episode of `--kinds G` stores from
     where each gripper goes, height included);
   - `imagined-last` / `imagined-all`: the last / every camera frame of a `wmgym imagine` store
     of the same episodes (`--imagined`, in the order of `--data`): what the world model drew.
+`--target held` predicts instead whether the episode's grasp held (every hand its task uses
+held cloth at some frame: stores that record `robot{0,1}_held_particles`), the one fact a
+world model with an explicit grasp state would take from a prior.
 Episodes are split 80 / 10 / 10 (train / val / test) by a seeded permutation; the reported
 figure is test ROC AUC at the epoch with the best val AUC. `--save-pose-classifier DIR` keeps
 the `pose` classifier of that epoch (`classifier.safetensors` + `classifier.json` with its
@@ -43,6 +46,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from hold_outcome import HANDS  # beside this file
 from wmgym.data.dataset import POSE_KEYS
 from wmgym.data.store import EpisodeStore
 from wmgym.eval.ranking import roc_auc
@@ -52,9 +56,11 @@ INPUTS = ("start+grippers", "start+grasp", "grippers", "last", "imagined-last", 
 GRASP_FRAMES = slice(3, 7)  # speed-1 demonstrator: frames 3-6 = approached, descended, closed, lifted
 
 
-def load_inputs(paths: list[str], kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_inputs(paths: list[str], kind: str, target: str = "success") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """uint8 images (E, C, H, W) per `kind` (C = 0 for `pose`), float32 poses (E, (T + 1) * 8)
-    (D = 0 unless `kind` has pose) and bool (E,) success, over the stores in order."""
+    (D = 0 unless `kind` has pose) and bool (E,) labels, over the stores in order: the episode's
+    success, or with target "held" whether every hand its task uses held cloth at some frame
+    (the store's `robot{0,1}_held_particles`, `hold_outcome.py`'s definition)."""
     xs, vs, ys = [], [], []
     for path in paths:
         store = EpisodeStore.open(path, mode="r")
@@ -82,7 +88,14 @@ def load_inputs(paths: list[str], kind: str) -> tuple[np.ndarray, np.ndarray, np
             else:  # imagined-all
                 frames = camera[s:e]
             xs.append(frames.transpose(0, 3, 1, 2).reshape(-1, *frames.shape[1:3]))
-        ys.append(np.asarray(store.root["meta"]["episode_success"][:], bool))
+        if target == "held":
+            if not store.has_held_particles:
+                raise ValueError(f"--target held needs stores with robot{{0,1}}_held_particles; {path} has none")
+            held = np.stack([np.asarray(data[f"robot{r}_held_particles"][:]) > 0 for r in (0, 1)], 1)  # (N, 2)
+            tasks = np.asarray(store.root["meta"]["episode_task_id"][:])
+            ys.append(np.array([all(held[s:e, h].any() for h in HANDS[store.tasks[k]]) for s, e, k in zip(starts, ends, tasks)]))
+        else:
+            ys.append(np.asarray(store.root["meta"]["episode_success"][:], bool))
     if len({x.shape for x in xs}) != 1 or len({v.shape for v in vs}) != 1:
         raise ValueError(f"episodes of different lengths or sizes in {paths}; use stores of one horizon and resolution")
     return np.stack(xs), np.stack(vs), np.concatenate(ys)
@@ -189,6 +202,8 @@ def main() -> None:
     parser.add_argument("--imagined", nargs="*", default=[], help="`wmgym imagine` stores of the same episodes, same order")
     parser.add_argument("--inputs", nargs="+", default=["start+grippers", "last"], choices=INPUTS)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--target", choices=("success", "held"), default="success",
+                        help="what to predict: the episode's success, or whether its grasp held (stores with held_particles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -203,7 +218,7 @@ def main() -> None:
         if not paths:
             parser.error(f"--inputs {kind} needs --imagined stores")
         began = time.perf_counter()
-        x, v, y = load_inputs(paths, kind)
+        x, v, y = load_inputs(paths, kind, args.target)
         results[kind] = {**fit(x, v, y, epochs=args.epochs, seed=args.seed), "channels": int(x.shape[1]), "dims": int(v.shape[1]),
                          "seconds": time.perf_counter() - began}
         r = results[kind]
@@ -211,7 +226,7 @@ def main() -> None:
             save_pose_classifier(Path(args.save_pose_classifier), r)
         del r["state_dict"]
         print(f"{kind:>15}: test AUC {r['test_auc']:.3f} (val {r['val_auc']:.3f} at epoch {r['epoch']}; "
-              f"{r['train']} train / {r['test']} test episodes, {r['success_rate']:.0%} succeed; {r['seconds']:.0f} s)", flush=True)
+              f"{r['train']} train / {r['test']} test episodes, {r['success_rate']:.0%} {'succeed' if args.target == 'success' else 'held'}; {r['seconds']:.0f} s)", flush=True)
     if args.out:
         write_text_atomic(Path(args.out), json.dumps({"args": vars(args), "results": results}, indent=1))
 
