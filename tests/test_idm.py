@@ -387,6 +387,7 @@ def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
     stripped = EpisodeStore.open(free)
     assert is_action_free(stripped) and not is_action_free(source)
     assert np.isnan(stripped.root["data/action"][:]).all() and np.isnan(stripped.root["data/robot0_eef_pos"][:]).all()
+    assert source.has_held_particles and not stripped.has_held_particles  # no video shows the simulator's grasp state
     np.testing.assert_array_equal(stripped.root["data/camera0_rgb"][:], source.root["data/camera0_rgb"][:])
 
     model = tiny_model()

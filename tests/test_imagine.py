@@ -26,11 +26,26 @@ def test_imagined_store_keeps_ground_truth_and_redraws_frames(tiny_bundle, sourc
     assert wm.num_episodes == sim.num_episodes == 3
     for i in range(3):
         a, b = sim.read_episode(i), wm.read_episode(i)
-        for key in ("actions", "score", "static", "grippers"):
+        for key in ("actions", "score", "static", "grippers", "held_particles"):
             np.testing.assert_array_equal(a[key], b[key])
         assert (a["success"], a["caption"], a["task"]) == (b["success"], b["caption"], b["task"])
         np.testing.assert_array_equal(a["frames"][0], b["frames"][0])  # the start frame is the simulator's
         assert not np.array_equal(a["frames"][1:], b["frames"][1:])  # the rest the model drew
+
+
+def test_a_store_without_held_particles_is_imagined_into_one_without_them(tiny_bundle, source, tmp_path):
+    """A source made before the grasp state was recorded (its two arrays removed here)."""
+    import shutil
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(source, old)
+    store = EpisodeStore.open(old, mode="a")
+    for robot in (0, 1):
+        del store.root[f"data/robot{robot}_held_particles"]
+    out = imagine_store(ImagineConfig(data=str(old), out=str(tmp_path / "wm.zarr"), checkpoint=str(tiny_bundle),
+                                      batch_size=2, device="cpu"))
+    wm = EpisodeStore.open(out)
+    assert wm.num_episodes == 3 and not wm.has_held_particles and wm.read_episode(0)["held_particles"] is None
 
 
 def test_imagine_resumes_to_the_same_store(tiny_bundle, source, tmp_path):

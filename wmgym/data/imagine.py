@@ -2,8 +2,8 @@
 
 Every episode of a `wmgym generate` store is rolled out by a bundle's world model from its
 first frame with its own actions, and written to a new store of the same layout in which only
-`camera0_rgb` differs: actions, scores, success, captions and the other views stay the
-simulator's. Such a store trains and calibrates models that must read *imagined* frames — the
+`camera0_rgb` differs: actions, scores, success, captions, the other views and the grasp
+state (`robot{0,1}_held_particles`, where the source has it) stay the simulator's. Such a store trains and calibrates models that must read *imagined* frames — the
 success judge and VideoCLIP reward of WMFold-v0 see nothing else — against the simulator's
 ground truth. A world model conditioned on the grippers view is given the store's own
 grippers view of every frame (`grippers_rgb`). Resumable: episodes already written are skipped.
@@ -67,7 +67,8 @@ def imagine_store(config: ImagineConfig) -> Path:
     else:
         attrs = {"imagined_by": {"bundle": str(bundle.directory), "source": str(config.data), "num_steps": config.num_steps,
                                  "seed": config.seed}}
-        out = EpisodeStore.create(out_path, source.height, source.width, source.tasks, overwrite=config.overwrite, attrs=attrs)
+        out = EpisodeStore.create(out_path, source.height, source.width, source.tasks, overwrite=config.overwrite, attrs=attrs,
+                                  has_held_particles=source.has_held_particles)
     done = out.num_episodes
     with tqdm(total=total, initial=done, desc="imagine") as progress:
         for batch, first in enumerate(range(0, total, config.batch_size)):

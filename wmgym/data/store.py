@@ -99,8 +99,10 @@ class EpisodeStore:
     # ------------------------------------------------------------------ create / open
     @classmethod
     def create(cls, path, height: int, width: int, tasks, overwrite: bool = False,
-               attrs: dict | None = None) -> "EpisodeStore":
-        """Make an empty store at `path` (extra JSON `attrs` are kept beside the required ones)."""
+               attrs: dict | None = None, has_held_particles: bool = True) -> "EpisodeStore":
+        """Make an empty store at `path` (extra JSON `attrs` are kept beside the required ones);
+        `has_held_particles=False` makes one without `robot{0,1}_held_particles`, for episodes
+        copied from a store made before they were recorded."""
         path = Path(path)
         if path.exists():
             if not overwrite:
@@ -114,7 +116,8 @@ class EpisodeStore:
         root.attrs.update({**(attrs or {}), "format_version": FORMAT_VERSION,
                            "height": int(height), "width": int(width), "tasks": list(tasks),
                            "episode_captions": [], "goal_captions": []})
-        for group, specs, rows in (("data", {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}, CHUNK_ROWS),
+        frame_arrays = {**FRAME_ARRAYS, **(OPTIONAL_FRAME_ARRAYS if has_held_particles else {})}
+        for group, specs, rows in (("data", frame_arrays, CHUNK_ROWS),
                                    ("meta", EPISODE_ARRAYS, CHUNK_EPISODES)):
             for name, (dtype, tail) in specs.items():
                 image = tail is _IMAGE

@@ -3,7 +3,8 @@
 An **action-free store** is an `EpisodeStore` (same layout, `wmgym.data.store`) whose actions
 are unknown: its root attribute `actions` is "absent" and `data/action` together with the
 proprioception arrays (`data/robot{0,1}_eef_pos`, `_eef_rot_axis_angle`, `_gripper_width`)
-hold NaN, so code that forgets to check fails loudly instead of training on zeros. The store
+hold NaN, so code that forgets to check fails loudly instead of training on zeros; the
+simulator's grasp state (`robot{0,1}_held_particles`), which no video shows, is removed. The store
 format has no separate action-free variant; this is the minimal honest one. `strip_actions`
 makes one from a store written by `wmgym generate` (to test pseudo-labelling against the
 known actions); a reader of outside video would write one directly.
@@ -30,7 +31,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM
-from wmgym.data.store import HOLD_ROT6D, EpisodeStore
+from wmgym.data.store import HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS, EpisodeStore
 
 PROPRIOCEPTION = tuple(f"robot{r}_{name}" for r in (0, 1) for name in ("eef_pos", "eef_rot_axis_angle", "gripper_width"))
 LABEL_BATCH_EPISODES = 256  # episodes read and labelled at a time
@@ -51,6 +52,9 @@ def strip_actions(source, out, overwrite: bool = False) -> Path:
             for start in range(0, array.shape[0], 1 << 16):
                 block = array[start: start + (1 << 16)]
                 array[start: start + len(block)] = np.full_like(block, np.nan)
+        for name in OPTIONAL_FRAME_ARRAYS:  # privileged: the simulator's grasp state
+            if f"data/{name}" in root:
+                del root[f"data/{name}"]
         root.attrs["actions"] = "absent"
 
     return _copy_and_edit(source, out, overwrite, edit)
