@@ -39,7 +39,9 @@ largest), beside a null from random sign flips of the per-batch differences: the
 of that pull. A model that is not pose-conditioned (e.g. the shipped one) is first given the
 pose with zero-initialised weights (`with_pose_conditioning`), which is where `train-wm
 --pose-conditioning` starts; `--classifier-features` then starts the embedding's first layer
-from a per-frame grasp-outcome classifier fitted on the store.
+from a per-frame grasp-outcome classifier fitted on the store. The output's `pose_path_weights`
+says how far training has moved the zero-initialised pose path: the RMS of the pose embedding's
+last layer, or of the condition projection's pose columns beside its view columns.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from wmgym.data.dataset import WindowDataset
 from wmgym.data.store import EpisodeStore
 from wmgym.eval.fidelity import psnr as fidelity_psnr
 from wmgym.eval.ranking import roc_auc
-from wmgym.model.world_model import WorldModel
+from wmgym.model.world_model import POSE_DIM, WorldModel
 from wmgym.sim.gripper_track import is_pose_conditioned, pose_vectors, rollout_conditions
 from wmgym.train.checkpoint import write_text_atomic
 from wmgym.train.wm_build import pose_statistics, with_pose_conditioning
@@ -266,6 +268,24 @@ def swap_test(model: WorldModel, data: str, per_task: int, seed: int, batch: int
     }
 
 
+def pose_path_weights(model: WorldModel) -> dict | None:
+    """RMS over the entries of the weights through which the pose first acts (how far training has moved a
+    zero-initialised path): the pose embedding's output layer (`--pose-input embedding`), or
+    the condition projection's pose columns beside its view columns (`channels`); None for a
+    model without the pose."""
+    if not model.is_pose_conditioned:
+        return None
+    denoiser = model.denoiser
+    if denoiser.config.pose_dim:
+        return {"route": "embedding", "pose_embed_output_rms": float(denoiser.pose_embed[2].weight.detach().pow(2).mean().sqrt())}
+    weight = denoiser.condition_in.weight.detach()  # (width, channels * s * s), channel-major (Denoiser._patchify)
+    per_channel = denoiser.config.patch_size ** 2
+    pose_columns = POSE_DIM * per_channel  # the pose is the last POSE_DIM condition channels
+    rms = lambda w: float(w.pow(2).mean().sqrt()) if w.numel() else float("nan")
+    return {"route": "channels", "pose_columns_rms": rms(weight[:, -pose_columns:]),
+            "view_columns_rms": rms(weight[:, :-pose_columns])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world-model", required=True, help="a world-model directory (config.json + safetensors)")
@@ -300,7 +320,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.time()
     model = WorldModel.from_pretrained(args.world_model, device="cpu")
-    result = {"args": vars(args), "pose_conditioned": is_pose_conditioned(model)}
+    result = {"args": vars(args), "pose_conditioned": is_pose_conditioned(model), "pose_path_weights": pose_path_weights(model)}
     if args.episodes:
         if not is_pose_conditioned(model):
             print(f"{args.world_model} is not pose-conditioned: `swapped` will equal `true`")
