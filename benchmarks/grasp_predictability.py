@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from hold_outcome import HANDS  # beside this file
+from hold_outcome import episode_held  # beside this file
 from wmgym.data.dataset import POSE_KEYS
 from wmgym.data.store import EpisodeStore
 from wmgym.eval.ranking import roc_auc
@@ -89,11 +89,7 @@ def load_inputs(paths: list[str], kind: str, target: str = "success") -> tuple[n
                 frames = camera[s:e]
             xs.append(frames.transpose(0, 3, 1, 2).reshape(-1, *frames.shape[1:3]))
         if target == "held":
-            if not store.has_held_particles:
-                raise ValueError(f"--target held needs stores with robot{{0,1}}_held_particles; {path} has none")
-            held = np.stack([np.asarray(data[f"robot{r}_held_particles"][:]) > 0 for r in (0, 1)], 1)  # (N, 2)
-            tasks = np.asarray(store.root["meta"]["episode_task_id"][:])
-            ys.append(np.array([all(held[s:e, h].any() for h in HANDS[store.tasks[k]]) for s, e, k in zip(starts, ends, tasks)]))
+            ys.append(episode_held(store))
         else:
             ys.append(np.asarray(store.root["meta"]["episode_success"][:], bool))
     if len({x.shape for x in xs}) != 1 or len({v.shape for v in vs}) != 1:

@@ -28,27 +28,37 @@ from wmgym.train.checkpoint import write_text_atomic
 HANDS = {"fold_left_sleeve": (0,), "fold_right_sleeve": (1,), "fold_half": (0, 1)}
 
 
+def episode_held(store: EpisodeStore, min_particles: int = 1) -> np.ndarray:
+    """bool (E,): whether every hand the episode's task uses held >= min_particles cloth
+    particles at some frame, from the store's `robot{0,1}_held_particles` (read once)."""
+    if not store.has_held_particles:
+        raise ValueError(f"{store.path} does not record robot{{0,1}}_held_particles; regenerate it with this wmgym")
+    data, ends = store.root["data"], store.episode_ends
+    held = np.stack([np.asarray(data[f"robot{r}_held_particles"][: store.num_frames]) >= min_particles for r in (0, 1)], 1)
+    ever = np.logical_or.reduceat(held, np.concatenate([[0], ends[:-1]]), axis=0)  # (E, 2): each hand ever held
+    tasks = np.asarray(store.root["meta"]["episode_task_id"][: store.num_episodes])
+    return np.array([ever[i, list(HANDS[store.tasks[k]])].all() for i, k in enumerate(tasks)])
+
+
 def hold_table(paths: list[str], min_particles: int = 1) -> dict:
     """{task: {episodes, success, held, success_if_held, success_if_not, auc}} over the stores."""
-    rows = {task: ([], []) for task in HANDS}
+    held, success, tasks = [], [], []
     for path in paths:
         store = EpisodeStore.open(path)
-        if not store.has_held_particles:
-            raise ValueError(f"{path} does not record robot{{0,1}}_held_particles; regenerate it with this wmgym")
-        for i in range(store.num_episodes):
-            ep = store.read_episode(i)
-            held = ep["held_particles"].max(0) >= min_particles  # (2,): each hand ever held
-            rows[ep["task"]][0].append(all(held[h] for h in HANDS[ep["task"]]))
-            rows[ep["task"]][1].append(ep["success"])
+        held.append(episode_held(store, min_particles))
+        success.append(np.asarray(store.root["meta"]["episode_success"][: store.num_episodes], bool))
+        tasks += [store.tasks[k] for k in store.root["meta"]["episode_task_id"][: store.num_episodes]]
+    held, success, tasks = np.concatenate(held), np.concatenate(success), np.array(tasks)
+    rate = lambda m: float(success[m].mean()) if m.any() else float("nan")
     out = {}
-    for task, (held, success) in rows.items():
-        if not held:
+    for task in HANDS:
+        rows = tasks == task
+        if not rows.any():
             continue
-        held, success = np.array(held), np.array(success)
-        rate = lambda m: float(success[m].mean()) if m.any() else float("nan")
-        out[task] = {"episodes": int(len(held)), "success": float(success.mean()), "held": float(held.mean()),
-                     "success_if_held": rate(held), "success_if_not": rate(~held),
-                     "auc": roc_auc(held.astype(float), success)}
+        h = held & rows
+        out[task] = {"episodes": int(rows.sum()), "success": rate(rows), "held": float(held[rows].mean()),
+                     "success_if_held": rate(h), "success_if_not": rate(rows & ~held),
+                     "auc": roc_auc(held[rows].astype(float), success[rows])}
     return out
 
 

@@ -53,10 +53,10 @@ from wmgym.envs.bundle import Bundle
 from wmgym.eval.ranking import roc_auc
 from wmgym.model.world_model import WorldModel
 from wmgym.policies.mpc import make_reward_head, scripted_nominal
-from wmgym.policies.planning import ProposalConfig, candidate_conditions, sample_gaussian
+from wmgym.policies.planning import ProposalConfig, sample_gaussian
 from wmgym.rewards.lpips_head import LPIPSHead
 from wmgym.sim.gripper import GRASP_WIDTH
-from wmgym.sim.gripper_track import GripperState, gripper_views
+from wmgym.sim.gripper_track import GripperState, gripper_views, rollout_conditions
 from wmgym.sim.world import WorldConfig
 from wmgym.sim.tasks import TASKS
 from wmgym.train.checkpoint import write_text_atomic
@@ -72,6 +72,15 @@ def simulate(env: gym.Env, actions: np.ndarray) -> tuple[bool, np.ndarray]:
         if terminated or truncated:
             break
     return success, obs
+
+
+def top1_and_auc(scores: list, successes: list) -> tuple[float, float]:
+    """Over start states, each with n candidates' scores and simulated successes: the success
+    rate of the top-scored candidate (best-of-n) and the mean within-start ROC AUC (start
+    states where every candidate succeeded or failed have none)."""
+    top1 = float(np.mean([success[int(np.argmax(score))] for score, success in zip(scores, successes)]))
+    aucs = [roc_auc(score, success) for score, success in zip(scores, successes)]
+    return top1, float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
 
 
 def nominal_drift(candidate_poses: np.ndarray, nominal_poses: np.ndarray) -> np.ndarray:
@@ -143,8 +152,11 @@ def main() -> None:
             nominal = scripted_nominal(env, obs[None], args.horizon)
             rng = np.random.default_rng([args.seed, s, TASKS.index(task)])
             candidates = sample_gaussian(nominal, proposal.std(), args.n, rng)  # (n, T, 20)
-            extra = {k: torch.from_numpy(v) for k, v in candidate_conditions(
-                world_model, [GripperState.of_world(sim.world)], candidates, obs.shape[:2]).items()}
+            # one context frame: candidate_conditions' views and poses, rendered once for the model and the references
+            state = GripperState.of_world(sim.world)
+            scene = WorldConfig(height=obs.shape[0], width=obs.shape[1])
+            views, poses = gripper_views([state] * args.n, candidates, scene, with_poses=True)  # (n, T + 1, H, W, 3), (n, T + 1, 8)
+            extra = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rollout_conditions(world_model, views, poses).items()}
             seed = int(rng.integers(2**63 - 1))
             context = torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape)  # (n, 1, H, W, 3)
             imagined_scores = []  # per sample: {scorer: (n,)}
@@ -161,9 +173,6 @@ def main() -> None:
                 if calibrated is not None:
                     scores["calibrated_imagined"] = calibrated.score(clips, goal).float().numpy()
                 imagined_scores.append(scores)
-            state = GripperState.of_world(sim.world)
-            scene = WorldConfig(height=obs.shape[0], width=obs.shape[1])
-            _, poses = gripper_views([state] * args.n, candidates, scene, with_poses=True)  # (n, T + 1, 8)
             _, nominal_poses = gripper_views([state], nominal[None], scene, with_poses=True)
             references = {"drift": -nominal_drift(poses, nominal_poses[0])}
             all_poses.append(poses)
@@ -194,9 +203,7 @@ def main() -> None:
         rows = [r for r in records if r["task"] == task]
         entry = {"random_proposal": float(np.mean([np.mean(r["success"]) for r in rows])), "starts": len(rows)}
         for name in scorers:
-            entry[f"top1_{name}"] = float(np.mean([r["success"][int(np.argmax(r[name]))] for r in rows]))
-            aucs = [roc_auc(r[name], r["success"]) for r in rows]
-            entry[f"auc_{name}"] = float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
+            entry[f"top1_{name}"], entry[f"auc_{name}"] = top1_and_auc([r[name] for r in rows], [r["success"] for r in rows])
         entry["judge_accepts"] = float(np.mean([np.mean(np.array(r["judge_peak"]) >= judge.threshold) for r in rows]))
         summary[task] = entry
     result = {"machine": f"{platform.machine()}, {args.threads} thread(s)", "args": vars(args), "judge_threshold": judge.threshold,

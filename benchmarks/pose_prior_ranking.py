@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from grasp_predictability import load_pose_classifier  # beside this file
-from wmgym.eval.ranking import roc_auc
+from plan_ranking import top1_and_auc
 from wmgym.train.checkpoint import write_text_atomic
 
 
@@ -29,12 +29,8 @@ def rank(poses: np.ndarray, success: np.ndarray, tasks: np.ndarray, logits_of) -
     out = {}
     for task in dict.fromkeys(tasks.tolist()):
         rows = np.flatnonzero(tasks == task)
-        scores = [logits_of(poses[i]) for i in rows]
-        aucs = [roc_auc(s, success[i]) for s, i in zip(scores, rows)]
-        out[task] = {"random_proposal": float(success[rows].mean()),
-                     "top1": float(np.mean([success[i][int(np.argmax(s))] for s, i in zip(scores, rows)])),
-                     "auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
-                     "starts": int(len(rows))}
+        top1, auc = top1_and_auc([logits_of(poses[i]) for i in rows], [success[i] for i in rows])
+        out[task] = {"random_proposal": float(success[rows].mean()), "top1": top1, "auc": auc, "starts": int(len(rows))}
     return out
 
 

@@ -153,9 +153,7 @@ def _check_config(config: GenerateConfig) -> tuple[int, int, tuple[str, ...]]:
 
 def _open_store(config: GenerateConfig, height: int, width: int,
                 tasks: tuple[str, ...]) -> EpisodeStore:
-    plan = {"seed": config.seed, "horizon": config.horizon, "kinds": config.kinds}
-    if config.proposal_noise != PROPOSAL_NOISE:  # stores of the default keep their old attrs, so they still resume
-        plan["proposal_noise"] = config.proposal_noise
+    plan = {"seed": config.seed, "horizon": config.horizon, "kinds": config.kinds, "proposal_noise": config.proposal_noise}
     if not (config.resume and Path(config.out).exists()):
         return EpisodeStore.create(config.out, height, width, tasks,
                                    overwrite=config.overwrite, attrs={"generation": plan})
@@ -164,7 +162,7 @@ def _open_store(config: GenerateConfig, height: int, width: int,
              "kinds": DEFAULT_KINDS,  # stores made before kinds existed used the default cycle
              "proposal_noise": PROPOSAL_NOISE,  # and before proposal_noise, the default
              **store.attrs.get("generation", {})}
-    wanted = {"height": height, "width": width, "tasks": tasks, **plan, "proposal_noise": config.proposal_noise}
+    wanted = {"height": height, "width": width, "tasks": tasks, **plan}
     differ = [f"{k}: store has {found[k]!r}, asked for {wanted[k]!r}"
               for k in wanted if k in found and found[k] != wanted[k]]
     if differ:
