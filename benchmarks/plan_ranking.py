@@ -25,6 +25,12 @@ then
     and with `--pose-classifier DIR` (a `grasp_predictability.py --save-pose-classifier` run),
     `pose_prior`, that classifier's logit of the candidate's success from its grippers' pose
     vector at every frame: what a world model that read its pose condition perfectly could rank by;
+  - for a held-conditioned world model (`train-wm --held-conditioning`), the imagined columns
+    draw the grasp state from the model's grasp prior (`grasp_prior/` in its directory, or
+    `--grasp-prior DIR`); `grasp_prior` ranks by the prior alone (the sum over the hands that
+    close of log p(the grasp catches), no frame looked at), and with `--oracle-held` every
+    imagined scorer is also run on clips imagined with the simulator's own grasp state of each
+    candidate (columns `<scorer>_oracle_held`): what the world model makes of a perfect prior;
   - with `--samples K` (K > 1), every candidate is imagined K times (K seeded sampler noises;
     the first is the K = 1 run's), and each imagined score is also averaged over the K clips
     (columns `<scorer>_mean<K>`): does averaging out the sampler's noise rank better?
@@ -56,22 +62,27 @@ from wmgym.policies.mpc import make_reward_head, scripted_nominal
 from wmgym.policies.planning import ProposalConfig, sample_gaussian
 from wmgym.rewards.lpips_head import LPIPSHead
 from wmgym.sim.gripper import GRASP_WIDTH
-from wmgym.sim.gripper_track import GripperState, gripper_views, rollout_conditions
+from wmgym.sim.gripper_track import GripperState, gripper_views, is_held_conditioned, rollout_conditions
 from wmgym.sim.world import WorldConfig
 from wmgym.sim.tasks import TASKS
 from wmgym.train.checkpoint import write_text_atomic
 
 
-def simulate(env: gym.Env, actions: np.ndarray) -> tuple[bool, np.ndarray]:
-    """Execute (T, 20) open loop in a copy of the reset env -> (success, last frame)."""
+def simulate(env: gym.Env, actions: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray]:
+    """Execute (T, 20) open loop in a copy of the reset env -> (success, last frame, held): held
+    float32 (T + 1, 2) is the simulator's grasp state (each gripper holds cloth) at every frame,
+    the last one's repeated after an early end."""
     twin = copy.deepcopy(env)
-    obs, success = None, False
+    holding = lambda: [float(h is not None and len(h[0]) > 0) for h in twin.unwrapped.world.held]
+    obs, success, held = None, False, [holding()]
     for action in actions:
         obs, _, terminated, truncated, info = twin.step(action)
         success = success or bool(info["success"])
+        held.append(holding())
         if terminated or truncated:
             break
-    return success, obs
+    held += [held[-1]] * (len(actions) + 1 - len(held))
+    return success, obs, np.array(held, np.float32)
 
 
 def top1_and_auc(scores: list, successes: list) -> tuple[float, float]:
@@ -122,6 +133,10 @@ def main() -> None:
                         help="a `wmgym train-lpips` directory to score with as well (default: the bundle's lpips/, if any)")
     parser.add_argument("--pose-classifier", default=None,
                         help="a `grasp_predictability.py --save-pose-classifier` directory: also rank by its pose logit")
+    parser.add_argument("--grasp-prior", default=None,
+                        help="a `wmgym train-grasp-prior` directory for a held-conditioned world model (default: its own grasp_prior/)")
+    parser.add_argument("--oracle-held", action="store_true",
+                        help="held-conditioned model: also imagine every candidate with the simulator's grasp state")
     parser.add_argument("--save-poses", default=None,
                         help="an .npz file for every candidate's pose vectors (starts, n, T + 1, 8), success and task: "
                              "rank by another pose classifier later without imagining or simulating again")
@@ -132,6 +147,14 @@ def main() -> None:
     proposal = ProposalConfig(position_std=args.position_std, width_std=args.width_std)
     bundle = Bundle.load(args.checkpoint)
     world_model = WorldModel.from_pretrained(args.world_model or bundle.world_model_dir, device="cpu").eval()
+    if args.grasp_prior:
+        from wmgym.model.grasp_prior import GraspPrior
+        world_model.grasp_prior = GraspPrior.from_pretrained(args.grasp_prior)
+    held_model = is_held_conditioned(world_model)
+    if held_model and world_model.grasp_prior is None:
+        parser.error("the world model is held-conditioned and has no grasp_prior/: pass --grasp-prior DIR")
+    if args.oracle_held and not held_model:
+        parser.error("--oracle-held needs a held-conditioned world model")
     lpips = make_reward_head("lpips-offline", args.checkpoint, "cpu")
     calibrated_dir = args.lpips_calibrated or bundle.lpips_dir
     calibrated = None if calibrated_dir is None else LPIPSHead(calibrated=calibrated_dir, device="cpu")
@@ -156,30 +179,39 @@ def main() -> None:
             state = GripperState.of_world(sim.world)
             scene = WorldConfig(height=obs.shape[0], width=obs.shape[1])
             views, poses = gripper_views([state] * args.n, candidates, scene, with_poses=True)  # (n, T + 1, H, W, 3), (n, T + 1, 8)
-            extra = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rollout_conditions(world_model, views, poses).items()}
+            outcomes = [simulate(env, c) for c in candidates]  # first: --oracle-held imagines with their grasp state
+            success = np.array([o[0] for o in outcomes])
+            as_tensors = lambda d: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.items()}
+            runs = {"": as_tensors(rollout_conditions(world_model, views, poses))}  # column suffix -> rollout keywords
+            if args.oracle_held:
+                runs["_oracle_held"] = as_tensors(rollout_conditions(world_model, views, poses, held=np.stack([o[2] for o in outcomes])))
             seed = int(rng.integers(2**63 - 1))
             context = torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape)  # (n, 1, H, W, 3)
             imagined_scores = []  # per sample: {scorer: (n,)}
             for k in range(args.samples):
-                generator = torch.Generator().manual_seed(seed + k)
-                with torch.no_grad():
-                    imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator,
-                                                     num_steps=args.num_steps, guidance_scale=args.guidance_scale, **extra)  # (n, T, H, W, 3)
-                clips = torch.cat([context, imagined], 1)
-                scores = {"lpips_imagined": lpips.score(clips, goal).float().numpy(),
-                          "judge_final": judge_scorer.score(clips, task).float().numpy(),
-                          "judge_peak": np.max([judge.probability(clips[:, : t + 1], task).float().numpy()
-                                                for t in range(1, clips.shape[1])], 0)}
-                if calibrated is not None:
-                    scores["calibrated_imagined"] = calibrated.score(clips, goal).float().numpy()
+                scores = {}
+                for suffix, extra in runs.items():
+                    generator = torch.Generator().manual_seed(seed + k)
+                    with torch.no_grad():
+                        imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator,
+                                                         num_steps=args.num_steps, guidance_scale=args.guidance_scale, **extra)  # (n, T, H, W, 3)
+                    clips = torch.cat([context, imagined], 1)
+                    scores.update({"lpips_imagined" + suffix: lpips.score(clips, goal).float().numpy(),
+                                   "judge_final" + suffix: judge_scorer.score(clips, task).float().numpy(),
+                                   "judge_peak" + suffix: np.max([judge.probability(clips[:, : t + 1], task).float().numpy()
+                                                                  for t in range(1, clips.shape[1])], 0)})
+                    if calibrated is not None:
+                        scores["calibrated_imagined" + suffix] = calibrated.score(clips, goal).float().numpy()
                 imagined_scores.append(scores)
             _, nominal_poses = gripper_views([state], nominal[None], scene, with_poses=True)
             references = {"drift": -nominal_drift(poses, nominal_poses[0])}
             all_poses.append(poses)
             if pose_prior is not None:
                 references["pose_prior"] = pose_prior(poses)
-            outcomes = [simulate(env, c) for c in candidates]
-            success = np.array([o[0] for o in outcomes])
+            if held_model:  # per hand that closes: log of its largest p(held) (one closing a hand, as a rule)
+                p = world_model.grasp_prior.frame_held(poses).numpy().max(axis=1)  # (n, 2)
+                closes = (poses[..., [3, 7]] < GRASP_WIDTH).any(axis=1)
+                references["grasp_prior"] = np.where(closes, np.log(np.maximum(p, 1e-6)), 0.0).sum(1)
             sim_last = torch.from_numpy(np.stack([o[1] for o in outcomes]))[:, None]  # (n, 1, H, W, 3)
             lpips_sim = lpips.score(sim_last, goal).float().numpy()
             records.append({"task": task, "seed": args.seed + s, "success": success.tolist(),
@@ -192,12 +224,15 @@ def main() -> None:
                     records[-1][f"{name}_mean{args.samples}"] = np.mean([x[name] for x in imagined_scores], 0).tolist()
             bar.update(1)
     bar.close()
-    scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim", "drift") + (("pose_prior",) if pose_prior else ())
+    scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim", "drift") + (("pose_prior",) if pose_prior else ()) \
+        + (("grasp_prior",) if held_model else ())
     if calibrated is not None:
         scorers += ("calibrated_imagined", "calibrated_sim")
-    if args.samples > 1:
-        scorers += tuple(f"{name}_mean{args.samples}" for name in ("lpips_imagined", "judge_final", "judge_peak")
+    if args.oracle_held:
+        scorers += tuple(f"{name}_oracle_held" for name in ("lpips_imagined", "judge_final", "judge_peak")
                          + (("calibrated_imagined",) if calibrated is not None else ()))
+    if args.samples > 1:
+        scorers += tuple(f"{name}_mean{args.samples}" for name in imagined_scores[0])
     summary = {}
     for task in TASKS:
         rows = [r for r in records if r["task"] == task]

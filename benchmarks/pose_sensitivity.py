@@ -154,7 +154,7 @@ def pose_gradient_tstats(model: WorldModel, data: str, batches: int, batch_size:
 
     def gradients(frames, actions, extra, poses) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The pose's first-effect weights' gradient and the views' per-channel one, for `poses`."""
-        conditions, _ = split_conditions(model, extra)
+        conditions = split_conditions(model, extra)[0]
         model.denoiser.zero_grad(set_to_none=True)
         loss, _ = model.compute_loss(frames, actions, conditions, generator=generator, gripper_weight=gripper_weight,
                                      poses=poses)

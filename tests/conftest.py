@@ -43,8 +43,28 @@ def tiny_world_model(seed: int = 0, condition_views: tuple = (), pose: bool = Fa
     return model
 
 
-def _tiny_bundle(root, condition_views: tuple = (), pose: bool = False):
-    tiny_world_model(condition_views=condition_views, pose=pose).save_pretrained(root / "wm")
+def tiny_grasp_prior(bias: float = 0.0):
+    """A `GraspPrior` whose output is `bias` plus small random weights: p(held) ~ sigmoid(bias)."""
+    from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig
+
+    torch.manual_seed(0)
+    prior = GraspPrior(GraspPriorConfig(hidden=8, feature_mean=[0.0] * 18, feature_std=[1.0] * 18))
+    with torch.no_grad():
+        prior.net[-1].weight.mul_(0.01)
+        prior.net[-1].bias.fill_(bias)
+    return prior
+
+
+def _tiny_bundle(root, condition_views: tuple = (), pose: bool = False, held_bias: float | None = None):
+    model = tiny_world_model(condition_views=condition_views, pose=pose)
+    if held_bias is not None:  # a held-conditioned model whose grasp state visibly matters, with its prior
+        from wmgym.train.wm_build import with_held_conditioning
+
+        model = with_held_conditioning(model)
+        with torch.no_grad():
+            model.denoiser.pose_embed[2].weight.normal_(0, 0.5)
+        model.grasp_prior = tiny_grasp_prior(held_bias)
+    model.save_pretrained(root / "wm")
     captions = [make_task(t).caption for t in TASKS]
     clip = VideoCLIP(VideoCLIPConfig(num_frames=4, conv_channels=(8, 8), frame_width=16, embed_dim=16, text_width=16,
                                      vocabulary=build_vocabulary(captions + ["the shirt is not folded yet"]),
@@ -70,3 +90,10 @@ def tiny_grippers_bundle(tmp_path_factory):
 def tiny_pose_bundle(tmp_path_factory):
     """As `tiny_grippers_bundle`, with a world model also conditioned on the grippers' pose vector."""
     return _tiny_bundle(tmp_path_factory.mktemp("bundle_pose"), condition_views=("grippers",), pose=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_held_bundle(tmp_path_factory):
+    """As `tiny_grippers_bundle`, with a world model also conditioned on the grasp state, whose
+    grasp prior says every closing holds (p = sigmoid(20))."""
+    return _tiny_bundle(tmp_path_factory.mktemp("bundle_held"), condition_views=("grippers",), held_bias=20.0)

@@ -410,6 +410,27 @@ def test_windows_with_views_and_poses_end_with_each_frames_grippers_view_and_pos
     assert len(WindowDataset(path, num_actions=3, split="all", poses=True)[0]) == 3  # frames, actions, poses
 
 
+def test_windows_with_held_end_with_each_frames_grasp_state_and_need_a_store_that_records_it(tmp_path):
+    path = tmp_path / "held.zarr"
+    records = [marked_record(e, h) for e, h in enumerate([4, 6, 5, 9])]
+    for r in records:
+        r.held_particles[::2, 0] = 0  # both states in every window
+    EpisodeStore.create(path, SIZE, SIZE, TASKS).append(records)
+    store = EpisodeStore.open(path)
+    dataset = WindowDataset(path, num_actions=3, split="all", views=("grippers",), poses=True, held=True)
+    for index in (0, 7, len(dataset) - 1):
+        frames, actions, views, poses, held = dataset[index]
+        episode, start = int(frames[0, 0, 0, 1]), int(frames[0, 0, 0, 0])
+        assert held.shape == (4, 2) and held.dtype == torch.float32
+        expected = store.read_record(episode).held_particles[start: start + 4] > 0
+        np.testing.assert_array_equal(held.numpy(), expected.astype(np.float32))
+        assert 0 < expected.mean() < 1  # the fake grasp state has both values, so the comparison can fail
+    old = EpisodeStore.create(tmp_path / "old.zarr", SIZE, SIZE, TASKS, has_held_particles=False)
+    old.append([dataclasses.replace(marked_record(0, 4), held_particles=None)])
+    with pytest.raises(ValueError, match="does not record the grippers' grasp state"):
+        WindowDataset(tmp_path / "old.zarr", num_actions=3, split="all", held=True)
+
+
 def test_train_and_val_are_disjoint_and_cover_all_episodes(marked_store):
     path, _ = marked_store
     train = WindowDataset(path, split="train", val_fraction=0.25, split_seed=3)

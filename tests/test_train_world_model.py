@@ -18,7 +18,7 @@ from wmgym.data.dataset import WindowDataset, split_episodes
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
 from wmgym.model.world_model import WorldModel
-from wmgym.train.wm_build import with_condition_views, with_pose_conditioning
+from wmgym.train.wm_build import with_condition_views, with_held_conditioning, with_pose_conditioning
 from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -241,6 +241,64 @@ def test_init_from_with_pose_conditioning_starts_equal_then_learns_to_use_the_po
     assert first_effect.abs().sum() > 0  # trained on the store's poses
     log = [json.loads(line) for line in (tmp_path / "pose/log.jsonl").read_text().splitlines()]
     assert any("val/x0_psnr" in entry for entry in log)  # validation ran with views and poses
+
+
+@pytest.mark.parametrize("with_pose", [False, True])
+def test_init_from_with_held_conditioning_starts_equal_then_learns_to_use_the_grasp_state(store, straight_run, tmp_path,
+                                                                                           with_pose):
+    saved = straight_run / "checkpoints/step_0000006/model"
+    source = with_condition_views(WorldModel.from_pretrained(saved, device="cpu"), ("grippers",))
+    source.denoiser.condition_in.weight.data.normal_()  # a model that already uses its grippers view
+    if with_pose:
+        source = with_pose_conditioning(source, [0.1] * 8, [0.5] * 8)
+        source.denoiser.pose_embed[2].weight.data.normal_()  # ... and its pose
+    held_model = with_held_conditioning(source)
+    assert held_model.is_held_conditioned and not source.is_held_conditioned
+    assert held_model.denoiser.config.condition_channels == 3 + 8 * with_pose + 2
+    assert held_model.denoiser.config.pose_dim == 8 * with_pose + 2
+    frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
+    poses = torch.randn(2, 3, 8) if with_pose else None
+    held = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 0.5], [0.0, 0.0]]])
+    loss = lambda model, **kw: model.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0),
+                                                  poses=poses, **kw)[0]
+    actions = torch.zeros(2, 2, 20)
+    torch.testing.assert_close(loss(source), loss(held_model, held=held))  # old weights kept, the new path starts at zero
+    with pytest.raises(ValueError, match="pass held"):
+        loss(held_model)
+    with pytest.raises(ValueError, match="not held-conditioned"):
+        loss(source, held=held)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        loss(held_model, held=held * 2)
+    with pytest.raises(ValueError, match="already held-conditioned"):
+        with_held_conditioning(held_model)
+    with pytest.raises(ValueError, match="already held-conditioned"):
+        with_pose_conditioning(held_model, [0.0] * 8, [1.0] * 8)
+    with pytest.raises(ValueError, match="constant channels"):
+        with_held_conditioning(with_pose_conditioning(WorldModel.from_pretrained(saved, device="cpu"), [0.0] * 8, [1.0] * 8,
+                                                      pose_input="channels"))
+    held_model.denoiser.pose_embed[2].weight.data.normal_()
+    if with_pose:
+        held_model.denoiser.pose_embed[0].weight.data[:, -2:].normal_()
+    assert not torch.allclose(loss(held_model, held=held), loss(held_model, held=1 - held))  # the grasp state now matters
+
+    train_world_model(tiny(store, tmp_path / "held", steps=2, checkpoint_every=2, init_from=str(saved),
+                           condition_views=("grippers",), held_conditioning=True, pose_conditioning=with_pose))
+    tuned = WorldModel.from_pretrained(tmp_path / "held/checkpoints/step_0000002/model", device="cpu")
+    assert tuned.is_held_conditioned and tuned.is_pose_conditioned == with_pose
+    assert tuned.denoiser.pose_embed[2].weight.abs().sum() > 0  # trained on the store's grasp state
+    log = [json.loads(line) for line in (tmp_path / "held/log.jsonl").read_text().splitlines()]
+    assert any("val/x0_psnr" in entry for entry in log)  # validation ran with the grasp state
+
+
+def test_fresh_held_conditioned_run_reads_the_grasp_state_through_the_frame_vector(store, tmp_path):
+    train_world_model(tiny(store, tmp_path / "fresh_held", steps=1, checkpoint_every=1, held_conditioning=True,
+                           pose_conditioning=True))
+    model = WorldModel.from_pretrained(tmp_path / "fresh_held/checkpoints/step_0000001/model", device="cpu")
+    assert model.is_held_conditioned and model.denoiser.config.pose_dim == 10 and model.frame_vector_dim == 10
+    with pytest.raises(ValueError, match="not channels"):
+        train_world_model(tiny(store, tmp_path / "bad", steps=1, held_conditioning=True, pose_conditioning=True,
+                               pose_input="channels"))
 
 
 def test_fresh_pose_conditioned_run_reads_the_pose_through_its_embedding(store, tmp_path):

@@ -363,3 +363,4 @@ def test_pose_conditioned_bundle_passes_both_checkers_and_feeds_the_simulators_p
         np.testing.assert_array_equal(views[0, 0].cpu().numpy(), sim.unwrapped.views()["grippers"])
         np.testing.assert_allclose(poses[0].cpu().numpy(), [*world.poses[0][:3, 3], world.widths[0], *world.poses[1][:3, 3],
                                                             world.widths[1]], atol=1e-6)
+

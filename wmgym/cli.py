@@ -13,6 +13,7 @@ from wmgym.eval.fidelity import EvalConfig, evaluate
 from wmgym.eval.policies import EvalPoliciesConfig, evaluate_policies
 from wmgym.policies.mpc import PlanConfig, plan
 from wmgym.train.codec import TrainCodecConfig, train_codec
+from wmgym.train.grasp_prior import TrainGraspPriorConfig, train_grasp_prior
 from wmgym.train.idm import TrainIDMConfig, train_idm
 from wmgym.train.lpips_calibration import TrainLPIPSConfig, train_lpips
 from wmgym.train.policy import TrainPolicyConfig, train_policy
@@ -163,7 +164,8 @@ COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), 
             "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle),
             "eval": (EvalConfig, evaluate), "eval-policies": (EvalPoliciesConfig, evaluate_policies),
             "train-policy": (TrainPolicyConfig, train_policy), "plan": (PlanConfig, plan),
-            "train-idm": (TrainIDMConfig, train_idm), "train-lpips": (TrainLPIPSConfig, train_lpips), "imagine": (ImagineConfig, imagine_store)}
+            "train-idm": (TrainIDMConfig, train_idm), "train-lpips": (TrainLPIPSConfig, train_lpips), "imagine": (ImagineConfig, imagine_store),
+            "train-grasp-prior": (TrainGraspPriorConfig, train_grasp_prior)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,9 @@ CONDITION_VIEWS = {"grippers": "grippers_rgb", "static_scene": "static_scene_rgb
 POSE_KEYS = ("robot0_eef_pos", "robot0_gripper_width", "robot1_eef_pos", "robot1_gripper_width")
 """The store arrays of the grippers' pose vector (`wmgym.model.world_model.POSE_DIM` values a
 frame, in this order), the condition of a pose-conditioned world model."""
+HELD_KEYS = ("robot0_held_particles", "robot1_held_particles")
+"""The store arrays of the grippers' grasp state; a held-conditioned world model is given
+`held_particles > 0` of each gripper (`wmgym.model.world_model.HELD_DIM` values a frame)."""
 
 
 def split_episodes(num_episodes: int, split: str, val_fraction: float = 0.1,
@@ -49,7 +52,10 @@ class WindowDataset(torch.utils.data.Dataset):
     `(frames, actions, conditions)` with conditions (T+1, V, H, W, 3) torch.uint8: the store's
     pixel-aligned views of the same frames, in the order named. With `poses=True`, the item
     also ends with poses (T+1, 8) torch.float32: each frame's grippers' tool-centre xyz and
-    width (`POSE_KEYS`). Windows never cross episode boundaries.
+    width (`POSE_KEYS`). With `held=True`, it ends (after the poses, if any) with held (T+1, 2)
+    torch.float32: 1.0 where the left / right gripper holds cloth (`HELD_KEYS`), else 0.0; every
+    store needs those arrays (stores written by `wmgym generate` before they were recorded
+    lack them). Windows never cross episode boundaries.
 
     `path` is one store or a list of stores of the same frame size and tasks (e.g. the main
     dataset and a store of extra "replay" episodes); each store is split on its own, so adding
@@ -69,7 +75,8 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, path, num_actions: int = 4, split: str = "train",
-                 val_fraction: float = 0.1, split_seed: int = 0, views: tuple[str, ...] = (), poses: bool = False):
+                 val_fraction: float = 0.1, split_seed: int = 0, views: tuple[str, ...] = (), poses: bool = False,
+                 held: bool = False):
         unknown = [v for v in views if v not in CONDITION_VIEWS]
         if unknown:
             raise ValueError(f"views must be among {tuple(CONDITION_VIEWS)}, got {tuple(views)}")
@@ -79,7 +86,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if not paths:
             raise ValueError("need at least one episode store")
         self.num_actions, self.views = num_actions, tuple(views)
-        self.store_episodes, frames, actions, conditions, pose_rows, lengths = [], [], [], [], [], []
+        self.store_episodes, frames, actions, conditions, pose_rows, held_rows, lengths = [], [], [], [], [], [], []
         for p in paths:
             store = EpisodeStore.open(p, mode="r")
             if store.num_episodes == 0:
@@ -89,6 +96,9 @@ class WindowDataset(torch.utils.data.Dataset):
             elif (store.height, store.width, tuple(store.tasks)) != (self.height, self.width, tuple(self.tasks)):
                 raise ValueError(f"store {p} has {store.height}x{store.width} frames and tasks {store.tasks}; "
                                  f"{paths[0]} has {self.height}x{self.width} and {self.tasks}")
+            if held and not store.has_held_particles:
+                raise ValueError(f"store {p} does not record the grippers' grasp state (robot{{0,1}}_held_particles), "
+                                 "which held=True needs; regenerate it with the current `wmgym generate`")
             indices = split_episodes(store.num_episodes, split, val_fraction, split_seed)
             if len(indices) == 0:
                 raise ValueError(f"split {split!r} of {p} is empty ({store.num_episodes} "
@@ -105,6 +115,9 @@ class WindowDataset(torch.utils.data.Dataset):
             if poses:
                 pose_rows.append(np.concatenate([read_rows(store.root[f"data/{k}"], keep).astype(np.float32)
                                                  for k in POSE_KEYS], axis=1))  # (N, 8)
+            if held:
+                held_rows.append(np.stack([read_rows(store.root[f"data/{k}"], keep) > 0 for k in HELD_KEYS],
+                                          axis=1).astype(np.float32))  # (N, 2)
             self.store_episodes.append(indices)
             lengths.append(store_lengths)
         self.episode_indices = self.store_episodes[0]
@@ -113,6 +126,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.frames, self.actions = join(frames), join(actions)
         self.conditions = join(conditions) if views else None
         self.poses = join(pose_rows) if poses else None
+        self.held = join(held_rows) if held else None
 
         # Window starts as rows of the compacted arrays.
         offsets = np.concatenate([[0], np.cumsum(self.episode_lengths)[:-1]])
@@ -128,7 +142,8 @@ class WindowDataset(torch.utils.data.Dataset):
         frames = self.frames[start: start + self.num_actions + 1].clone()  # (T+1, H, W, 3)
         actions = self.actions[start: start + self.num_actions].clone()  # (T, 20)
         window = slice(start, start + self.num_actions + 1)
-        extra = tuple(x[window].clone() for x in (self.conditions, self.poses) if x is not None)  # (T+1, V, H, W, 3), (T+1, 8)
+        extra = tuple(x[window].clone() for x in (self.conditions, self.poses, self.held)
+                      if x is not None)  # (T+1, V, H, W, 3), (T+1, 8), (T+1, 2)
         return (frames, actions, *extra)
 
 

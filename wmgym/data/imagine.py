@@ -49,7 +49,7 @@ def imagine_store(config: ImagineConfig) -> Path:
     from wmgym.data.store import EpisodeStore
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
-    from wmgym.sim.gripper_track import is_gripper_conditioned, is_pose_conditioned, pose_vectors
+    from wmgym.sim.gripper_track import is_gripper_conditioned, is_held_conditioned, is_pose_conditioned, pose_vectors
 
     if config.batch_size < 1 or (config.max_episodes is not None and config.max_episodes < 1):
         raise ValueError(f"need batch_size >= 1 and max_episodes >= 1 (or None), got {config.batch_size}, {config.max_episodes}")
@@ -84,11 +84,27 @@ def imagine_store(config: ImagineConfig) -> Path:
             poses = None  # the store's grippers' pose vector of every frame: (b, T+1, 8)
             if is_pose_conditioned(model):
                 poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
+            held = None  # the grippers' grasp state of every frame: (b, T+1, 2), the store's or the model's prior's
+            if is_held_conditioned(model):
+                held = held_of_records(model, records)
             generator = torch.Generator(device=model.device).manual_seed(config.seed * 1_000_003 + batch)
             with torch.no_grad():
                 frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps,
-                                       conditions=conditions, poses=poses).cpu().numpy()
+                                       conditions=conditions, poses=poses, held=held).cpu().numpy()
             imagined = [replace(r, interaction=np.concatenate([r.interaction[:1], f])) for r, f in zip(records, frames)]
             out.append(imagined[max(0, done - first):])
             progress.update(len(indices) - max(0, done - first))
     return out_path
+
+
+def held_of_records(model, records) -> np.ndarray:
+    """float32 (b, T+1, 2): the simulator's grasp state of the records' frames (held_particles > 0)
+    when all of them carry it, else `model.grasp_prior`'s probabilities from their poses."""
+    from wmgym.sim.gripper_track import pose_vectors
+
+    if all(r.held_particles is not None for r in records):
+        return np.stack([r.held_particles > 0 for r in records]).astype(np.float32)
+    if model.grasp_prior is None:
+        raise ValueError("the world model is conditioned on the grasp state, the source store does not record it, and the "
+                         "model has no grasp prior to draw it from (`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
+    return model.grasp_prior.frame_held(np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])).numpy()

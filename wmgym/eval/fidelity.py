@@ -143,7 +143,7 @@ def evaluate(config: EvalConfig) -> dict:
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
     from wmgym.sim.episode import replay_actions, start_gripper_state
-    from wmgym.sim.gripper_track import is_gripper_conditioned, is_pose_conditioned
+    from wmgym.sim.gripper_track import needs_grippers
     from wmgym.sim.tasks import TASKS
 
     _check_config(config)
@@ -151,7 +151,7 @@ def evaluate(config: EvalConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.load(config.checkpoint)
     model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
-    conditioned = is_gripper_conditioned(model) or is_pose_conditioned(model)
+    conditioned = needs_grippers(model)
     height, width = model.config.height, model.config.width
     began = time.perf_counter()
     metrics: dict = {"checkpoint": str(bundle.directory), "episodes": config.episodes, "seed": config.seed,

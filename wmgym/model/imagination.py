@@ -63,7 +63,7 @@ class Imagination:
     # ------------------------------------------------------------ start / restart
     @torch.no_grad()
     def start(self, context_frames, rows=None, generator: torch.Generator | None = None, conditions=None,
-              poses=None) -> None:
+              poses=None, held=None) -> None:
         """(Re)start rows from context frames.
 
         Args:
@@ -73,6 +73,7 @@ class Imagination:
             generator: for the history noise of the context frames.
             conditions: uint8 (r, c, V, H, W, 3) condition views, if the model has any.
             poses: float (r, c, POSE_DIM) grippers' poses, for a pose-conditioned model.
+            held: float (r, c, HELD_DIM) in [0, 1] grippers' grasp state, for a held-conditioned model.
         """
         model, s = self.model, self.model.sampler
         context = model.encode_frames(context_frames)  # (r, c, C, h, w)
@@ -83,7 +84,7 @@ class Imagination:
         noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
         null = torch.zeros(r, c, ACTION_DIM, device=model.device)
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
-        cond = model._encode_conditions(conditions, r, c, poses)
+        cond = model._encode_conditions(conditions, r, c, poses, held)
         if rows is None:
             if self.is_started:  # a fresh history for every row
                 self.cache, self.parts = (self._new_cache() if self.use_cache else None), []
@@ -104,7 +105,7 @@ class Imagination:
     # ------------------------------------------------------------ one frame for every row
     @torch.no_grad()
     def step(self, actions, generator: torch.Generator | None = None, conditions=None,
-             drop_actions: bool = False, poses=None) -> torch.Tensor:
+             drop_actions: bool = False, poses=None, held=None) -> torch.Tensor:
         """Generate the next frame of every row.
 
         Args:
@@ -112,6 +113,8 @@ class Imagination:
             generator: sampling noise (same generator state, same frames).
             conditions: uint8 (b, V, H, W, 3) condition views of the new frame, if the model has any.
             poses: float (b, POSE_DIM) the grippers' pose at the new frame, for a pose-conditioned model.
+            held: float (b, HELD_DIM) in [0, 1] the grippers' grasp state at the new frame, for a
+                held-conditioned model.
             drop_actions: replace the action by the null action of action dropout (the model's
                 action-free prediction; the frame keeps it as history): the null-action baseline.
         Returns:
@@ -126,7 +129,8 @@ class Imagination:
             raise ValueError(f"step takes one action per row, (b={b}, {ACTION_DIM}), got {tuple(actions.shape)}")
         action = model.normalize_actions(actions[:, None])  # (b, 1, 20)
         cond = model._encode_conditions(None if conditions is None else _rows(conditions)[:, None], b, 1,
-                                        None if poses is None else _rows(poses)[:, None])
+                                        None if poses is None else _rows(poses)[:, None],
+                                        None if held is None else _rows(held)[:, None])
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
             timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)

@@ -30,6 +30,8 @@ from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS, add_noise, make_scheduler
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("denoiser.safetensors", "codec.safetensors")
+GRASP_PRIOR_DIR = "grasp_prior"
+"""Subdirectory of a held-conditioned checkpoint holding its `GraspPrior` (optional)."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -82,6 +84,14 @@ class WorldModelConfig:
     the right gripper, metres); with `pose_std`, makes the model pose-conditioned (None: not).
     The pose enters as `POSE_DIM` constant condition channels after the views' latents."""
     pose_std: list | None = None
+    held_conditioning: bool = False
+    """Also condition every frame on the simulator's grasp state (`HELD_DIM` values: whether the
+    left and the right gripper hold cloth, 1/0, or a prior's probability of it), teacher-forced
+    in training from the store's `robot{0,1}_held_particles` (`held=` of `compute_loss`,
+    `rollout` and `Imagination`). A grasp that catches the cloth or closes beside it is a
+    fraction of a pixel of the frames (docs/benchmarks.md); given as a switch, "the cloth
+    follows this gripper" is something the model cannot fail to see. The values enter after the
+    pose's, as constant condition channels, read by the denoiser's frame-vector embedding."""
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     min_snr_gamma: float = 5.0
     prediction: str = "v"
@@ -92,6 +102,7 @@ class WorldModelConfig:
 
 PREDICTIONS = ("v", "residual")
 POSE_DIM = 8  # per frame: left gripper's tool-centre xyz and width, then the right's (metres)
+HELD_DIM = 2  # per frame: whether the left, then the right gripper holds cloth (1/0 or a probability)
 GRIPPER_DILATION = 4  # pixels the gripper mask of the gripper-weighted loss is grown by
 
 
@@ -141,12 +152,13 @@ class WorldModel(nn.Module):
             raise ValueError("pose_mean and pose_std come together (or both None)")
         if self.is_pose_conditioned and (len(config.pose_mean) != POSE_DIM or len(config.pose_std) != POSE_DIM):
             raise ValueError(f"pose_mean and pose_std need {POSE_DIM} values each")
-        pose_channels = POSE_DIM if self.is_pose_conditioned else 0
-        if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels + pose_channels:
+        vector = self.frame_vector_dim
+        if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels + vector:
             raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels"
-                             " (+ POSE_DIM for a pose-conditioned model)")
-        if dcfg.pose_dim not in (0, pose_channels):
-            raise ValueError(f"denoiser pose_dim must be 0 or {POSE_DIM} for a pose-conditioned model, 0 otherwise; got {dcfg.pose_dim}")
+                             " (+ POSE_DIM for a pose-conditioned model, + HELD_DIM for a held-conditioned one)")
+        if dcfg.pose_dim not in (0, vector):
+            raise ValueError(f"denoiser pose_dim must be 0 or the frame vector's {vector} values (POSE_DIM if "
+                             f"pose-conditioned + HELD_DIM if held-conditioned); got {dcfg.pose_dim}")
         self.sampler = SamplerDefaults(**config.sampler)
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
@@ -156,6 +168,7 @@ class WorldModel(nn.Module):
         bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * ACTION_DIM, [np.inf] * ACTION_DIM)
         self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
+        object.__setattr__(self, "_grasp_prior", None)  # not a submodule: see `grasp_prior`
         pose_stats = (config.pose_mean, config.pose_std) if self.is_pose_conditioned else ([0.0] * POSE_DIM, [1.0] * POSE_DIM)
         self.register_buffer("pose_mean", torch.tensor(pose_stats[0], dtype=torch.float32), persistent=False)
         self.register_buffer("pose_std", torch.tensor(pose_stats[1], dtype=torch.float32), persistent=False)
@@ -169,6 +182,33 @@ class WorldModel(nn.Module):
     def is_pose_conditioned(self) -> bool:
         """True when the model takes the grippers' pose vector of every frame (`poses=`)."""
         return self.config.pose_mean is not None
+
+    @property
+    def grasp_prior(self):
+        """For a held-conditioned model: the `wmgym.model.grasp_prior.GraspPrior` that draws the
+        grasp state in imagination (`wmgym.sim.gripper_track.rollout_conditions`), loaded from
+        the checkpoint's `grasp_prior/` and saved there (None: pass held= yourself). Kept out
+        of the module tree, so the model's state dict is the denoiser's and the codec's."""
+        return self._grasp_prior
+
+    def __setattr__(self, name, value) -> None:
+        if name == "grasp_prior":  # before nn.Module would register the prior as a submodule
+            if value is not None and not self.is_held_conditioned:
+                raise ValueError("a grasp prior serves a held-conditioned world model; this one is not")
+            object.__setattr__(self, "_grasp_prior", value)
+            return
+        super().__setattr__(name, value)
+
+    @property
+    def is_held_conditioned(self) -> bool:
+        """True when the model takes the grippers' grasp state of every frame (`held=`)."""
+        return bool(self.config.held_conditioning)
+
+    @property
+    def frame_vector_dim(self) -> int:
+        """Constant condition channels after the views' latents: POSE_DIM if pose-conditioned,
+        then HELD_DIM if held-conditioned."""
+        return (POSE_DIM if self.is_pose_conditioned else 0) + (HELD_DIM if self.is_held_conditioned else 0)
 
     # ------------------------------------------------------------ encoding
     def encode_frames(self, frames) -> torch.Tensor:
@@ -231,13 +271,15 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------ training
     def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None,
-                     gripper_weight: float = 0.0, gripper_dilation: int = GRIPPER_DILATION, poses=None):
+                     gripper_weight: float = 0.0, gripper_dilation: int = GRIPPER_DILATION, poses=None, held=None):
         """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
 
         frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
         conditions: uint8 (b, t, V, H, W, 3) views named by config.condition_views, or None.
         poses: float (b, t, POSE_DIM) raw grippers' poses of the frames, for a pose-conditioned
         model (`is_pose_conditioned`), else None.
+        held: float (b, t, HELD_DIM) in [0, 1], whether each gripper holds cloth at each frame,
+        for a held-conditioned model (`is_held_conditioned`), else None.
         Every frame gets its own timestep; each frame's action is dropped with probability
         `action_dropout` (the seed's per-frame dropout for guidance). The loss is the v error,
         down-weighted for nearly clean frames (SNR above gamma - 1), summed over frames and
@@ -260,7 +302,7 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0.shape, device=self.device, generator=generator)
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
         conditions = None if conditions is None else _to_tensor(conditions, torch.uint8, self.device)  # once, for both uses
-        cond = self._encode_conditions(conditions, b, t, poses)
+        cond = self._encode_conditions(conditions, b, t, poses, held)
         previous = self._history_predecessors(z0, generator)
         output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
         anchor = torch.cat([torch.zeros_like(z0[:, :1]), z0[:, :-1]], dim=1)  # clean predecessors (b, t, C, h, w)
@@ -306,9 +348,10 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0[:, :-1].shape, device=self.device, generator=generator)
         return torch.cat([torch.zeros_like(z0[:, :1]), add_noise(z0[:, :-1], noise, levels, self.alphas_cumprod)], dim=1)
 
-    def _encode_conditions(self, conditions, b: int, t: int, poses=None) -> torch.Tensor | None:
-        """The denoiser's condition channels (b, t, V * C (+ POSE_DIM), h, w): the views' latents,
-        then, for a pose-conditioned model, the standardised pose broadcast over the latent grid."""
+    def _encode_conditions(self, conditions, b: int, t: int, poses=None, held=None) -> torch.Tensor | None:
+        """The denoiser's condition channels (b, t, V * C (+ POSE_DIM) (+ HELD_DIM), h, w): the
+        views' latents, then, for a pose-conditioned model, the standardised pose, then, for a
+        held-conditioned one, 2 * held - 1, both broadcast over the latent grid."""
         parts = []
         if self.config.condition_views:
             if conditions is None:
@@ -319,6 +362,8 @@ class WorldModel(nn.Module):
                 raise ValueError(f"conditions must be uint8 (b={b}, t={t}, views={views}, H, W, 3), got {tuple(conditions.shape)}")
             z = self.encode_frames(conditions.reshape(b, t * views, *conditions.shape[3:]))
             parts.append(z.reshape(b, t, views * z.shape[2], *z.shape[3:]))
+        dcfg = self.denoiser.config
+        grid = lambda x: x[..., None, None].expand(*x.shape, dcfg.latent_height, dcfg.latent_width)
         if self.is_pose_conditioned:
             if poses is None:
                 raise ValueError(f"this model is conditioned on the grippers' pose; pass poses (b={b}, t={t}, {POSE_DIM}): "
@@ -326,18 +371,27 @@ class WorldModel(nn.Module):
             poses = _to_tensor(poses, torch.float32, self.device)
             if tuple(poses.shape) != (b, t, POSE_DIM) or not torch.isfinite(poses).all():
                 raise ValueError(f"poses must be finite float (b={b}, t={t}, {POSE_DIM}), got {tuple(poses.shape)}")
-            dcfg = self.denoiser.config
-            standard = (poses - self.pose_mean) / self.pose_std
-            parts.append(standard[..., None, None].expand(b, t, POSE_DIM, dcfg.latent_height, dcfg.latent_width))
+            parts.append(grid((poses - self.pose_mean) / self.pose_std))
         elif poses is not None:
             raise ValueError("poses given to a world model that is not pose-conditioned")
+        if self.is_held_conditioned:
+            if held is None:
+                raise ValueError(f"this model is conditioned on the grippers' grasp state; pass held (b={b}, t={t}, {HELD_DIM}) "
+                                 "in [0, 1]: whether the left and right gripper hold cloth (or a prior's probability, "
+                                 "wmgym.model.grasp_prior)")
+            held = _to_tensor(held, torch.float32, self.device)
+            if tuple(held.shape) != (b, t, HELD_DIM) or not torch.isfinite(held).all() or held.min() < 0 or held.max() > 1:
+                raise ValueError(f"held must be float (b={b}, t={t}, {HELD_DIM}) in [0, 1], got {tuple(held.shape)}")
+            parts.append(grid(2 * held - 1))
+        elif held is not None:
+            raise ValueError("held given to a world model that is not held-conditioned")
         return torch.cat(parts, dim=2) if parts else None
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
     def rollout(self, context_frames, actions, *, num_steps: int | None = None, guidance_scale: float | None = None,
                 generator: torch.Generator | None = None, use_cache: bool = True, conditions=None,
-                drop_actions: bool = False, poses=None) -> torch.Tensor:
+                drop_actions: bool = False, poses=None, held=None) -> torch.Tensor:
         """Generate one frame per action, frame by frame.
 
         Args:
@@ -349,6 +403,9 @@ class WorldModel(nn.Module):
                 recomputes the whole window at every denoiser call (same result).
             conditions: uint8 (b, c + T, V, H, W, 3) condition views, if the model has any.
             poses: float (b, c + T, POSE_DIM) grippers' poses, for a pose-conditioned model.
+            held: float (b, c + T, HELD_DIM) in [0, 1], the grippers' grasp state (or a prior's
+                probability of it, `wmgym.model.grasp_prior.GraspPrior.frame_held`), for a
+                held-conditioned model.
             drop_actions: roll out with the null action of action dropout at every step (the
                 action-free baseline of `wmgym eval`); `actions` then only sets the horizon.
         Returns:
@@ -367,12 +424,16 @@ class WorldModel(nn.Module):
             poses = _to_tensor(poses, torch.float32, self.device)
             if poses.dim() != 3 or tuple(poses.shape[:2]) != (b, c + horizon):
                 raise ValueError(f"poses must be float (b={b}, c + T={c + horizon}, {POSE_DIM}), got {tuple(poses.shape)}")
+        if held is not None:
+            held = _to_tensor(held, torch.float32, self.device)
+            if held.dim() != 3 or tuple(held.shape[:2]) != (b, c + horizon):
+                raise ValueError(f"held must be float (b={b}, c + T={c + horizon}, {HELD_DIM}), got {tuple(held.shape)}")
         at = lambda x, i: None if x is None else x[:, i]
         imagination = Imagination(self, b, num_steps=num_steps, guidance_scale=guidance_scale, use_cache=use_cache)
         imagination.start(context, generator=generator, conditions=None if conditions is None else conditions[:, :c],
-                          poses=None if poses is None else poses[:, :c])
+                          poses=None if poses is None else poses[:, :c], held=None if held is None else held[:, :c])
         outputs = [imagination.step(actions[:, i], generator, at(conditions, c + i), drop_actions=drop_actions,
-                                    poses=at(poses, c + i)) for i in range(horizon)]
+                                    poses=at(poses, c + i), held=at(held, c + i)) for i in range(horizon)]
         return self.decode_latents(torch.cat(outputs, dim=1))
 
     # ------------------------------------------------------------ save / load
@@ -384,6 +445,8 @@ class WorldModel(nn.Module):
         (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}, tmp / WEIGHT_FILES[0])
         save_file({k: v.detach().cpu().contiguous() for k, v in self.codec.state_dict().items()}, tmp / WEIGHT_FILES[1])
+        if self.grasp_prior is not None:
+            self.grasp_prior.save_pretrained(tmp / GRASP_PRIOR_DIR)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
@@ -409,6 +472,10 @@ class WorldModel(nn.Module):
         model = cls(WorldModelConfig(**raw), device="cpu")
         for module, name in ((model.denoiser, WEIGHT_FILES[0]), (model.codec, WEIGHT_FILES[1])):
             load_state_checked(module, directory / name)
+        if model.is_held_conditioned and (directory / GRASP_PRIOR_DIR).is_dir():
+            from wmgym.model.grasp_prior import GraspPrior
+
+            model.grasp_prior = GraspPrior.from_pretrained(directory / GRASP_PRIOR_DIR)
         return model.to(resolve_device(device))
 
 

@@ -33,8 +33,8 @@ import torch
 
 from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, FREE_DIMS, IDENTITY_HAND_ROT6D, POSITION_DIMS,
                            WIDTH_DIMS, clip_to_bounds, validate_action)
-from wmgym.sim.gripper_track import (GripperState, GripperTrack, gripper_views, is_gripper_conditioned, is_pose_conditioned,
-                                     rollout_conditions)
+from wmgym.sim.gripper_track import (GripperState, GripperTrack, gripper_views, is_gripper_conditioned, is_pose_conditioned,  # noqa: F401 (re-exported)
+                                     needs_grippers, rollout_conditions)
 from wmgym.sim.world import WorldConfig
 
 METHODS = ("best-of-n", "cem")
@@ -221,8 +221,7 @@ class Planner:
             PlanResult; same seed and inputs give the same plan.
         """
         context = _as_frames(context, "context")
-        needs_grippers = is_gripper_conditioned(self.world_model) or is_pose_conditioned(self.world_model)
-        states = _context_grippers(grippers, len(context)) if needs_grippers else None
+        states = _context_grippers(grippers, len(context)) if needs_grippers(self.world_model) else None
         history = context if history is None else _as_frames(history, "history")
         if history.shape[1:] != context.shape[1:]:
             raise ValueError(f"history frames {history.shape[1:]} and context frames {context.shape[1:]} differ in size")
@@ -255,15 +254,17 @@ class Planner:
 
     def score_candidates(self, context: np.ndarray, history: np.ndarray, candidates: np.ndarray, goal,
                          generator: torch.Generator, conditions: np.ndarray | None = None,
-                         poses: np.ndarray | None = None) -> np.ndarray:
+                         poses: np.ndarray | None = None, held: np.ndarray | None = None) -> np.ndarray:
         """Roll out all n candidates (n, T, 20) in ONE batched call and score them -> float (n,).
 
         `conditions`: uint8 (n, c + T, 1, H, W, 3) grippers views for a conditioned world model,
-        `poses`: float32 (n, c + T, 8) for a pose-conditioned one (`candidate_conditions`), else None."""
+        `poses`: float32 (n, c + T, 8) for a pose-conditioned one, `held`: float32 (n, c + T, 2)
+        for a held-conditioned one (`candidate_conditions`), else None."""
         n, horizon = candidates.shape[:2]
         device = self.world_model.device
         batch_context = torch.from_numpy(context).to(device)[None].expand(n, *context.shape)  # (n, c, H, W, 3)
-        extra = {k: torch.from_numpy(v).to(device) for k, v in (("conditions", conditions), ("poses", poses)) if v is not None}
+        extra = {k: torch.from_numpy(v).to(device) for k, v in (("conditions", conditions), ("poses", poses), ("held", held))
+                 if v is not None}
         imagined = self.world_model.rollout(batch_context, torch.from_numpy(candidates).to(device),
                                             generator=generator, num_steps=self.num_steps, **extra)  # (n, T, H, W, 3)
         if tuple(imagined.shape) != (n, horizon, *context.shape[1:]):
@@ -280,8 +281,9 @@ class Planner:
 def candidate_conditions(world_model, states: list[GripperState], candidates: np.ndarray, size: tuple[int, int]) -> dict:
     """What `world_model.rollout` needs besides frames and actions to imagine n candidates: a
     dict with `conditions` (uint8 (n, c + T, 1, H, W, 3), the grippers view) if it is conditioned
-    on that view and `poses` (float32 (n, c + T, 8), `GripperState.vector`) if it is
-    pose-conditioned, for the c context frames (one state each, oldest first) and the frames
+    on that view, `poses` (float32 (n, c + T, 8), `GripperState.vector`) if it is
+    pose-conditioned and `held` (float32 (n, c + T, 2), its grasp prior's probabilities from
+    those poses) if it is held-conditioned, for the c context frames (one state each, oldest first) and the frames
     after each candidate's T actions (n, T, 20), which start from the newest state."""
     scene = WorldConfig(height=int(size[0]), width=int(size[1]))
     n = len(candidates)

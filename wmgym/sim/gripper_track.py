@@ -151,10 +151,34 @@ def is_pose_conditioned(world_model) -> bool:
     return bool(getattr(world_model, "is_pose_conditioned", False))
 
 
-def rollout_conditions(world_model, views: np.ndarray, poses: np.ndarray) -> dict:
+def is_held_conditioned(world_model) -> bool:
+    """True when `world_model` takes the grippers' grasp state of every frame (`held=`; see
+    `wmgym.model.world_model.WorldModelConfig.held_conditioning`); False for any other model."""
+    return bool(getattr(world_model, "is_held_conditioned", False))
+
+
+def needs_grippers(world_model) -> bool:
+    """True when imagining with `world_model` needs the grippers' states: it is conditioned on
+    their view, their pose, or their grasp state (drawn from the poses by its grasp prior)."""
+    return is_gripper_conditioned(world_model) or is_pose_conditioned(world_model) or is_held_conditioned(world_model)
+
+
+def rollout_conditions(world_model, views: np.ndarray, poses: np.ndarray, held: np.ndarray | None = None) -> dict:
     """`world_model.rollout`'s condition keywords out of grippers views uint8 (n, t, H, W, 3) and
     pose vectors float32 (n, t, 8) (`gripper_views(..., with_poses=True)`): `conditions`
     (n, t, 1, H, W, 3) if the model is conditioned on the grippers view, `poses` if it is
-    pose-conditioned; {} for an unconditioned model."""
-    return {**({"conditions": views[:, :, None]} if is_gripper_conditioned(world_model) else {}),
-            **({"poses": poses} if is_pose_conditioned(world_model) else {})}
+    pose-conditioned, `held` float32 (n, t, 2) if it is held-conditioned: the `held` given (e.g.
+    the simulator's), else its grasp prior's probabilities from the poses
+    (`world_model.grasp_prior.frame_held`); {} for an unconditioned model."""
+    out = {**({"conditions": views[:, :, None]} if is_gripper_conditioned(world_model) else {}),
+           **({"poses": poses} if is_pose_conditioned(world_model) else {})}
+    if is_held_conditioned(world_model):
+        if held is None:
+            prior = getattr(world_model, "grasp_prior", None)
+            if prior is None:
+                raise ValueError("this world model is conditioned on the grippers' grasp state and has no grasp prior "
+                                 "to draw it from: pass held=, or train one into its directory "
+                                 "(`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
+            held = prior.frame_held(poses).numpy()
+        out["held"] = np.ascontiguousarray(held, dtype=np.float32)
+    return out

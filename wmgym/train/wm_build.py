@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 from wmgym.data.dataset import WindowDataset
-from wmgym.model.world_model import POSE_DIM, WorldModel
+from wmgym.model.world_model import HELD_DIM, POSE_DIM, WorldModel
 
 
 def with_condition_views(model: WorldModel, views) -> WorldModel:
@@ -18,8 +19,9 @@ def with_condition_views(model: WorldModel, views) -> WorldModel:
     Every weight is copied; the new condition input projection is zero-initialised, so the
     returned model computes exactly what `model` did until it is trained.
     """
-    if model.config.condition_views or model.is_pose_conditioned:
-        what = tuple(model.config.condition_views) + (("pose",) if model.is_pose_conditioned else ())
+    if model.config.condition_views or model.is_pose_conditioned or model.is_held_conditioned:
+        what = tuple(model.config.condition_views) + (("pose",) if model.is_pose_conditioned else ()) \
+            + (("held",) if model.is_held_conditioned else ())
         raise ValueError(f"the model is already conditioned on {what}; cannot switch to {tuple(views)}")
     denoiser = {**model.config.denoiser, "condition_channels": len(views) * model.codec.latent_channels}
     config = dataclasses.replace(model.config, denoiser=denoiser, condition_views=tuple(views))
@@ -43,6 +45,8 @@ def with_pose_conditioning(model: WorldModel, mean, std, pose_input: str = "embe
     """
     if model.is_pose_conditioned:
         raise ValueError("the model is already pose-conditioned")
+    if model.is_held_conditioned:
+        raise ValueError("add the pose before the grasp state: the model is already held-conditioned")
     if pose_input not in ("embedding", "channels"):
         raise ValueError(f"pose_input must be 'embedding' or 'channels', got {pose_input!r}")
     if len(mean) != POSE_DIM or len(std) != POSE_DIM or min(std) <= 0:
@@ -65,6 +69,35 @@ def with_pose_conditioning(model: WorldModel, mean, std, pose_input: str = "embe
         new = lambda key: key == "denoiser.condition_in.bias"
     missing, unexpected = out.load_state_dict(state, strict=False)
     if unexpected or not all(new(key) for key in missing):
+        raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
+    return out
+
+
+def with_held_conditioning(model: WorldModel) -> WorldModel:
+    """A copy of `model` that also takes the grippers' grasp state of every frame (`HELD_DIM`
+    values in [0, 1], `WorldModel.is_held_conditioned`).
+
+    The state joins the frame vector the denoiser's `pose_embed` reads, after the pose if the
+    model has it: a model without a frame vector gets a new embedding whose output layer is
+    zero; a pose-embedding model's first layer gets `HELD_DIM` zero columns. Every other weight
+    is copied, so the returned model computes exactly what `model` did until it is trained.
+    """
+    if model.is_held_conditioned:
+        raise ValueError("the model is already held-conditioned")
+    dcfg = model.config.denoiser
+    pose_dim = dcfg.get("pose_dim", 0)  # configs saved before the embedding route lack it
+    if model.is_pose_conditioned and not pose_dim:
+        raise ValueError("the model reads its pose through constant channels (pose_input='channels'); the grasp state "
+                         "needs the frame-vector embedding (a model made with --pose-input embedding)")
+    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + HELD_DIM, "pose_dim": pose_dim + HELD_DIM}
+    out = WorldModel(dataclasses.replace(model.config, denoiser=denoiser, held_conditioning=True), device=model.device)
+    state = dict(model.state_dict())
+    if pose_dim:  # extend the embedding's first layer by zero columns for the new inputs
+        key = "denoiser.pose_embed.0.weight"
+        weight = state[key]
+        state[key] = torch.cat([weight, weight.new_zeros(weight.shape[0], HELD_DIM)], dim=1)
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    if unexpected or not all(key.startswith("denoiser.pose_embed.") for key in missing):
         raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
     return out
 

@@ -28,11 +28,13 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
     count = 0
     for frames, actions, *extra in loader:
         frames, actions = frames.to(model.device), actions.to(model.device)
-        conditions, poses = (None if x is None else x.to(model.device) for x in split_conditions(model, extra))
-        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator, poses=poses)
+        conditions, poses, held = (None if x is None else x.to(model.device) for x in split_conditions(model, extra))
+        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator,
+                                     poses=poses, held=held)
         target = frames[:, -1].double()
-        predicted = one_step_from_noise(model, frames, actions, generator, conditions, poses)
-        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions, poses=poses)[:, 0]
+        predicted = one_step_from_noise(model, frames, actions, generator, conditions, poses, held)
+        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions, poses=poses,
+                               held=held)[:, 0]
         errors = [((x.double() - target) ** 2).sum().item() for x in (predicted, frames[:, -2], rolled)]
         sums += torch.tensor([float(loss), *errors, 1.0], dtype=torch.float64)
         count += target.numel()
@@ -42,19 +44,24 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
 
 
 def split_conditions(model: WorldModel, extra: list) -> tuple:
-    """(conditions, poses) out of a `WindowDataset` batch's items after (frames, actions), as
-    `model` takes them: views (b, t, V, H, W, 3) if it has condition views, poses (b, t, 8) if
-    it is pose-conditioned, else None."""
-    conditions = extra[0] if model.config.condition_views else None
-    poses = extra[-1] if model.is_pose_conditioned else None
-    return conditions, poses
+    """(conditions, poses, held) out of a `WindowDataset` batch's items after (frames, actions),
+    as `model` takes them: views (b, t, V, H, W, 3) if it has condition views, poses (b, t, 8)
+    if it is pose-conditioned, held (b, t, 2) if it is held-conditioned, else None (the dataset
+    yields them in this order, each only when asked for)."""
+    wanted = (bool(model.config.condition_views), model.is_pose_conditioned, model.is_held_conditioned)
+    if len(extra) != sum(wanted):
+        raise ValueError(f"the batch carries {len(extra)} condition tensors; the model takes {sum(wanted)} "
+                         "(views, poses, held: build the WindowDataset with the model's views, poses= and held=)")
+    items = iter(extra)
+    return tuple(next(items) if w else None for w in wanted)
 
 
-def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions=None, poses=None) -> torch.Tensor:
+def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions=None, poses=None, held=None) -> torch.Tensor:
     """The last frame of each window (uint8 (b, H, W, 3)) predicted in one denoiser call from pure noise.
 
     conditions: uint8 (b, t, V, H, W, 3) condition views of the window's frames, if the model has any;
-    poses: (b, t, 8) the grippers' poses, if it is pose-conditioned."""
+    poses: (b, t, 8) the grippers' poses, if it is pose-conditioned; held: (b, t, 2) their grasp
+    state, if it is held-conditioned."""
     z = model.encode_frames(frames)  # (b, t, C, h, w)
     b, t = z.shape[:2]
     last = model.config.num_train_timesteps - 1
@@ -65,7 +72,7 @@ def one_step_from_noise(model: WorldModel, frames, actions, generator, condition
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown
-    cond = model._encode_conditions(conditions, b, t, poses)
+    cond = model._encode_conditions(conditions, b, t, poses, held)
     output = model.denoiser(noisy, timesteps, frame_actions, dropped, cond)[:, -1:]  # (b, 1, C, h, w)
     x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
     return model.decode_latents(x0)[:, 0]

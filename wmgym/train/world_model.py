@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
-from wmgym.model.world_model import GRIPPER_DILATION, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.model.world_model import GRIPPER_DILATION, HELD_DIM, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.train.checkpoint import section, write_text_atomic
 from wmgym.train.sampling import EpochPermutationSampler, epoch_items
-from wmgym.train.wm_build import action_statistics, pose_statistics, with_condition_views, with_pose_conditioning
+from wmgym.train.wm_build import (action_statistics, pose_statistics, with_condition_views, with_held_conditioning,
+                                  with_pose_conditioning)
 from wmgym.train.wm_checkpoint import STATE_FILES, latest_checkpoint, restore_checkpoint, save_checkpoint
 from wmgym.train.wm_validation import evaluate, split_conditions
 
@@ -148,6 +149,13 @@ class TrainWorldModelConfig:
     patch projection of the condition views (a global additive token offset: a fine-tune of
     9,030 H100 steps left it unused, docs/benchmarks.md). Ignored for a model that already
     reads the pose."""
+    held_conditioning: bool = False
+    """Also condition every frame on the simulator's grasp state, whether each gripper holds
+    cloth (the stores' `robot{0,1}_held_particles`, teacher-forced; in imagination a prior over
+    it, `wmgym train-grasp-prior`). It joins the frame vector the pose embedding reads (a
+    zero-initialised path, so with --init-from a model without it the fine-tuned model starts
+    exactly where the loaded one was; `pose_lr_scale` speeds it up). Every store needs the held
+    arrays."""
     prediction: Literal["v", "residual"] = "residual"
     """Denoiser output: 'residual' (x0 minus the previous frame: starts at the copy-last-frame
     baseline) or 'v' (plain v-prediction)."""
@@ -165,9 +173,10 @@ class _LossModule(nn.Module):
         self.model, self.action_dropout = model, action_dropout
         self.gripper_weight, self.gripper_dilation = gripper_weight, gripper_dilation
 
-    def forward(self, frames, actions, conditions, poses, generator):
+    def forward(self, frames, actions, conditions, poses, held, generator):
         return self.model.compute_loss(frames, actions, conditions, action_dropout=self.action_dropout, generator=generator,
-                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation, poses=poses)
+                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation,
+                                       poses=poses, held=held)
 
 
 def train_world_model(config: TrainWorldModelConfig) -> Path:
@@ -204,9 +213,13 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     loaded = checkpoint is not None or config.init_from
     views = tuple(model.config.condition_views) if loaded else tuple(config.condition_views)
     poses = (model.is_pose_conditioned or (checkpoint is None and config.pose_conditioning)) if loaded else config.pose_conditioning
-    train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views, poses=poses)
+    held = (model.is_held_conditioned or (checkpoint is None and config.held_conditioning)) if loaded else config.held_conditioning
+    train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views,
+                              poses=poses, held=held)
     if checkpoint is None and config.init_from is not None and poses and not model.is_pose_conditioned:
         model = with_pose_conditioning(model, *pose_statistics(train_set), pose_input=config.pose_input)
+    if checkpoint is None and config.init_from is not None and held and not model.is_held_conditioned:
+        model = with_held_conditioning(model)
     if checkpoint is None and config.init_from is not None:
         if (model.config.height, model.config.width) != (train_set.height, train_set.width):
             raise ValueError(f"--init-from {config.init_from} makes {model.config.height}x{model.config.width} frames, "
@@ -230,8 +243,8 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
                                          persistent_workers=config.num_workers > 0,
                                          generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
     if config.pose_lr_scale != 1.0 and not model.denoiser.config.pose_dim:
-        raise ValueError("pose_lr_scale needs a model that reads the pose through its embedding "
-                         "(--pose-conditioning --pose-input embedding)")
+        raise ValueError("pose_lr_scale needs a model that reads the pose or the grasp state through its embedding "
+                         "(--pose-conditioning --pose-input embedding, or --held-conditioning)")
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.learning_rate, config.pose_lr_scale),
                                   lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
@@ -247,7 +260,7 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
     if accelerator.is_main_process:
         ema_model.codec.load_state_dict(model.codec.state_dict())
         val_loader = _val_loader(WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="val",
-                                               views=views, poses=poses), config)
+                                               views=views, poses=poses, held=held), config)
         _start_log(out, config, step)
     writer = summary_writer(out / "tensorboard") if summary_writer and accelerator.is_main_process else None
 
@@ -349,12 +362,15 @@ def _load_codec(path: str):
 
 def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec) -> WorldModelConfig:
     codec.check_frame_size(train_set.height, train_set.width)
+    if config.held_conditioning and config.pose_conditioning and config.pose_input == "channels":
+        raise ValueError("--held-conditioning reads the grasp state through the frame-vector embedding; "
+                         "combine it with --pose-input embedding, not channels")
+    vector = (POSE_DIM if config.pose_conditioning else 0) + (HELD_DIM if config.held_conditioning else 0)
     denoiser = DenoiserConfig(latent_channels=codec.latent_channels, latent_height=train_set.height // codec.downsample,
                               latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
                               width=config.width, depth=config.depth, num_heads=config.num_heads,
-                              condition_channels=len(config.condition_views) * codec.latent_channels
-                              + (POSE_DIM if config.pose_conditioning else 0),
-                              pose_dim=POSE_DIM if config.pose_conditioning and config.pose_input == "embedding" else 0)
+                              condition_channels=len(config.condition_views) * codec.latent_channels + vector,
+                              pose_dim=vector if config.pose_input == "embedding" or config.held_conditioning else 0)
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
@@ -363,7 +379,8 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
                             action_min=low, action_max=high, condition_views=tuple(config.condition_views),
-                            pose_mean=pose_mean, pose_std=pose_std, prediction=config.prediction)
+                            pose_mean=pose_mean, pose_std=pose_std, held_conditioning=config.held_conditioning,
+                            prediction=config.prediction)
 
 
 def _param_groups(model: WorldModel, weight_decay: float, learning_rate: float, pose_lr_scale: float = 1.0) -> list[dict]:
