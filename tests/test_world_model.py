@@ -393,7 +393,7 @@ def test_pose_inputs_are_checked():
         WorldModel(bad, device="cpu")
     part = pose_model().config
     part.denoiser = {**part.denoiser, "pose_dim": 4}
-    with pytest.raises(ValueError, match="pose_dim must be 0 or 8"):  # the embedding reads the whole pose or none of it
+    with pytest.raises(ValueError, match="pose_dim must be 0 or the frame vector's 8"):  # the embedding reads the whole pose or none of it
         WorldModel(part, device="cpu")
     part.denoiser = {**part.denoiser, "pose_dim": 9}
     with pytest.raises(ValueError, match=r"pose_dim 9 must be in \[0, condition_channels=8\]"):
