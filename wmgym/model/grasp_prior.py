@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wmgym.sim.gripper import GRASP_WIDTH
@@ -140,15 +137,9 @@ class GraspPrior(nn.Module):
     # ------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors atomically."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / WEIGHTS_FILE)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-        return directory
+        from wmgym.model.world_model import write_model_directory
+
+        return write_model_directory(directory, asdict(self.config), {WEIGHTS_FILE: self.state_dict()})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "GraspPrior":

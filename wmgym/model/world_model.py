@@ -438,19 +438,10 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + denoiser.safetensors + codec.safetensors atomically."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
-        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}, tmp / WEIGHT_FILES[0])
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.codec.state_dict().items()}, tmp / WEIGHT_FILES[1])
-        if self.grasp_prior is not None:
-            self.grasp_prior.save_pretrained(tmp / GRASP_PRIOR_DIR)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-        return directory
+        """Write config.json + denoiser.safetensors + codec.safetensors (+ grasp_prior/) atomically."""
+        prior = self.grasp_prior
+        return write_model_directory(directory, asdict(self.config), dict(zip(WEIGHT_FILES, (self.denoiser.state_dict(), self.codec.state_dict()))),
+                                     extra=None if prior is None else lambda tmp: prior.save_pretrained(tmp / GRASP_PRIOR_DIR))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "WorldModel":
@@ -477,6 +468,24 @@ class WorldModel(nn.Module):
 
             model.grasp_prior = GraspPrior.from_pretrained(directory / GRASP_PRIOR_DIR)
         return model.to(resolve_device(device))
+
+
+def write_model_directory(directory: str | os.PathLike, config: dict, weights: dict, extra=None) -> Path:
+    """Write a model directory atomically: config.json (`config`), one safetensors file per
+    `weights` item (file name -> state dict), then `extra(tmp)` if given; the complete
+    directory replaces `directory`."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    for name, state in weights.items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp / name)
+    if extra is not None:
+        extra(tmp)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
 
 
 def load_state_checked(module: nn.Module, path: Path) -> None:
