@@ -13,6 +13,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import wmgym  # noqa: F401  (registers WMFold-v0)
 from wmgym.actions import ACTION_HIGH, identity_action
+from conftest import tiny_grasp_prior
 from wmgym.envs.bundle import Bundle
 from wmgym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from wmgym.sim.tasks import TASKS
@@ -364,3 +365,58 @@ def test_pose_conditioned_bundle_passes_both_checkers_and_feeds_the_simulators_p
         np.testing.assert_allclose(poses[0].cpu().numpy(), [*world.poses[0][:3, 3], world.widths[0], *world.poses[1][:3, 3],
                                                             world.widths[1]], atol=1e-6)
 
+
+
+# ---------------------------------------------------------------- held-conditioned world model
+
+
+def _record_held(core) -> list:
+    """Wrap `core.imagination.step` (after reset: a full reset makes a new Imagination) to record
+    the grasp state each step gives the model."""
+    seen, original = [], core.imagination.step
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(kw["held"].cpu().numpy()) or original(
+        actions, generator, conditions, **kw)
+    return seen
+
+
+def test_held_conditioned_bundle_passes_both_checkers(tiny_held_bundle):
+    gymnasium_check_env(make(tiny_held_bundle).unwrapped, skip_render_check=True)
+    sb3_check_env(make(tiny_held_bundle))
+
+
+def test_held_conditioned_env_draws_the_grasp_state_once_per_closing_from_the_prior(tiny_held_bundle):
+    # open, open, left closes, both closed, both closed, left opens
+    widths = [(0.08, 0.08), (0.08, 0.08), (0.0, 0.08), (0.0, 0.0), (0.0, 0.0), (0.08, 0.0)]
+    frames = {}
+    for bias in (20.0, -20.0):  # the prior says every closing holds / none does
+        env = make(tiny_held_bundle)
+        core = env.unwrapped.core
+        core.model.grasp_prior = tiny_grasp_prior(bias)
+        env.reset(seed=3, options={"frame": Bundle.load(tiny_held_bundle).start_frames[0]})
+        seen = _record_held(core)
+        frames[bias] = [env.step(identity_action(*w))[0] for w in widths]
+        held = np.concatenate(seen)  # (steps, 2)
+        closed = np.array([[w < 0.02 for w in pair] for pair in widths])
+        np.testing.assert_array_equal(held, closed if bias > 0 else np.zeros_like(closed))
+    assert not np.array_equal(frames[20.0][-1], frames[-20.0][-1])  # same seed and actions; the grasp state differs
+    np.testing.assert_array_equal(frames[20.0][0], frames[-20.0][0])  # ... and nothing before the first closing
+
+
+def test_held_draws_are_one_per_closing_and_follow_the_probability(tiny_held_bundle):
+    """With p(held) = 1/2 the draw is made when a hand closes and kept until it opens."""
+    env = make(tiny_held_bundle)
+    core = env.unwrapped.core
+    core.model.grasp_prior = tiny_grasp_prior(0.0)
+    start = Bundle.load(tiny_held_bundle).start_frames[0]
+    runs = []
+    for seed in range(24):
+        env.reset(seed=seed, options={"frame": start})
+        seen = _record_held(core)
+        for w in [(0.08, 0.08), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)]:
+            env.step(identity_action(*w))
+        held = np.concatenate(seen)
+        assert (held[0] == 0).all()
+        assert (held[1:] == held[1]).all()  # one draw for the whole closing
+        runs.append(held[1])
+    rate = np.mean(runs)
+    assert 0.2 < rate < 0.8  # ~ sigmoid(0) = 0.5 over 48 draws
