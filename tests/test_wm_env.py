@@ -16,6 +16,7 @@ from wmgym.actions import ACTION_HIGH, identity_action
 from conftest import tiny_grasp_prior
 from wmgym.envs.bundle import Bundle
 from wmgym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+from wmgym.sim.gripper import GRASP_WIDTH
 from wmgym.sim.tasks import TASKS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -366,7 +367,6 @@ def test_pose_conditioned_bundle_passes_both_checkers_and_feeds_the_simulators_p
                                                             world.widths[1]], atol=1e-6)
 
 
-
 # ---------------------------------------------------------------- held-conditioned world model
 
 
@@ -387,16 +387,16 @@ def test_held_conditioned_bundle_passes_both_checkers(tiny_held_bundle):
 def test_held_conditioned_env_draws_the_grasp_state_once_per_closing_from_the_prior(tiny_held_bundle):
     # open, open, left closes, both closed, both closed, left opens
     widths = [(0.08, 0.08), (0.08, 0.08), (0.0, 0.08), (0.0, 0.0), (0.0, 0.0), (0.08, 0.0)]
-    frames = {}
+    start, frames = Bundle.load(tiny_held_bundle).start_frames[0], {}
     for bias in (20.0, -20.0):  # the prior says every closing holds / none does
         env = make(tiny_held_bundle)
         core = env.unwrapped.core
         core.model.grasp_prior = tiny_grasp_prior(bias)
-        env.reset(seed=3, options={"frame": Bundle.load(tiny_held_bundle).start_frames[0]})
+        env.reset(seed=3, options={"frame": start})
         seen = _record_held(core)
         frames[bias] = [env.step(identity_action(*w))[0] for w in widths]
         held = np.concatenate(seen)  # (steps, 2)
-        closed = np.array([[w < 0.02 for w in pair] for pair in widths])
+        closed = np.array(widths) < GRASP_WIDTH
         np.testing.assert_array_equal(held, closed if bias > 0 else np.zeros_like(closed))
     assert not np.array_equal(frames[20.0][-1], frames[-20.0][-1])  # same seed and actions; the grasp state differs
     np.testing.assert_array_equal(frames[20.0][0], frames[-20.0][0])  # ... and nothing before the first closing

@@ -137,14 +137,14 @@ class GraspPrior(nn.Module):
     # ------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors atomically."""
-        from wmgym.model.world_model import write_model_directory
+        from wmgym.model.model_files import write_model_directory
 
         return write_model_directory(directory, asdict(self.config), {WEIGHTS_FILE: self.state_dict()})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "GraspPrior":
         """Load a directory written by `save_pretrained` (or `wmgym train-grasp-prior`)."""
-        from wmgym.model.world_model import load_state_checked
+        from wmgym.model.model_files import load_state_checked
 
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):

@@ -177,7 +177,8 @@ class ConfigAndWeights:
         """Load a model directory; errors name the missing or mismatched file and key; never reads a pickle."""
         import json
 
-        from wmgym.model.world_model import load_state_checked, resolve_device
+        from wmgym.model.model_files import load_state_checked
+        from wmgym.model.world_model import resolve_device
 
         directory = Path(directory)
         if not directory.is_dir():

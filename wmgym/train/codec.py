@@ -183,7 +183,7 @@ def _check_config(config: TrainCodecConfig) -> None:
 def load_codec(directory: str | os.PathLike) -> AutoencoderKLCodec:
     """The trained codec in a `train_codec` checkpoint directory (on the CPU)."""
     from wmgym.model.autoencoder import AutoencoderKLCodec
-    from wmgym.model.world_model import load_state_checked
+    from wmgym.model.model_files import load_state_checked
 
     directory = Path(directory)
     for name in (CONFIG_FILE, CODEC_FILE):
@@ -281,7 +281,7 @@ def _restore(out: Path, config: TrainCodecConfig, codec, optimizer, batch_rng, n
     """Load weights, optimizer and generator states of the checkpoint at `out`; return its training dict."""
     from safetensors.torch import load_file
 
-    from wmgym.model.world_model import load_state_checked
+    from wmgym.model.model_files import load_state_checked
 
     for name in (CONFIG_FILE, CODEC_FILE, STATE_FILE):
         if not (out / name).is_file():
