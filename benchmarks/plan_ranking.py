@@ -31,6 +31,11 @@ then
     close of log p(the grasp catches), no frame looked at), and with `--oracle-held` every
     imagined scorer is also run on clips imagined with the simulator's own grasp state of each
     candidate (columns `<scorer>_oracle_held`): what the world model makes of a perfect prior;
+    with `--held-expectation` every candidate is also imagined with every closing held
+    (`<scorer>_held1`) and with none (`<scorer>_held0`), and `<scorer>_expected` weighs the two
+    by the prior's probability that all its closings catch (`GraspPrior.held_cases`): the model
+    only ever saw 0/1 grasp states, so this asks whether the expectation over them ranks better
+    than one rollout with the prior's soft probability; `--skip-prior-run` drops that soft run;
   - with `--samples K` (K > 1), every candidate is imagined K times (K seeded sampler noises;
     the first is the K = 1 run's), and each imagined score is also averaged over the K clips
     (columns `<scorer>_mean<K>`): does averaging out the sampler's noise rank better?
@@ -137,6 +142,11 @@ def main() -> None:
                         help="a `wmgym train-grasp-prior` directory for a held-conditioned world model (default: its own grasp_prior/)")
     parser.add_argument("--oracle-held", action="store_true",
                         help="held-conditioned model: also imagine every candidate with the simulator's grasp state")
+    parser.add_argument("--held-expectation", action="store_true",
+                        help="held-conditioned model: also imagine every candidate with every closing held and with none, "
+                             "and score p_all * score(held) + (1 - p_all) * score(missed) (`GraspPrior.held_cases`)")
+    parser.add_argument("--skip-prior-run", action="store_true",
+                        help="held-conditioned model: skip the run with the prior's soft grasp state (when another run has it)")
     parser.add_argument("--save-poses", default=None,
                         help="an .npz file for every candidate's pose vectors (starts, n, T + 1, 8), success and task: "
                              "rank by another pose classifier later without imagining or simulating again")
@@ -153,8 +163,8 @@ def main() -> None:
     held_model = is_held_conditioned(world_model)
     if held_model and world_model.grasp_prior is None:
         parser.error("the world model is held-conditioned and has no grasp_prior/: pass --grasp-prior DIR")
-    if args.oracle_held and not held_model:
-        parser.error("--oracle-held needs a held-conditioned world model")
+    if (args.oracle_held or args.held_expectation or args.skip_prior_run) and not held_model:
+        parser.error("--oracle-held, --held-expectation and --skip-prior-run need a held-conditioned world model")
     lpips = make_reward_head("lpips-offline", args.checkpoint, "cpu")
     calibrated_dir = args.lpips_calibrated or bundle.lpips_dir
     calibrated = None if calibrated_dir is None else LPIPSHead(calibrated=calibrated_dir, device="cpu")
@@ -182,7 +192,11 @@ def main() -> None:
             outcomes = [simulate(env, c) for c in candidates]  # first: --oracle-held imagines with their grasp state
             success = np.array([o[0] for o in outcomes])
             as_tensors = lambda d: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.items()}
-            runs = {"": as_tensors(rollout_conditions(world_model, views, poses))}  # column suffix -> rollout keywords
+            runs = {} if args.skip_prior_run else {"": as_tensors(rollout_conditions(world_model, views, poses))}  # column suffix -> rollout keywords
+            if args.held_expectation:
+                held_all, missed, p_all = world_model.grasp_prior.held_cases(poses)
+                runs["_held1"] = as_tensors(rollout_conditions(world_model, views, poses, held=held_all.numpy()))
+                runs["_held0"] = as_tensors(rollout_conditions(world_model, views, poses, held=missed.numpy()))
             if args.oracle_held:
                 runs["_oracle_held"] = as_tensors(rollout_conditions(world_model, views, poses, held=np.stack([o[2] for o in outcomes])))
             seed = int(rng.integers(2**63 - 1))
@@ -202,6 +216,10 @@ def main() -> None:
                                                                   for t in range(1, clips.shape[1])], 0)})
                     if calibrated is not None:
                         scores["calibrated_imagined" + suffix] = calibrated.score(clips, goal).float().numpy()
+                if args.held_expectation:
+                    w = p_all.numpy()
+                    for name in [n[: -len("_held1")] for n in scores if n.endswith("_held1")]:
+                        scores[name + "_expected"] = w * scores[name + "_held1"] + (1 - w) * scores[name + "_held0"]
                 imagined_scores.append(scores)
             _, nominal_poses = gripper_views([state], nominal[None], scene, with_poses=True)
             references = {"drift": -nominal_drift(poses, nominal_poses[0])}
@@ -224,13 +242,15 @@ def main() -> None:
                     records[-1][f"{name}_mean{args.samples}"] = np.mean([x[name] for x in imagined_scores], 0).tolist()
             bar.update(1)
     bar.close()
-    scorers = ("lpips_imagined", "judge_final", "judge_peak", "lpips_sim", "drift") + (("pose_prior",) if pose_prior else ()) \
+    imagined_names = ("lpips_imagined", "judge_final", "judge_peak") + (("calibrated_imagined",) if calibrated is not None else ())
+    scorers = (() if args.skip_prior_run else ("lpips_imagined", "judge_final", "judge_peak")) + ("lpips_sim", "drift") + (("pose_prior",) if pose_prior else ()) \
         + (("grasp_prior",) if held_model else ())
     if calibrated is not None:
-        scorers += ("calibrated_imagined", "calibrated_sim")
+        scorers += (() if args.skip_prior_run else ("calibrated_imagined",)) + ("calibrated_sim",)
     if args.oracle_held:
-        scorers += tuple(f"{name}_oracle_held" for name in ("lpips_imagined", "judge_final", "judge_peak")
-                         + (("calibrated_imagined",) if calibrated is not None else ()))
+        scorers += tuple(f"{name}_oracle_held" for name in imagined_names)
+    if args.held_expectation:
+        scorers += tuple(f"{name}_{case}" for case in ("held1", "held0", "expected") for name in imagined_names)
     if args.samples > 1:
         scorers += tuple(f"{name}_mean{args.samples}" for name in imagined_scores[0])
     summary = {}
@@ -239,7 +259,8 @@ def main() -> None:
         entry = {"random_proposal": float(np.mean([np.mean(r["success"]) for r in rows])), "starts": len(rows)}
         for name in scorers:
             entry[f"top1_{name}"], entry[f"auc_{name}"] = top1_and_auc([r[name] for r in rows], [r["success"] for r in rows])
-        entry["judge_accepts"] = float(np.mean([np.mean(np.array(r["judge_peak"]) >= judge.threshold) for r in rows]))
+        peak = next(name for name in ("judge_peak", "judge_peak_held1", "judge_peak_oracle_held") if name in rows[0])
+        entry["judge_accepts"] = float(np.mean([np.mean(np.array(r[peak]) >= judge.threshold) for r in rows]))  # of that run's clips
         summary[task] = entry
     result = {"machine": f"{platform.machine()}, {args.threads} thread(s)", "args": vars(args), "judge_threshold": judge.threshold,
               "lpips_calibrated": None if calibrated_dir is None else str(calibrated_dir),

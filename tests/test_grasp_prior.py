@@ -72,6 +72,27 @@ def test_frame_held_is_the_events_probability_while_closed_zero_while_open_and_c
         prior.frame_held(poses[0])
 
 
+def test_held_cases_are_every_closing_held_or_none_weighted_by_the_product_of_the_event_probabilities():
+    torch.manual_seed(0)
+    prior = GraspPrior(GraspPriorConfig(window=2, hidden=8, feature_mean=[0.0] * 18, feature_std=[1.0] * 18))
+    left = [OPEN, SHUT, SHUT, OPEN, OPEN, SHUT, SHUT]
+    right = [OPEN, OPEN, OPEN, SHUT, SHUT, SHUT, OPEN]
+    never = [OPEN] * 7
+    poses = np.stack([poses_with_widths(left, right), poses_with_widths(never, never)])  # (2, 7, 8)
+    held, missed, p_all = prior.held_cases(poses)
+    closed = torch.from_numpy(poses[..., [3, 7]] < GRASP_WIDTH).float()
+    torch.testing.assert_close(held, closed)  # 1 exactly while closed
+    assert missed.shape == held.shape and (missed == 0).all()
+    p = prior.frame_held(poses)
+    events = close_events(poses[0][:, [3, 7]])
+    assert len(events) == 3
+    expected = torch.tensor(float(np.prod([p[0, first, hand].item() for hand, first, _ in events])))
+    torch.testing.assert_close(p_all[0], expected)  # the product over the three closings
+    assert 0 < p_all[0] < min(p[0, first, hand] for hand, first, _ in events)
+    assert p_all[1] == 1  # no closing: the held and missed states are the same
+    torch.testing.assert_close(prior.held_cases(torch.from_numpy(poses))[2], p_all)  # tensors as arrays
+
+
 @pytest.fixture(scope="module")
 def proposal_store(tmp_path_factory):
     """Proposal episodes (1 cm noise) at 16x16: some grasps catch the cloth, some miss."""

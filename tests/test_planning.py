@@ -286,15 +286,18 @@ def test_pool_plan_runs_joins_disjoint_start_states_and_refuses_others():
 
 # ---------------------------------------------------------------- grippers-conditioned world models
 class RecordingModel:
-    """Wraps a world model and records the `conditions` and `poses` of every rollout call."""
+    """Wraps a world model and records the `conditions`, `poses` and `held` of every rollout call."""
 
     def __init__(self, inner):
-        self.inner, self.config, self.device, self.conditions, self.poses = inner, inner.config, inner.device, [], []
-        self.is_pose_conditioned = inner.is_pose_conditioned
+        self.inner, self.config, self.device, self.conditions, self.poses, self.held = inner, inner.config, inner.device, [], [], []
+        self.is_pose_conditioned, self.is_held_conditioned = inner.is_pose_conditioned, inner.is_held_conditioned
+        self.grasp_prior, self.actions = getattr(inner, "grasp_prior", None), []
 
     def rollout(self, context, actions, **kwargs):
         self.conditions.append(kwargs.get("conditions"))
         self.poses.append(kwargs.get("poses"))
+        self.held.append(kwargs.get("held"))
+        self.actions.append(actions)
         return self.inner.rollout(context, actions, **kwargs)
 
 
@@ -363,6 +366,59 @@ def test_planner_gives_a_pose_conditioned_model_each_candidates_gripper_poses(ti
     same = planner.score_candidates(obs[None], obs[None], np.stack([result.actions] * 3), goal,
                                     torch.Generator().manual_seed(0), conditions=model.conditions[-1].cpu().numpy(), poses=poses)
     assert not np.allclose(higher, same)
+
+
+class RecordingHead(RewardHead):
+    """Wraps a reward head and records the scores of every call."""
+
+    name, goal_kind, device = "recording", "image", torch.device("cpu")
+
+    def __init__(self, inner):
+        self.inner, self.scores = inner, []
+
+    def score(self, frames, goal):
+        self.scores.append(self.inner.score(frames, goal).float().numpy())
+        return self.scores[-1]
+
+
+def test_planner_scores_a_held_conditioned_model_by_the_prior_or_by_the_expectation_over_held_and_missed(
+        tiny_held_bundle, lpips_head):
+    from conftest import tiny_grasp_prior
+    from wmgym.model.grasp_prior import close_events
+    from wmgym.sim.gripper_track import GripperState
+
+    inner = WorldModel.from_pretrained(tiny_held_bundle / "world_model", device="cpu")
+    inner.grasp_prior = tiny_grasp_prior(0.0)  # p(a closing catches) ~ 1/2: the two modes differ
+    model, head = RecordingModel(inner), RecordingHead(lpips_head)
+    env = gym.make("SimFold-v0", task="fold_half", resolution=64)
+    obs, _ = env.reset(seed=3)
+    goal, state = env.unwrapped.world.render_goal(), GripperState.of_world(env.unwrapped.world)
+    nominal = scripted_nominal(env, obs[None], 16)
+    closes = nominal[:, 9] < 0.02
+    assert closes.any()  # the demonstrator closes within the plan, so the grasp state matters
+    n = 3
+    with pytest.raises(ValueError, match="held_mode"):
+        Planner(model, head, held_mode="sample")
+    soft = Planner(model, head, num_candidates=n, num_steps=1).plan(obs[None], goal, nominal, seed=7, grippers=state)
+    held = model.held[-1].numpy()  # (n, 1 + T, 2): the prior's probability while closed
+    assert held.shape == (n, 17, 2) and 0.3 < held.max() < 0.7 and set(np.unique(held)) - {0.0} != set()
+    np.testing.assert_allclose(soft.scores[0], head.scores[-1])
+
+    result = Planner(model, head, num_candidates=n, num_steps=1, held_mode="expectation").plan(
+        obs[None], goal, nominal, seed=7, grippers=state)
+    assert len(model.held) == 2  # both grasp states of all n candidates in ONE batched rollout
+    both, actions = model.held[-1].numpy(), model.actions[-1]  # (2n, 1 + T, 2), (2n, T, 20)
+    torch.testing.assert_close(actions, torch.cat([model.actions[0]] * 2))  # the soft run's n candidates, twice
+    np.testing.assert_array_equal(both[:n], (held > 0).astype(np.float32))  # every closing held ...
+    assert not both[n:].any()  # ... then none
+    p_all = np.ones(n)  # the product over each candidate's closings of the prior's probability
+    for row in range(n):
+        for hand, first, _ in close_events(np.where(both[row] > 0, 0.0, 0.06)):
+            p_all[row] *= held[row, first, hand]
+    assert ((0 < p_all) & (p_all < 1)).all()
+    clips = head.scores[-1]  # (2n,)
+    np.testing.assert_allclose(result.scores[0], p_all * clips[:n] + (1 - p_all) * clips[n:], rtol=1e-5)
+    assert result.score == result.scores[0].max()
 
 
 def test_an_unconditioned_model_ignores_grippers():

@@ -134,6 +134,35 @@ class GraspPrior(nn.Module):
             held[row, first:stop, hand] = value
         return held
 
+    @torch.no_grad()
+    def held_cases(self, poses) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The two grasp states a planner imagines a candidate under, and the weight of the first.
+
+        A held-conditioned model was trained on 0/1 states only, so instead of feeding it the
+        prior's probability (`frame_held`), a planner can imagine every candidate twice, once with
+        every closing catching cloth and once with none, and weigh the two scores:
+        E[score] ~= p_all * score(held) + (1 - p_all) * score(missed). This is exact for a
+        candidate with one close event; with several it counts the mixed outcomes (one hand
+        catches, another misses) as "missed", which for a fold that needs every hand's grasp
+        fails as a miss does.
+
+        Args:
+            poses: float (b, t, POSE_DIM) pose vectors, as `frame_held`.
+        Returns:
+            held (b, t, 2): 1 while a gripper is closed, 0 while open; missed (b, t, 2): zeros;
+            p_all (b,): the product over the candidate's close events of p(the grasp catches)
+            (1 for a candidate that never closes: both states are then the same).
+        """
+        p = self.frame_held(poses)  # (b, t, 2), the event's probability over each closed run
+        closed = torch.zeros_like(p)
+        widths = np.asarray(poses.detach().cpu() if torch.is_tensor(poses) else poses, np.float32)[..., WIDTH_COLUMNS]
+        p_all = torch.ones(p.shape[0])
+        for row in range(p.shape[0]):
+            for hand, first, stop in close_events(widths[row]):
+                closed[row, first:stop, hand] = 1.0
+                p_all[row] *= p[row, first, hand]
+        return closed, torch.zeros_like(p), p_all
+
     # ------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors atomically."""

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wmgym.policies.planning import METHODS, Planner, ProposalConfig, RandomProposal, is_gripper_conditioned
+from wmgym.policies.planning import HELD_MODES, METHODS, Planner, ProposalConfig, RandomProposal, is_gripper_conditioned
 from wmgym.rewards.base import RewardHead, as_goal_texts
 from wmgym.sim.gripper_track import GripperState
 
@@ -216,6 +216,10 @@ class PlanConfig:
     """Proposal noise on gripper widths (metres)."""
     include_mean: bool = False
     """Make candidate 0 the unperturbed nominal/mean."""
+    held_mode: str = "prior"
+    """Held-conditioned world model only: 'prior' (imagine each candidate with the grasp prior's
+    probability of each closing catching) or 'expectation' (imagine it with every closing held
+    and with none, 2n clips in one call, and score the prior-weighted mean; `Planner`)."""
     random_proposals: int = 1
     """Random proposals executed per start state, each an independent draw (draw 0 is the one
     earlier versions drew, so a finished run can be resumed with more). More draws estimate
@@ -262,6 +266,8 @@ def plan(config: PlanConfig) -> dict:
         raise ValueError(f"nominal must be one of {NOMINALS}, got {config.nominal!r}")
     if config.method not in METHODS:
         raise ValueError(f"unknown planning method {config.method!r}; expected one of {METHODS}")
+    if config.held_mode not in HELD_MODES:
+        raise ValueError(f"unknown held_mode {config.held_mode!r}; expected one of {HELD_MODES}")
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     bundle = Bundle.load(config.checkpoint)
@@ -269,7 +275,8 @@ def plan(config: PlanConfig) -> dict:
     head = make_reward_head(config.reward, config.checkpoint, config.device)
     world_model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device)
     planner = Planner(world_model, head, method=config.method, num_candidates=config.n, num_iterations=config.iterations,
-                      num_elites=config.elites, proposal=proposal, num_steps=config.num_steps, include_mean=config.include_mean)
+                      num_elites=config.elites, proposal=proposal, num_steps=config.num_steps, include_mean=config.include_mean,
+                      held_mode=config.held_mode)
     arms = {"planner": planner, "random-proposal": RandomProposal(proposal)}
     nominal_fn = scripted_nominal if config.nominal == "scripted" else None
     resolution = config.resolution or bundle.height

@@ -22,6 +22,14 @@ policy's), or uniform within the action bounds. Only the position deltas (0:3, 1
 the widths (9, 19) are sampled; the 6-D rotations are copied from the nominal (the identity
 rotation when there is none), so every candidate holds a valid rotation. Sampled positions
 and widths are clipped to `ACTION_LOW`/`ACTION_HIGH` (the simulator rejects actions outside).
+
+Grasp state. A held-conditioned world model (`train-wm --held-conditioning`) also takes, per
+frame and hand, whether the gripper holds cloth, drawn from its grasp prior. `held_mode="prior"`
+gives it the prior's probability of each closing catching (one rollout per candidate);
+`held_mode="expectation"` imagines every candidate twice in the same batched call, once with
+every closing held and once with none (the 0/1 states the model was trained on), and scores
+p_all * score(held) + (1 - p_all) * score(missed), p_all the prior's probability that all of
+the candidate's closings catch (`GraspPrior.held_cases`).
 """
 
 from __future__ import annotations
@@ -33,11 +41,12 @@ import torch
 
 from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, FREE_DIMS, IDENTITY_HAND_ROT6D, POSITION_DIMS,
                            WIDTH_DIMS, clip_to_bounds, validate_action)
-from wmgym.sim.gripper_track import (GripperState, GripperTrack, gripper_views, is_gripper_conditioned, is_pose_conditioned,  # noqa: F401 (re-exported)
-                                     needs_grippers, rollout_conditions)
+from wmgym.sim.gripper_track import (GripperState, GripperTrack, gripper_views, is_gripper_conditioned,  # noqa: F401 (re-exported)
+                                     is_held_conditioned, is_pose_conditioned, needs_grippers, rollout_conditions)
 from wmgym.sim.world import WorldConfig
 
 METHODS = ("best-of-n", "cem")
+HELD_MODES = ("prior", "expectation")
 PROPOSALS = ("gaussian", "uniform")
 
 
@@ -175,11 +184,16 @@ class Planner:
         num_steps: denoising steps per frame (None: the checkpoint's default).
         include_mean: make candidate 0 of every iteration the current mean (the nominal at
             first), so the plan is never scored worse than the nominal in imagination.
+        held_mode: for a held-conditioned world model, "prior" (the grasp prior's probability
+            as its grasp state) or "expectation" (score = the prior-weighted mean of the scores
+            imagined with every closing held and with none; 2n clips in the one batched call);
+            ignored for other models.
     """
 
     def __init__(self, world_model, reward_head, *, method: str = "best-of-n", num_candidates: int = 64,
                  num_iterations: int = 3, num_elites: int = 8, momentum: float = 0.1,
-                 proposal: ProposalConfig = ProposalConfig(), num_steps: int | None = None, include_mean: bool = False):
+                 proposal: ProposalConfig = ProposalConfig(), num_steps: int | None = None, include_mean: bool = False,
+                 held_mode: str = "prior"):
         if method not in METHODS:
             raise ValueError(f"unknown planning method {method!r}; expected one of {METHODS}")
         if num_candidates < 1:
@@ -192,6 +206,8 @@ class Planner:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if num_steps is not None and num_steps < 1:
             raise ValueError(f"num_steps must be >= 1 or None, got {num_steps}")
+        if held_mode not in HELD_MODES:
+            raise ValueError(f"unknown held_mode {held_mode!r}; expected one of {HELD_MODES}")
         if not callable(getattr(reward_head, "score", None)):
             raise ValueError(f"reward_head must implement RewardHead.score(frames, goal), got {type(reward_head).__name__}")
         self.world_model, self.reward_head = world_model, reward_head
@@ -199,6 +215,7 @@ class Planner:
         self.num_iterations = num_iterations if method == "cem" else 1
         self.num_elites, self.momentum = num_elites, momentum
         self.proposal, self.num_steps, self.include_mean = proposal, num_steps, include_mean
+        self.held_mode = held_mode
 
     def plan(self, context, goal, nominal=None, *, horizon: int | None = None, history=None, seed=None,
              grippers: GripperState | list[GripperState] | None = None) -> PlanResult:
@@ -238,8 +255,17 @@ class Planner:
                 candidates = sample_gaussian(mean, std, self.num_candidates, rng)
             if self.include_mean:
                 candidates[0] = clip_to_bounds(mean)
-            conditions = {} if states is None else candidate_conditions(self.world_model, states, candidates, context.shape[1:3])
-            scores = self.score_candidates(context, history, candidates, goal, generator, **conditions)
+            if states is None:
+                scores = self.score_candidates(context, history, candidates, goal, generator)
+            elif self.held_mode == "expectation" and is_held_conditioned(self.world_model):
+                conditions, p_all = expectation_conditions(self.world_model, states, candidates, context.shape[1:3])
+                both = self.score_candidates(context, history, np.concatenate([candidates, candidates]), goal, generator,
+                                             **conditions)  # (2n,): every closing held, then none
+                n = len(candidates)
+                scores = (p_all * both[:n] + (1 - p_all) * both[n:]).astype(np.float32)
+            else:
+                conditions = candidate_conditions(self.world_model, states, candidates, context.shape[1:3])
+                scores = self.score_candidates(context, history, candidates, goal, generator, **conditions)
             all_scores.append(scores)
             best = int(np.argmax(scores))
             if scores[best] > best_score:
@@ -285,13 +311,32 @@ def candidate_conditions(world_model, states: list[GripperState], candidates: np
     pose-conditioned and `held` (float32 (n, c + T, 2), its grasp prior's probabilities from
     those poses) if it is held-conditioned, for the c context frames (one state each, oldest first) and the frames
     after each candidate's T actions (n, T, 20), which start from the newest state."""
+    return rollout_conditions(world_model, *_candidate_views_and_poses(states, candidates, size))
+
+
+def expectation_conditions(world_model, states: list[GripperState], candidates: np.ndarray,
+                           size: tuple[int, int]) -> tuple[dict, np.ndarray]:
+    """`candidate_conditions` for the two grasp states of a held-conditioned model's expectation:
+    a dict for 2n rollouts (the n candidates with every closing held, then the same n with
+    none: `GraspPrior.held_cases`) and p_all float32 (n,), the prior's probability that all of
+    a candidate's closings catch, the first half's weight."""
+    views, poses = _candidate_views_and_poses(states, candidates, size)
+    held, missed, p_all = world_model.grasp_prior.held_cases(poses)
+    twice = lambda a: np.concatenate([a, a])
+    return (rollout_conditions(world_model, twice(views), twice(poses), held=np.concatenate([held.numpy(), missed.numpy()])),
+            p_all.numpy().astype(np.float32))
+
+
+def _candidate_views_and_poses(states: list[GripperState], candidates: np.ndarray, size: tuple[int, int]):
+    """Grippers views uint8 (n, c + T, H, W, 3) and pose vectors float32 (n, c + T, 8) of the
+    c context states and each candidate's T frames after them (from the newest state)."""
     scene = WorldConfig(height=int(size[0]), width=int(size[1]))
     n = len(candidates)
     future, future_poses = gripper_views([states[-1]] * n, candidates, scene, with_poses=True)  # newest context frame first
     past = np.array([GripperTrack(state, scene).render() for state in states[:-1]], np.uint8).reshape(-1, *size, 3)
     past_poses = np.array([state.vector() for state in states[:-1]], np.float32).reshape(-1, 8)
     stack = lambda old, new: np.ascontiguousarray(np.concatenate([np.broadcast_to(old[None], (n, *old.shape)), new], axis=1))
-    return rollout_conditions(world_model, stack(past, future), stack(past_poses, future_poses))  # c + T frames
+    return stack(past, future), stack(past_poses, future_poses)  # c + T frames
 
 
 class RandomProposal:
