@@ -159,7 +159,6 @@ def test_a_held_conditioned_world_model_carries_its_prior_and_draws_the_grasp_st
 HELD_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "wm_held"
 
 
-@pytest.mark.skipif(not (HELD_CHECKPOINT / "config.json").is_file(), reason="checkpoints/wm_held is not in this checkout")
 def test_the_committed_held_checkpoint_loads_with_its_prior_and_imagines_held_and_missed_grasps_differently(tmp_path):
     path = tmp_path / "demo.zarr"
     generate(GenerateConfig(out=str(path), episodes=2, resolution=64, kinds="D", workers=1, show_progress=False))
