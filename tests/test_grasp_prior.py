@@ -10,6 +10,7 @@ import torch
 
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
+from wmgym.envs.bundle import DEFAULT_BUNDLE
 from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig, close_events, event_features
 from wmgym.model.world_model import WorldModel
 from wmgym.sim.gripper import GRASP_WIDTH
@@ -156,10 +157,10 @@ def test_a_held_conditioned_world_model_carries_its_prior_and_draws_the_grasp_st
         tiny_world_model().grasp_prior = model.grasp_prior
 
 
-HELD_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "wm_held"
+HELD_CHECKPOINT = DEFAULT_BUNDLE / "world_model"  # the shipped model is the held-conditioned one (stage 4)
 
 
-def test_the_committed_held_checkpoint_loads_with_its_prior_and_imagines_held_and_missed_grasps_differently(tmp_path):
+def test_the_shipped_world_model_loads_with_its_prior_and_imagines_held_and_missed_grasps_differently(tmp_path):
     path = tmp_path / "demo.zarr"
     generate(GenerateConfig(out=str(path), episodes=2, resolution=64, kinds="D", workers=1, show_progress=False))
     store = EpisodeStore.open(str(path), mode="r")
