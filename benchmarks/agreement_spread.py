@@ -19,9 +19,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
 
-from wmgym.eval.policies import pool_agreements
+from wmgym.eval.policies import pool_agreements, rank_agreement
 
 
 def load(spec: str) -> dict:
@@ -37,20 +36,14 @@ def spread(result: dict, draws: int, seed: int) -> dict:
     sim = np.array([row["sim_success_rate"] for row in rows])
     model = np.array([row["model_success_rate"] for row in rows])
     rng = np.random.default_rng(seed)
-    rho, r = [], []
-    for _ in range(draws):
-        s = rng.binomial(n, sim) / n
-        m = rng.binomial(n, model) / n
-        if np.ptp(s) == 0 or np.ptp(m) == 0:
-            continue  # a constant column has no correlation
-        rho.append(spearmanr(s, m).statistic)
-        r.append(pearsonr(s, m).statistic)
-    rho, r = np.array(rho), np.array(r)
+    redrawn = [rank_agreement(rng.binomial(n, sim) / n, rng.binomial(n, model) / n) for _ in range(draws)]
+    redrawn = [f for f in redrawn if not np.isnan(f["spearman"])]  # a constant column has no correlation
+    rho = np.array([f["spearman"] for f in redrawn])
+    r = np.array([f["pearson"] for f in redrawn])
     return {
         "episodes": n,
         "policies": len(rows),
-        "spearman": float(spearmanr(sim, model).statistic),
-        "pearson": float(pearsonr(sim, model).statistic),
+        **rank_agreement(sim, model),
         "spearman_q05_q50_q95": [float(q) for q in np.quantile(rho, [0.05, 0.5, 0.95])],
         "pearson_q05_q50_q95": [float(q) for q in np.quantile(r, [0.05, 0.5, 0.95])],
         "p_spearman_ge_0.9": float((rho >= 0.9).mean()),

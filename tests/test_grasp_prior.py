@@ -157,7 +157,7 @@ def test_a_held_conditioned_world_model_carries_its_prior_and_draws_the_grasp_st
         tiny_world_model().grasp_prior = model.grasp_prior
 
 
-HELD_CHECKPOINT = DEFAULT_BUNDLE / "world_model"  # the shipped model is the held-conditioned one (stage 4)
+HELD_CHECKPOINT = DEFAULT_BUNDLE / "world_model"  # the shipped model is the held-conditioned one (stage 5)
 
 
 def test_the_shipped_world_model_loads_with_its_prior_and_imagines_held_and_missed_grasps_differently(tmp_path):
