@@ -102,3 +102,54 @@ def test_a_pose_conditioned_model_draws_from_the_stores_gripper_poses(tiny_pose_
     for given, same in ((poses, True), (poses + 0.05, False)):  # exactly the store's poses, not others
         frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=views, poses=given).numpy()
         assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same
+
+
+def test_held_prior_draws_the_grasp_as_the_env_does_where_store_keeps_the_simulators():
+    """`held="store"` copies the simulator's grasp state; `held="prior"` draws each closing from
+    the grasp prior (here p(held) ~ 1 and ~ 0), whatever the simulator recorded."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from conftest import tiny_grasp_prior
+    from wmgym.data.imagine import held_of_records
+
+    T1 = 6
+    widths = np.full((T1, 2), 0.08, np.float32)
+    widths[2:5, 0] = 0.0  # the left gripper closes over frames 2..4; the right stays open
+    record = SimpleNamespace(eef_pos=np.zeros((T1, 2, 3), np.float32), gripper_width=widths,
+                             held_particles=np.zeros((T1, 2), np.int32))  # the simulator: a miss
+    closed = np.zeros((T1, 2), np.float32)
+    closed[2:5, 0] = 1.0
+    for bias, expected in ((20.0, closed), (-20.0, np.zeros_like(closed))):
+        model = SimpleNamespace(grasp_prior=tiny_grasp_prior(bias))
+        np.testing.assert_array_equal(held_of_records(model, [record]), np.zeros((1, T1, 2)))  # the store's miss
+        np.testing.assert_array_equal(held_of_records(model, [record], torch.Generator().manual_seed(0)), expected[None])
+    with pytest.raises(ValueError, match="grasp prior"):
+        held_of_records(SimpleNamespace(grasp_prior=None), [record], torch.Generator())
+
+
+def test_imagine_with_held_prior_rolls_out_the_priors_draws(tiny_held_bundle, source, tmp_path):
+    import torch
+
+    from wmgym.data.imagine import held_of_records
+    from wmgym.model.world_model import WorldModel
+
+    config = ImagineConfig(data=str(source), out=str(tmp_path / "wm.zarr"), checkpoint=str(tiny_held_bundle), batch_size=3,
+                           device="cpu", held="prior")
+    out = imagine_store(config)
+    store = EpisodeStore.open(source)
+    records = [store.read_record(i) for i in range(3)]
+    model = WorldModel.from_pretrained(tiny_held_bundle / "world_model", device="cpu")
+    context = np.stack([r.interaction[:1] for r in records])
+    actions = np.stack([r.actions for r in records])
+    views = np.stack([r.grippers for r in records])[:, :, None]
+    drawn = held_of_records(model, records, torch.Generator().manual_seed(0))  # batch 0's grasp draws
+    frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=views,
+                           held=drawn).numpy()
+    imagined = EpisodeStore.open(out)
+    np.testing.assert_array_equal(frames, np.stack([imagined.read_episode(i)["frames"][1:] for i in range(3)]))
+    np.testing.assert_array_equal(imagined.read_episode(0)["held_particles"], store.read_episode(0)["held_particles"])
+    assert imagined.attrs["imagined_by"]["held"] == "prior"
+    with pytest.raises(ValueError, match="held must be"):
+        imagine_store(ImagineConfig(**{**config.__dict__, "held": "sim", "out": str(tmp_path / "x.zarr")}))

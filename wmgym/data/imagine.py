@@ -6,7 +6,10 @@ first frame with its own actions, and written to a new store of the same layout 
 state (`robot{0,1}_held_particles`, where the source has it) stay the simulator's. Such a store trains and calibrates models that must read *imagined* frames — the
 success judge and VideoCLIP reward of WMFold-v0 see nothing else — against the simulator's
 ground truth. A world model conditioned on the grippers view is given the store's own
-grippers view of every frame (`grippers_rgb`). Resumable: episodes already written are skipped.
+grippers view of every frame (`grippers_rgb`). A world model conditioned on the grasp state is
+given the simulator's (`held="store"`) or draws it from its grasp prior as WMFold-v0 does
+(`held="prior"`: the frames a judge reads in the env, where a grasp the simulator missed can be
+drawn held). Resumable: episodes already written are skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ class ImagineConfig:
     max_episodes: int | None = None
     """Only the first N episodes of the source."""
     seed: int = 0
-    """Batch i's sampling noise comes from a generator seeded (seed, i)."""
+    """Batch i's sampling noise (and grasp draws) come from generators seeded (seed, i)."""
+    held: str = "store"
+    """Grasp state of a held-conditioned world model: "store" (the simulator's, where the source
+    records it; else the grasp prior's probabilities) or "prior" (each closing drawn held or
+    missed with the grasp prior's probability, as WMFold-v0 draws it). Ignored for other models."""
     resume: bool = False
     """Continue an interrupted run (keeps the episodes already written)."""
     overwrite: bool = False
@@ -53,6 +60,8 @@ def imagine_store(config: ImagineConfig) -> Path:
 
     if config.batch_size < 1 or (config.max_episodes is not None and config.max_episodes < 1):
         raise ValueError(f"need batch_size >= 1 and max_episodes >= 1 (or None), got {config.batch_size}, {config.max_episodes}")
+    if config.held not in ("store", "prior"):
+        raise ValueError(f"held must be 'store' or 'prior', got {config.held!r}")
     source = EpisodeStore.open(config.data)
     bundle = Bundle.load(config.checkpoint)
     model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
@@ -66,7 +75,7 @@ def imagine_store(config: ImagineConfig) -> Path:
         out = EpisodeStore.open(out_path, mode="a")
     else:
         attrs = {"imagined_by": {"bundle": str(bundle.directory), "source": str(config.data), "num_steps": config.num_steps,
-                                 "seed": config.seed}}
+                                 "seed": config.seed, "held": config.held}}
         out = EpisodeStore.create(out_path, source.height, source.width, source.tasks, overwrite=config.overwrite, attrs=attrs,
                                   has_held_particles=source.has_held_particles)
     done = out.num_episodes
@@ -86,7 +95,8 @@ def imagine_store(config: ImagineConfig) -> Path:
                 poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
             held = None  # the grippers' grasp state of every frame: (b, T+1, 2), the store's or the model's prior's
             if is_held_conditioned(model):
-                held = held_of_records(model, records)
+                draws = torch.Generator().manual_seed(config.seed * 1_000_003 + batch) if config.held == "prior" else None
+                held = held_of_records(model, records, draws)
             generator = torch.Generator(device=model.device).manual_seed(config.seed * 1_000_003 + batch)
             with torch.no_grad():
                 frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps,
@@ -97,14 +107,17 @@ def imagine_store(config: ImagineConfig) -> Path:
     return out_path
 
 
-def held_of_records(model, records) -> np.ndarray:
+def held_of_records(model, records, draws: torch.Generator | None = None) -> np.ndarray:
     """float32 (b, T+1, 2): the simulator's grasp state of the records' frames (held_particles > 0)
-    when all of them carry it, else `model.grasp_prior`'s probabilities from their poses."""
+    when all of them carry it, else `model.grasp_prior`'s probabilities from their poses. With
+    `draws` (a CPU generator), always the prior's: each closing drawn held (1) or missed (0)
+    with its probability, as WMFold-v0 draws it."""
     from wmgym.sim.gripper_track import pose_vectors
 
-    if all(r.held_particles is not None for r in records):
+    if draws is None and all(r.held_particles is not None for r in records):
         return np.stack([r.held_particles > 0 for r in records]).astype(np.float32)
     if model.grasp_prior is None:
         raise ValueError("the world model is conditioned on the grasp state, the source store does not record it, and the "
                          "model has no grasp prior to draw it from (`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
-    return model.grasp_prior.frame_held(np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])).numpy()
+    poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
+    return model.grasp_prior.frame_held(poses, sample=draws is not None, generator=draws).numpy()
