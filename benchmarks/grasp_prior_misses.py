@@ -22,7 +22,7 @@ def closing_probabilities(prior, store) -> dict[str, dict[str, list[float]]]:
     """{kind: {"missed": [p(held)], "held": [p(held)]}} over every closing of every episode.
 
     A closing counts as held when the simulator's gripper holds cloth on any of its frames."""
-    from wmgym.model.grasp_prior import close_events
+    from wmgym.model.grasp_prior import WIDTH_COLUMNS, close_events
     from wmgym.sim.gripper_track import pose_vectors
 
     if not store.has_held_particles:
@@ -32,7 +32,7 @@ def closing_probabilities(prior, store) -> dict[str, dict[str, list[float]]]:
         record = store.read_record(i)
         poses = pose_vectors(record.eef_pos, record.gripper_width)  # (T+1, 8)
         p = prior.frame_held(poses[None])[0].numpy()  # (T+1, 2)
-        for hand, first, stop in close_events(poses[:, [3, 7]]):
+        for hand, first, stop in close_events(poses[:, WIDTH_COLUMNS]):
             held = bool((record.held_particles[first:stop, hand] > 0).any())
             out[record.spec.kind]["held" if held else "missed"].append(float(p[first, hand]))
     return dict(out)
@@ -51,12 +51,12 @@ def main() -> None:
     model = WorldModel.from_pretrained(Bundle.load(args.checkpoint).world_model_dir, device="cpu")
     if model.grasp_prior is None:
         raise SystemExit(f"{args.checkpoint}'s world model has no grasp prior")
+    mean = lambda v: f"{np.mean(v):.3f}" if v else "-"
     print("| store | episode kind | closings | simulator missed | mean p(held) on missed | simulator held | mean p(held) on held |")
     print("|---|---|---|---|---|---|---|")
     for path in args.stores:
         for kind, p in sorted(closing_probabilities(model.grasp_prior, EpisodeStore.open(path)).items()):
             missed, held = p["missed"], p["held"]
-            mean = lambda v: f"{np.mean(v):.3f}" if v else "-"
             print(f"| {path} | {kind} | {len(missed) + len(held)} | {len(missed)} | {mean(missed)} | {len(held)} | {mean(held)} |")
 
 

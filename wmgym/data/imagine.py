@@ -93,11 +93,12 @@ def imagine_store(config: ImagineConfig) -> Path:
             poses = None  # the store's grippers' pose vector of every frame: (b, T+1, 8)
             if is_pose_conditioned(model):
                 poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
+            batch_seed = config.seed * 1_000_003 + batch
             held = None  # the grippers' grasp state of every frame: (b, T+1, 2), the store's or the model's prior's
             if is_held_conditioned(model):
-                draws = torch.Generator().manual_seed(config.seed * 1_000_003 + batch) if config.held == "prior" else None
+                draws = torch.Generator().manual_seed(batch_seed) if config.held == "prior" else None
                 held = held_of_records(model, records, draws)
-            generator = torch.Generator(device=model.device).manual_seed(config.seed * 1_000_003 + batch)
+            generator = torch.Generator(device=model.device).manual_seed(batch_seed)
             with torch.no_grad():
                 frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps,
                                        conditions=conditions, poses=poses, held=held).cpu().numpy()
@@ -117,7 +118,8 @@ def held_of_records(model, records, draws: torch.Generator | None = None) -> np.
     if draws is None and all(r.held_particles is not None for r in records):
         return np.stack([r.held_particles > 0 for r in records]).astype(np.float32)
     if model.grasp_prior is None:
-        raise ValueError("the world model is conditioned on the grasp state, the source store does not record it, and the "
-                         "model has no grasp prior to draw it from (`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
+        why = "held='prior' asks for its grasp prior" if draws is not None else "the source store does not record it"
+        raise ValueError(f"the world model is conditioned on the grasp state, {why}, and the model has no grasp prior "
+                         "to draw it from (`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
     poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
     return model.grasp_prior.frame_held(poses, sample=draws is not None, generator=draws).numpy()
