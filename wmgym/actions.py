@@ -70,20 +70,52 @@ def rot6d_to_matrix(r6) -> np.ndarray:
     if not np.all(np.isfinite(r6)):
         raise ValueError("rot6d_to_matrix: input contains non-finite values")
     a1, a2 = r6[..., 0:3], r6[..., 3:6]
-    n1 = np.linalg.norm(a1, axis=-1, keepdims=True)
-    if np.any(n1 < _DEGENERATE_EPS):
+    first_is_zero, second_is_degenerate = _degenerate_columns(r6)
+    if np.any(first_is_zero):
         raise ValueError("rot6d_to_matrix: first column has zero norm (degenerate 6-D rotation)")
-    b1 = a1 / n1
-    u2 = a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1
-    n2 = np.linalg.norm(u2, axis=-1, keepdims=True)
-    # Compare against |a2| too so that a tiny but non-parallel a2 is still accepted.
-    if np.any(n2 < _DEGENERATE_EPS * np.maximum(1.0, np.linalg.norm(a2, axis=-1, keepdims=True))):
+    if np.any(second_is_degenerate):
         raise ValueError(
             "rot6d_to_matrix: second column is zero or parallel to the first (degenerate 6-D rotation)"
         )
-    b2 = u2 / n2
+    b1 = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)
+    u2 = a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1
+    b2 = u2 / np.linalg.norm(u2, axis=-1, keepdims=True)
     b3 = np.cross(b1, b2)
     return np.stack([b1, b2, b3], axis=-1)  # stack as columns
+
+
+def _degenerate_columns(r6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Finite 6-D rotations (..., 6) -> (first column ~zero (...), second column ~zero or parallel
+    to the first (...)): the rotations Gram-Schmidt cannot orthonormalise."""
+    a1, a2 = r6[..., 0:3], r6[..., 3:6]
+    n1 = np.linalg.norm(a1, axis=-1)
+    first_is_zero = n1 < _DEGENERATE_EPS
+    b1 = a1 / np.where(first_is_zero, 1.0, n1)[..., None]
+    u2 = a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1
+    # Compare against |a2| too so that a tiny but non-parallel a2 is still accepted.
+    second_is_degenerate = np.linalg.norm(u2, axis=-1) < _DEGENERATE_EPS * np.maximum(1.0, np.linalg.norm(a2, axis=-1))
+    return first_is_zero, second_is_degenerate & ~first_is_zero
+
+
+def check_rotations(actions) -> None:
+    """ValueError, before anything moves, if any row of finite actions (..., 20) has a 6-D rotation
+    that defines no rotation (a zero first column, or a second column zero or parallel to it).
+
+    The message names the rows and hands, shows the layout, and points at `identity_action`: the
+    action of all zeros, the first "no-op" people try, is such a row (zero is not "no rotation").
+    """
+    hands = np.asarray(actions, dtype=np.float64).reshape(-1, 2, HAND_ACTION_DIM)  # (n, hand, 10)
+    first_is_zero, second_is_degenerate = _degenerate_columns(hands[..., 3:9])
+    bad = first_is_zero | second_is_degenerate  # (n, 2)
+    if not bad.any():
+        return
+    where = [f"row {row} {('left [3:9]', 'right [13:19]')[hand]}" for row, hand in np.argwhere(bad)]
+    shown = ", ".join(where[:8]) + (" ..." if len(where) > 8 else "")
+    raise ValueError(
+        f"degenerate 6-D rotation at {shown}: its first column is zero, or its second is zero or parallel to the "
+        "first, which defines no rotation. To hold a gripper still, its rotation is [1, 0, 0, 0, 1, 0] (not zeros): "
+        "wmgym.actions.identity_action(left_width, right_width) gives the whole no-op action.\n" + ACTION_LAYOUT
+    )
 
 
 def matrix_to_rot6d(R) -> np.ndarray:
@@ -220,7 +252,7 @@ def validate_action(action) -> np.ndarray:
     """Check an action (20,) or batch (..., 20) and return it as a float32 array.
 
     Raises ValueError (the message names ACTION_LAYOUT and the shape that came) for a wrong
-    shape, a non-numeric type, or NaN/inf. It does NOT clip to ACTION_LOW/ACTION_HIGH: the
+    shape, a non-numeric type, or NaN/inf (`check_rotations` checks the 6-D rotations). It does NOT clip to ACTION_LOW/ACTION_HIGH: the
     bounds are enforced by the environments' action spaces (see is_within_bounds).
     """
     try:

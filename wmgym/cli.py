@@ -19,6 +19,7 @@ from wmgym.train.lpips_calibration import TrainLPIPSConfig, train_lpips
 from wmgym.train.policy import TrainPolicyConfig, train_policy
 from wmgym.train.videoclip import TrainVideoCLIPConfig, train_videoclip
 from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
+from wmgym.writer_lock import WriterLockError
 
 
 @dataclass
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     function = next(function for cls, function in COMMANDS.values() if isinstance(config, cls))
     try:
         function(config)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        # Bad input is the user's to fix: say what was wrong, without a traceback.
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError, WriterLockError) as error:
+        # Bad input (or another writer at work) is the user's to fix: say what was wrong, without a traceback.
         sys.exit(f"wmgym: error: {error}")
 
 

@@ -12,11 +12,14 @@ Ho x Wo the observation size, K frames a video head sees.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW
+from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, check_rotations
 from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
 from wmgym.model.imagination import Imagination
 from wmgym.model.world_model import WorldModel
@@ -45,15 +48,24 @@ class ImaginedEpisodes:
                  max_episode_steps: int | None = 16, resolution=None, device: str | torch.device = "auto",
                  use_success_judge: bool = True, judge_threshold: float | None = None,
                  lpips_trunk_weights: str | None = None):
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if not _is_int(num_envs) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if task is not None and task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)} or None (a random task per episode)")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
-        if num_steps is not None and num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if max_episode_steps is not None and (not _is_int(max_episode_steps) or max_episode_steps < 1):
+            raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
+        if num_steps is not None and (not _is_int(num_steps) or num_steps < 1):
+            raise ValueError(f"num_steps must be an int >= 1 or None (the checkpoint's), got {num_steps!r}")
+        if guidance_scale is not None and not (_is_real(guidance_scale) and np.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ValueError(f"guidance_scale must be a finite number >= 0 or None (the checkpoint's), got {guidance_scale!r}")
+        if judge_threshold is not None and not (_is_real(judge_threshold) and 0 <= judge_threshold <= 1):
+            raise ValueError(f"judge_threshold must be a probability in [0, 1] or None (the calibrated one), got {judge_threshold!r}")
         self.bundle = Bundle.load(checkpoint)
+        # The tasks this bundle has start and goal banks for (the shipped one: all of TASKS, in order).
+        self.bundle_tasks = tuple(t for t in TASKS if t in self.bundle.captions)
+        if task is not None and task not in self.bundle_tasks:
+            raise ValueError(f"the bundle {self.bundle.directory} has no goals for task {task!r}; it has "
+                             f"{', '.join(self.bundle_tasks) or 'none'} (pass one of them, or None for a random one)")
         self.model = WorldModel.from_pretrained(self.bundle.world_model_dir, device=device).eval()
         self.device = self.model.device
         self.is_gripper_conditioned = is_gripper_conditioned(self.model)
@@ -82,7 +94,7 @@ class ImaginedEpisodes:
         self.obs_height, self.obs_width = _resolution(resolution, (self.height, self.width))
         self.goal_image = None if goal_image is None else self._to_model_size(_as_images(goal_image, 1, "goal_image", self.device))[0]
         if goal_text is not None and (not isinstance(goal_text, str) or not goal_text.strip()):
-            raise ValueError(f"goal_text must be a non-empty str, got {goal_text!r}")
+            raise ValueError(f"goal_text must be a non-empty str or None (the task's caption), got {goal_text!r}")
         self.goal_text = goal_text
         self.videoclip = self._load_videoclip() if reward == "videoclip" or use_success_judge else None
         self.head = self._make_head(reward, lpips_trunk_weights)
@@ -138,7 +150,8 @@ class ImaginedEpisodes:
         return () if self.head is None else (self.head.name,)
 
     # ------------------------------------------------------------ reset
-    def reset_rows(self, rows, rng: np.random.Generator, options: dict | None = None) -> torch.Tensor:
+    def reset_rows(self, rows, rng: np.random.Generator, options: dict | None = None,
+                   row_rngs: list[np.random.Generator | None] | None = None) -> torch.Tensor:
         """Start rows (a list of r indices); returns their first observations uint8 (r, Ho, Wo, 3) on the device.
 
         options: "frame" uint8 (r, H, W, 3) or, for one row, (H, W, 3): start from it (any size:
@@ -148,10 +161,14 @@ class ImaginedEpisodes:
         model conditioned on the grippers view). Without them: a start frame drawn from the
         bundle's bank, and the goal and grippers the bank gives that start (for a given frame:
         those of the nearest bank frame, exact for `SimFold-v0`'s bank seeds).
+        `row_rngs` (r generators or None): row k draws its start frame and task from its own
+        generator where one is given (per-env seeds), else from `rng`.
         """
         rows = [int(i) for i in rows]
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"reset(options=...) takes None or a dict with keys from {RESET_OPTIONS}, got {type(options).__name__}")
         r, options = len(rows), dict(options or {})
-        unknown = sorted(set(options) - set(RESET_OPTIONS))
+        unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; expected one of {RESET_OPTIONS}")
         frame = options.get("frame")
@@ -161,24 +178,31 @@ class ImaginedEpisodes:
             index = [self.bundle.nearest_start(f) for f in starts.cpu().numpy()]
             observations = given if given.shape[1:3] == (self.obs_height, self.obs_width) else self._to_obs_size(starts)
         else:
-            index = [int(i) for i in rng.integers(len(self.bundle.start_frames), size=r)]
+            if row_rngs is None:
+                index = [int(i) for i in rng.integers(len(self.bundle.start_frames), size=r)]
+            else:
+                index = [int((own or rng).integers(len(self.bundle.start_frames))) for own in row_rngs]
             starts = torch.from_numpy(self.bundle.start_frames[index]).to(self.device)
             observations = self._to_obs_size(starts)
         tasks = options.get("task")
         if tasks is None:
-            tasks = [self.task or TASKS[int(rng.integers(len(TASKS)))] for _ in rows]
+            tasks = [self.task or self.bundle_tasks[int((own or rng).integers(len(self.bundle_tasks)))] for own in (row_rngs or [None] * r)]
         else:
-            tasks = [tasks] * r if isinstance(tasks, str) else list(tasks)
-            if len(tasks) != r or any(t not in TASKS for t in tasks):
-                raise ValueError(f"options['task'] must be one of {', '.join(TASKS)} or {r} of them, got {options['task']!r}")
+            tasks = [tasks] * r if isinstance(tasks, str) else list(tasks) if isinstance(tasks, (list, tuple)) else None
+            if tasks is None or len(tasks) != r or any(t not in self.bundle_tasks for t in tasks):
+                raise ValueError(f"options['task'] must be one of {', '.join(self.bundle_tasks)} or a list of {r} of them, "
+                                 f"got {options['task']!r}")
         goals = options.get("goal_image", self.goal_image)
         if goals is None:
             goals = torch.from_numpy(np.stack([self.bundle.goals[t][i] for t, i in zip(tasks, index)])).to(self.device)
         goals = self._to_model_size(_as_images(goals, r, "goal_image", self.device))
         texts = options.get("goal_text", self.goal_text)
-        texts = [self.bundle.captions[t] for t in tasks] if texts is None else ([texts] * r if isinstance(texts, str) else list(texts))
+        if texts is None:
+            texts = [self.bundle.captions[t] for t in tasks]
+        else:
+            texts = [texts] * r if isinstance(texts, str) else list(texts) if isinstance(texts, (list, tuple)) else [texts]
         if len(texts) != r or not all(isinstance(t, str) and t.strip() for t in texts):
-            raise ValueError(f"goal_text must be a non-empty str or {r} of them, got {texts!r}")
+            raise ValueError(f"goal_text must be a non-empty str or a list of {r} of them, got {texts!r}")
         conditions = {}
         if self.uses_grippers:
             for row, state in zip(rows, self._start_grippers(options.get("grippers"), index, r)):
@@ -217,10 +241,8 @@ class ImaginedEpisodes:
         active = np.ones(self.num_envs, dtype=bool) if active is None else np.asarray(active, dtype=bool)
         if self.imagination is None:
             raise RuntimeError("call reset() before step()")
-        if self.max_episode_steps is not None:
-            over = active & (self.lengths > self.max_episode_steps)
-            if over.any():
-                raise RuntimeError(f"rows {np.flatnonzero(over).tolist()} have ended (max_episode_steps={self.max_episode_steps}); reset them first")
+        # A row stepped past its end (terminated, or truncated at max_episode_steps) goes on with
+        # the same episode, as after gymnasium's TimeLimit: resetting is the caller's call.
         if self.lengths.max() >= self.frames.shape[1]:  # no horizon of our own (TimeLimit's): grow the frame buffer
             self.frames = torch.cat([self.frames, torch.zeros_like(self.frames)], dim=1)
             if self.clip_features is not None:
@@ -296,7 +318,8 @@ class ImaginedEpisodes:
         return held
 
     def check_actions(self, actions) -> torch.Tensor:
-        """(b, 20) float actions -> float32 tensor on the device; ValueError naming the layout when bad."""
+        """(b, 20) float actions -> float32 tensor on the device; ValueError naming the layout when bad
+        (shape, dtype, NaN, bounds, a degenerate rotation in any row): a rejected batch changes no state."""
         if not torch.is_tensor(actions):
             actions = np.asarray(actions)
             if not (np.issubdtype(actions.dtype, np.floating) or np.issubdtype(actions.dtype, np.integer)):
@@ -314,6 +337,7 @@ class ImaginedEpisodes:
         if bool(bad.any()):
             raise ValueError(f"actions outside the bounds at indices {torch.nonzero(bad.any(0)).flatten().tolist()}: "
                              f"see the action space\n{ACTION_LAYOUT}")
+        check_rotations(actions.cpu().numpy())  # every row, before any row's grippers move
         return actions
 
     # ------------------------------------------------------------ rewards
@@ -358,15 +382,50 @@ class ImaginedEpisodes:
 
 
 def _as_images(x, r: int, what: str, device) -> torch.Tensor:
-    """One uint8 image (h, w, 3) or r of them (r, h, w, 3), any size -> tensor (r, h, w, 3) on `device`."""
-    x = x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
+    """One uint8 image (h, w, 3) or r of them (r, h, w, 3) (NumPy or torch), or the path of an
+    image file (PNG, JPEG, ...), any size -> tensor (r, h, w, 3) on `device`."""
+    if isinstance(x, (str, os.PathLike)):
+        x = _read_image(x, what)
+    if not torch.is_tensor(x):
+        x = np.asarray(x) if isinstance(x, (np.ndarray, list, tuple)) else None
+        if x is None or x.dtype == object:
+            raise ValueError(f"{what} must be a uint8 RGB array (H, W, 3) or ({r}, H, W, 3), a torch tensor of that shape, "
+                             "or an image file's path")
+        x = torch.from_numpy(x)
     if x.dtype != torch.uint8 or x.dim() not in (3, 4) or x.shape[-1] != 3 or min(x.shape[-3:-1]) < 1:
-        raise ValueError(f"{what} must be uint8 RGB (H, W, 3) or ({r}, H, W, 3), got {x.dtype} {tuple(x.shape)}")
+        hint = " (float images: convert with (x * 255).round().astype(np.uint8))" if x.is_floating_point() else ""
+        raise ValueError(f"{what} must be uint8 RGB (H, W, 3) or ({r}, H, W, 3), got {x.dtype} {tuple(x.shape)}{hint}")
     if x.dim() == 3:
         x = x[None].expand(r, *x.shape)
     if x.shape[0] != r:
         raise ValueError(f"{what}: got {x.shape[0]} images for {r} environments")
     return x.to(device)
+
+
+def _read_image(path, what: str) -> np.ndarray:
+    """An image file -> uint8 RGB (H, W, 3) (grey expanded, alpha dropped); errors name the file."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no image file at {path}")
+    try:
+        image = np.asarray(iio.imread(path))
+    except Exception as error:  # imageio raises plugin-specific errors for unreadable files
+        raise ValueError(f"{what}: {path} is not a readable image ({error})") from None
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype != np.uint8:
+        raise ValueError(f"{what}: {path} holds a {image.dtype} image of shape {image.shape}; expected 8-bit RGB or RGBA")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

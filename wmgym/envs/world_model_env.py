@@ -58,7 +58,9 @@ class WorldModelVectorEnv(VectorEnv):
     `wmgym.sim.gripper_track.GripperState` or num_envs; `GripperState.of_world(sim.world)` for
     a `SimFold-v0` state). Each step then renders the grippers at their new poses, exactly as
     the simulator would (pure kinematics of the actions), and feeds that view to the model. Sampling noise comes from the env's own generator,
-    seeded by `reset(seed=...)`: the same seed and actions give the same frames.
+    seeded by `reset(seed=...)`: the same seed and actions give the same frames. `reset(seed=[s0, s1, ...])`
+    takes one seed per env: env i's start state (and task, when drawn) comes from seed i alone, the
+    batch's sampling noise from all the seeds together.
 
     ## Episode End
     Terminated when the success judge fires (`info["success"]`); truncated after
@@ -88,13 +90,21 @@ class WorldModelVectorEnv(VectorEnv):
         self._needs_reset = np.zeros(num_envs, dtype=bool)
         self._observations: torch.Tensor | None = None
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        if isinstance(seed, (list, tuple)):  # one seed per env: the first seeds the batch's RNG
-            seed = seed[0]
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        """Start every env. `seed`: one int for the batch, or one per env (a list of num_envs ints or
+        None): then env i's start state (and task, when drawn) comes from seed i alone, and the
+        batch's sampling noise from all of them together."""
+        row_seeds = None
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            row_seeds = _row_seeds(seed, self.num_envs)
+            given = [s for s in row_seeds if s is not None]
+            # Every seed enters the batch seed; unseeded envs (None) leave the batch unseeded.
+            seed = int(np.random.SeedSequence(given).generate_state(1, np.uint64)[0] >> 1) if len(given) == self.num_envs else None
         super().reset(seed=seed)
         if seed is not None:
             self.core.generator.manual_seed(int(self.np_random.integers(2**62)))
-        self._observations = self.core.reset_rows(range(self.num_envs), self.np_random, options)
+        row_rngs = None if row_seeds is None else [None if s is None else np.random.default_rng(s) for s in row_seeds]
+        self._observations = self.core.reset_rows(range(self.num_envs), self.np_random, options, row_rngs=row_rngs)
         self._needs_reset[:] = False
         info = {"success": np.zeros(self.num_envs, dtype=bool), "task": np.array(self.core.tasks, dtype=object)}
         return self._out(self._observations), info
@@ -130,6 +140,16 @@ class WorldModelVectorEnv(VectorEnv):
         return tuple(self._observations.cpu().numpy())
 
 
+def _row_seeds(seeds, num_envs: int) -> list[int | None]:
+    """A per-env seed list, checked: num_envs entries, each a non-negative int or None."""
+    seeds = list(seeds)
+    if len(seeds) != num_envs or not all(s is None or (isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0)
+                                         for s in seeds):
+        raise ValueError(f"reset(seed=...) takes one int, or a list of {num_envs} non-negative ints or None (one per env), "
+                         f"got {seeds!r}")
+    return [None if s is None else int(s) for s in seeds]
+
+
 class WorldModelEnv(gym.Env):
     __doc__ = f"""## Description
     One imagined folding episode of the learned world model: `step(action)` returns the
@@ -159,6 +179,10 @@ class WorldModelEnv(gym.Env):
     `max_episode_steps`: `gym.make` applies it through its `TimeLimit` wrapper (16 as
     registered; `gym.make("WMFold-v0", max_episode_steps=32)` for longer), so the class's own
     `max_episode_steps` defaults to None (no horizon); set it when building the class directly.
+    Stepping on after an episode has ended, terminated or truncated (by `TimeLimit` or the
+    class's own horizon), behaves the same either way: the same imagined episode goes on (the
+    frames, reward and judge keep coming, truncated stays True past the horizon), as after
+    Gymnasium's `TimeLimit` and in `SimFold-v0`. Gymnasium leaves `reset()` to the caller.
 
     ## Arguments
     {_DOC_ARGUMENTS} `render_mode`: None or "rgb_array".
@@ -178,21 +202,17 @@ class WorldModelEnv(gym.Env):
         self.observation_space = spaces.Box(0, 255, (self.core.obs_height, self.core.obs_width, 3), np.uint8)
         self.action_space = spaces.Box(ACTION_LOW, ACTION_HIGH, (20,), np.float32)
         self._observation: np.ndarray | None = None
-        self._is_over = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         if seed is not None:
             self.core.generator.manual_seed(int(self.np_random.integers(2**62)))
         self._observation = self.core.reset_rows([0], self.np_random, options)[0].cpu().numpy()
-        self._is_over = False
         return self._observation.copy(), self._info({name: 0.0 for name in self.core.reward_names}, False)
 
     def step(self, action):
         if self._observation is None:
             raise RuntimeError("call reset() before step()")
-        if self._is_over:
-            raise RuntimeError("the episode has ended; call reset()")
         action = action if torch.is_tensor(action) else np.asarray(action)
         if tuple(action.shape) != (20,):
             raise ValueError(f"WMFold-v0 takes one action of shape (20,), got {tuple(action.shape)}\n{ACTION_LAYOUT}")
@@ -200,7 +220,6 @@ class WorldModelEnv(gym.Env):
         self._observation = observations[0].cpu().numpy()
         terms = {name: float(value[0]) for name, value in terms.items()}
         terminated, truncated = bool(success[0]), bool(truncated[0])
-        self._is_over = terminated or truncated
         return self._observation.copy(), float(sum(terms.values())), terminated, truncated, self._info(terms, terminated)
 
     def _info(self, terms: dict[str, float], success: bool) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from wmgym.actions import apply_hand_action, validate_action
+from wmgym.actions import apply_hand_action, check_rotations, validate_action
 from wmgym.sim.camera import FisheyeCamera
 from wmgym.sim.cloth import ClothMesh, ClothSim, ClothState, ShirtShape, make_shirt_mesh
 from wmgym.sim.gripper import DOWN, GRASP_WIDTH, grasp_candidates, grasp_offsets, gripper_parts, limit_pose
@@ -47,6 +47,7 @@ def move_grippers(poses: np.ndarray, widths: np.ndarray, action, substeps: int, 
     action = validate_action(action)
     if action.shape != (20,):
         raise ValueError(f"a gripper step takes one action of shape (20,), got {action.shape}")
+    check_rotations(action)
     targets, target_widths = [], []
     for hand in range(2):
         pose, width = apply_hand_action(poses[hand], action[10 * hand : 10 * hand + 10])
