@@ -111,6 +111,7 @@ def test_store_without_held_particles_still_opens_and_appends(tmp_path):
     for robot in (0, 1):
         del store.root[f"data/robot{robot}_held_particles"]
     store.append(records[:2])
+    store.close()  # one writer at a time
     appended = EpisodeStore.open(tmp_path / "old.zarr", mode="a")
     assert not appended.has_held_particles
     appended.append([dataclasses.replace(records[2], held_particles=None)])
@@ -158,6 +159,7 @@ def test_validate_names_a_short_array_and_its_length(tmp_path):
     store = EpisodeStore.create(tmp_path / "s.zarr", SIZE, SIZE, TASKS)
     store.append([fake_run_episode(s) for s in plan_episodes(2, 0, TASKS, SIZE, SIZE, 4)])
     store.root["data/score"].resize((7,))
+    store.close()  # one writer at a time
     with pytest.raises(ValueError, match=r"data/score has length 7.*10 frames"):
         EpisodeStore.open(tmp_path / "s.zarr", mode="a")
 
@@ -194,6 +196,7 @@ def test_readers_ignore_uncommitted_rows_and_append_mode_drops_them(tmp_path):
     store.root["meta/episode_ends"].resize((3,))
     store.root["data/score"].resize((13,))
     assert EpisodeStore.open(path).num_episodes == 2
+    store.close()  # one writer at a time
     appending = EpisodeStore.open(path, mode="a")
     assert store_contents(path)["data/score"].shape == (10,)
     assert store_contents(path)["meta/episode_ends"].shape == (2,)

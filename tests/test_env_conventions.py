@@ -159,3 +159,53 @@ def test_goal_image_may_be_given_as_a_path(tiny_bundle, tmp_path):
     np.testing.assert_array_equal(env.unwrapped.goal_image(), goal)
     with pytest.raises(FileNotFoundError, match="no image file at .*missing.png"):
         env.reset(seed=0, options={"goal_image": str(tmp_path / "missing.png")})
+
+
+@pytest.mark.parametrize("text", ["crumple the shirt into a ball", "zxqv blorp"])
+def test_goal_text_outside_the_vocabulary_is_refused_on_make_and_on_reset(tiny_bundle, text):
+    with pytest.raises(ValueError, match="never saw.*vocabulary"):
+        gym.make("WMFold-v0", checkpoint=str(tiny_bundle), device="cpu", goal_text=text)
+    env = gym.make("WMFold-v0", checkpoint=str(tiny_bundle), device="cpu")
+    with pytest.raises(ValueError, match="never saw"):
+        env.reset(seed=0, options={"goal_text": text})
+    lenient = gym.make("WMFold-v0", checkpoint=str(tiny_bundle), device="cpu", reward="lpips-offline", goal_text=text)
+    assert lenient.reset(seed=0)[1]["goal_text"] == text  # no text reward: the text is only reported
+
+
+def _damaged_bundle(tiny_bundle, tmp_path, damage) -> str:
+    bundle = tmp_path / "damaged"
+    shutil.copytree(tiny_bundle, bundle)
+    damage(bundle / "world_model")
+    return str(bundle)
+
+
+def _nan_weight(model_dir):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(model_dir / "denoiser.safetensors")
+    key = sorted(k for k, v in weights.items() if v.is_floating_point())[0]
+    weights[key].view(-1)[0] = float("nan")
+    save_file(weights, model_dir / "denoiser.safetensors")
+
+
+def _edit_config(**changes):
+    def damage(model_dir):
+        config = json.loads((model_dir / "config.json").read_text())
+        for key, value in changes.items():
+            if key == "guidance_scale":
+                config["sampler"]["guidance_scale"] = value
+            else:
+                config[key] = value
+        (model_dir / "config.json").write_text(json.dumps(config))  # json writes NaN as the bare token NaN
+    return damage
+
+
+@pytest.mark.parametrize("damage, match", [
+    (_nan_weight, "denoiser.safetensors.*not finite|denoiser.safetensors.*NaN"),
+    (_edit_config(action_std=[0.0] * 20), "config.json.*action_std\\[0\\]"),
+    (_edit_config(action_std=[float("nan")] * 20), "config.json.*action_std\\[0\\]"),
+    (_edit_config(guidance_scale=float("nan")), "config.json.*guidance_scale"),
+])
+def test_a_damaged_checkpoint_is_refused_on_make_instead_of_giving_black_frames(tiny_bundle, tmp_path, damage, match):
+    with pytest.raises(ValueError, match=match):
+        gym.make("WMFold-v0", checkpoint=_damaged_bundle(tiny_bundle, tmp_path, damage), device="cpu")

@@ -64,7 +64,7 @@ def test_save_load_roundtrip_is_exact(tmp_path):
         assert torch.equal(model.encode_video(clips), loaded.encode_video(clips))
         assert torch.equal(model.encode_text(texts), loaded.encode_text(texts))
     assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == ["config.json", "model.safetensors"]
-    model.save_pretrained(tmp_path / "clip")  # replacing an existing directory leaves nothing beside it
+    model.save_pretrained(tmp_path / "clip", overwrite=True)  # replacing an existing directory leaves nothing beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Annotated
 
 import tyro
 
@@ -134,7 +135,8 @@ class BundleConfig:
     world_model: str
     """A `wmgym train-wm` run directory (its newest checkpoint), a checkpoint directory, or a saved model."""
     out: str
-    """Bundle directory to write (replaced if it exists); wmgym/assets/wmfold is the shipped default."""
+    """Bundle directory to write: new, empty, or an existing bundle with --overwrite (anything else is
+    refused, never deleted); wmgym/assets/wmfold is the shipped default."""
     videoclip: str | None = None
     """A `wmgym train-videoclip` output directory (text rewards and the success judge)."""
     lpips: str | None = None
@@ -149,15 +151,36 @@ class BundleConfig:
     """Sampler steps per frame saved as the bundle's default (None: the trained model's); see `wmgym eval`'s curve."""
     guidance_scale: float | None = None
     """Action guidance saved as the bundle's default (None: the trained model's)."""
+    overwrite: bool = False
+    """Replace an existing bundle at --out (atomically: the old one stays whole until the new one is complete)."""
 
 
 def bundle(config: BundleConfig) -> str:
     from wmgym.envs.bundle import make_bundle
 
     path = make_bundle(config.out, config.world_model, config.videoclip, config.num_start_frames, config.bank_seed, config.made_with,
-                       config.num_steps, config.guidance_scale, config.lpips)
+                       config.num_steps, config.guidance_scale, config.lpips, overwrite=config.overwrite)
     print(f"bundle -> {path}")
     return str(path)
+
+
+@dataclass
+class VerifyConfig:
+    """Read every chunk of an episode store; exit non-zero naming each damaged array and the episodes it hits."""
+
+    store: Annotated[str, tyro.conf.arg(metavar="STORE"), tyro.conf.Positional]
+    """Path of a zarr episode store (`wmgym generate`, `wmgym imagine`)."""
+    show_progress: bool = True
+    """Show a progress bar over the store's chunks."""
+
+
+def verify(config: VerifyConfig) -> None:
+    from wmgym.data.verify import verify_store
+
+    report = verify_store(config.store, show_progress=config.show_progress)
+    print("\n".join(report.lines()))
+    if not report.is_intact:
+        raise ValueError(report.summary())
 
 
 COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), "rollout": (RolloutConfig, rollout),
@@ -166,7 +189,7 @@ COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), 
             "eval": (EvalConfig, evaluate), "eval-policies": (EvalPoliciesConfig, evaluate_policies),
             "train-policy": (TrainPolicyConfig, train_policy), "plan": (PlanConfig, plan),
             "train-idm": (TrainIDMConfig, train_idm), "train-lpips": (TrainLPIPSConfig, train_lpips), "imagine": (ImagineConfig, imagine_store),
-            "train-grasp-prior": (TrainGraspPriorConfig, train_grasp_prior)}
+            "train-grasp-prior": (TrainGraspPriorConfig, train_grasp_prior), "verify": (VerifyConfig, verify)}
 
 
 def main(argv: list[str] | None = None) -> None:

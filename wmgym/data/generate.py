@@ -158,6 +158,16 @@ def _open_store(config: GenerateConfig, height: int, width: int,
         return EpisodeStore.create(config.out, height, width, tasks,
                                    overwrite=config.overwrite, attrs={"generation": plan})
     store = EpisodeStore.open(config.out, mode="a")
+    try:
+        _check_resume(config, store, height, width, tasks, plan)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _check_resume(config: GenerateConfig, store: EpisodeStore, height: int, width: int,
+                  tasks: tuple[str, ...], plan: dict) -> None:
     found = {"height": store.height, "width": store.width, "tasks": store.tasks,
              "kinds": DEFAULT_KINDS,  # stores made before kinds existed used the default cycle
              "proposal_noise": PROPOSAL_NOISE,  # and before proposal_noise, the default
@@ -168,7 +178,6 @@ def _open_store(config: GenerateConfig, height: int, width: int,
     if differ:
         raise ValueError(f"cannot resume {config.out} with different settings ("
                          + "; ".join(differ) + "); use --overwrite or a new path")
-    return store
 
 
 def _run_all(specs: list[EpisodeSpec], run_episode: Callable, workers: int) -> Iterator:
@@ -199,11 +208,19 @@ def generate(config: GenerateConfig,
 
     `run_episode` defaults to `wmgym.sim.episode.run_episode`; with several workers it must be
     picklable (a module-level function). Already committed episodes are skipped on resume.
+    The store's writer lock is held from before anything is deleted (`--overwrite`) to the end:
+    a second writer of the same store refuses with WriterLockError, naming this one.
     """
     height, width, tasks = _check_config(config)
     if run_episode is None:
         from wmgym.sim.episode import run_episode
-    store = _open_store(config, height, width, tasks)
+    with _open_store(config, height, width, tasks) as store:
+        return _fill(config, store, run_episode, height, width, tasks)
+
+
+def _fill(config: GenerateConfig, store: EpisodeStore, run_episode: Callable, height: int, width: int,
+          tasks: tuple[str, ...]) -> str:
+    """Append the planned episodes the open `store` lacks."""
     done = store.num_episodes
     if done >= config.episodes:
         logger.info("%s already holds %d episodes (asked for %d); nothing to do",

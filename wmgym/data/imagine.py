@@ -56,12 +56,14 @@ def imagine_store(config: ImagineConfig) -> Path:
     from wmgym.data.store import EpisodeStore
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
-    from wmgym.sim.gripper_track import is_gripper_conditioned, is_held_conditioned, is_pose_conditioned, pose_vectors
+    from wmgym.sim.gripper_track import is_gripper_conditioned
 
     if config.batch_size < 1 or (config.max_episodes is not None and config.max_episodes < 1):
         raise ValueError(f"need batch_size >= 1 and max_episodes >= 1 (or None), got {config.batch_size}, {config.max_episodes}")
     if config.held not in ("store", "prior"):
         raise ValueError(f"held must be 'store' or 'prior', got {config.held!r}")
+    if Path(config.out).resolve() == Path(config.data).resolve():
+        raise ValueError(f"the output store must differ from the source store {config.data}")
     source = EpisodeStore.open(config.data)
     bundle = Bundle.load(config.checkpoint)
     model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
@@ -78,6 +80,15 @@ def imagine_store(config: ImagineConfig) -> Path:
                                  "seed": config.seed, "held": config.held}}
         out = EpisodeStore.create(out_path, source.height, source.width, source.tasks, overwrite=config.overwrite, attrs=attrs,
                                   has_held_particles=source.has_held_particles)
+    with out:  # holds the output's writer lock until the last batch is committed
+        _draw(config, source, out, model, views, total)
+    return out_path
+
+
+def _draw(config: ImagineConfig, source, out, model, views: tuple[str, ...], total: int) -> None:
+    """Append the imagined episodes `out` lacks, in batches of `config.batch_size`."""
+    from wmgym.sim.gripper_track import is_held_conditioned, is_pose_conditioned, pose_vectors
+
     done = out.num_episodes
     with tqdm(total=total, initial=done, desc="imagine") as progress:
         for batch, first in enumerate(range(0, total, config.batch_size)):
@@ -105,7 +116,6 @@ def imagine_store(config: ImagineConfig) -> Path:
             imagined = [replace(r, interaction=np.concatenate([r.interaction[:1], f])) for r, f in zip(records, frames)]
             out.append(imagined[max(0, done - first):])
             progress.update(len(indices) - max(0, done - first))
-    return out_path
 
 
 def held_of_records(model, records, draws: torch.Generator | None = None) -> np.ndarray:

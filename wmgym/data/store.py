@@ -27,6 +27,16 @@ UMI keeps one action per frame, so row T of each episode's `data/action` -- its 
 is padding: a "hold" action (zero position delta, identity rot6d [1, 0, 0, 0, 1, 0], the
 current widths at indices 9 and 19). `read_episode` drops it; `WindowDataset` never uses it.
 
+Integrity (issue 36): every array's chunks carry a crc32c checksum, and every chunk is written,
+even an all-zero one, so a changed byte fails its read and a missing chunk file of a committed
+row is always damage; `open` checks that those chunk files exist (no data read) and refuses a
+store that lacks some, any read error names the store, the array and the episodes, and `wmgym verify` reads every
+chunk. Stores written before have no checksums and may legitimately lack all-zero chunks of
+small arrays: see `wmgym.data.verify` for what counts as damage there.
+
+One writer at a time: `create` and `open(mode="a")` take the store's `WriterLock` before they
+change anything and hold it until `close()` (or the end of a `with` block); readers take none.
+
 Atomicity: `append` writes every data and per-episode array first and `meta/episode_ends`
 last; that write is the commit. zarr's LocalStore writes each file atomically (temporary file
 then rename). Rows past the commit point are invisible to readers and are cut off when the
@@ -36,13 +46,17 @@ never duplicates an episode.
 
 from __future__ import annotations
 
+import errno
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import zarr
 
+from wmgym.data.verify import check_chunk_files, checksummed_codecs, naming_damage
 from wmgym.sim.episode import EPISODE_KINDS, EpisodeRecord, EpisodeSpec
+from wmgym.writer_lock import WriterLock
 
 FORMAT_VERSION = 1
 CHUNK_FRAMES = 64  # image chunks hold ~64 frames (~780 KiB raw at 64x64)
@@ -79,6 +93,9 @@ EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
     "episode_success": ("bool", ()),
     "goal_rgb": ("uint8", _IMAGE),
 }
+# Every array: zstd as before, then a crc32c checksum of each chunk; and every chunk written,
+# even an all-zero one (zarr skips those by default, so a lost file would read as zeros).
+_CHECKED = {"compressors": checksummed_codecs(), "config": {"write_empty_chunks": True}}
 ATTR_LISTS = ("episode_captions", "goal_captions")
 ROOT_ATTRS = ("format_version", "height", "width", "tasks") + ATTR_LISTS
 
@@ -86,15 +103,30 @@ ROOT_ATTRS = ("format_version", "height", "width", "tasks") + ATTR_LISTS
 class EpisodeStore:
     """Append-only episode store; see the module docstring for the layout and the commit rule.
 
-    Use `EpisodeStore.create` or `EpisodeStore.open`, not the constructor.
+    Use `EpisodeStore.create` or `EpisodeStore.open`, not the constructor. A writer (mode "a")
+    holds the store's lock until `close()`; `with EpisodeStore.open(path, mode="a") as store:`
+    closes it on the way out.
     """
 
-    def __init__(self, root: zarr.Group, path: Path, mode: str):
+    def __init__(self, root: zarr.Group, path: Path, mode: str, lock: WriterLock | None = None):
         self.root, self.path, self.mode = root, path, mode
         self.height = int(root.attrs["height"])
         self.width = int(root.attrs["width"])
         self.tasks = tuple(root.attrs["tasks"])
         self._ends = np.zeros(0, np.int64)
+        self._lock = lock
+
+    def close(self) -> None:
+        """Stop writing: release the writer's lock (reads still work; appends are refused)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock, self.mode = None, "closed"
+
+    def __enter__(self) -> "EpisodeStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -102,17 +134,34 @@ class EpisodeStore:
                attrs: dict | None = None, has_held_particles: bool = True) -> "EpisodeStore":
         """Make an empty store at `path` (extra JSON `attrs` are kept beside the required ones);
         `has_held_particles=False` makes one without `robot{0,1}_held_particles`, for episodes
-        copied from a store made before they were recorded."""
+        copied from a store made before they were recorded. Takes the store's writer lock first
+        (WriterLockError while another writer holds it: nothing is deleted); `overwrite`
+        replaces only an episode store or an empty directory."""
         path = Path(path)
+        if height < 1 or width < 1 or not tasks:
+            raise ValueError(f"need height, width >= 1 and at least one task, got "
+                             f"height={height}, width={width}, tasks={tasks!r}")
+        lock = WriterLock(path, "episode store").acquire()
+        with _released_on_error(lock, path):
+            root = cls._create_root(path, overwrite)
+            cls._create_arrays(root, height, width, tasks, attrs, has_held_particles)
+        return cls(root, path, "a", lock)
+
+    @staticmethod
+    def _create_root(path: Path, overwrite: bool) -> zarr.Group:
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"episode store {path} already exists; pass --resume to "
                                       "continue it or --overwrite to replace it")
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        if height < 1 or width < 1 or not tasks:
-            raise ValueError(f"need height, width >= 1 and at least one task, got "
-                             f"height={height}, width={width}, tasks={tasks!r}")
-        root = zarr.open_group(path, mode="w")
+            if not (path / "zarr.json").is_file() and (path.is_file() or any(path.iterdir())):
+                raise FileExistsError(f"{path} is not an episode store (no zarr.json); refusing to "
+                                      "replace it: choose another path or delete it yourself")
+            shutil.rmtree(path)
+        return zarr.open_group(path, mode="w")
+
+    @staticmethod
+    def _create_arrays(root: zarr.Group, height: int, width: int, tasks, attrs: dict | None,
+                       has_held_particles: bool) -> None:
         root.attrs.update({**(attrs or {}), "format_version": FORMAT_VERSION,
                            "height": int(height), "width": int(width), "tasks": list(tasks),
                            "episode_captions": [], "goal_captions": []})
@@ -124,27 +173,34 @@ class EpisodeStore:
                 tail = (height, width, 3) if image else tail
                 chunk = (CHUNK_FRAMES,) if image else (rows,)
                 root.create_array(f"{group}/{name}", shape=(0, *tail), dtype=dtype,
-                                  chunks=chunk + tail)
-        root.create_array("meta/episode_ends", shape=(0,), dtype="int64", chunks=(CHUNK_EPISODES,))
-        return cls(root, path, "a")
+                                  chunks=chunk + tail, **_CHECKED)
+        root.create_array("meta/episode_ends", shape=(0,), dtype="int64", chunks=(CHUNK_EPISODES,),
+                          **_CHECKED)
 
     @classmethod
-    def open(cls, path, mode: str = "r") -> "EpisodeStore":
-        """Open a store for reading ("r") or appending ("a"); "a" drops uncommitted rows."""
+    def open(cls, path, mode: str = "r", check_chunks: bool = True) -> "EpisodeStore":
+        """Open a store for reading ("r") or appending ("a"); "a" takes the writer lock (see
+        `close`) and drops uncommitted rows. Raises ValueError for a malformed store and, unless
+        `check_chunks` is False, for missing chunk files of committed rows (one stat a chunk;
+        `wmgym verify` reads the data too)."""
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         path = Path(path)
         if not (path / "zarr.json").is_file():
             raise FileNotFoundError(f"no episode store at {path} (expected a zarr group "
                                     "directory made by EpisodeStore.create)")
-        root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
-        missing = [key for key in ROOT_ATTRS if key not in root.attrs]
-        if missing:
-            raise ValueError(f"episode store {path} is malformed: missing attribute {missing[0]!r}")
-        store = cls(root, path, mode)
-        store.validate()
-        if mode == "a":
-            store._drop_uncommitted()
+        lock = WriterLock(path, "episode store").acquire() if mode == "a" else None
+        with _released_on_error(lock, path):
+            root = zarr.open_group(path, mode="r" if mode == "r" else "r+")
+            missing = [key for key in ROOT_ATTRS if key not in root.attrs]
+            if missing:
+                raise ValueError(f"episode store {path} is malformed: missing attribute {missing[0]!r}")
+            store = cls(root, path, mode, lock)
+            store.validate()
+            if check_chunks:
+                check_chunk_files(root, store.episode_ends, path)
+            if mode == "a":
+                store._drop_uncommitted()
         return store
 
     # ------------------------------------------------------------------ reading
@@ -184,24 +240,32 @@ class EpisodeStore:
         noise, success."""
         rows = self.episode_slice(i)
         i %= self.num_episodes
-        data, meta = self.root["data"], self.root["meta"]
-        both = lambda name: np.stack([data[f"robot{r}_{name}"][rows] for r in (0, 1)], axis=1)
-        attrs, task_id = self.root.attrs, int(meta["episode_task_id"][i])
+        data = lambda name: self._read(f"data/{name}", rows)
+        meta = {name: self._read(f"meta/{name}", slice(i, i + 1))[0] for name in EPISODE_ARRAYS}
+        both = lambda name: np.stack([data(f"robot{r}_{name}") for r in (0, 1)], axis=1)
+        attrs, task_id = self.root.attrs, int(meta["episode_task_id"])
         return {
-            "frames": data["camera0_rgb"][rows], "static": data["static_scene_rgb"][rows],
-            "grippers": data["grippers_rgb"][rows], "actions": data["action"][rows][:-1],
-            "score": data["score"][rows], "eef_pos": both("eef_pos"),
+            "frames": data("camera0_rgb"), "static": data("static_scene_rgb"),
+            "grippers": data("grippers_rgb"), "actions": data("action")[:-1],
+            "score": data("score"), "eef_pos": both("eef_pos"),
             "eef_rot_axis_angle": both("eef_rot_axis_angle"),
             "gripper_width": both("gripper_width")[..., 0],  # (T+1, 2)
             "held_particles": both("held_particles") if self.has_held_particles else None,  # (T+1, 2)
-            "goal_rgb": meta["goal_rgb"][i], "caption": attrs["episode_captions"][i],
+            "goal_rgb": meta["goal_rgb"], "caption": attrs["episode_captions"][i],
             "goal_caption": attrs["goal_captions"][i], "task": self.tasks[task_id],
-            "task_id": task_id, "seed": int(meta["episode_seed"][i]),
-            "kind": EPISODE_KINDS[int(meta["episode_kind"][i])],
+            "task_id": task_id, "seed": int(meta["episode_seed"]),
+            "kind": EPISODE_KINDS[int(meta["episode_kind"])],
             # shortest decimal of the float32, so 0.02 reads back as 0.02, not 0.0199999995
-            "noise": float(str(meta["episode_noise"][i])),
-            "success": bool(meta["episode_success"][i]),
+            "noise": float(str(meta["episode_noise"])),
+            "success": bool(meta["episode_success"]),
         }
+
+    def _read(self, key: str, rows: slice) -> np.ndarray:
+        """Rows `rows` of array `key`; a decode error becomes a ValueError naming the store,
+        the array, the episodes and the damaged chunk (`wmgym.data.verify.naming_damage`)."""
+        array = self.root[key]
+        with naming_damage(array, rows, self.path, self._ends):
+            return array[rows]
 
     def read_record(self, i: int) -> EpisodeRecord:
         """Episode `i` as the `EpisodeRecord` that was appended (task_id: index into `tasks`)."""
@@ -243,7 +307,9 @@ class EpisodeStore:
                     raise ValueError(f"{where}: {key} should be (n, *{tail}) {dtype}, found "
                                      f"{tuple(arr.shape)} {arr.dtype}")
                 arrays[key] = arr
-        ends = self._committed_ends(arrays["meta/episode_ends"][:])
+        ends_array = arrays["meta/episode_ends"]
+        with naming_damage(ends_array, slice(0, ends_array.shape[0]), self.path):
+            ends = self._committed_ends(ends_array[:])
         num_frames = int(ends[-1]) if len(ends) else 0
         for key, arr in arrays.items():
             need = num_frames if key.startswith("data/") else len(ends)
@@ -254,7 +320,8 @@ class EpisodeStore:
             if len(self.root.attrs[key]) < len(ends):
                 raise ValueError(f"{where}: attribute {key!r} has length "
                                  f"{len(self.root.attrs[key])}, need {len(ends)} episodes")
-        task_ids = arrays["meta/episode_task_id"][: len(ends)]
+        with naming_damage(arrays["meta/episode_task_id"], slice(0, len(ends)), self.path, ends):
+            task_ids = arrays["meta/episode_task_id"][: len(ends)]
         if len(ends) and not (0 <= task_ids.min() and task_ids.max() < len(self.tasks)):
             raise ValueError(f"{where}: meta/episode_task_id outside [0, {len(self.tasks)})")
         self._ends = ends
@@ -273,16 +340,21 @@ class EpisodeStore:
                              f"strictly increasing at index {k} ({ends[max(k - 1, 0)]} -> {ends[k]})")
         return ends[:k]
 
+    def _array(self, key: str) -> zarr.Array:
+        """Array `key` for writing: every chunk written, even an all-zero one (see `_CHECKED`);
+        zarr keeps that setting per opened array, not in the store."""
+        return self.root[key].with_config({"write_empty_chunks": True})
+
     def _drop_uncommitted(self) -> None:
         """Cut every array and attribute list back to the committed episodes."""
         for partial in self.path.rglob("*.partial"):  # temp files of an interrupted write
             partial.unlink(missing_ok=True)
         num_episodes, num_frames = self.num_episodes, self.num_frames
         for name in (*FRAME_ARRAYS, *(OPTIONAL_FRAME_ARRAYS if self.has_held_particles else ())):
-            self._resize(self.root[f"data/{name}"], num_frames)
+            self._resize(self._array(f"data/{name}"), num_frames)
         for name in EPISODE_ARRAYS:
-            self._resize(self.root[f"meta/{name}"], num_episodes)
-        ends = self.root["meta/episode_ends"]
+            self._resize(self._array(f"meta/{name}"), num_episodes)
+        ends = self._array("meta/episode_ends")
         if ends.shape[0] > num_episodes:
             ends[num_episodes:] = 0  # keep the commit-detection invariant (see _committed_ends)
             self._resize(ends, num_episodes)
@@ -299,7 +371,8 @@ class EpisodeStore:
     def append(self, records: list[EpisodeRecord]) -> None:
         """Append whole episodes; data first, `meta/episode_ends` last (the commit)."""
         if self.mode != "a":
-            raise ValueError(f"episode store {self.path} is open read-only; open it with mode='a'")
+            raise ValueError(f"episode store {self.path} is {'closed' if self.mode == 'closed' else 'open read-only'}; "
+                             "open it with mode='a' to append")
         if not records:
             return
         for record in records:
@@ -334,7 +407,7 @@ class EpisodeStore:
         for group, blocks, start, stack in (("data", frame_blocks, n0, np.concatenate),
                                             ("meta", episode_blocks, e0, np.stack)):
             for name, parts in blocks.items():
-                arr = self.root[f"{group}/{name}"]
+                arr = self._array(f"{group}/{name}")
                 values = stack([np.asarray(p) for p in parts]).astype(arr.dtype, copy=False)
                 self._resize(arr, start + len(values))
                 arr[start:] = values
@@ -350,7 +423,7 @@ class EpisodeStore:
 
     def _write_episode_ends(self, start: int, new_ends: np.ndarray) -> None:
         """The commit point: once these entries are on disk the episodes exist."""
-        arr = self.root["meta/episode_ends"]
+        arr = self._array("meta/episode_ends")
         if arr.shape[0] > start + len(new_ends):  # left by a failed append in this process
             arr[start:] = 0
         self._resize(arr, start + len(new_ends))
@@ -381,6 +454,22 @@ class EpisodeStore:
                              f"tasks {self.tasks}")
         if record.spec.kind not in EPISODE_KINDS:
             raise ValueError(f"episode kind {record.spec.kind!r} is not one of {EPISODE_KINDS}")
+
+
+@contextmanager
+def _released_on_error(lock: WriterLock | None, path: Path):
+    """Release a writer's `lock` if the block fails; an output the writer cannot write (read-only,
+    or a path under a regular file) becomes one PermissionError naming the store."""
+    try:
+        yield
+    except BaseException as error:
+        if lock is None:
+            raise
+        lock.release()
+        if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+            raise PermissionError(f"cannot write episode store {path}: {error.strerror} "
+                                  f"({error.filename or path})") from error
+        raise
 
 
 def _hold_action(widths: np.ndarray) -> np.ndarray:

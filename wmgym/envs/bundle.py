@@ -19,7 +19,9 @@ Layout of a bundle directory (DESIGN.md, "Checkpoints"; no pickles):
 
 `make_bundle` renders the banks with the reference simulator, so `reset` in `WMFold-v0`
 starts from the same states `SimFold-v0` does (start frame i is `SimFold-v0`'s first
-observation for `reset(seed=bank_seed + i)`).
+observation for `reset(seed=bank_seed + i)`). It writes a new bundle, or replaces an existing
+one only when told to (`overwrite`), never anything else (`wmgym.model.model_files.check_output`),
+holding a writer lock on the output meanwhile.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +36,13 @@ import cv2
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from wmgym.model.model_files import OutputKind, check_output, replace_directory, temporary_directory_beside
+from wmgym.writer_lock import WriterLock
+
 FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 GRIPPERS_FILE = "start_grippers.safetensors"
+BUNDLE_KIND = OutputKind("bundle", (BUNDLE_FILE,))
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "wmfold"
 
 HOW_TO_MAKE = (
@@ -93,12 +98,22 @@ class Bundle:
         if not (directory / BUNDLE_FILE).is_file():
             where = f"the default WMFold-v0 bundle is not installed at {directory}" if is_default else f"no bundle at {directory} (no {BUNDLE_FILE})"
             raise FileNotFoundError(f"{where}; {HOW_TO_MAKE}")
-        meta = json.loads((directory / BUNDLE_FILE).read_text())
+        path = directory / BUNDLE_FILE
+        try:
+            meta = json.loads(path.read_bytes())
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+            raise ValueError(f"{path} is not valid JSON ({error}); remake the bundle with `wmgym bundle`") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(meta).__name__}")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory / BUNDLE_FILE}: format_version {meta.get('format_version')!r}, this wmgym reads {FORMAT_VERSION}")
-        height, width, n = int(meta["height"]), int(meta["width"]), int(meta["num_start_frames"])
+            raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, this wmgym reads {FORMAT_VERSION}")
+        try:
+            height, width, n = int(meta["height"]), int(meta["width"]), int(meta["num_start_frames"])
+            captions = {task: str(entry["caption"]) for task, entry in meta["tasks"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"{path}: missing or malformed field ({type(error).__name__}: {error}); expected height, width, "
+                             "num_start_frames (integers) and tasks {name: {\"caption\": str}}") from None
         read = lambda name: _read_strip(directory / name, n, height, width)
-        captions = {task: entry["caption"] for task, entry in meta["tasks"].items()}
         goals = {task: read(f"goals_{task}.png") for task in captions}
         return cls(directory, height, width, captions, read("start_frames.png"), goals, _read_grippers(directory, n))
 
@@ -111,11 +126,12 @@ class Bundle:
 def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videoclip: str | os.PathLike | None = None,
                 num_start_frames: int = 64, bank_seed: int = 1_000_000, made_with: str = "",
                 num_steps: int | None = None, guidance_scale: float | None = None,
-                lpips: str | os.PathLike | None = None) -> Path:
+                lpips: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Assemble a bundle directory atomically: copy the models, render the start and goal banks.
 
     Args:
-        out: the bundle directory to write (replaced if it exists).
+        out: the bundle directory to write: new, an empty directory, or (with `overwrite`) a
+            bundle to replace; anything else there is refused (FileExistsError), never deleted.
         world_model: a `WorldModel.save_pretrained` directory, a training checkpoint directory
             holding `model/`, or a `wmgym train-wm` run directory (its newest checkpoint).
         videoclip: a `VideoCLIP.save_pretrained` directory, or None.
@@ -126,11 +142,9 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         num_steps, guidance_scale: sampler defaults written into the bundle's world model
             (None keeps the trained model's; choose them from `wmgym eval`'s quality-speed curve).
         lpips: a `wmgym train-lpips` directory (the "lpips-calibrated" reward), or None.
+        overwrite: replace an existing bundle at `out`.
     """
-    from wmgym.envs.sim_fold import SimFoldEnv
     from wmgym.model.world_model import CONFIG_FILE
-    from wmgym.sim.gripper_track import GripperState
-    from wmgym.sim.tasks import TASKS, make_task
 
     world_model = Path(world_model)
     if (world_model / "latest").is_file():  # a `wmgym train-wm` run directory: its newest checkpoint
@@ -147,6 +161,20 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         raise ValueError(f"num_start_frames must be >= 1, got {num_start_frames}")
     if (num_steps is not None and num_steps < 1) or (guidance_scale is not None and guidance_scale < 0):
         raise ValueError(f"need num_steps >= 1 and guidance_scale >= 0, got {num_steps} and {guidance_scale}")
+    out = Path(out)
+    with WriterLock(out, "bundle"):  # one writer at a time; checked and written under the lock
+        check_output(out, BUNDLE_KIND, overwrite)
+        return _write_bundle(out, world_model, videoclip, num_start_frames, bank_seed, made_with, num_steps,
+                             guidance_scale, lpips)
+
+
+def _write_bundle(out: Path, world_model: Path, videoclip, num_start_frames: int, bank_seed: int, made_with: str,
+                  num_steps: int | None, guidance_scale: float | None, lpips) -> Path:
+    from wmgym.envs.sim_fold import SimFoldEnv
+    from wmgym.model.world_model import CONFIG_FILE
+    from wmgym.sim.gripper_track import GripperState
+    from wmgym.sim.tasks import TASKS, make_task
+
     config = json.loads((world_model / CONFIG_FILE).read_text())
     height, width = int(config["height"]), int(config["width"])
     starts, goals, grippers = [], {task: [] for task in TASKS}, []
@@ -160,36 +188,36 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
             elif not np.array_equal(frame, starts[-1]):
                 raise RuntimeError("the simulator's start state depends on the task; the bank assumes it does not")
             goals[task].append(env.world.render_goal())
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    shutil.copytree(world_model, tmp / "world_model")
-    overrides = {k: v for k, v in (("num_steps", num_steps), ("guidance_scale", guidance_scale)) if v is not None}
-    if overrides:
-        config["sampler"].update(overrides)
-        (tmp / "world_model" / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    if videoclip is not None:
-        shutil.copytree(videoclip, tmp / "videoclip")
-    if lpips is not None:  # the model only (not a run's training state or logs), its weights in float16 to keep bundles small
-        import safetensors.numpy
+    tmp = temporary_directory_beside(out, "bundle")
+    try:
+        shutil.copytree(world_model, tmp / "world_model")
+        overrides = {k: v for k, v in (("num_steps", num_steps), ("guidance_scale", guidance_scale)) if v is not None}
+        if overrides:
+            config["sampler"].update(overrides)
+            (tmp / "world_model" / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        if videoclip is not None:
+            shutil.copytree(videoclip, tmp / "videoclip")
+        if lpips is not None:  # the model only (not a run's training state or logs), its weights in float16 to keep bundles small
+            import safetensors.numpy
 
-        (tmp / "lpips").mkdir()
-        shutil.copy2(Path(lpips) / "config.json", tmp / "lpips" / "config.json")
-        weights = safetensors.numpy.load_file(Path(lpips) / "model.safetensors")
-        safetensors.numpy.save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in weights.items()},
-                                    tmp / "lpips" / "model.safetensors")
-    _write_strip(tmp / "start_frames.png", np.stack(starts))
-    for task, images in goals.items():
-        _write_strip(tmp / f"goals_{task}.png", np.stack(images))
-    save_file({"poses": np.stack([g.poses for g in grippers]), "widths": np.stack([g.widths for g in grippers])},
-              tmp / GRIPPERS_FILE)
-    meta = {"format_version": FORMAT_VERSION, "height": height, "width": width, "num_start_frames": num_start_frames,
-            "bank_seed": bank_seed, "tasks": {task: {"caption": make_task(task).caption} for task in TASKS},
-            "made_with": made_with}
-    (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+            (tmp / "lpips").mkdir()
+            shutil.copy2(Path(lpips) / "config.json", tmp / "lpips" / "config.json")
+            weights = safetensors.numpy.load_file(Path(lpips) / "model.safetensors")
+            safetensors.numpy.save_file({k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in weights.items()},
+                                        tmp / "lpips" / "model.safetensors")
+        _write_strip(tmp / "start_frames.png", np.stack(starts))
+        for task, images in goals.items():
+            _write_strip(tmp / f"goals_{task}.png", np.stack(images))
+        save_file({"poses": np.stack([g.poses for g in grippers]), "widths": np.stack([g.widths for g in grippers])},
+                  tmp / GRIPPERS_FILE)
+        meta = {"format_version": FORMAT_VERSION, "height": height, "width": width, "num_start_frames": num_start_frames,
+                "bank_seed": bank_seed, "tasks": {task: {"caption": make_task(task).caption} for task in TASKS},
+                "made_with": made_with}
+        (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    except BaseException:  # leave nothing half-written beside `out`
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_directory(tmp, out)
     return out
 
 
@@ -199,7 +227,10 @@ def _read_grippers(directory: Path, n: int) -> list | None:
     path = directory / GRIPPERS_FILE
     if not path.is_file():
         return None
-    arrays = load_file(path)
+    try:
+        arrays = load_file(path)
+    except Exception as error:  # safetensors raises its own error types for truncated or damaged files
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); remake the bundle with `wmgym bundle`") from None
     if set(arrays) != {"poses", "widths"} or arrays["poses"].shape != (n, 2, 4, 4) or arrays["widths"].shape != (n, 2):
         raise ValueError(f"{path}: expected poses ({n}, 2, 4, 4) and widths ({n}, 2), got "
                          f"{ {k: v.shape for k, v in arrays.items()} }")

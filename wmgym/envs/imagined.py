@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, check_rotations
 from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
-from wmgym.model.imagination import Imagination
+from wmgym.model.config_checks import is_finite_number
+from wmgym.model.imagination import Imagination, check_sampler_arguments
 from wmgym.model.world_model import WorldModel
 from wmgym.rewards.base import RewardHead
 from wmgym.sim.gripper import GRASP_WIDTH
@@ -54,11 +55,8 @@ class ImaginedEpisodes:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)} or None (a random task per episode)")
         if max_episode_steps is not None and (not _is_int(max_episode_steps) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
-        if num_steps is not None and (not _is_int(num_steps) or num_steps < 1):
-            raise ValueError(f"num_steps must be an int >= 1 or None (the checkpoint's), got {num_steps!r}")
-        if guidance_scale is not None and not (_is_real(guidance_scale) and np.isfinite(guidance_scale) and guidance_scale >= 0):
-            raise ValueError(f"guidance_scale must be a finite number >= 0 or None (the checkpoint's), got {guidance_scale!r}")
-        if judge_threshold is not None and not (_is_real(judge_threshold) and 0 <= judge_threshold <= 1):
+        check_sampler_arguments(num_steps, guidance_scale)  # on make, not at the first reset
+        if judge_threshold is not None and not (is_finite_number(judge_threshold) and 0 <= judge_threshold <= 1):
             raise ValueError(f"judge_threshold must be a probability in [0, 1] or None (the calibrated one), got {judge_threshold!r}")
         self.bundle = Bundle.load(checkpoint)
         # The tasks this bundle has start and goal banks for (the shipped one: all of TASKS, in order).
@@ -98,6 +96,8 @@ class ImaginedEpisodes:
         self.goal_text = goal_text
         self.videoclip = self._load_videoclip() if reward == "videoclip" or use_success_judge else None
         self.head = self._make_head(reward, lpips_trunk_weights)
+        if goal_text is not None:
+            self._check_goal_texts([goal_text])
         self.judge = None
         if use_success_judge:
             from wmgym.rewards.judge import SuccessJudge
@@ -144,6 +144,11 @@ class ImaginedEpisodes:
 
             return bundle_head(self.bundle, self.device)
         return None
+
+    def _check_goal_texts(self, texts: list[str]) -> None:
+        """A text reward head with a closed vocabulary (VideoCLIP) refuses words it never saw, before any step."""
+        if self.head is not None and hasattr(self.head, "check_text"):
+            self.head.check_text(texts)
 
     @property
     def reward_names(self) -> tuple[str, ...]:
@@ -203,6 +208,7 @@ class ImaginedEpisodes:
             texts = [texts] * r if isinstance(texts, str) else list(texts) if isinstance(texts, (list, tuple)) else [texts]
         if len(texts) != r or not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError(f"goal_text must be a non-empty str or a list of {r} of them, got {texts!r}")
+        self._check_goal_texts(texts)
         conditions = {}
         if self.uses_grippers:
             for row, state in zip(rows, self._start_grippers(options.get("grippers"), index, r)):
@@ -422,10 +428,6 @@ def _read_image(path, what: str) -> np.ndarray:
 
 def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from wmgym.model.codec import Codec
+from wmgym.model.config_checks import is_finite_number
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SHARDED_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -76,13 +77,25 @@ class AutoencoderKLCodec(Codec):
         if kind != "autoencoder_kl" or set(config) != {"vae_config"}:
             raise ValueError(f"an autoencoder_kl codec config is {{'type': 'autoencoder_kl', 'vae_config': {{...}}}}, "
                              f"got type {kind!r} and keys {sorted(config)}")
+        if not isinstance(config["vae_config"], dict):
+            raise ValueError(f"vae_config must be an object of diffusers.AutoencoderKL arguments, got {config['vae_config']!r}")
         vae_config = {k: v for k, v in config["vae_config"].items() if not k.startswith("_")}
         known = set(inspect.signature(AutoencoderKL.__init__).parameters) - {"self"}
         unknown = sorted(set(vae_config) - known)
         if unknown:
             raise ValueError(f"vae_config has keys {unknown} that diffusers.AutoencoderKL does not take; "
                              f"expected a subset of {sorted(known)}")
-        return cls(AutoencoderKL(**vae_config))
+        # The latent statistics divide and shift every latent: NaN or 0 would decode to black frames.
+        scaling, shift = vae_config.get("scaling_factor", 1.0), vae_config.get("shift_factor")
+        if not (is_finite_number(scaling) and scaling > 0):
+            raise ValueError(f"vae_config.scaling_factor must be a finite number > 0 (latents are divided by it), got {scaling!r}")
+        if shift is not None and not is_finite_number(shift):
+            raise ValueError(f"vae_config.shift_factor must be a finite number or null, got {shift!r}")
+        try:
+            vae = AutoencoderKL(**vae_config)
+        except (TypeError, ValueError) as error:  # a wrong type deep in diffusers' constructor
+            raise ValueError(f"vae_config does not build an AutoencoderKL: {error}".splitlines()[0]) from None
+        return cls(vae)
 
     @classmethod
     def from_local_pretrained(cls, directory: str | os.PathLike) -> "AutoencoderKLCodec":

@@ -38,8 +38,8 @@ class PixelCodec(Codec):
 
     def __init__(self, patch: int = 1):
         super().__init__()
-        if patch < 1:
-            raise ValueError(f"patch must be >= 1, got {patch}")
+        if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1:
+            raise ValueError(f"codec patch must be an int >= 1, got {patch!r}")
         self.patch = patch
         self.latent_channels = 3 * patch * patch
         self.downsample = patch
@@ -56,10 +56,14 @@ class PixelCodec(Codec):
 
 
 def make_codec(config: dict) -> Codec:
-    """Build the codec a checkpoint's config describes; ValueError for an unknown type."""
+    """Build the codec a checkpoint's config describes; ValueError for an unknown type or key."""
+    if not isinstance(config, dict):
+        raise ValueError(f"codec must be an object with a 'type' key, got {config!r}")
     config = dict(config)
     kind = config.pop("type", None)
     if kind == "pixel":
+        if set(config) - {"patch"}:
+            raise ValueError(f"codec: unknown keys {sorted(set(config) - {'patch'})} for a pixel codec; expected ['patch', 'type']")
         return PixelCodec(**config)
     if kind == "autoencoder_kl":
         from wmgym.model.autoencoder import AutoencoderKLCodec

@@ -23,7 +23,6 @@ Saved as a directory: config.json + model.safetensors (`save_pretrained`, `from_
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wmgym.model.config_checks import check_field_types, check_known_keys, check_statistics, read_config_json
 from wmgym.sim.gripper import GRASP_WIDTH
 
 POSE_DIM = 8  # as wmgym.model.world_model.POSE_DIM (not imported: the world model imports nothing from here)
@@ -51,6 +51,15 @@ class GraspPriorConfig:
     feature_mean: list = field(default_factory=lambda: [0.0] * (2 * POSE_DIM + 2))
     """Mean of the standardised features (`window` * POSE_DIM poses, then the hand's one-hot)."""
     feature_std: list = field(default_factory=lambda: [1.0] * (2 * POSE_DIM + 2))
+
+    def __post_init__(self):
+        """ValueError naming the first invalid key (types, window and hidden >= 1, statistics of
+        `num_features` finite values, the std > 0: features are divided by it)."""
+        check_field_types(self)
+        if self.window < 1 or self.hidden < 1:
+            raise ValueError(f"window and hidden must be >= 1, got {self.window}, {self.hidden}")
+        check_statistics(self.feature_mean, "feature_mean", self.num_features)
+        check_statistics(self.feature_std, "feature_std", self.num_features, is_positive=True)
 
     @property
     def num_features(self) -> int:
@@ -164,11 +173,12 @@ class GraspPrior(nn.Module):
         return closed, torch.zeros_like(p), p_all
 
     # ------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors atomically."""
+    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write config.json + model.safetensors atomically (an existing model directory is
+        replaced only with `overwrite`; anything else there is refused)."""
         from wmgym.model.model_files import write_model_directory
 
-        return write_model_directory(directory, asdict(self.config), {WEIGHTS_FILE: self.state_dict()})
+        return write_model_directory(directory, asdict(self.config), {WEIGHTS_FILE: self.state_dict()}, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "GraspPrior":
@@ -179,10 +189,12 @@ class GraspPrior(nn.Module):
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"no grasp prior at {directory}: {name} is missing (make one with `wmgym train-grasp-prior`)")
-        raw = json.loads((directory / CONFIG_FILE).read_text())
-        unknown = sorted(set(raw) - set(GraspPriorConfig.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"{directory / CONFIG_FILE}: unknown keys {unknown}")
-        model = cls(GraspPriorConfig(**raw))
+        config_path = directory / CONFIG_FILE
+        raw = read_config_json(config_path)
+        try:
+            check_known_keys(raw, GraspPriorConfig)
+            model = cls(GraspPriorConfig(**raw))
+        except ValueError as error:
+            raise ValueError(f"{config_path}: {error}") from None
         load_state_checked(model, directory / WEIGHTS_FILE)
         return model.to(device).eval()

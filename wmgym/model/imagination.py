@@ -19,16 +19,33 @@ Per generated frame:
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING
 
 import torch
 
 from wmgym.actions import ACTION_DIM
+from wmgym.model.config_checks import is_finite_number
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
 
 if TYPE_CHECKING:
     from wmgym.model.world_model import WorldModel
+
+
+class NonFiniteLatentsError(ValueError):
+    """The world model produced NaN or infinite latents (or its codec such pixels): broken
+    weights or sampler settings. Raised instead of returning frames, which as uint8 would be
+    silently black (issue 36)."""
+
+
+def check_sampler_arguments(num_steps=None, guidance_scale=None) -> None:
+    """ValueError naming the argument unless `num_steps` is None or an int >= 1 and
+    `guidance_scale` None or a finite number >= 0. Cheap: environments call it when made."""
+    if num_steps is not None and (not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool) or num_steps < 1):
+        raise ValueError(f"num_steps must be an int >= 1 (denoising steps per frame), got {num_steps!r}")
+    if guidance_scale is not None and not (is_finite_number(guidance_scale) and guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
 
 
 class Imagination:
@@ -45,6 +62,8 @@ class Imagination:
     def __init__(self, model: "WorldModel", batch_size: int, *, num_steps: int | None = None,
                  guidance_scale: float | None = None, use_cache: bool = True):
         s, dcfg = model.sampler, model.denoiser.config
+        check_sampler_arguments(s.num_steps if num_steps is None else num_steps,  # the defaults too: they may be edited
+                                s.guidance_scale if guidance_scale is None else guidance_scale)
         self.model, self.batch_size, self.use_cache = model, batch_size, use_cache
         self.num_steps = s.num_steps if num_steps is None else int(num_steps)
         self.guidance_scale = s.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -55,6 +74,7 @@ class Imagination:
         self.parts: list[tuple] = []  # recompute mode: (latents, timesteps, actions, dropped, cond) per frame
         self.last: torch.Tensor | None = None  # newest history latent (b*rep, 1, C, h, w), at history noise
         self.last_clean: torch.Tensor | None = None  # the same frame before history noise: the residual anchor
+        self.num_generated = 0  # frames generated since the last whole-batch start (for error messages)
 
     @property
     def is_started(self) -> bool:
@@ -77,6 +97,8 @@ class Imagination:
         """
         model, s = self.model, self.model.sampler
         context = model.encode_frames(context_frames)  # (r, c, C, h, w)
+        if not torch.isfinite(context).all():
+            raise NonFiniteLatentsError("the codec encoded the context frames to non-finite latents; its weights are broken")
         r, c = context.shape[:2]
         if rows is None and r != self.batch_size:
             raise ValueError(f"starting every row needs {self.batch_size} context clips, got {r}")
@@ -86,6 +108,7 @@ class Imagination:
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
         cond = model._encode_conditions(conditions, r, c, poses, held)
         if rows is None:
+            self.num_generated = 0
             if self.is_started:  # a fresh history for every row
                 self.cache, self.parts = (self._new_cache() if self.use_cache else None), []
             self._add(noisy, hist, null, dropped, cond, clean=context)
@@ -119,6 +142,8 @@ class Imagination:
                 action-free prediction; the frame keeps it as history): the null-action baseline.
         Returns:
             latents (b, 1, C, h, w) of the new frames (`model.decode_latents` makes pixels).
+        Raises:
+            NonFiniteLatentsError: the sampled latents are not finite (broken weights or settings).
         """
         if not self.is_started:
             raise RuntimeError("call start() before step()")
@@ -139,6 +164,11 @@ class Imagination:
                 v_cond, v_uncond = v.chunk(2)
                 v = v_uncond + self.guidance_scale * (v_cond - v_uncond)
             x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), model.alphas_cumprod)
+        self.num_generated += 1
+        if not torch.isfinite(x).all():  # one check per frame; NaN latents would decode to black frames
+            raise NonFiniteLatentsError(
+                f"the world model produced non-finite latents at generated frame {self.num_generated}; its weights or sampler "
+                f"settings are broken (num_steps={self.num_steps}, guidance_scale={self.guidance_scale})")
         hist = torch.full((b, 1), s.history_timestep, device=model.device, dtype=torch.long)
         noisy = add_noise(x, torch.randn(x.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
         self._add(noisy, hist, action, torch.full((b, 1), drop_actions, dtype=torch.bool, device=model.device), cond, clean=x)

@@ -10,7 +10,6 @@ producing action is unknown) on the learned null action.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +20,9 @@ from torch import nn
 
 from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
 from wmgym.model.codec import Codec, make_codec
+from wmgym.model.config_checks import check_field_types, check_known_keys, check_statistics, read_config_json
 from wmgym.model.denoiser import Denoiser, DenoiserConfig
-from wmgym.model.imagination import Imagination
+from wmgym.model.imagination import Imagination, NonFiniteLatentsError, check_sampler_arguments
 from wmgym.model.model_files import CONFIG_FILE, load_state_checked, write_model_directory
 from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS, add_noise, make_scheduler
 
@@ -57,6 +57,16 @@ class SamplerDefaults:
     history_timestep: int = 20
     window_frames: int | None = 16
     keep_first_frame: bool = True
+
+    def __post_init__(self):
+        """ValueError naming the first invalid setting (a NaN guidance would give black frames)."""
+        check_field_types(self)
+        check_sampler_arguments(self.num_steps, self.guidance_scale)
+        if self.history_timestep < 0:
+            raise ValueError(f"history_timestep must be >= 0, got {self.history_timestep}")
+        if self.window_frames is not None and self.window_frames < 1 + int(self.keep_first_frame):
+            raise ValueError(f"window_frames must be None or >= {1 + int(self.keep_first_frame)}"
+                             f"{' (keep_first_frame is true)' if self.keep_first_frame else ''}, got {self.window_frames}")
 
 
 @dataclass
@@ -96,6 +106,48 @@ class WorldModelConfig:
     so a zero output copies the last frame: the model starts at the copy-last-frame baseline
     and learns only what the action changes; needs `use_previous_frame`)."""
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """ValueError naming the first invalid key: wrong types, unknown nested keys, statistics
+        of the wrong length, not finite, or not positive where they divide (`action_std`,
+        `pose_std`), invalid sampler defaults. Run on construction and by `WorldModel` (a config
+        edited after construction is checked again); `from_pretrained` puts the file in front."""
+        check_field_types(self)
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"height and width must be >= 1, got {self.height} and {self.width}")
+        if not all(isinstance(view, str) for view in self.condition_views):
+            raise ValueError(f"condition_views must be a list of view names, got {self.condition_views!r}")
+        check_known_keys(self.denoiser, DenoiserConfig, "denoiser")
+        check_field_types(DenoiserConfig(**self.denoiser), "denoiser.")
+        check_known_keys(self.sampler, SamplerDefaults, "sampler")
+        try:
+            SamplerDefaults(**self.sampler)
+        except ValueError as error:
+            raise ValueError(f"sampler.{error}") from None
+        history = self.sampler.get("history_timestep", SamplerDefaults.history_timestep)
+        if not 0 <= history < self.num_train_timesteps:
+            raise ValueError(f"sampler.history_timestep must be in [0, num_train_timesteps={self.num_train_timesteps}), got {history}")
+        check_statistics(self.action_mean, "action_mean", ACTION_DIM)
+        check_statistics(self.action_std, "action_std", ACTION_DIM, is_positive=True)
+        if (self.action_min is None) != (self.action_max is None):
+            raise ValueError("action_min and action_max come together (or both None)")
+        if self.action_min is not None:
+            check_statistics(self.action_min, "action_min", ACTION_DIM)
+            check_statistics(self.action_max, "action_max", ACTION_DIM)
+            inverted = [i for i, (low, high) in enumerate(zip(self.action_min, self.action_max)) if low > high]
+            if inverted:
+                raise ValueError(f"action_min must be <= action_max, not at components {inverted}")
+        if (self.pose_mean is None) != (self.pose_std is None):
+            raise ValueError("pose_mean and pose_std come together (or both None)")
+        if self.pose_mean is not None:
+            check_statistics(self.pose_mean, "pose_mean", POSE_DIM)
+            check_statistics(self.pose_std, "pose_std", POSE_DIM, is_positive=True)
+        if self.num_train_timesteps < 2 or not self.min_snr_gamma > 0:
+            raise ValueError(f"num_train_timesteps must be >= 2 and min_snr_gamma > 0, got {self.num_train_timesteps} "
+                             f"and {self.min_snr_gamma}")
+
 
 PREDICTIONS = ("v", "residual")
 POSE_DIM = 8  # per frame: left gripper's tool-centre xyz and width, then the right's (metres)
@@ -132,6 +184,7 @@ class WorldModel(nn.Module):
 
     def __init__(self, config: WorldModelConfig, device: str | torch.device = "auto"):
         super().__init__()
+        config.check()
         self.config = config
         self.codec: Codec = make_codec(config.codec)
         self.codec.check_frame_size(config.height, config.width)
@@ -145,10 +198,6 @@ class WorldModel(nn.Module):
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {config.prediction!r}")
         if config.prediction == "residual" and not dcfg.use_previous_frame:
             raise ValueError("prediction='residual' needs a denoiser with use_previous_frame=True")
-        if (config.pose_mean is None) != (config.pose_std is None):
-            raise ValueError("pose_mean and pose_std come together (or both None)")
-        if self.is_pose_conditioned and (len(config.pose_mean) != POSE_DIM or len(config.pose_std) != POSE_DIM):
-            raise ValueError(f"pose_mean and pose_std need {POSE_DIM} values each")
         vector = self.frame_vector_dim
         if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels + vector:
             raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels"
@@ -160,8 +209,6 @@ class WorldModel(nn.Module):
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
-        if (config.action_min is None) != (config.action_max is None):
-            raise ValueError("action_min and action_max come together (or both None)")
         bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * ACTION_DIM, [np.inf] * ACTION_DIM)
         self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
@@ -222,6 +269,8 @@ class WorldModel(nn.Module):
         """Latents (b, t, C, h, w) -> uint8 frames (b, t, H, W, 3) on the model's device."""
         b, t = latents.shape[:2]
         x = self.codec.decode(latents.reshape(b * t, *latents.shape[2:]))
+        if not torch.isfinite(x).all():  # uint8 would turn NaN into black pixels without a word
+            raise NonFiniteLatentsError("the codec decoded non-finite pixels; the latents or the codec's weights are broken")
         x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.reshape(b, t, *x.shape[1:]).permute(0, 1, 3, 4, 2)
 
@@ -434,11 +483,13 @@ class WorldModel(nn.Module):
         return self.decode_latents(torch.cat(outputs, dim=1))
 
     # ------------------------------------------------------------ save / load
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + denoiser.safetensors + codec.safetensors (+ grasp_prior/) atomically."""
+    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write config.json + denoiser.safetensors + codec.safetensors (+ grasp_prior/) atomically
+        (an existing model directory is replaced only with `overwrite`; anything else there is refused)."""
         prior = self.grasp_prior
         return write_model_directory(directory, asdict(self.config), dict(zip(WEIGHT_FILES, (self.denoiser.state_dict(), self.codec.state_dict()))),
-                                     extra=None if prior is None else lambda tmp: prior.save_pretrained(tmp / GRASP_PRIOR_DIR))
+                                     extra=None if prior is None else lambda tmp: prior.save_pretrained(tmp / GRASP_PRIOR_DIR),
+                                     overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "WorldModel":
@@ -451,13 +502,15 @@ class WorldModel(nn.Module):
                 pickles = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
                 hint = f" (found {pickles}: only safetensors weights are loaded, never pickles)" if pickles else ""
                 raise FileNotFoundError(f"checkpoint {directory} is missing {name}{hint}")
-        raw = json.loads((directory / CONFIG_FILE).read_text())
-        known = set(WorldModelConfig.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{directory / CONFIG_FILE}: unknown keys {unknown}; expected a subset of {sorted(known)}")
-        raw["condition_views"] = tuple(raw.get("condition_views", ()))
-        model = cls(WorldModelConfig(**raw), device="cpu")
+        config_path = directory / CONFIG_FILE
+        raw = read_config_json(config_path)
+        try:  # every config error, here or in the model's constructor, names the file
+            check_known_keys(raw, WorldModelConfig)
+            if isinstance(raw.get("condition_views"), list):
+                raw["condition_views"] = tuple(raw["condition_views"])
+            model = cls(WorldModelConfig(**raw), device="cpu")
+        except ValueError as error:
+            raise ValueError(f"{config_path}: {error}") from None
         for module, name in ((model.denoiser, WEIGHT_FILES[0]), (model.codec, WEIGHT_FILES[1])):
             load_state_checked(module, directory / name)
         if model.is_held_conditioned and (directory / GRASP_PRIOR_DIR).is_dir():

@@ -17,6 +17,7 @@ attributes record it: `actions` = "pseudo-labelled" and `action_labeller` = the 
 Proprioception is copied as it is (NaN for an action-free source). Both functions write a
 temporary copy beside `out` and rename it into place, so `out` is either complete or absent;
 there is nothing to resume (pseudo-labelling 89k frames takes a minute on one CPU thread).
+They hold `out`'s writer lock (`wmgym.writer_lock`) throughout: one writer of a store at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM
 from wmgym.data.store import HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS, EpisodeStore
+from wmgym.data.verify import naming_damage
+from wmgym.writer_lock import WriterLock, lock_path
 
 PROPRIOCEPTION = tuple(f"robot{r}_{name}" for r in (0, 1) for name in ("eef_pos", "eef_rot_axis_angle", "gripper_width"))
 LABEL_BATCH_EPISODES = 256  # episodes read and labelled at a time
@@ -81,7 +84,8 @@ def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = Fal
     for first in range(0, store.num_episodes, LABEL_BATCH_EPISODES):
         last = min(first + LABEL_BATCH_EPISODES, store.num_episodes)
         offset = int(starts[first])
-        block = frames[offset: int(ends[last - 1])]  # (r, H, W, 3), whole episodes
+        with naming_damage(frames, slice(offset, int(ends[last - 1])), source, ends):
+            block = frames[offset: int(ends[last - 1])]  # (r, H, W, 3), whole episodes
         lengths = ends[first:last] - starts[first:last]
         rows = np.concatenate([np.arange(s - offset, e - offset - 1) for s, e in zip(starts[first:last], ends[first:last])])
         actions[offset + rows] = model.predict_transitions(block, rows, np.repeat(ends[first:last] - offset - 1, lengths - 1))
@@ -116,12 +120,15 @@ def _copy_and_edit(source: Path, out: Path, overwrite: bool, edit) -> Path:
     """Copy the committed store `source` beside `out`, apply `edit(root)`, rename it to `out`."""
     from wmgym.train.checkpoint import replace_directory
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    shutil.copytree(source, tmp, dirs_exist_ok=True)
-    EpisodeStore.open(tmp, mode="a")  # drop rows an interrupted append left past the commit point
-    edit(zarr.open_group(tmp, mode="r+"))
-    EpisodeStore.open(tmp)  # still a valid store
-    replace_directory(tmp, out)
+    with WriterLock(out, "episode store"):  # before anything beside `out` is made or replaced
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp.chmod(0o755)
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        with EpisodeStore.open(tmp, mode="a"):  # drop rows an interrupted append left past the commit point
+            pass
+        lock_path(tmp).unlink(missing_ok=True)  # the private copy's own lock file
+        with zarr.config.set({"array.write_empty_chunks": True}):  # every chunk written, as EpisodeStore does
+            edit(zarr.open_group(tmp, mode="r+"))
+        EpisodeStore.open(tmp)  # still a valid store
+        replace_directory(tmp, out)
     return out

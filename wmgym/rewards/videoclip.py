@@ -13,7 +13,10 @@ learned time embedding, are concatenated and mixed by an MLP into one d-vector.
 
 Text encoder. Lower-cased words from a fixed vocabulary (built from the training captions and
 saved in the config; unknown words map to <unk>), token + position embeddings, a small
-pre-norm transformer, mean pooling over the words, a projection to d.
+pre-norm transformer, mean pooling over the words, a projection to d. The reward head refuses
+goal texts with words outside the vocabulary (`VideoCLIPHead.check_text`): read as <unk> they
+would give a reward for some other text without a word (issue 36); `allow_unknown_words=True`
+opts into that reading, with a warning.
 
 Both embeddings are unit vectors; similarities are cosines, and the learned temperature
 (`logit_scale` = log(1 / temperature)) turns them into logits for contrastive training and for
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wmgym.model.config_checks import check_field_types
 from wmgym.rewards.base import RewardHead, as_frames, as_goal_texts, to_unit_float
 from wmgym.train.checkpoint import ConfigAndWeights
 
@@ -96,7 +101,19 @@ class VideoCLIPConfig:
     """Caption of clips that show no finished fold (the judge's alternative)."""
 
     def __post_init__(self):
+        check_field_types(self)  # a wrong type in config.json fails here, not deep inside torch
         self.conv_channels = tuple(self.conv_channels)
+        sizes = {name: getattr(self, name) for name in ("image_size", "num_frames", "frame_width", "embed_dim", "text_width",
+                                                        "text_layers", "text_heads", "max_text_length")}
+        small = {name: size for name, size in sizes.items() if size < 1}
+        if small or not self.conv_channels or min(self.conv_channels) < 1:
+            raise ValueError(f"sizes must be >= 1 and conv_channels non-empty, got {small or {'conv_channels': self.conv_channels}}")
+        if not self.temperature_init > 0 or not 0.0 <= self.success_threshold <= 1.0:
+            raise ValueError(f"temperature_init must be > 0 and success_threshold in [0, 1], got {self.temperature_init} "
+                             f"and {self.success_threshold}")
+        words = [*self.vocabulary, self.not_done_caption, *self.task_captions, *self.task_captions.values()]
+        if not all(isinstance(word, str) for word in words):
+            raise ValueError("vocabulary, task_captions (names and captions) and not_done_caption must hold strings")
         if self.vocabulary[:2] != [PAD, UNK]:
             raise ValueError(f"vocabulary must start with {[PAD, UNK]}, got {self.vocabulary[:2]}")
         if self.image_size % 2 ** len(self.conv_channels):
@@ -208,10 +225,17 @@ class VideoCLIP(ConfigAndWeights, nn.Module):
             x = x.view(b, n, 3, size, size)
         return x
 
+    def unknown_words(self, texts: list[str]) -> list[str]:
+        """The distinct words of `texts` (sorted) that are not in the vocabulary: `tokenize` reads
+        them as <unk>."""
+        return sorted({word for text in texts for word in split_words(text) if word not in self.word_ids})
+
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """m texts -> ids (m, l) long and mask (m, l) bool (True = word), l = longest text (capped).
 
-        Unknown words get the <unk> id; a text with no words is one <unk>."""
+        Unknown words get the <unk> id; a text with no words is one <unk>. (Training tokenises
+        its own captions here; goal texts from users go through `VideoCLIPHead`, which refuses
+        unknown words unless told otherwise.)"""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"texts must be a list of str, got {texts!r}")
         unk = self.word_ids[UNK]
@@ -244,25 +268,61 @@ class VideoCLIPHead(RewardHead):
 
     `score(frames uint8 (b, t, H, W, 3), goal str or b strs) -> (b,)` on `device`. Text
     embeddings are cached per string. The model runs in eval mode without gradients.
+
+    Goal texts may only use the model's vocabulary (the words of its training captions): a text
+    with other words, or with no words, raises ValueError listing them and the vocabulary
+    (`check_text`, which environments call when a goal is set, before any step). With
+    `allow_unknown_words=True` such words are read as <unk> instead (one token for every word the
+    model never saw), with one warning per word.
     """
 
     name = "videoclip"
     goal_kind = "text"
 
-    def __init__(self, model: VideoCLIP):
+    def __init__(self, model: VideoCLIP, allow_unknown_words: bool = False):
         self.model = model.eval()
         self.device = model.device
+        self.allow_unknown_words = bool(allow_unknown_words)
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._warned_words: set[str] = set()
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto") -> "VideoCLIPHead":
-        return cls(VideoCLIP.from_pretrained(directory, device=device))
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "auto",
+                        allow_unknown_words: bool = False) -> "VideoCLIPHead":
+        return cls(VideoCLIP.from_pretrained(directory, device=device), allow_unknown_words=allow_unknown_words)
+
+    def check_text(self, texts: str | list[str]) -> None:
+        """ValueError unless every word of `texts` (one str or several) is in the model's
+        vocabulary and every text has a word; it lists the unknown words and the vocabulary.
+        With `allow_unknown_words` it warns instead (once per word). Cheap: no model call."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not all(isinstance(text, str) for text in texts):
+            raise ValueError(f"a goal text must be a str or a list of str, got {texts!r}")
+        unknown = self.model.unknown_words(texts)
+        wordless = [text for text in texts if not split_words(text)]
+        if not unknown and not wordless:
+            return
+        known = [word for word in self.model.config.vocabulary if word not in (PAD, UNK)]
+        problem = (f"words the VideoCLIP model never saw: {unknown}" if unknown else "") + \
+                  ("; " if unknown and wordless else "") + (f"no words at all: {wordless}" if wordless else "")
+        if not self.allow_unknown_words:
+            offending = [text for text in texts if not split_words(text) or set(split_words(text)) & set(unknown)]
+            raise ValueError(f"goal text {offending[0] if len(offending) == 1 else offending!r} has {problem}; its "
+                             f"vocabulary is {known}: use those words (e.g. a task caption), or pass "
+                             "allow_unknown_words=True to read them as <unk>, one token for every word it never saw")
+        new = sorted(set(unknown) - self._warned_words) + [text for text in wordless if text not in self._warned_words]
+        if new:
+            self._warned_words.update(new)
+            warnings.warn(f"goal text has {problem}; read as <unk> (allow_unknown_words=True), one token for every word "
+                          f"the model never saw, so the reward does not reflect them. The vocabulary is {known}", stacklevel=2)
 
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """m strings -> (m, d) unit vectors, each distinct string encoded once per head."""
+        """m strings -> (m, d) unit vectors, each distinct string encoded once per head (and
+        checked by `check_text` the first time)."""
         new = sorted({t for t in texts if t not in self._text_cache})
         if new:
+            self.check_text(new)
             self._text_cache.update(zip(new, self.model.encode_text(new)))
         return torch.stack([self._text_cache[t] for t in texts])
 

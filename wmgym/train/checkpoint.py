@@ -1,21 +1,35 @@
 """Checkpoint plumbing shared by the training loops: atomic writes, run directories with
 optimizer state as safetensors + JSON (no pickle anywhere, DESIGN.md), and their learning-rate
-schedule."""
+schedule; what a resume checks (issue 36): the log read back tolerating a damaged last line,
+and the configuration compared with the one the run was started with."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
-import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from wmgym.model.model_files import (MODEL_DIRECTORY, check_output, recover_directory, replace_directory,  # noqa: F401
+                                     temporary_directory_beside)
+from wmgym.writer_lock import WriterLock
+
 STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"
+RUN_DIRECTORY = "run directory"  # what the writer lock of a training run's `out` is called in messages
+
+RESUME_MAY_CHANGE = frozenset({
+    "out", "resume", "overwrite", "allow_config_change",  # how this invocation treats `out`
+    "steps", "stop_after", "stop_after_minutes",  # the budget: a resume usually extends or time-boxes it
+    "num_threads", "device", "num_workers", "show_progress", "tensorboard",  # where and how it runs
+    "checkpoint_every", "keep_checkpoints", "log_every",  # how often it saves and logs
+})
+"""train_config.json keys a `--resume` may change freely; any other difference (data, seed,
+batch size, learning rate, architecture...) is refused without `--allow-config-change`."""
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -23,31 +37,6 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def replace_directory(tmp: Path, final: Path) -> None:
-    """Move the complete directory `tmp` to `final`, replacing an older `final`.
-
-    A rename cannot replace a non-empty directory, so the old one is moved aside first; at
-    every moment either the old or the new directory is complete under some name.
-    """
-    previous = _previous(final)
-    shutil.rmtree(previous, ignore_errors=True)
-    if final.exists():
-        os.replace(final, previous)
-    os.replace(tmp, final)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def recover_directory(final: Path) -> None:
-    """After a crash between `replace_directory`'s two renames, put the old directory back."""
-    previous = _previous(final)
-    if not final.exists() and previous.exists():
-        os.replace(previous, final)
-
-
-def _previous(final: Path) -> Path:
-    return final.with_name(f".{final.name}.previous")
 
 
 def section(tensors: dict, prefix: str) -> dict:
@@ -91,9 +80,7 @@ def write_run_directory(out: Path, write_model: Callable[[Path], None], config, 
     `STATE_FILE`, JSON-able dict saved as `STATE_META`)."""
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+    tmp = temporary_directory_beside(out, RUN_DIRECTORY)
     write_model(tmp)
     (tmp / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
     (tmp / "log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
@@ -117,28 +104,107 @@ def load_training_state(out: Path, optimizer) -> tuple[dict, dict, list[dict]]:
     tensors, log), the log cut at the checkpoint's step (lines past it are redone)."""
     from safetensors.torch import load_file
 
-    meta = json.loads((out / STATE_META).read_text())
-    tensors = load_file(out / STATE_FILE)
+    meta = read_json(out / STATE_META)
+    try:
+        tensors = load_file(out / STATE_FILE)
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"cannot resume {out}: {out / STATE_FILE} is not a readable safetensors file ({error})") from None
     optimizer.load_state_dict(unflatten_optimizer(section(tensors, "optimizer/"), meta["optimizer"]))
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+    log = read_log(out / "log.jsonl") if (out / "log.jsonl").is_file() else []
     return meta, tensors, [entry for entry in log if entry["step"] <= meta["step"]]
+
+
+def read_json(path: Path):
+    """A JSON file's content; ValueError naming the file when it is not valid JSON."""
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+
+
+def read_log(path: Path) -> list[dict]:
+    """The entries of a log.jsonl (one JSON object with an integer "step" a line).
+
+    A damaged last line (a run killed while writing it) is dropped with a warning; a damaged
+    line anywhere else is a ValueError naming the file and the line."""
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    last = max((number for number, line in enumerate(lines) if line.strip()), default=-1)
+    entries = []
+    for number, line in enumerate(lines[: last + 1]):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                raise ValueError("not an object with an integer 'step'")
+        except ValueError as error:
+            if number == last:
+                warnings.warn(f"{path}: dropping its damaged last line {number + 1} ({error}); the run was "
+                              "probably stopped while writing it", stacklevel=2)
+                break
+            raise ValueError(f"{path}, line {number + 1}: not a log entry ({error}); repair or delete that line") from None
+        entries.append(entry)
+    return entries
+
+
+def check_resume_config(saved: dict, source: Path, config, allow_change: bool) -> None:
+    """Refuse to resume with a configuration that differs from `saved` (the run's, read from
+    `source`) in a key outside `RESUME_MAY_CHANGE`, listing each such key with its old and new
+    value; with `allow_change` warn instead. Keys only one side knows (a run made by another
+    version of wmgym) are not compared."""
+    new = json.loads(json.dumps(asdict(config)))
+    changed = {key: (saved[key], value) for key, value in new.items()
+               if key in saved and key not in RESUME_MAY_CHANGE and not _same_setting(key, saved[key], value)}
+    if not changed:
+        return
+    listed = ", ".join(f"{key} {old!r} -> {value!r}" for key, (old, value) in changed.items())
+    if not allow_change:
+        raise ValueError(f"cannot resume {config.out}: its configuration ({source}) differs in {listed}; resume with "
+                         "the saved values, or pass --allow-config-change to continue with the new ones")
+    warnings.warn(f"resuming {config.out} with a changed configuration (--allow-config-change): {listed}; "
+                  f"{source} records the new one", stacklevel=2)
+
+
+def _same_setting(key: str, old, new) -> bool:
+    """Equal values; for the path settings (stores, a model to start from), the same files
+    however written (relative or absolute)."""
+    if old == new:
+        return True
+    as_list = lambda value: value if isinstance(value, list) else [value]
+    if key not in ("data", "extra_data", "init_from", "codec") or not all(isinstance(v, str) for v in as_list(old) + as_list(new)):
+        return False
+    return [Path(v).resolve() for v in as_list(old)] == [Path(v).resolve() for v in as_list(new)]
 
 
 def start_run(config) -> Path:
     """The first steps of every resumable `wmgym train-*` (idm, videoclip, lpips), given its config
-    (`out`, `resume`, `overwrite`, `num_threads`): restore a directory a crash left aside, refuse to
-    clobber a run unless told, refuse to resume a finished one (it has no `STATE_FILE`), and set
-    torch's CPU threads. Returns `Path(config.out)`."""
+    (`out`, `resume`, `overwrite`, `allow_config_change`, `num_threads`); call it holding the
+    run's writer lock (`run_lock`). Restores a directory a crash left aside, refuses to replace
+    anything but a run (a model directory) and a run unless told, refuses to resume a finished
+    one (it has no `STATE_FILE`) or with a changed configuration (`check_resume_config`), and
+    sets torch's CPU threads. Returns `Path(config.out)`."""
     out = Path(config.out)
     if config.resume:
         recover_directory(out)
-    if out.exists() and not (config.resume or config.overwrite):
-        raise FileExistsError(f"{out} already exists; pass --resume to continue it or --overwrite to replace it")
-    if config.resume and out.exists() and not (out / STATE_FILE).is_file():
+    exists = check_output(out, MODEL_DIRECTORY, config.resume or config.overwrite,
+                          hint="pass --resume to continue it or --overwrite to replace it")
+    if config.resume and exists and not (out / STATE_FILE).is_file():
         raise ValueError(f"{out} holds a finished run (no {STATE_FILE}); pass --overwrite to train a new one")
+    if config.resume and exists and (out / "train_config.json").is_file():
+        check_resume_config(read_json(out / "train_config.json"), out / "train_config.json", config,
+                            getattr(config, "allow_config_change", False))
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     return out
+
+
+def run_lock(out, is_main_process: bool = True):
+    """The writer lock of the run directory `out`, held for a whole run so a second run on the
+    same `out` refuses naming the first (issue 36); only the main process of a multi-process
+    run takes it (a do-nothing context in the others)."""
+    from contextlib import nullcontext
+
+    return WriterLock(out, RUN_DIRECTORY) if is_main_process else nullcontext()
 
 
 class ConfigAndWeights:
@@ -150,14 +216,12 @@ class ConfigAndWeights:
     CONFIG_CLASS: type
     MODEL_NAME: str = "model"
 
-    def save_pretrained(self, directory) -> Path:
-        """Write config.json + model.safetensors atomically (a temporary directory, then rename)."""
-        import tempfile
-
+    def save_pretrained(self, directory, overwrite: bool = False) -> Path:
+        """Write config.json + model.safetensors atomically (a temporary directory, then rename).
+        `directory` must not exist, be empty, or (with `overwrite`) hold a model directory."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is for sharing
+        check_output(directory, MODEL_DIRECTORY, overwrite)
+        tmp = temporary_directory_beside(directory, MODEL_DIRECTORY.name)
         self.write_files(tmp)
         replace_directory(tmp, directory)
         return directory

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.data.store import FRAME_ARRAYS, EpisodeStore
-from wmgym.train.checkpoint import flatten_optimizer, recover_directory, replace_directory, section, unflatten_optimizer
+from wmgym.train.checkpoint import (MODEL_DIRECTORY, check_output, check_resume_config, flatten_optimizer, read_json,
+                                    recover_directory, replace_directory, run_lock, section, temporary_directory_beside,
+                                    unflatten_optimizer)
 
 # torch, diffusers and safetensors are imported inside the functions: the CLI imports this
 # module, and importing them here would add seconds to every `wmgym` command and worker.
@@ -89,15 +90,28 @@ class TrainCodecConfig:
     checkpoint_every: int = 500
     """Steps between checkpoints and held-out PSNR measurements."""
     resume: bool = False
-    """Continue the checkpoint at `out` (optimizer and random state included)."""
+    """Continue the checkpoint at `out` (optimizer and random state included); refused when a
+    setting differs from the one it was trained with (see --allow-config-change)."""
     overwrite: bool = False
-    """Replace an existing checkpoint at `out` with a fresh run."""
+    """Replace an existing checkpoint (a model directory) at `out` with a fresh run; anything else at `out` is refused."""
+    allow_config_change: bool = False
+    """Let --resume continue with settings that differ from the checkpoint's saved configuration
+    (data, seed, batch size, learning rate, ...: each change is listed in a warning; the
+    architecture can never change). Without it such a resume is refused. Always free to change
+    on resume: steps, device, checkpoint_every, log_every."""
     max_frames: int | None = None
     """Cap on training frames loaded (all views together; a random subset); None = all."""
 
 
 def train_codec(config: TrainCodecConfig) -> Path:
-    """Train (or resume) a codec, write the checkpoint directory `config.out`, return its path."""
+    """Train (or resume) a codec, write the checkpoint directory `config.out`, return its path.
+    Holds the writer lock of `config.out` throughout, so a second run on it refuses."""
+    _check_config(config)
+    with run_lock(config.out):
+        return _train_locked(config)
+
+
+def _train_locked(config: TrainCodecConfig) -> Path:
     import torch
 
     from wmgym.model.autoencoder import AutoencoderKLCodec
@@ -107,9 +121,8 @@ def train_codec(config: TrainCodecConfig) -> Path:
     device = resolve_device(config.device)
     if config.resume:
         recover_directory(out)
-    if out.exists() and not (config.resume or config.overwrite):
-        raise FileExistsError(f"checkpoint {out} already exists; pass --resume to continue it or --overwrite to replace it")
-    _check_config(config)
+    exists = check_output(out, MODEL_DIRECTORY, config.resume or config.overwrite,
+                          hint="pass --resume to continue it or --overwrite to replace it")
     store = EpisodeStore.open(config.data)
     rng = np.random.default_rng(config.seed)
     train_frames, _ = _load_frames(store, "train", config, rng)
@@ -125,7 +138,7 @@ def train_codec(config: TrainCodecConfig) -> Path:
     batch_rng = torch.Generator().manual_seed(config.seed)
     noise_rng = torch.Generator(device).manual_seed(config.seed + 1)
     training = {"step": 0, "seconds": 0.0, "log": [], "val": []}
-    if config.resume and out.exists():
+    if config.resume and exists:
         training = _restore(out, config, codec, optimizer, batch_rng, noise_rng)
     else:
         training["val"].append({"step": 0, **_validate(codec, val_frames, val_views, config.views)})
@@ -189,10 +202,15 @@ def load_codec(directory: str | os.PathLike) -> AutoencoderKLCodec:
     for name in (CONFIG_FILE, CODEC_FILE):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory} is not a codec checkpoint: {name} is missing")
-    raw = json.loads((directory / CONFIG_FILE).read_text())
+    from wmgym.model.config_checks import read_config_json
+
+    raw = read_config_json(directory / CONFIG_FILE)
     if "codec" not in raw:
         raise ValueError(f"{directory / CONFIG_FILE} has no 'codec' key; keys are {sorted(raw)}")
-    codec = AutoencoderKLCodec.from_config(raw["codec"])
+    try:
+        codec = AutoencoderKLCodec.from_config(raw["codec"])
+    except ValueError as error:
+        raise ValueError(f"{directory / CONFIG_FILE}: codec: {error}") from None
     load_state_checked(codec, directory / CODEC_FILE)
     return codec.eval()
 
@@ -269,8 +287,7 @@ def _save_checkpoint(out: Path, codec, optimizer, batch_rng, noise_rng, training
     tensors = {f"optimizer/{k}": v for k, v in optimizer_tensors.items()}
     tensors.update({"rng/batch": batch_rng.get_state(), "rng/noise": noise_rng.get_state()})
     meta = {"codec": codec.config(), "training": {**training, "config": asdict(config), "optimizer": optimizer_meta}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    tmp = temporary_directory_beside(out, "codec checkpoint")
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}, tmp / CODEC_FILE)
     save_file(tensors, tmp / STATE_FILE)
@@ -286,15 +303,19 @@ def _restore(out: Path, config: TrainCodecConfig, codec, optimizer, batch_rng, n
     for name in (CONFIG_FILE, CODEC_FILE, STATE_FILE):
         if not (out / name).is_file():
             raise FileNotFoundError(f"cannot resume {out}: {name} is missing")
-    meta = json.loads((out / CONFIG_FILE).read_text())
+    meta = read_json(out / CONFIG_FILE)
     training, saved_codec = meta["training"], meta["codec"]
     saved = training.pop("config")
     for key in ARCHITECTURE:
         if saved[key] != json.loads(json.dumps(getattr(config, key))):
             raise ValueError(f"cannot resume {out}: it was trained with {key}={saved[key]}, this run asks for {getattr(config, key)}")
+    check_resume_config(saved, out / CONFIG_FILE, config, config.allow_config_change)
     codec.set_latent_statistics(**{k: saved_codec["vae_config"][k] for k in ("scaling_factor", "shift_factor")})
     load_state_checked(codec, out / CODEC_FILE)
-    tensors = load_file(out / STATE_FILE)
+    try:
+        tensors = load_file(out / STATE_FILE)
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"cannot resume {out}: {out / STATE_FILE} is not a readable safetensors file ({error})") from None
     batch_rng.set_state(tensors["rng/batch"])
     noise_rng.set_state(tensors["rng/noise"])
     optimizer.load_state_dict(unflatten_optimizer(section(tensors, "optimizer/"), training.pop("optimizer")))

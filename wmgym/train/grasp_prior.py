@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig, WIDTH_COLUMNS, close_events, event_features
+from wmgym.model.model_files import MODEL_DIRECTORY, check_output
 
 
 @dataclass
@@ -33,7 +34,10 @@ class TrainGraspPriorConfig:
     """Episode stores that record the grasp state (`robot{0,1}_held_particles`, written by the
     current `wmgym generate`)."""
     out: str
-    """Directory to write the prior to (replaced)."""
+    """Directory to write the prior to: new, empty, or (with --overwrite) a model directory to replace
+    (e.g. `<world model dir>/grasp_prior`); anything else is refused."""
+    overwrite: bool = False
+    """Replace an existing model directory at `out`."""
     window: int = 2
     """Frames of pose per close event, ending at its first closed frame."""
     hidden: int = 128
@@ -82,6 +86,7 @@ def train_grasp_prior(config: TrainGraspPriorConfig) -> Path:
         raise ValueError("need at least one episode store (--data)")
     if min(config.epochs, config.batch_size, config.window, config.hidden) < 1 or config.learning_rate <= 0:
         raise ValueError("epochs, batch_size, window and hidden must be >= 1 and learning_rate > 0")
+    check_output(config.out, MODEL_DIRECTORY, config.overwrite)  # before the work, not after it
     parts = {split: [read_events(p, split, config.window, config.val_fraction) for p in config.data] for split in ("train", "val")}
     x, y = (np.concatenate([part[i] for part in parts["train"]]) for i in (0, 1))
     vx, vy = (np.concatenate([part[i] for part in parts["val"]]) for i in (0, 1))
@@ -110,7 +115,7 @@ def train_grasp_prior(config: TrainGraspPriorConfig) -> Path:
                    "val_held_rate": float(vy.mean()) if len(vy) else float("nan"),
                    "train_auc": roc_auc(score(x), y), "val_auc": roc_auc(score(vx), vy),
                    "config": asdict(config)}
-    out = model.save_pretrained(config.out)
+    out = model.save_pretrained(config.out, overwrite=config.overwrite)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"grasp prior -> {out}: val AUC {metrics['val_auc']:.3f} over {len(vy)} close events "
           f"({metrics['val_held_rate']:.0%} held), train AUC {metrics['train_auc']:.3f}")

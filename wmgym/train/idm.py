@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM, WIDTH_DIMS
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, start_run,
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 
 
@@ -103,9 +103,15 @@ class TrainIDMConfig:
     num_threads: int | None = None
     """torch CPU threads (None = torch's default)."""
     resume: bool = False
-    """Continue the unfinished run at `out` (optimizer state included)."""
+    """Continue the unfinished run at `out` (optimizer state included); refused when a setting
+    differs from its train_config.json (see --allow-config-change)."""
     overwrite: bool = False
-    """Replace an existing directory at `out` with a fresh run."""
+    """Replace an existing run (or model directory) at `out` with a fresh run; anything else at `out` is refused."""
+    allow_config_change: bool = False
+    """Let --resume continue with settings that differ from the run's saved configuration
+    (data, seed, batch size, learning rate, ...: each change is listed in a warning). Without
+    it such a resume is refused. Always free to change on resume: steps, stop_after,
+    stop_after_minutes, device, num_threads, show_progress, checkpoint_every, log_every."""
     show_progress: bool = True
     """Show a tqdm progress bar."""
 
@@ -152,20 +158,28 @@ class _Transitions:
 
 
 def train_idm(config: TrainIDMConfig) -> Path:
-    """Train (or resume) an inverse dynamics model; writes and returns the model directory `config.out`."""
+    """Train (or resume) an inverse dynamics model; writes and returns the model directory `config.out`.
+    The main process holds the writer lock of `config.out` throughout, so a second run on it refuses."""
+    from accelerate import Accelerator
+
+    _check_config(config)
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    if config.device == "cuda" and accelerator.device.type != "cuda":
+        raise ValueError("device='cuda' was asked for but CUDA is not available")
+    with run_lock(config.out, accelerator.is_main_process):
+        accelerator.wait_for_everyone()  # no process reads `out` before the lock is held
+        return _train_locked(config, accelerator)
+
+
+def _train_locked(config: TrainIDMConfig, accelerator) -> Path:
     import torch
     import torch.nn.functional as F
-    from accelerate import Accelerator
 
     from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
     from wmgym.policies.idm_metrics import r2_scores
     from wmgym.train.sampling import EpochPermutationSampler
 
-    _check_config(config)
     out = start_run(config)
-    accelerator = Accelerator(cpu=config.device == "cpu")
-    if config.device == "cuda" and accelerator.device.type != "cuda":
-        raise ValueError("device='cuda' was asked for but CUDA is not available")
     device, rank = accelerator.device, accelerator.process_index
 
     resumed = config.resume and (out / STATE_FILE).is_file()

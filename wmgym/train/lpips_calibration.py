@@ -47,7 +47,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, start_run,
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 
 RANKING_MARGIN = 0.02  # pairs whose scores differ by less are not ranked
@@ -98,9 +98,15 @@ class TrainLPIPSConfig:
     num_threads: int | None = None
     """torch CPU threads (None = torch's default)."""
     resume: bool = False
-    """Continue the unfinished run at `out` (optimizer state included)."""
+    """Continue the unfinished run at `out` (optimizer state included); refused when a setting
+    differs from its train_config.json (see --allow-config-change)."""
     overwrite: bool = False
-    """Replace an existing directory at `out` with a fresh run."""
+    """Replace an existing run (or model directory) at `out` with a fresh run; anything else at `out` is refused."""
+    allow_config_change: bool = False
+    """Let --resume continue with settings that differ from the run's saved configuration
+    (data, seed, batch size, learning rate, ...: each change is listed in a warning). Without
+    it such a resume is refused. Always free to change on resume: steps, stop_after,
+    stop_after_minutes, device, num_threads, show_progress, checkpoint_every, log_every."""
     show_progress: bool = True
     """Show a tqdm progress bar."""
 
@@ -154,14 +160,20 @@ def ranking_loss(distance, target, temperature: float):
 
 
 def train_lpips(config: TrainLPIPSConfig) -> Path:
-    """Train (or resume) a simulator-calibrated LPIPS; writes and returns the model directory `config.out`."""
+    """Train (or resume) a simulator-calibrated LPIPS; writes and returns the model directory `config.out`.
+    Holds the writer lock of `config.out` throughout, so a second run on it refuses."""
+    _check_config(config)
+    with run_lock(config.out):
+        return _train_locked(config)
+
+
+def _train_locked(config: TrainLPIPSConfig) -> Path:
     import torch
     import torch.nn.functional as F
 
     from wmgym.model.world_model import resolve_device
     from wmgym.rewards.lpips_head import MIN_FRAME_SIZE, build_lpips, load_calibrated, save_calibrated
 
-    _check_config(config)
     out = start_run(config)
     device = resolve_device(config.device)
     paths = (config.data, *config.extra_data)

@@ -76,7 +76,7 @@ from tqdm.auto import tqdm
 
 from wmgym.actions import WIDTH_DIMS
 from wmgym.envs.sb3 import to_normalized_actions
-from wmgym.train.checkpoint import write_text_atomic
+from wmgym.train.checkpoint import run_lock, write_text_atomic
 
 
 @dataclass
@@ -341,10 +341,8 @@ def evaluate_in_simulator(model, task: str, episodes: int, seed: int = 10_000, d
 
 
 def train_policy(config: TrainPolicyConfig) -> dict:
-    """Run the configured stages; saves each stage's model and returns (and writes) metrics."""
-    from stable_baselines3.common.vec_env import VecFrameStack
-
-    from wmgym.envs.sb3 import WMFoldVecEnv
+    """Run the configured stages; saves each stage's model and returns (and writes) metrics.
+    Holds the writer lock of `config.out` throughout, so a second run on it refuses."""
     from wmgym.sim.tasks import TASKS
 
     if config.task not in TASKS:
@@ -356,6 +354,15 @@ def train_policy(config: TrainPolicyConfig) -> dict:
     if config.critic_warmup_timesteps < 0 or config.ppo_learning_rate <= 0:
         raise ValueError(f"need critic_warmup_timesteps >= 0 and ppo_learning_rate > 0, got "
                          f"{config.critic_warmup_timesteps} and {config.ppo_learning_rate}")
+    with run_lock(config.out):  # one run at a time writes `out` (issue 36)
+        return _train_locked(config)
+
+
+def _train_locked(config: TrainPolicyConfig) -> dict:
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from wmgym.envs.sb3 import WMFoldVecEnv
+
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {"config": asdict(config)}

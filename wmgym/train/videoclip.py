@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from wmgym.data.dataset import episode_rows, read_rows, split_episodes
 from wmgym.data.store import EpisodeStore
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, start_run,
+from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 from wmgym.train.judge_eval import CALIBRATION_RULES, calibrate, evaluate
 
@@ -117,9 +117,15 @@ class TrainVideoCLIPConfig:
     num_threads: int | None = None
     """torch CPU threads (None = torch's default)."""
     resume: bool = False
-    """Continue the unfinished run at `out` (optimizer and random state included)."""
+    """Continue the unfinished run at `out` (optimizer and random state included); refused when
+    a setting differs from its train_config.json (see --allow-config-change)."""
     overwrite: bool = False
-    """Replace an existing directory at `out` with a fresh run."""
+    """Replace an existing run (or model directory) at `out` with a fresh run; anything else at `out` is refused."""
+    allow_config_change: bool = False
+    """Let --resume continue with settings that differ from the run's saved configuration
+    (data, seed, batch size, learning rate, ...: each change is listed in a warning). Without
+    it such a resume is refused. Always free to change on resume: steps, stop_after,
+    stop_after_minutes, device, num_threads, show_progress, checkpoint_every, log_every."""
     show_progress: bool = True
     """Show a tqdm progress bar."""
 
@@ -206,13 +212,19 @@ def task_captions(store: EpisodeStore) -> dict[str, str]:
 
 
 def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
-    """Train (or resume) a VideoCLIP, calibrate its judge, write the directory `config.out`, return its path."""
+    """Train (or resume) a VideoCLIP, calibrate its judge, write the directory `config.out`, return its path.
+    Holds the writer lock of `config.out` throughout, so a second run on it refuses."""
+    _check_config(config)
+    with run_lock(config.out):
+        return _train_locked(config)
+
+
+def _train_locked(config: TrainVideoCLIPConfig) -> Path:
     import torch
 
     from wmgym.model.world_model import resolve_device
     from wmgym.rewards.videoclip import NOT_DONE_CAPTION, VideoCLIP, VideoCLIPConfig, build_vocabulary
 
-    _check_config(config)
     out = start_run(config)
     device = resolve_device(config.device)
 

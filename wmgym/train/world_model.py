@@ -27,7 +27,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -35,11 +34,13 @@ from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.world_model import GRIPPER_DILATION, HELD_DIM, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
-from wmgym.train.checkpoint import section, write_text_atomic
+from wmgym.train.checkpoint import (check_output, check_resume_config, read_json, read_log, run_lock, section,
+                                    write_text_atomic)
 from wmgym.train.sampling import EpochPermutationSampler, epoch_items
 from wmgym.train.wm_build import (action_statistics, pose_statistics, with_condition_views, with_held_conditioning,
                                   with_pose_conditioning)
-from wmgym.train.wm_checkpoint import STATE_FILES, latest_checkpoint, restore_checkpoint, save_checkpoint
+from wmgym.train.wm_checkpoint import (RUN_DIRECTORY_KIND, latest_checkpoint, newest_intact_checkpoint, restore_checkpoint,
+                                       save_checkpoint)
 from wmgym.train.wm_validation import evaluate, split_conditions
 
 VAL_SEED_OFFSET = 7919  # validation draws from its own generator, the same at every validation
@@ -111,7 +112,15 @@ class TrainWorldModelConfig:
     val_batches: int = 4
     """Batches of validation windows, spread evenly over the val split."""
     resume: bool = False
-    """Continue from out/latest, or start when there is none (the checkpoint's model config wins)."""
+    """Continue from the newest intact checkpoint in out/checkpoints (a damaged newer one is
+    reported and set aside), or start when there is none (the checkpoint's model config wins).
+    Refused when a setting differs from out/train_config.json (see --allow-config-change)."""
+    allow_config_change: bool = False
+    """Let --resume continue with settings that differ from the run's train_config.json
+    (--data, --seed, --batch-size, --learning-rate, ...: each change is listed in a warning and
+    the file takes the new values). Without it such a resume is refused. Always free to change
+    on resume: --steps, --stop-after, --stop-after-minutes, --device, --num-workers,
+    --tensorboard, --checkpoint-every, --keep-checkpoints, --log-every."""
     init_from: str | None = None
     """Start a new run from a saved model's weights (a `WorldModel.save_pretrained` directory, e.g.
     wmgym/assets/wmfold/world_model) with a fresh optimizer and schedule: fine-tuning. Its config
@@ -180,35 +189,46 @@ class _LossModule(nn.Module):
 
 
 def train_world_model(config: TrainWorldModelConfig) -> Path:
-    """Train (or resume) a world model; returns the newest checkpoint directory."""
+    """Train (or resume) a world model; returns the newest checkpoint directory. The main
+    process holds the writer lock of `config.out` throughout, so a second run on it refuses."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers.training_utils import EMAModel
 
     _check_config(config)
-    out = Path(config.out)
     summary_writer = None
     if config.tensorboard:  # an optional dependency: fail before any work when it is missing
         try:
             from torch.utils.tensorboard import SummaryWriter as summary_writer
         except ImportError:
             raise ValueError("--tensorboard needs the optional `tensorboard` package: pip install tensorboard") from None
-    checkpoint = latest_checkpoint(out)
-    if checkpoint is not None and not config.resume:
-        raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu",
                               step_scheduler_with_optimizer=False)  # the schedule counts optimizer steps
     if config.device == "cuda" and accelerator.device.type != "cuda":
         raise ValueError("device='cuda' was asked for but CUDA is not available")
+    with run_lock(config.out, accelerator.is_main_process):
+        accelerator.wait_for_everyone()  # no process reads `out` before the lock is held
+        return _train_locked(config, accelerator, summary_writer)
+
+
+def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) -> Path:
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+
+    out = Path(config.out)
+    check_output(out, RUN_DIRECTORY_KIND, overwrite=True)  # its own run is continued or refused below; nothing else
+    if latest_checkpoint(out) is not None and not config.resume:
+        raise FileExistsError(f"{out} already holds checkpoints; pass --resume to continue or choose another --out")
+    if config.resume and (out / "train_config.json").is_file():
+        check_resume_config(read_json(out / "train_config.json"), out / "train_config.json", config, config.allow_config_change)
     set_seed(config.seed)
     rank, device = accelerator.process_index, accelerator.device
     num_actions = config.num_frames - 1
+    checkpoint, state, tensors = None, None, {}
+    if config.resume and (found := newest_intact_checkpoint(out, accelerator.is_main_process)) is not None:
+        checkpoint, model, state, tensors = found
     if checkpoint is None and config.init_from is not None:
         model = WorldModel.from_pretrained(config.init_from, device="cpu")
         if config.condition_views and tuple(model.config.condition_views) != tuple(config.condition_views):
             model = with_condition_views(model, config.condition_views)
-    elif checkpoint is not None:
-        model = WorldModel.from_pretrained(checkpoint / "model", device="cpu")
     # The model's views (a checkpoint's or an --init-from model's config wins) decide what the data yields.
     loaded = checkpoint is not None or config.init_from
     views = tuple(model.config.condition_views) if loaded else tuple(config.condition_views)
@@ -231,8 +251,6 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
         model.codec.load_state_dict(codec.state_dict())  # a trained codec's weights (none for pixels)
         state, tensors = None, {}
     else:
-        state = json.loads((checkpoint / STATE_FILES[0]).read_text())
-        tensors = load_file(checkpoint / STATE_FILES[1])
         model.denoiser.load_state_dict(section(tensors, "raw/"))
     model.codec.requires_grad_(False)
 
@@ -416,13 +434,14 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def _start_log(out: Path, config: TrainWorldModelConfig, step: int) -> None:
-    """Write train_config.json; on resume drop log lines past the checkpoint (they are redone)."""
+    """Write train_config.json; on resume drop log lines past the checkpoint (they are redone),
+    and a damaged last line (`read_log`); a fresh run starts an empty log."""
+    log = out / "log.jsonl"
+    kept = [entry for entry in read_log(log) if entry["step"] <= step] if step > 0 and log.exists() else []
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "train_config.json", json.dumps(asdict(config), indent=2))
-    log = out / "log.jsonl"
     if log.exists():
-        kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        write_text_atomic(log, "".join(line + "\n" for line in kept))
+        write_text_atomic(log, "".join(json.dumps(entry) + "\n" for entry in kept))
 
 
 def _log(out: Path, writer, record: dict) -> None:
