@@ -15,7 +15,7 @@ from wmgym.cli import main
 from wmgym.data.dataset import WindowDataset
 from wmgym.data.generate import plan_episodes
 from wmgym.data.store import EpisodeStore
-from wmgym.data.verify import is_checksummed
+from wmgym.data.chunks import is_checksummed
 
 from test_data import SIZE, TASKS, assert_records_equal, fake_run_episode
 

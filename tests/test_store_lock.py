@@ -135,7 +135,7 @@ def test_a_store_path_under_a_regular_file_fails_with_one_line_naming_it(tmp_pat
 def test_overwrite_refuses_a_directory_that_is_not_an_episode_store(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("precious")
-    with pytest.raises(FileExistsError, match=r"d is not an episode store"):
+    with pytest.raises(FileExistsError, match=r"d: it is not an episode store \(no zarr.json\) but holds notes.txt"):
         EpisodeStore.create(tmp_path / "d", SIZE, SIZE, TASKS, overwrite=True)
     assert (tmp_path / "d" / "notes.txt").read_text() == "precious"
     WriterLock(tmp_path / "d").acquire().release()  # the refused writer let its lock go (else WriterLockError)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from wmgym.data.store import EpisodeStore
-from wmgym.data.verify import naming_damage
+from wmgym.data.chunks import naming_damage
 
 SPLITS = ("train", "val", "all")
 READ_BLOCK_FRAMES = 4096  # rows read from zarr at a time while loading
@@ -161,7 +161,7 @@ def episode_rows(store: EpisodeStore, indices) -> tuple[np.ndarray, np.ndarray]:
 def read_rows(array, keep: np.ndarray) -> np.ndarray:
     """array[keep] for a zarr array, reading blocks so peak memory stays near the result; a
     decode error is re-raised as a ValueError naming the store, the array, the episodes and the
-    chunk (`wmgym.data.verify.naming_damage`)."""
+    chunk (`wmgym.data.chunks.naming_damage`)."""
     out = np.empty((int(keep.sum()), *array.shape[1:]), array.dtype)
     filled = 0
     for start in range(0, len(keep), READ_BLOCK_FRAMES):

@@ -32,7 +32,7 @@ even an all-zero one, so a changed byte fails its read and a missing chunk file 
 row is always damage; `open` checks that those chunk files exist (no data read) and refuses a
 store that lacks some, any read error names the store, the array and the episodes, and `wmgym verify` reads every
 chunk. Stores written before have no checksums and may legitimately lack all-zero chunks of
-small arrays: see `wmgym.data.verify` for what counts as damage there.
+small arrays: see `wmgym.data.chunks` for what counts as damage there.
 
 One writer at a time: `create` and `open(mode="a")` take the store's `WriterLock` before they
 change anything and hold it until `close()` (or the end of a `with` block); readers take none.
@@ -54,7 +54,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from wmgym.data.verify import check_chunk_files, checksummed_codecs, naming_damage
+from wmgym.data.chunks import check_chunk_files, checksummed_codecs, naming_damage
+from wmgym.outputs import OutputKind, check_output
 from wmgym.sim.episode import EPISODE_KINDS, EpisodeRecord, EpisodeSpec
 from wmgym.writer_lock import WriterLock
 
@@ -97,6 +98,7 @@ EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
 # even an all-zero one (zarr skips those by default, so a lost file would read as zeros).
 _CHECKED = {"compressors": checksummed_codecs(), "config": {"write_empty_chunks": True}}
 ATTR_LISTS = ("episode_captions", "goal_captions")
+EPISODE_STORE = OutputKind("episode store", ("zarr.json",))  # what --overwrite may replace
 ROOT_ATTRS = ("format_version", "height", "width", "tasks") + ATTR_LISTS
 
 
@@ -153,10 +155,8 @@ class EpisodeStore:
             if not overwrite:
                 raise FileExistsError(f"episode store {path} already exists; pass --resume to "
                                       "continue it or --overwrite to replace it")
-            if not (path / "zarr.json").is_file() and (path.is_file() or any(path.iterdir())):
-                raise FileExistsError(f"{path} is not an episode store (no zarr.json); refusing to "
-                                      "replace it: choose another path or delete it yourself")
-            shutil.rmtree(path)
+            if check_output(path, EPISODE_STORE, overwrite):  # refuses anything but a store
+                shutil.rmtree(path)
         return zarr.open_group(path, mode="w")
 
     @staticmethod
@@ -262,7 +262,7 @@ class EpisodeStore:
 
     def _read(self, key: str, rows: slice) -> np.ndarray:
         """Rows `rows` of array `key`; a decode error becomes a ValueError naming the store,
-        the array, the episodes and the damaged chunk (`wmgym.data.verify.naming_damage`)."""
+        the array, the episodes and the damaged chunk (`wmgym.data.chunks.naming_damage`)."""
         array = self.root[key]
         with naming_damage(array, rows, self.path, self._ends):
             return array[rows]

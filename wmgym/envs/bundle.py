@@ -20,7 +20,7 @@ Layout of a bundle directory (DESIGN.md, "Checkpoints"; no pickles):
 `make_bundle` renders the banks with the reference simulator, so `reset` in `WMFold-v0`
 starts from the same states `SimFold-v0` does (start frame i is `SimFold-v0`'s first
 observation for `reset(seed=bank_seed + i)`). It writes a new bundle, or replaces an existing
-one only when told to (`overwrite`), never anything else (`wmgym.model.model_files.check_output`),
+one only when told to (`overwrite`), never anything else (`wmgym.outputs.check_output`),
 holding a writer lock on the output meanwhile.
 """
 
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from wmgym.model.model_files import OutputKind, check_output, replace_directory, temporary_directory_beside
+from wmgym.outputs import OutputKind, check_output, replace_directory, temporary_directory_beside
 from wmgym.writer_lock import WriterLock
 
 FORMAT_VERSION = 1

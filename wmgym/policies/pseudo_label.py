@@ -23,7 +23,6 @@ They hold `out`'s writer lock (`wmgym.writer_lock`) throughout: one writer of a 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,8 +31,9 @@ import zarr
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM
-from wmgym.data.store import HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS, EpisodeStore
-from wmgym.data.verify import naming_damage
+from wmgym.data.store import EPISODE_STORE, HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS, EpisodeStore
+from wmgym.data.chunks import naming_damage
+from wmgym.outputs import check_output, replace_directory, temporary_directory_beside
 from wmgym.writer_lock import WriterLock, lock_path
 
 PROPRIOCEPTION = tuple(f"robot{r}_{name}" for r in (0, 1) for name in ("eef_pos", "eef_rot_axis_angle", "gripper_width"))
@@ -111,18 +111,14 @@ def _check_paths(source, out, overwrite: bool) -> tuple[Path, Path]:
     EpisodeStore.open(source)  # FileNotFoundError / ValueError for a missing or malformed store
     if out.resolve() == source.resolve():
         raise ValueError(f"the output store must differ from the source store {source}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it")
+    check_output(out, EPISODE_STORE, overwrite, hint="pass overwrite=True to replace it")
     return source, out
 
 
 def _copy_and_edit(source: Path, out: Path, overwrite: bool, edit) -> Path:
     """Copy the committed store `source` beside `out`, apply `edit(root)`, rename it to `out`."""
-    from wmgym.train.checkpoint import replace_directory
-
     with WriterLock(out, "episode store"):  # before anything beside `out` is made or replaced
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        tmp.chmod(0o755)
+        tmp = temporary_directory_beside(out, "episode store")
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         with EpisodeStore.open(tmp, mode="a"):  # drop rows an interrupted append left past the commit point
             pass

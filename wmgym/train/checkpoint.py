@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from wmgym.model.model_files import (MODEL_DIRECTORY, check_output, recover_directory, replace_directory,  # noqa: F401
-                                     temporary_directory_beside)
+from wmgym.model.model_files import MODEL_DIRECTORY
+from wmgym.outputs import check_output, recover_directory, replace_directory, temporary_directory_beside
 from wmgym.writer_lock import WriterLock
 
 STATE_FILE, STATE_META = "training_state.safetensors", "training_state.json"

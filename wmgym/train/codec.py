@@ -32,9 +32,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.data.store import FRAME_ARRAYS, EpisodeStore
-from wmgym.train.checkpoint import (MODEL_DIRECTORY, check_output, check_resume_config, flatten_optimizer, read_json,
-                                    recover_directory, replace_directory, run_lock, section, temporary_directory_beside,
-                                    unflatten_optimizer)
+from wmgym.model.model_files import MODEL_DIRECTORY
+from wmgym.outputs import check_output, recover_directory, replace_directory, temporary_directory_beside
+from wmgym.train.checkpoint import check_resume_config, flatten_optimizer, read_json, run_lock, section, unflatten_optimizer
 
 # torch, diffusers and safetensors are imported inside the functions: the CLI imports this
 # module, and importing them here would add seconds to every `wmgym` command and worker.

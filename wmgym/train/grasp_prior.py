@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig, WIDTH_COLUMNS, close_events, event_features
-from wmgym.model.model_files import MODEL_DIRECTORY, check_output
+from wmgym.model.model_files import MODEL_DIRECTORY
+from wmgym.outputs import check_output
 
 
 @dataclass

@@ -27,9 +27,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from wmgym.model.model_files import OutputKind
-from wmgym.train.checkpoint import (RUN_DIRECTORY, flatten_optimizer, read_json, replace_directory, section,
-                                    temporary_directory_beside, unflatten_optimizer, write_text_atomic)
+from wmgym.outputs import OutputKind, replace_directory, temporary_directory_beside
+from wmgym.train.checkpoint import RUN_DIRECTORY, flatten_optimizer, read_json, section, unflatten_optimizer, write_text_atomic
 
 STATE_FILES = ("training_state.json", "training_state.safetensors")
 RUN_DIRECTORY_KIND = OutputKind(RUN_DIRECTORY, ("train_config.json",))  # what `out` may hold: a run, written first thing

@@ -34,8 +34,8 @@ from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.world_model import GRIPPER_DILATION, HELD_DIM, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
-from wmgym.train.checkpoint import (check_output, check_resume_config, read_json, read_log, run_lock, section,
-                                    write_text_atomic)
+from wmgym.outputs import check_output
+from wmgym.train.checkpoint import check_resume_config, read_json, read_log, run_lock, section, write_text_atomic
 from wmgym.train.sampling import EpochPermutationSampler, epoch_items
 from wmgym.train.wm_build import (action_statistics, pose_statistics, with_condition_views, with_held_conditioning,
                                   with_pose_conditioning)
