@@ -224,3 +224,18 @@ def test_truncated_start_grippers_is_a_one_line_error_naming_the_file(bundle_cop
     with pytest.raises(ValueError, match=r"start_grippers\.safetensors is not a readable safetensors file") as raised:
         Bundle.load(bundle_copy)
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_train_policy_refuses_a_directory_that_is_not_a_policy_run_and_replaces_one_only_with_overwrite(tmp_path):
+    from wmgym.train.policy import TrainPolicyConfig, train_policy
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a policy run .* holds notes.txt"):
+        train_policy(TrainPolicyConfig(out=str(tmp_path / "notes"), ppo_timesteps=8))
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "precious"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "bc.zip").write_bytes(b"an earlier run's policy")
+    with pytest.raises(FileExistsError, match="already exists \\(a policy run\\); pass --overwrite"):
+        train_policy(TrainPolicyConfig(out=str(tmp_path / "run"), ppo_timesteps=8))
+    assert (tmp_path / "run" / "bc.zip").read_bytes() == b"an earlier run's policy"

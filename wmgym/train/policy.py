@@ -76,7 +76,10 @@ from tqdm.auto import tqdm
 
 from wmgym.actions import WIDTH_DIMS
 from wmgym.envs.sb3 import to_normalized_actions
+from wmgym.outputs import OutputKind, check_output
 from wmgym.train.checkpoint import run_lock, write_text_atomic
+
+POLICY_RUN = OutputKind("policy run", ("*.zip",))  # what --overwrite may replace: a directory of SB3 models
 
 
 @dataclass
@@ -84,7 +87,10 @@ class TrainPolicyConfig:
     """Train a frame-to-action policy for one task: behaviour cloning, then PPO and/or judge-filtered fine-tuning inside WMFold-v0; evaluated in SimFold-v0."""
 
     out: str
-    """Output directory: bc.zip, ppo.zip, filtered.zip (SB3 models), metrics.json."""
+    """Output directory: bc.zip, ppo.zip, filtered.zip (SB3 models), metrics.json. An existing policy run
+    there is replaced only with --overwrite; a non-empty directory of anything else is refused."""
+    overwrite: bool = False
+    """Replace the policy run at --out (its SB3 models and metrics)."""
     data: str | None = None
     """A `wmgym generate` store with demonstrations (None: no behaviour cloning, PPO from scratch)."""
     task: str = "fold_half"
@@ -355,6 +361,7 @@ def train_policy(config: TrainPolicyConfig) -> dict:
         raise ValueError(f"need critic_warmup_timesteps >= 0 and ppo_learning_rate > 0, got "
                          f"{config.critic_warmup_timesteps} and {config.ppo_learning_rate}")
     with run_lock(config.out):  # one run at a time writes `out` (issue 36)
+        check_output(config.out, POLICY_RUN, config.overwrite)  # before the work, not after it
         return _train_locked(config)
 
 
