@@ -51,7 +51,7 @@ def code_version() -> str:
 
 
 def machine() -> dict:
-    """What ran the benchmark: DESIGN.md asks every benchmark to name its machine."""
+    """What ran the benchmark: docs/design.md, "Scale and benchmarks", asks every benchmark to name its machine."""
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(line, flush=True)
     fps = {r["resolution"]: r["frames_per_second"] for r in report["runs"]}
     if 64 in fps and 128 in fps:
-        # A ratio measured in one run (DESIGN.md, Scale): how much 4x the pixels costs.
+        # A ratio measured in one run (docs/design.md, "Scale and benchmarks"): how much 4x the pixels costs.
         report["ratio_fps_64_over_128"] = round(fps[64] / fps[128], 2)
         print(f"frames/s ratio 64x64 / 128x128: {report['ratio_fps_64_over_128']:.2f}")
     if args.json:

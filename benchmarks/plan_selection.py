@@ -6,7 +6,7 @@ Pools `wmgym plan` runs of the same settings over disjoint start states
 per task and pooled), and with `--plot` draws it:
 
     python benchmarks/plan_selection.py runs/plan_k16.json runs/plan_k16_s20.json runs/plan_k16_s40.json \
-        --out docs/plan_selection/selection.json --plot docs/plan_selection/selection.png
+        --out docs/plan_selection_held/selection.json --plot docs/plan_selection_held/selection.png
 
 Runs made with `--random-proposals K` execute K random proposals per start state, whose mean
 is that start state's random-proposal success rate: a sharper baseline than one draw.

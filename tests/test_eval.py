@@ -13,7 +13,7 @@ import torch
 
 from wmgym.cli import main
 from wmgym.data.generate import plan_episodes
-from wmgym.eval import EvalConfig, evaluate, psnr, ssim, swap_controllability
+from wmgym.eval.fidelity import EvalConfig, evaluate, psnr, ssim, swap_controllability
 from wmgym.rewards.lpips_head import default_trunk_path
 from wmgym.sim.episode import EpisodeSpec, replay_actions, run_episode
 from wmgym.sim.tasks import TASKS

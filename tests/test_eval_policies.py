@@ -23,7 +23,7 @@ def test_scripted_policy_in_the_lockstep_simulator_matches_run_episode():
     records = [run_episode(EpisodeSpec(s.task, s.seed, "demo", 0.0)) for s in starts]
     np.testing.assert_array_equal(result["success"], [r.success for r in records])
     np.testing.assert_allclose(result["score"], [r.score[-1] for r in records], rtol=1e-6)
-    assert result["success"].all()  # noise 0 folds every shirt (docs/benchmarks.md)
+    assert result["success"].all()  # noise 0 folds every shirt (docs/results.md)
 
 
 class Recorder(Policy):

@@ -179,5 +179,5 @@ def test_the_shipped_world_model_loads_with_its_prior_and_imagines_held_and_miss
         with torch.no_grad():
             frames = model.rollout(stack("frames")[:, :1], stack("actions"), generator=torch.Generator().manual_seed(0), **extra)
         last[name] = np.asarray(frames[:, -1], np.float64)
-    # docs/benchmarks.md: flipping the grasp state moves the last imagined frame by 2.0/255 on average
+    # docs/model_card.md, "Training history": flipping the grasp state moves the last imagined frame by 2.0/255 on average
     assert np.abs(last["held"] - last["missed"]).mean() > 0.5

@@ -1,26 +1,47 @@
-"""The `wmgym` console script: each subcommand parses one config dataclass and calls one function."""
+"""The `wmgym` console script: each subcommand parses one config dataclass and calls one function.
+
+The config dataclasses are imported here without torch; the function that runs a command is
+imported only when that command runs (`_when_run`), so `wmgym --help` and `wmgym <command> --help`
+answer without importing torch (issue 37).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Callable, Union
 
 import tyro
 
-from wmgym.data.generate import GenerateConfig, generate
-from wmgym.data.imagine import ImagineConfig, imagine_store
-from wmgym.eval.fidelity import EvalConfig, evaluate
-from wmgym.eval.policies import EvalPoliciesConfig, evaluate_policies
-from wmgym.policies.mpc import PlanConfig, plan
-from wmgym.train.codec import TrainCodecConfig, train_codec
-from wmgym.train.grasp_prior import TrainGraspPriorConfig, train_grasp_prior
-from wmgym.train.idm import TrainIDMConfig, train_idm
-from wmgym.train.lpips_calibration import TrainLPIPSConfig, train_lpips
-from wmgym.train.policy import TrainPolicyConfig, train_policy
-from wmgym.train.videoclip import TrainVideoCLIPConfig, train_videoclip
-from wmgym.train.world_model import TrainWorldModelConfig, train_world_model
+from wmgym.data.generate import GenerateConfig
+from wmgym.data.imagine import ImagineConfig
+from wmgym.eval.fidelity_config import EvalConfig
+from wmgym.eval.policies import EvalPoliciesConfig
+from wmgym.policies.plan_config import PlanConfig
+from wmgym.train.codec import TrainCodecConfig
+from wmgym.train.grasp_prior import TrainGraspPriorConfig
+from wmgym.train.idm import TrainIDMConfig
+from wmgym.train.lpips_calibration import TrainLPIPSConfig
+from wmgym.train.policy import TrainPolicyConfig
+from wmgym.train.videoclip import TrainVideoCLIPConfig
+from wmgym.train.wm_config import TrainWorldModelConfig
 from wmgym.writer_lock import WriterLockError
+
+DESCRIPTION = ("A learned simulator for bimanual cloth folding: generate episodes in the cloth simulator, train a world "
+               "model and its reward models on them, bundle them as the WMFold-v0 environment, then measure it against "
+               "the simulator and plan or train policies in it.")
+
+
+def _when_run(target: str) -> Callable:
+    """The function "module:name", imported when the command runs rather than when the CLI starts."""
+    module, name = target.split(":")
+
+    def run(config):
+        return getattr(importlib.import_module(module), name)(config)
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
 @dataclass
@@ -183,17 +204,29 @@ def verify(config: VerifyConfig) -> None:
         raise ValueError(report.summary())
 
 
-COMMANDS = {"generate": (GenerateConfig, generate), "show": (ShowConfig, show), "rollout": (RolloutConfig, rollout),
-            "train-codec": (TrainCodecConfig, train_codec), "train-wm": (TrainWorldModelConfig, train_world_model),
-            "train-videoclip": (TrainVideoCLIPConfig, train_videoclip), "bundle": (BundleConfig, bundle),
-            "eval": (EvalConfig, evaluate), "eval-policies": (EvalPoliciesConfig, evaluate_policies),
-            "train-policy": (TrainPolicyConfig, train_policy), "plan": (PlanConfig, plan),
-            "train-idm": (TrainIDMConfig, train_idm), "train-lpips": (TrainLPIPSConfig, train_lpips), "imagine": (ImagineConfig, imagine_store),
-            "train-grasp-prior": (TrainGraspPriorConfig, train_grasp_prior), "verify": (VerifyConfig, verify)}
+COMMANDS = {"generate": (GenerateConfig, _when_run("wmgym.data.generate:generate")), "show": (ShowConfig, show),
+            "rollout": (RolloutConfig, rollout),
+            "train-codec": (TrainCodecConfig, _when_run("wmgym.train.codec:train_codec")),
+            "train-wm": (TrainWorldModelConfig, _when_run("wmgym.train.world_model:train_world_model")),
+            "train-videoclip": (TrainVideoCLIPConfig, _when_run("wmgym.train.videoclip:train_videoclip")),
+            "bundle": (BundleConfig, bundle), "eval": (EvalConfig, _when_run("wmgym.eval.fidelity:evaluate")),
+            "eval-policies": (EvalPoliciesConfig, _when_run("wmgym.eval.policies:evaluate_policies")),
+            "train-policy": (TrainPolicyConfig, _when_run("wmgym.train.policy:train_policy")),
+            "plan": (PlanConfig, _when_run("wmgym.policies.mpc:plan")),
+            "train-idm": (TrainIDMConfig, _when_run("wmgym.train.idm:train_idm")),
+            "train-lpips": (TrainLPIPSConfig, _when_run("wmgym.train.lpips_calibration:train_lpips")),
+            "imagine": (ImagineConfig, _when_run("wmgym.data.imagine:imagine_store")),
+            "train-grasp-prior": (TrainGraspPriorConfig, _when_run("wmgym.train.grasp_prior:train_grasp_prior")),
+            "verify": (VerifyConfig, verify)}
+"""Subcommand -> (the config dataclass its arguments fill, the function that runs it)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in COMMANDS.items()}, args=argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    is_listing = not args or args[0] not in COMMANDS  # `wmgym --help` lists each command by its docstring's first line
+    choices = [Annotated[cls, tyro.conf.subcommand(name, description=cls.__doc__.split("\n")[0] if is_listing else None)]
+               for name, (cls, _) in COMMANDS.items()]
+    config = tyro.cli(Union[tuple(choices)], prog="wmgym", description=DESCRIPTION, args=args)
     function = next(function for cls, function in COMMANDS.values() if isinstance(config, cls))
     try:
         function(config)

@@ -80,7 +80,7 @@ def store_path(array: zarr.Array) -> Path:
 
 def has_chunk_file(array: zarr.Array, coords: tuple[int, ...]) -> bool:
     """Whether the chunk's file exists: one stat, no data read (a store of 89k frames at 64
-    frames a chunk has ~1,400 files an image array: milliseconds)."""
+    frames a chunk has ~1,400 files an image array, so checking them all is cheap)."""
     return os.path.isfile(os.path.join(store_path(array), array.path, chunk_key(array, coords)))
 
 

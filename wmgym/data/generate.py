@@ -36,7 +36,12 @@ MIN_RESOLUTION = 16
 
 @dataclass
 class GenerateConfig:
-    """Arguments of `wmgym generate` (and of `generate`)."""
+    """Simulate folding episodes (scripted, perturbed, random, replayed) and write them to a zarr episode store.
+
+    Each episode keeps every frame's three views (camera, static scene, grippers alone), the
+    actions, the grippers' poses and grasp state, the fold score and a caption: the data that
+    every `wmgym train-*` command reads. Episode i is a pure function of (seed, i), so a store
+    can be resumed or extended and always holds the same episodes."""
 
     out: str
     """Path of the zarr episode store to write."""

@@ -16,15 +16,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:  # torch is imported inside the functions: the CLI imports this module
+    import torch
 
 
 @dataclass
 class ImagineConfig:
-    """Re-draw a store's camera frames with a world model (same actions, same ground truth)."""
+    """Re-draw a store's camera frames with a world model, keeping its actions, scores and other views.
+
+    The imagined store trains and calibrates models that must read generated frames (VideoCLIP,
+    the success judge, `wmgym train-lpips`) against the simulator's ground truth."""
 
     data: str
     """Source store (`wmgym generate`)."""
@@ -49,6 +55,7 @@ class ImagineConfig:
     overwrite: bool = False
     """Replace an existing output store."""
     device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
 
 
 def imagine_store(config: ImagineConfig) -> Path:
@@ -87,6 +94,8 @@ def imagine_store(config: ImagineConfig) -> Path:
 
 def _draw(config: ImagineConfig, source, out, model, views: tuple[str, ...], total: int) -> None:
     """Append the imagined episodes `out` lacks, in batches of `config.batch_size`."""
+    import torch
+
     from wmgym.sim.gripper_track import is_held_conditioned, is_pose_conditioned, pose_vectors
 
     done = out.num_episodes

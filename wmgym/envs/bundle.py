@@ -1,6 +1,6 @@
 """The checkpoint bundle behind `WMFold-v0`: world model, text reward model, start and goal banks.
 
-Layout of a bundle directory (DESIGN.md, "Checkpoints"; no pickles):
+Layout of a bundle directory (docs/design.md, "Checkpoints"; no pickles):
 
     bundle.json          format_version, height, width, tasks {name: {"caption": str}},
                          num_start_frames, and how it was made (`made_with`)

@@ -1,5 +1,4 @@
-"""Measuring the world model against the simulator: fidelity, controllability, speed (`wmgym eval`)."""
+"""Measuring the world model against the simulator: fidelity, controllability, speed (`wmgym eval`,
+`wmgym.eval.fidelity`), and policies in both worlds (`wmgym eval-policies`, `wmgym.eval.policies`).
 
-from wmgym.eval.fidelity import EvalConfig, evaluate, psnr, ssim, swap_controllability
-
-__all__ = ["EvalConfig", "evaluate", "psnr", "ssim", "swap_controllability"]
+Nothing is imported here: `wmgym eval-policies --help` would otherwise import torch."""

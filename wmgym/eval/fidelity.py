@@ -30,13 +30,14 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.train.checkpoint import write_text_atomic
 
 TARGETS = {  # issue 6: what a shipped bundle must reach (reported, never lowered)
@@ -46,46 +47,6 @@ TARGETS = {  # issue 6: what a shipped bundle must reach (reported, never lowere
     "long_drop_db": 3.0,
     "env_steps_per_s": 30.0,
 }
-
-
-@dataclass
-class EvalConfig:
-    """Measure a WMFold-v0 checkpoint bundle against the simulator; writes metrics.json, report.md and plots."""
-
-    checkpoint: str = "default"
-    """Bundle directory, or "default" for the one shipped in wmgym/assets/wmfold."""
-    out: str = "eval"
-    """Output directory (metrics.json, report.md, *.png)."""
-    episodes: int = 48
-    """Held-out simulator episodes for fidelity (kinds cycle demo / perturbed / random, tasks cycle)."""
-    seed: int = 7
-    """Master seed of the held-out episodes (the shipped data used 1; episode seeds are 32-bit hashes of (seed, i))."""
-    horizon: int = 16
-    """Steps per fidelity episode."""
-    swap_episodes: int = 8
-    """K for the K x K action cross-swap (the first K fidelity episodes)."""
-    swap_visible_db: float = 30.0
-    """A swap pair counts when its two ground truths differ visibly: PSNR between them below this (dB)."""
-    long_episodes: int = 8
-    """Episodes of the long-rollout test."""
-    long_horizon: int = 48
-    """Steps of the long-rollout test (>= 32; step 32 is compared with step 16)."""
-    speed_envs: int = 16
-    """Vector envs for `env_steps_per_s` and the quality-speed curve."""
-    curve_num_steps: tuple[int, ...] = (1, 2, 4, 8)
-    """Sampler steps of the quality-speed curve."""
-    curve_guidance: tuple[float, ...] = (1.0, 2.0)
-    """Action guidance scales of the quality-speed curve."""
-    curve_episodes: int = 16
-    """Fidelity episodes whose PSNR is measured for each curve point."""
-    speed: bool = True
-    """Measure speed and the quality-speed curve (False: fidelity and swaps only)."""
-    batch_size: int = 64
-    """Rollouts per batched world-model call."""
-    lpips_fallback: bool = True
-    """Without LPIPS's pretrained trunk weights, use its offline fallback (flagged in metrics.json) instead of failing."""
-    device: str = "auto"
-    """"auto" (CUDA when available, else CPU), "cpu" or "cuda"."""
 
 
 # ---------------------------------------------------------------- metrics (pure functions, tested)

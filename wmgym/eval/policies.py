@@ -30,7 +30,10 @@ DEFAULT_POLICIES = ("scripted-0", "scripted-0.01", "scripted-0.02", "scripted-0.
 
 @dataclass
 class EvalPoliciesConfig:
-    """Success rates of a set of policies in WMFold-v0 and in SimFold-v0; writes agreement.json, a scatter plot and a report."""
+    """Run a set of policies in WMFold-v0 and in SimFold-v0 and check that both rank them alike.
+
+    Each policy runs from the same start states in both worlds; writes each world's success
+    rates, their agreement (agreement.json), a scatter plot and a report to `--out`."""
 
     out: str = "eval_policies"
     """Output directory."""

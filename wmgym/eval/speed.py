@@ -1,7 +1,6 @@
 """How fast WMFold-v0 imagines: env steps per second of a batched vector env.
 
-Shared by `wmgym eval` (its `env_steps_per_s` and quality-speed curve) and
-`benchmarks/env_speed.py` (the batch-size sweep and the env layer's overhead).
+Used by `wmgym eval` (its `env_steps_per_s` and quality-speed curve).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ only as a rotary embedding of the frame index (relative, so a sliding window kee
 valid). With `use_previous_frame`, every frame's tokens also see the frame before it, as it
 appears in the sequence (noisy or not), pixel-aligned through the patch embedding: an
 identity path in time, the Dexterous World Models insight applied to the previous frame
-(DESIGN.md: giving each frame its predecessor brought one-step prediction level with
-copying within an hour, where attention alone had not). Optional pixel-aligned condition latents (static scene, grippers; the Dexterous
+(docs/design.md, "The previous frame as an input": through attention alone a model learned to
+copy slowly). Optional pixel-aligned condition latents (static scene, grippers; the Dexterous
 World Models recipe) enter through a zero-initialised projection, so adding them leaves a
 trained model's output unchanged at first. A pose-conditioned world model passes the grippers'
 pose vector through the same projection, as channels constant over the latent grid

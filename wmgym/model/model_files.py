@@ -11,11 +11,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from wmgym.outputs import OutputKind, check_output, replace_directory, temporary_directory_beside
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CONFIG_FILE = "config.json"
 MODEL_DIRECTORY = OutputKind("model directory", (CONFIG_FILE, "*.safetensors"))
@@ -27,6 +28,8 @@ def write_model_directory(directory: str | os.PathLike, config: dict, weights: d
     `weights` item (file name -> state dict), then `extra(tmp)` if given; the complete
     directory then takes the place of `directory`, which must not exist, be an empty
     directory, or (with `overwrite`) be a model directory (`check_output`)."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     check_output(directory, MODEL_DIRECTORY, overwrite)
     tmp = temporary_directory_beside(directory, MODEL_DIRECTORY.name)
@@ -46,6 +49,8 @@ def write_model_directory(directory: str | os.PathLike, config: dict, weights: d
 def load_state_checked(module: nn.Module, path: Path) -> None:
     """Load a safetensors state dict into `module`; ValueError naming the file and key on any
     mismatch or on a tensor with NaN or infinite values (which would give black frames later)."""
+    from safetensors.torch import load_file
+
     try:
         state = load_file(path)
     except Exception as error:  # safetensors raises its own error types for corrupt files

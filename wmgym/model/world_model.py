@@ -3,9 +3,9 @@
 Dimension legend: b batch, c context frames, T generated frames, t all frames,
 H x W pixels, h x w latents, C latent channels.
 
-Conventions (DESIGN.md): frame o_t is followed by action a_t, which produces o_{t+1}; inside
-the denoiser frame i is conditioned on a_{i-1} and frame 0 (and every context frame, whose
-producing action is unknown) on the learned null action.
+Conventions (docs/design.md, "Time: frames and actions"): frame o_t is followed by action a_t,
+which produces o_{t+1}; inside the denoiser frame i is conditioned on a_{i-1} and frame 0 (and
+every context frame, whose producing action is unknown) on the learned null action.
 """
 
 from __future__ import annotations
@@ -272,8 +272,9 @@ class WorldModel(nn.Module):
 
         Sampling always shows the newest frame its predecessor at `history_timestep`; with
         independent per-frame noise the predecessor *token* is usually far noisier, so the
-        identity path gets its own copy at the level sampling will use (DESIGN.md: the
-        all-history-clean pattern sampling uses almost never occurs in training otherwise).
+        identity path gets its own copy at the level sampling will use (docs/design.md, "The
+        previous frame as an input": the all-history-clean pattern sampling uses almost never
+        occurs in training otherwise).
         """
         if not self.denoiser.config.use_previous_frame:
             return None

@@ -74,7 +74,7 @@ class WorldModelConfig:
     left and the right gripper hold cloth, 1/0, or a prior's probability of it), teacher-forced
     in training from the store's `robot{0,1}_held_particles` (`held=` of `compute_loss`,
     `rollout` and `Imagination`). A grasp that catches the cloth or closes beside it is a
-    fraction of a pixel of the frames (docs/benchmarks.md); given as a switch, "the cloth
+    fraction of a pixel of the frames; given as a switch, "the cloth
     follows this gripper" is something the model cannot fail to see. The values enter after the
     pose's, as constant condition channels, read by the denoiser's frame-vector embedding."""
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS

@@ -13,7 +13,7 @@ by the training split's per-component mean and std, which the config carries.
 
 The pair shows the motion and the gripper's orientation at t (the frame the position delta
 is expressed in). The width is absolute, so o_{t+1} holds it in principle, but from above the
-palm hides the jaws (width R² 0.68 from the pair): the future window shows its consequences
+palm hides the jaws (the pair alone reads the width poorly): the future window shows its consequences
 instead, the cloth lifting with a closed gripper or staying put under an open one. Past an
 episode's last frame the window repeats that frame (zero differences), in training
 (`wmgym.train.idm`) and in `predict_episode` alike (`future_rows`).
@@ -21,12 +21,11 @@ episode's last frame the window repeats that frame (zero differences), in traini
 A width reader (`IDMConfig.width_channels`) reads the two widths from o_{t+1} alone with its
 own CNN, whose first level keeps the full resolution: the fingertips' coloured pads that tell
 an open gripper from a closed one are a few pixels apart at 64x64. Its outputs replace the
-trunk's two width outputs. (Probe on wm5k: a single-frame reader of this shape reached width
-R² 0.84 on held-out frames after 500 steps; the trunk, windowed, stays at 0.71-0.73. The IDM
-with the reader: width R² 0.89 on held-out simulated episodes, README "Inverse dynamics".)
+trunk's two width outputs: a single-frame reader of this shape reads the width better than the
+windowed trunk does (the IDM's current R²: docs/results.md, "Inverse dynamics R²").
 
 The rotation 6-D output is a plain regression of the six numbers; it is not orthonormalised
-(env actions are, by Gram-Schmidt, DESIGN.md).
+(env actions are, by Gram-Schmidt: docs/design.md, "Actions").
 
 Uses: R² per action component on simulator and world-model frames
 (`wmgym.policies.idm_metrics`), and pseudo-labelling action-free video

@@ -17,13 +17,8 @@ world model beats executing one random proposal: under the null, the planner's e
 proposal is one more draw from the proposal distribution, so at each start state its outcome
 is exchangeable with the random draws' (an exact permutation test, per task and pooled).
 
-Measured (docs/benchmarks.md, "Is the margin real?"): the shipped bundle, 0.5 cm proposals,
-`reward="lpips-calibrated"`, N = 64, open loop, 120 start states per task with 16 random draws
-each: best-of-64 succeeds in 79 / 81 / 89% (fold_left_sleeve / fold_right_sleeve / fold_half),
-the random proposal in 72 / 75 / 84%, the demonstrator in 100%; pooled over the 360 start
-states selection adds +6.0 points (p = 0.009). `benchmarks/plan_ranking.py` says why it adds
-little: on simulated frames the calibrated scorer separates a start state's successful
-proposals from its failures (ROC AUC 0.91-0.98), on imagined frames it barely does (0.60-0.65).
+How often the planner, the random proposal and the demonstrator succeed, and what selecting
+adds: docs/results.md, "Best-of-64 in imagination".
 """
 
 from __future__ import annotations
@@ -41,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wmgym.policies.plan_config import PlanConfig
 from wmgym.policies.planning import HELD_MODES, METHODS, Planner, ProposalConfig, RandomProposal, is_gripper_conditioned
 from wmgym.rewards.base import RewardHead, as_goal_texts
 from wmgym.sim.gripper_track import GripperState
@@ -184,69 +180,6 @@ def run_scripted_episode(env: gym.Env, *, seed: int) -> EpisodeResult:
         _, _, terminated, truncated, info = env.step(actions[-1])
         done = terminated or truncated
     return EpisodeResult(bool(info["success"]), float(info["score"]), len(actions), 0, np.stack(actions))
-
-
-@dataclass
-class PlanConfig:
-    """Plan in the world model, execute in SimFold-v0, report success against two baselines."""
-
-    task: str = "all"
-    """Task (one of wmgym.sim.tasks.TASKS), or 'all'."""
-    n: int = 64
-    """Candidates per planning iteration (all rolled out in one batched call)."""
-    episodes: int = 10
-    """Episodes per task (seeds seed .. seed+episodes-1)."""
-    method: str = "best-of-n"
-    """'best-of-n' or 'cem'."""
-    iterations: int = 3
-    """CEM iterations (best-of-n does one)."""
-    elites: int = 8
-    """CEM elite set size."""
-    reward: str = "lpips"
-    """Scorer: 'lpips' (needs torchvision's ImageNet AlexNet file), 'lpips-offline' (a seeded
-    random trunk when that file is missing: uncalibrated), 'lpips-calibrated' (the bundle's LPIPS
-    trained on the simulator's fold score, `wmgym train-lpips`), 'videoclip' or 'judge'."""
-    proposal: str = "gaussian"
-    """'gaussian' around the nominal or 'uniform' within the action bounds."""
-    nominal: str = "scripted"
-    """'scripted' (the demonstrator's next actions from the current simulator state) or 'none'."""
-    position_std: float = 0.01
-    """Proposal noise on position deltas (metres)."""
-    width_std: float = 0.01
-    """Proposal noise on gripper widths (metres)."""
-    include_mean: bool = False
-    """Make candidate 0 the unperturbed nominal/mean."""
-    held_mode: str = "prior"
-    """Held-conditioned world model only: 'prior' (imagine each candidate with the grasp prior's
-    probability of each closing catching) or 'expectation' (imagine it with every closing held
-    and with none, 2n clips in one call, and score the prior-weighted mean; `Planner`)."""
-    random_proposals: int = 1
-    """Random proposals executed per start state, each an independent draw (draw 0 is the one
-    earlier versions drew, so a finished run can be resumed with more). More draws estimate
-    one random proposal's success rate at each start state with less noise, which sharpens
-    `selection_test`; each costs one simulated episode and no world-model call."""
-    replan_every: int | None = None
-    """MPC: replan after every k executed steps (None: plan once, open loop)."""
-    plan_horizon: int = 12
-    """Steps per plan."""
-    horizon: int = 16
-    """Simulator episode length (truncation)."""
-    context_frames: int = 1
-    """Newest simulator frames the world model starts from."""
-    num_steps: int = 2
-    """Denoising steps per imagined frame."""
-    checkpoint: str | None = None
-    """Bundle directory (default: the shipped WMFold-v0 bundle)."""
-    resolution: int | None = None
-    """Simulator resolution (default: the bundle's)."""
-    device: str = "auto"
-    """'auto' (CUDA when available) or a torch device."""
-    seed: int = 0
-    """First episode seed; planner randomness is seeded from (seed, episode)."""
-    num_threads: int | None = None
-    """torch CPU threads (None: torch's default)."""
-    out: str | None = None
-    """JSON file for per-episode records and the summary; finished episodes are reused on rerun."""
 
 
 def plan(config: PlanConfig) -> dict:

@@ -16,7 +16,7 @@ gets the hold action (zero motion, identity rotation) with the last predicted wi
 attributes record it: `actions` = "pseudo-labelled" and `action_labeller` = the IDM's config.
 Proprioception is copied as it is (NaN for an action-free source). Both functions write a
 temporary copy beside `out` and rename it into place, so `out` is either complete or absent;
-there is nothing to resume (pseudo-labelling 89k frames takes a minute on one CPU thread).
+there is nothing to resume (pseudo-labelling a whole store is short next to training).
 They hold `out`'s writer lock (`wmgym.writer_lock`) throughout: one writer of a store at a time.
 """
 

@@ -69,5 +69,5 @@ def as_goal_texts(goal, batch: int) -> list[str]:
 
 
 def to_unit_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1] (the models' convention, DESIGN.md)."""
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1] (the models' convention: docs/design.md, "Frames")."""
     return frames.movedim(-1, -3).float() / 127.5 - 1.0

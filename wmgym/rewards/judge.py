@@ -20,15 +20,11 @@ and the threshold that maximises that verdict's accuracy against the episodes' s
 success is stored in the model's config as `success_threshold` (see `calibrate_threshold`).
 Calibrating on single prefixes instead (`calibration="prefixes"`, the first bundles' rule)
 ignores that a 16-step episode gives the judge 16 chances to say "done" wrongly: a judge with a
-good per-prefix accuracy then over-accepts whole episodes (docs/eval_policies).
+good per-prefix accuracy then over-accepts whole episodes.
 
-Measured (benchmarks/videoclip_retrieval.py, docs/benchmarks.md): the shipped model, trained
-on 2,000 episodes re-drawn by the shipped world model (`wmgym imagine`), got threshold 0.97;
-on 200 held-out imagined episodes the environment's verdict has precision 81.1%, recall 71.4%,
-accuracy 81.0% (the per-prefix rule's threshold, 0.69, gives 66.4% / 84.5% / 75.5%). The
-judge trained on the stage-1 world model's frames gets 50.9% / 97.6% / 59.5% on the same frames.
-The first model, trained on 5,248 simulator episodes, judged whole simulator episodes with
-precision 85.0%, recall 96.0%, accuracy 91.0%; most false "done" are partly folded shirts.
+The shipped judge is trained on episodes re-drawn by the shipped world model (`wmgym imagine`),
+the frames it judges in the environment; its threshold and its precision, recall and accuracy
+on held-out imagined episodes: docs/results.md, "Success judge and text retrieval (VideoCLIP)".
 """
 
 from __future__ import annotations

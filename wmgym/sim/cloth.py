@@ -254,7 +254,7 @@ class ClothSim:
         n = len(x)
         if x[:, 2].max() < self.table_offset + 0.25 * self.thickness:
             # Everything lies in one layer on the table: nothing can be stacked, and the
-            # neighbour search is the costliest part of a substep (profiled: 14% of generation).
+            # neighbour search is the costliest part of a substep.
             return x
         pairs = cKDTree(x).query_pairs(self.thickness, output_type="ndarray")
         if len(pairs) == 0:

@@ -1,7 +1,7 @@
 """The simulator's rasterizer: a textured table, a two-sided cloth mesh and gripper boxes.
 
-Painter's algorithm (no z-buffer), which keeps a frame of ~600 triangles near 1 ms on one
-core at any of the supported resolutions:
+Painter's algorithm (no z-buffer), which keeps a frame of ~600 triangles cheap on one core at
+any of the supported resolutions:
 1. project every cloth triangle and every camera-facing box face with the fisheye camera;
 2. shade each polygon flat, Lambert with ambient: colour * (0.55 + 0.45 |n . l|);
 3. sort far to near by the mean camera distance of the polygon's vertices;

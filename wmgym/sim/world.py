@@ -41,7 +41,7 @@ def move_grippers(poses: np.ndarray, widths: np.ndarray, action, substeps: int, 
     Args:
         poses: (2, 4, 4) float gripper poses, updated in place.
         widths: (2,) float jaw openings (metres), updated in place.
-        action: (20,) action (DESIGN.md layout).
+        action: (20,) action (the layout of docs/design.md, "Actions").
         after_hand: called with the hand index after that hand moved in a substep.
     """
     action = validate_action(action)
@@ -116,7 +116,7 @@ NUM_TABLE_TEXTURES = 64
 
 @lru_cache(maxsize=NUM_TABLE_TEXTURES)
 def _table_texture(index: int) -> np.ndarray:
-    """One of a fixed bank of table textures; making one costs ~12 ms, an eighth of an episode."""
+    """One of a fixed bank of table textures, cached: making one costs a good share of simulating an episode."""
     return make_table_texture(np.random.default_rng([7, index]))
 
 
@@ -199,7 +199,7 @@ class FoldWorld:
 
     # ------------------------------------------------------------------ step
     def step(self, action) -> None:
-        """Apply one 20-D action (DESIGN.md layout) over `config.substeps` physics substeps."""
+        """Apply one 20-D action (docs/design.md, "Actions") over `config.substeps` physics substeps."""
         dt = self.config.step_seconds / self.config.substeps
         for _ in move_grippers(self.poses, self.widths, action, self.config.substeps, after_hand=self._update_grasp):
             self.state = self.cloth.step(self.state, dt, *self._pins(), obstacles=self._finger_obstacles())

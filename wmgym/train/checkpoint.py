@@ -1,7 +1,8 @@
 """Checkpoint plumbing shared by the training loops: atomic writes, run directories with
-optimizer state as safetensors + JSON (no pickle anywhere, DESIGN.md), and their learning-rate
-schedule; what a resume checks (issue 36): the log read back tolerating a damaged last line,
-and the configuration compared with the one the run was started with."""
+optimizer state as safetensors + JSON (no pickle anywhere: docs/design.md, "Checkpoints"),
+and their learning-rate schedule; what a resume checks (issue 36): the log read back
+tolerating a damaged last line, and the configuration compared with the one the run was
+started with."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
-
-import torch
 
 from wmgym.model.model_files import MODEL_DIRECTORY
 from wmgym.outputs import check_output, recover_directory, replace_directory, temporary_directory_beside
@@ -46,6 +45,8 @@ def section(tensors: dict, prefix: str) -> dict:
 
 def flatten_optimizer(state_dict: dict) -> tuple[dict, dict]:
     """torch optimizer state -> (tensors keyed "<param>/<name>", JSON-able rest)."""
+    import torch
+
     tensors, scalars = {}, {}
     for index, entry in state_dict["state"].items():
         scalars[str(index)] = {k: v for k, v in entry.items() if not torch.is_tensor(v)}
@@ -194,6 +195,8 @@ def start_run(config) -> Path:
         check_resume_config(read_json(out / "train_config.json"), out / "train_config.json", config,
                             getattr(config, "allow_config_change", False))
     if config.num_threads:
+        import torch
+
         torch.set_num_threads(config.num_threads)
     return out
 

@@ -51,7 +51,9 @@ STATS_FRAMES = 1024  # training frames encoded at each checkpoint to measure the
 
 @dataclass
 class TrainCodecConfig:
-    """Arguments of `wmgym train-codec` (and of `train_codec`)."""
+    """Train a small image autoencoder (a KL codec) whose latents a world model can denoise instead of pixels.
+
+    Use its output directory as `wmgym train-wm --codec`. Resumable (`--resume`)."""
 
     data: str
     """Path of a zarr episode store written by `wmgym generate`."""

@@ -19,17 +19,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig, WIDTH_COLUMNS, close_events, event_features
 from wmgym.model.model_files import MODEL_DIRECTORY
 from wmgym.outputs import check_output
 
 
 @dataclass
 class TrainGraspPriorConfig:
-    """Arguments of `wmgym train-grasp-prior` (and of `train_grasp_prior`)."""
+    """Train the grasp prior: the chance that a closing gripper catches cloth, from the grippers' poses.
+
+    A world model conditioned on the grasp state draws it from this prior in imagination, where
+    the simulator is not there to say; write it to `<world model dir>/grasp_prior`."""
 
     data: tuple[str, ...]
     """Episode stores that record the grasp state (`robot{0,1}_held_particles`, written by the
@@ -59,6 +60,7 @@ def read_events(path: str, split: str, window: int, val_fraction: float = 0.1) -
     of the store at `path`."""
     from wmgym.data.dataset import HELD_KEYS, POSE_KEYS, episode_rows, read_rows, split_episodes
     from wmgym.data.store import EpisodeStore
+    from wmgym.model.grasp_prior import WIDTH_COLUMNS, close_events, event_features
 
     store = EpisodeStore.open(path, mode="r")
     if not store.has_held_particles:
@@ -81,7 +83,10 @@ def read_events(path: str, split: str, window: int, val_fraction: float = 0.1) -
 
 def train_grasp_prior(config: TrainGraspPriorConfig) -> Path:
     """Fit a `GraspPrior` on the stores' close events; returns the output directory."""
+    import torch
+
     from wmgym.eval.ranking import roc_auc
+    from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig
 
     if not config.data:
         raise ValueError("need at least one episode store (--data)")

@@ -9,7 +9,7 @@ split's actions, std floored at 1e-3, as the world model normalises), summed ove
 the two widths weighted by `width_weight` (1: equal weight, so the loss is 20 * (1 - R²)
 averaged over components, roughly). With equal weight the model learnt to guess the width
 from the gripper's height and the phase of the fold instead of reading the jaws (a few pixels
-at 64x64): predicted widths for an open and a closed next frame differed by < 0.01 m.
+at 64x64): its predicted widths for an open and a closed next frame barely differed.
 Augmentation: a `blur_probability` share of samples is blurred (2x average-pool, bilinear back
 up) with pixel noise, all of a sample's frames alike, so the model also reads the softer
 frames a world model generates.
@@ -44,7 +44,10 @@ from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_s
 
 @dataclass
 class TrainIDMConfig:
-    """Arguments of `wmgym train-idm` (and of `train_idm`)."""
+    """Train an inverse dynamics model: the action that moved the world from one frame to the next.
+
+    It labels videos without actions (`idm:<dir>` policies of `wmgym eval-policies`, pseudo-labelled
+    stores). Runs under Hugging Face Accelerate; resumable (`--resume`)."""
 
     data: str
     """Path of a zarr episode store written by `wmgym generate`."""

@@ -2,9 +2,9 @@
 
 Real LPIPS is an ImageNet trunk whose unit-normalised activations are compared and weighted
 per channel by linear heads fitted to human judgements of image similarity. wmgym cannot
-download that trunk, and the seeded random trunk it falls back to is a weak judge of cloth: on
-simulated frames its top-1 of 64 proposals succeeds in only half the left-sleeve starts
-(benchmarks/plan_ranking.py). This trains the same architecture (lpips.LPIPS: trunk, linear
+download that trunk, and the seeded random trunk it falls back to is a weak judge of cloth (its
+agreement with the fold score beside the calibrated one's: docs/results.md, "Calibrated
+LPIPS"). This trains the same architecture (lpips.LPIPS: trunk, linear
 heads, distance) on the reference simulator's judgement instead of people's:
 
     LPIPS(frame, goal image)  ~  1 - fold score(frame's cloth, goal cloth)
@@ -55,7 +55,10 @@ RANKING_MARGIN = 0.02  # pairs whose scores differ by less are not ranked
 
 @dataclass
 class TrainLPIPSConfig:
-    """Arguments of `wmgym train-lpips` (and of `train_lpips`)."""
+    """Train LPIPS on the simulator's fold score, so its distance to the goal image ranks frames as the simulator does.
+
+    The result is the bundle's "lpips-calibrated" reward (`wmgym bundle --lpips`), which `wmgym
+    plan` scores candidates with. Resumable (`--resume`)."""
 
     data: str
     """Path of a zarr episode store (simulated, or imagined by `wmgym imagine`)."""

@@ -1,14 +1,14 @@
 """Policies learned inside imagination: behaviour cloning, PPO in WMFold-v0, judge-filtered fine-tuning.
 
 The policy is a stable-baselines3 `PPO("CnnPolicy")` acting on 64x64 frames with actions
-normalised to [-1, 1] (`WMFoldVecEnv`'s action space). Single frames got 0% on fold_half in
-SimFold-v0 from behaviour cloning; two options address it (measured below):
+normalised to [-1, 1] (`WMFoldVecEnv`'s action space). Behaviour cloning on single frames
+did not fold in SimFold-v0; two options address it:
 
 - **Binary gripper** (`binary_gripper`, default off): each hand's width output is thresholded into
   open (0.08 m) where its normalised value is > 0, else closed (0 m), in PPO's env
   (`WMFoldVecEnv(binary_gripper=True)`) and in evaluation, as robot-learning policies command
   parallel grippers, and behaviour cloning regresses the width onto +-1 (MSE, i.e. the Brier
-  score: the output is 2 P(open) - 1). It did not help in the table below, so it is off.
+  score: the output is 2 P(open) - 1). It did not help, so it is off.
 - **Frame stacking** (`n_stack`, default 3): the policy sees its last `n_stack` frames on the
   channel axis (oldest first; zero frames before an episode's first, SB3's `VecFrameStack`
   convention), so it can tell descending from holding from lifting, which one frame from above
@@ -30,16 +30,10 @@ Three stages, each optional:
    (`critic_warmup_timesteps`, `warm_up_critic`), and the learning rate is a tenth of SB3's
    (`ppo_learning_rate` 3e-5); the success judge's "done" earns `success_bonus` on top of the
    reward head's potential differences, and exploration noise is small (`log_std_init` -2.5).
-   Measured (fold_half, `--bc-epochs 30 --ppo-timesteps 8192 --eval-episodes 30`, 30 held-out
-   SimFold-v0 episodes; random behaviour on the same starts 6.7%, the demonstrator 100%):
-
-       recipe                                                     BC      BC + PPO
-       shared CNN, SB3's lr 3e-4, no warm-up, log std -1.5        26.7%    0.0%
-       own critic CNN, warm-up 2048, lr 3e-5, log std -1.5        23.3%   10.0%
-       + success bonus 1.0                                        23.3%   10.0%  (mean score 0.20 -> 0.23)
-       + log std -2.5 (the defaults)                              30.0%   26.7%
-
-   BC's figure moves between runs of the same settings (CPU nondeterminism, 30 episodes).
+   The separate, warmed-up critic and the lower learning rate keep PPO from unlearning what
+   behaviour cloning taught, and the small exploration noise keeps its rollouts from missing
+   most grasps; what the recipe reaches today is in docs/results.md, "PPO trained only in
+   imagination".
 3. **Judge-filtered fine-tuning** (the seeds' policy-improvement loop): roll the stochastic
    policy out in WMFold-v0 from the bundle's start frames, keep the episodes the success judge
    accepts, and behaviour-clone on them together with the demonstrations.
@@ -48,19 +42,8 @@ Three stages, each optional:
 On a GPU every stage keeps frames on the device (`WMFoldVecEnv` hands SB3 NumPy, the SB3
 convention; `WorldModelVectorEnv(return_torch=True)` is the tensor path for custom loops).
 
-Measured (BC only, 30 epochs on wm5k.zarr's fold_half train split, CPU shared with other jobs;
-SimFold-v0 fold_half, 30 episodes of `evaluate_in_simulator`; the random behaviour succeeds 9.8%):
-
-    n_stack  binary  demo_kinds        pairs   success  mean score  BC wall
-    1        no      demo               9120     0.0%     0.000      110 s   (the old setting)
-    1        yes     demo               9120     0.0%     0.039       77 s   (closes, then re-opens: no phase)
-    3        no      demo               9120    13.3%     0.144      177 s
-    3        yes     demo               9120     0.0%     0.081      176 s   (closes one step early, lifts empty)
-    3        yes     demo, perturbed   10576    13.3%     0.143      271 s
-    3        no      demo, perturbed   10576    13.3%     0.240      280 s   (the defaults)
-
-One seed each: 4/30 vs 0/30 is within the noise of 30 episodes. What is left: the policy closes
-at the step it reaches the cloth (1-2 cm above the table) instead of the step after, so most grasps miss.
+What is left: the cloned policy closes at the step it reaches the cloth, just above the table,
+instead of the step after, so most grasps miss.
 """
 
 from __future__ import annotations
@@ -71,11 +54,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from wmgym.actions import WIDTH_DIMS
-from wmgym.envs.sb3 import to_normalized_actions
 from wmgym.outputs import OutputKind, check_output
 from wmgym.train.checkpoint import run_lock, write_text_atomic
 
@@ -115,7 +96,7 @@ class TrainPolicyConfig:
     log_std_init: float = -2.5
     """Initial log standard deviation of the policy's Gaussian (normalised action units): e^-2.5 =
     0.08, about 1 cm of position noise a step, the planner's proposal noise (-1.5, 2.7 cm, made
-    PPO's rollouts miss most grasps and PPO lost the cloned policy: 23.3% -> 10%)."""
+    PPO's rollouts miss most grasps, and PPO lost much of the cloned policy's success)."""
     binary_gripper: bool = False
     """Binary gripper: each width output is thresholded into open (0.08 m, normalised > 0) or closed (0 m),
     in PPO's env and in evaluation, and behaviour cloning regresses it onto +-1 (open / closed)."""
@@ -204,7 +185,7 @@ def make_ppo(venv, config: TrainPolicyConfig):
 
     The actor and the critic have separate CNNs (`share_features_extractor=False`): with a
     shared one, the value loss of a freshly initialised critic rewrites the features behaviour
-    cloning trained, and PPO fine-tuning lost the cloned policy (26.7% -> 0% in SimFold-v0)."""
+    cloning trained, and PPO fine-tuning lost all of the cloned policy's success in SimFold-v0."""
     from stable_baselines3 import PPO
 
     return PPO("CnnPolicy", venv, n_steps=config.n_steps, batch_size=min(256, config.n_steps * venv.num_envs),
@@ -265,6 +246,10 @@ def behaviour_clone(model, frames: np.ndarray, actions: np.ndarray, epochs: int,
     exploration noise can still flip the jaws. Trains the feature extractor and the action head
     (not the value head or log_std); returns the mean loss per epoch.
     """
+    import torch
+
+    from wmgym.envs.sb3 import to_normalized_actions
+
     policy = model.policy
     targets = to_normalized_actions(actions)
     if binary_gripper:

@@ -41,20 +41,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.data.dataset import episode_rows, read_rows, split_episodes
 from wmgym.data.store import EpisodeStore
 from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 from wmgym.train.judge_eval import CALIBRATION_RULES, calibrate, evaluate
 
-if TYPE_CHECKING:  # torch is imported inside the functions: the CLI imports this module
+if TYPE_CHECKING:  # torch and wmgym.data.dataset (which imports it) are imported inside the functions: the CLI imports this module
     import torch
 
 
 
 @dataclass
 class TrainVideoCLIPConfig:
-    """Arguments of `wmgym train-videoclip` (and of `train_videoclip`)."""
+    """Train VideoCLIP, the video-text model behind WMFold-v0's text rewards and success judge.
+
+    After training, the judge's threshold is calibrated on held-out episodes. Add the output to
+    a bundle with `wmgym bundle --videoclip`. Resumable (`--resume`)."""
 
     data: str
     """Path of a zarr episode store written by `wmgym generate`."""
@@ -164,6 +166,7 @@ def load_clips(store: EpisodeStore, indices: np.ndarray) -> EpisodeClips:
     """Read episodes `indices` of `store` (camera view, scores, widths, captions) into memory."""
     import torch
 
+    from wmgym.data.dataset import episode_rows, read_rows
     from wmgym.sim.gripper import GRASP_WIDTH
     from wmgym.sim.tasks import make_task
 
@@ -222,6 +225,7 @@ def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
 def _train_locked(config: TrainVideoCLIPConfig) -> Path:
     import torch
 
+    from wmgym.data.dataset import split_episodes
     from wmgym.model.world_model import resolve_device
     from wmgym.rewards.videoclip import NOT_DONE_CAPTION, VideoCLIP, VideoCLIPConfig, build_vocabulary
 

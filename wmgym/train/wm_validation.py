@@ -20,8 +20,9 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
     val/loss: the training loss with a fixed generator. val/x0_psnr: the newest frame predicted
     in one step from pure noise, the history held at the sampler's noise level, as rollouts do.
     val/copy_last_psnr: the last history frame copied forward -- a model that does not beat it
-    has not learned dynamics (DESIGN.md). val/rollout_psnr: the newest frame from the full
-    sampler. PSNRs are of the mean squared error over all frames (0-255 scale).
+    has not learned dynamics (docs/design.md, "Validation against copying"). val/rollout_psnr:
+    the newest frame from the full sampler. PSNRs are of the mean squared error over all frames
+    (0-255 scale).
     """
     generator = torch.Generator(device=model.device).manual_seed(seed)
     sums = torch.zeros(5, dtype=torch.float64)  # loss, x0 se, copy se, rollout se, batches
