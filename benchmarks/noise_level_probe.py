@@ -27,7 +27,7 @@ g = torch.Generator().manual_seed(0)
 with torch.no_grad():
     z = m.encode_frames(frames); b,t = z.shape[:2]
     fa, dr = m._frame_actions(m.normalize_actions(actions), t)
-    cz = m._encode_conditions(conds, b, t)
+    cz = m.encode_conditions(conds, b, t)
     target = z[:, -1:]
     copy = ((z[:, -2:-1]-target)**2).mean().item()
     out = [f'{ck.split("/")[-1]} copy {10*math.log10(4/copy):.1f}']

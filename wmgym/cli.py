@@ -84,9 +84,11 @@ class RolloutConfig:
 def rollout(config: RolloutConfig) -> str:
     import gymnasium as gym
     import numpy as np
+    import torch
 
     import wmgym  # noqa: F401  (registers the environments)
     from wmgym.data.video import tile_views, write_video
+    from wmgym.image_metrics import psnr_from_mse
 
     if config.policy not in ("expert", "random"):
         raise ValueError(f"policy must be 'expert' or 'random', got {config.policy!r}")
@@ -121,7 +123,7 @@ def rollout(config: RolloutConfig) -> str:
         print(f"{config.env} {info['task']}: {len(views) - 1} steps, score {info['score']:.2f}, success {info['success']} -> {path}")
         return str(path)
     sim_frames, model_frames = np.stack([v["interaction"] for v in views]), np.stack(predicted)
-    psnr = 10 * np.log10(255.0**2 / np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2))
+    psnr = float(psnr_from_mse(torch.tensor(np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2))))
     path = write_video(tile_views([sim_frames, model_frames], scale=max(1, 128 // size)), config.out, fps=config.fps)
     print(f"SimFold-v0 | WMFold-v0, {info['task']}, {len(views) - 1} {config.policy} steps: simulator score {info['score']:.2f} "
           f"(success {info['success']}), world-model judge says success {model_info['success']}, PSNR {psnr:.1f} dB -> {path}")

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, check_rotations
 from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
 from wmgym.model.config_checks import is_finite_number
-from wmgym.model.imagination import Imagination, check_sampler_arguments
+from wmgym.model.imagination import Imagination
+from wmgym.model.world_model_config import check_sampler_arguments
 from wmgym.model.world_model import WorldModel
 from wmgym.rewards.base import RewardHead
 from wmgym.sim.gripper import GRASP_WIDTH

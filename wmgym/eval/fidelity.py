@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wmgym.image_metrics import psnr, psnr_from_mse, ssim
 from wmgym.train.checkpoint import write_text_atomic
 
 TARGETS = {  # issue 6: what a shipped bundle must reach (reported, never lowered)
@@ -89,22 +90,6 @@ class EvalConfig:
 
 
 # ---------------------------------------------------------------- metrics (pure functions, tested)
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of uint8 images (..., H, W, 3) -> (...), capped at 100 dB for identical images."""
-    mse = (a.float() - b.float()).pow(2).mean(dim=(-3, -2, -1))
-    return 10 * torch.log10(255.0**2 / mse.clamp_min(255.0**2 * 1e-10))
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SSIM (Gaussian window 11, sigma 1.5; torchmetrics) of uint8 images (..., H, W, 3) -> (...)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    lead = a.shape[:-3]
-    to = lambda x: x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
-    values = structural_similarity_index_measure(to(a), to(b), data_range=1.0, reduction="none")
-    return values.reshape(lead)
-
-
 def swap_controllability(model: torch.Tensor, swapped: torch.Tensor, original: torch.Tensor,
                          visible_db: float = 30.0) -> dict:
     """The action cross-swap figure.
@@ -127,7 +112,7 @@ def swap_controllability(model: torch.Tensor, swapped: torch.Tensor, original: t
     mse = lambda x, y: (x.float() - y.float()).pow(2).mean(dim=(-4, -3, -2, -1))
     orig = original[:, None].expand_as(swapped)
     to_swapped, to_original, truths = mse(model, swapped), mse(model, orig), mse(swapped, orig)
-    truth_psnr = 10 * torch.log10(255.0**2 / truths.clamp_min(1e-10))
+    truth_psnr = psnr_from_mse(truths)
     counted = (truth_psnr < visible_db) & ~torch.eye(k, dtype=torch.bool, device=model.device)
     closer = to_swapped < to_original
     n = int(counted.sum())

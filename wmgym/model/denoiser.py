@@ -16,7 +16,7 @@ copying within an hour, where attention alone had not). Optional pixel-aligned c
 World Models recipe) enter through a zero-initialised projection, so adding them leaves a
 trained model's output unchanged at first. A pose-conditioned world model passes the grippers'
 pose vector through the same projection, as channels constant over the latent grid
-(`WorldModel._encode_conditions`).
+(`WorldModel.encode_conditions`).
 """
 
 from __future__ import annotations

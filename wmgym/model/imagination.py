@@ -19,18 +19,12 @@ Per generated frame:
 
 from __future__ import annotations
 
-import numbers
-from typing import TYPE_CHECKING
-
 import torch
 
 from wmgym.actions import ACTION_DIM
-from wmgym.model.config_checks import is_finite_number
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
-
-if TYPE_CHECKING:
-    from wmgym.model.world_model import WorldModel
+from wmgym.model.world_model_config import check_sampler_arguments
 
 
 class NonFiniteLatentsError(ValueError):
@@ -39,27 +33,19 @@ class NonFiniteLatentsError(ValueError):
     silently black (issue 36)."""
 
 
-def check_sampler_arguments(num_steps=None, guidance_scale=None) -> None:
-    """ValueError naming the argument unless `num_steps` is None or an int >= 1 and
-    `guidance_scale` None or a finite number >= 0. Cheap: environments call it when made."""
-    if num_steps is not None and (not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool) or num_steps < 1):
-        raise ValueError(f"num_steps must be an int >= 1 (denoising steps per frame), got {num_steps!r}")
-    if guidance_scale is not None and not (is_finite_number(guidance_scale) and guidance_scale >= 0):
-        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
-
-
 class Imagination:
     """b imagined rollouts over one batched, KV-cached denoiser.
 
     Args:
-        model: the world model.
+        model: the world model (a `wmgym.model.world_model.WorldModel`; this module does not
+            import it, so that `WorldModel.rollout` can drive an `Imagination` without a loop).
         batch_size: b.
         num_steps, guidance_scale: override the checkpoint's sampler defaults.
         use_cache: False recomputes the window at every denoiser call (same frames, slower;
             only whole-batch starts).
     """
 
-    def __init__(self, model: "WorldModel", batch_size: int, *, num_steps: int | None = None,
+    def __init__(self, model, batch_size: int, *, num_steps: int | None = None,
                  guidance_scale: float | None = None, use_cache: bool = True):
         s, dcfg = model.sampler, model.denoiser.config
         check_sampler_arguments(s.num_steps if num_steps is None else num_steps,  # the defaults too: they may be edited
@@ -106,7 +92,7 @@ class Imagination:
         noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
         null = torch.zeros(r, c, ACTION_DIM, device=model.device)
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
-        cond = model._encode_conditions(conditions, r, c, poses, held)
+        cond = model.encode_conditions(conditions, r, c, poses, held)
         if rows is None:
             self.num_generated = 0
             if self.is_started:  # a fresh history for every row
@@ -153,7 +139,7 @@ class Imagination:
         if actions.dim() != 2 or actions.shape[0] != b:
             raise ValueError(f"step takes one action per row, (b={b}, {ACTION_DIM}), got {tuple(actions.shape)}")
         action = model.normalize_actions(actions[:, None])  # (b, 1, 20)
-        cond = model._encode_conditions(None if conditions is None else _rows(conditions)[:, None], b, 1,
+        cond = model.encode_conditions(None if conditions is None else _rows(conditions)[:, None], b, 1,
                                         None if poses is None else _rows(poses)[:, None],
                                         None if held is None else _rows(held)[:, None])
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)

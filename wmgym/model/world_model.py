@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
-from wmgym.model.codec import Codec, make_codec
+from wmgym.model.codec import Codec
+from wmgym.model.codec_factory import make_codec
 from wmgym.model.config_checks import check_known_keys, read_config_json
 from wmgym.model.denoiser import Denoiser, DenoiserConfig
 from wmgym.model.imagination import Imagination, NonFiniteLatentsError
@@ -236,7 +237,7 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0.shape, device=self.device, generator=generator)
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
         conditions = None if conditions is None else _to_tensor(conditions, torch.uint8, self.device)  # once, for both uses
-        cond = self._encode_conditions(conditions, b, t, poses, held)
+        cond = self.encode_conditions(conditions, b, t, poses, held)
         previous = self._history_predecessors(z0, generator)
         output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
         anchor = torch.cat([torch.zeros_like(z0[:, :1]), z0[:, :-1]], dim=1)  # clean predecessors (b, t, C, h, w)
@@ -282,7 +283,7 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0[:, :-1].shape, device=self.device, generator=generator)
         return torch.cat([torch.zeros_like(z0[:, :1]), add_noise(z0[:, :-1], noise, levels, self.alphas_cumprod)], dim=1)
 
-    def _encode_conditions(self, conditions, b: int, t: int, poses=None, held=None) -> torch.Tensor | None:
+    def encode_conditions(self, conditions, b: int, t: int, poses=None, held=None) -> torch.Tensor | None:
         """The denoiser's condition channels (b, t, V * C (+ POSE_DIM) (+ HELD_DIM), h, w): the
         views' latents, then, for a pose-conditioned model, the standardised pose, then, for a
         held-conditioned one, 2 * held - 1, both broadcast over the latent grid."""

@@ -4,16 +4,25 @@ hand-edited config fails at once with one line naming the key, never as black fr
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 
 from wmgym.actions import ACTION_DIM
-from wmgym.model.config_checks import check_field_types, check_known_keys, check_statistics
+from wmgym.model.config_checks import check_field_types, check_known_keys, check_statistics, is_finite_number
 from wmgym.model.denoiser import DenoiserConfig
-from wmgym.model.imagination import check_sampler_arguments
 from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS
 
 POSE_DIM = 8  # per frame: left gripper's tool-centre xyz and width, then the right's (metres)
 HELD_DIM = 2  # per frame: whether the left, then the right gripper holds cloth (1/0 or a probability)
+
+
+def check_sampler_arguments(num_steps=None, guidance_scale=None) -> None:
+    """ValueError naming the argument unless `num_steps` is None or an int >= 1 and
+    `guidance_scale` None or a finite number >= 0. Cheap: environments call it when made."""
+    if num_steps is not None and (not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool) or num_steps < 1):
+        raise ValueError(f"num_steps must be an int >= 1 (denoising steps per frame), got {num_steps!r}")
+    if guidance_scale is not None and not (is_finite_number(guidance_scale) and guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
 
 
 @dataclass

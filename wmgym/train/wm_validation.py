@@ -4,17 +4,16 @@ full sampler's newest frame."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from wmgym.actions import ACTION_DIM
+from wmgym.image_metrics import psnr_from_mse
 from wmgym.model.schedule import add_noise
 from wmgym.model.world_model import WorldModel
 
 
 @torch.no_grad()
-def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
+def validation_metrics(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
     """Validation metrics of `model` over `loader`'s windows (frames (b, t, H, W, 3), actions).
 
     val/loss: the training loss with a fixed generator. val/x0_psnr: the newest frame predicted
@@ -38,7 +37,7 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
         errors = [((x.double() - target) ** 2).sum().item() for x in (predicted, frames[:, -2], rolled)]
         sums += torch.tensor([float(loss), *errors, 1.0], dtype=torch.float64)
         count += target.numel()
-    psnr = lambda se: 10 * math.log10(255.0**2 / max(se / count, 1e-10))
+    psnr = lambda se: float(psnr_from_mse(torch.tensor(se / count, dtype=torch.float64)))
     return {"val/loss": float(sums[0] / sums[4]), "val/x0_psnr": psnr(sums[1].item()),
             "val/copy_last_psnr": psnr(sums[2].item()), "val/rollout_psnr": psnr(sums[3].item())}
 
@@ -72,7 +71,7 @@ def one_step_from_noise(model: WorldModel, frames, actions, generator, condition
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown
-    cond = model._encode_conditions(conditions, b, t, poses, held)
+    cond = model.encode_conditions(conditions, b, t, poses, held)
     output = model.denoiser(noisy, timesteps, frame_actions, dropped, cond)[:, -1:]  # (b, 1, C, h, w)
     x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
     return model.decode_latents(x0)[:, 0]

@@ -41,7 +41,7 @@ from wmgym.train.wm_build import (action_statistics, pose_statistics, with_condi
                                   with_pose_conditioning)
 from wmgym.train.wm_checkpoint import (RUN_DIRECTORY_KIND, latest_checkpoint, newest_intact_checkpoint, restore_checkpoint,
                                        save_checkpoint)
-from wmgym.train.wm_validation import evaluate, split_conditions
+from wmgym.train.wm_validation import split_conditions, validation_metrics
 
 VAL_SEED_OFFSET = 7919  # validation draws from its own generator, the same at every validation
 
@@ -324,7 +324,7 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
                 train_time = 0.0
             if accelerator.is_main_process and (step % config.validate_every == 0 or is_last):
                 ema.copy_to(ema_model.denoiser.parameters())
-                _log(out, writer, {"step": step, **evaluate(ema_model, val_loader, config.seed + VAL_SEED_OFFSET,
+                _log(out, writer, {"step": step, **validation_metrics(ema_model, val_loader, config.seed + VAL_SEED_OFFSET,
                                                             config.action_dropout)})
             if step % config.checkpoint_every == 0 or is_last:
                 save_checkpoint(out, step, model, ema, ema_model, optimizer, scheduler, accelerator,
