@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wmgym.conditioning import is_held_conditioned, model_conditions
 from wmgym.data.dataset import split_episodes
 from wmgym.data.store import EpisodeStore
 from wmgym.envs.bundle import Bundle
 from wmgym.model.world_model import WorldModel
 from wmgym.rewards.lpips_head import LPIPSHead
 from wmgym.sim.gripper import GRASP_WIDTH
-from wmgym.sim.gripper_track import is_held_conditioned, pose_vectors, rollout_conditions
+from wmgym.sim.gripper_track import pose_vectors
 from wmgym.train.checkpoint import write_text_atomic
 from pose_sensitivity import psnr  # beside this file
 
@@ -64,10 +65,10 @@ def last_frames(model: WorldModel, episodes: list[dict], key: str, seed: int, ba
     for lo in range(0, len(episodes), batch):
         chunk = episodes[lo:lo + batch]
         stack = lambda name: np.stack([e[name] for e in chunk])
-        extra = rollout_conditions(model, stack("grippers"), stack("poses"), held=stack(key))
+        extra = model_conditions(model, stack("grippers"), stack("poses"), held=stack(key))
         with torch.no_grad():
             frames = model.rollout(stack("frames")[:, :1], stack("actions"), generator=torch.Generator().manual_seed(seed + lo),
-                                   **extra)
+                                   conditions=extra)
         out.append(frames[:, -1].cpu().numpy())
     return np.concatenate(out)
 

@@ -60,6 +60,7 @@ import torch
 from tqdm import tqdm
 
 import wmgym  # noqa: F401  (registers the environments)
+from wmgym.conditioning import is_held_conditioned, model_conditions
 from wmgym.envs.bundle import Bundle
 from wmgym.eval.ranking import roc_auc
 from wmgym.model.world_model import WorldModel
@@ -67,7 +68,7 @@ from wmgym.policies.mpc import make_reward_head, scripted_nominal
 from wmgym.policies.planning import ProposalConfig, sample_gaussian
 from wmgym.rewards.lpips_head import LPIPSHead
 from wmgym.sim.gripper import GRASP_WIDTH
-from wmgym.sim.gripper_track import GripperState, gripper_views, is_held_conditioned, rollout_conditions
+from wmgym.sim.gripper_track import GripperState, gripper_views
 from wmgym.sim.world import WorldConfig
 from wmgym.sim.tasks import TASKS
 from wmgym.train.checkpoint import write_text_atomic
@@ -191,14 +192,13 @@ def main() -> None:
             views, poses = gripper_views([state] * args.n, candidates, scene, with_poses=True)  # (n, T + 1, H, W, 3), (n, T + 1, 8)
             outcomes = [simulate(env, c) for c in candidates]  # first: --oracle-held imagines with their grasp state
             success = np.array([o[0] for o in outcomes])
-            as_tensors = lambda d: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.items()}
-            runs = {} if args.skip_prior_run else {"": as_tensors(rollout_conditions(world_model, views, poses))}  # column suffix -> rollout keywords
+            runs = {} if args.skip_prior_run else {"": model_conditions(world_model, views, poses)}  # column suffix -> Conditions
             if args.held_expectation:
                 held_all, missed, p_all = world_model.grasp_prior.held_cases(poses)
-                runs["_held1"] = as_tensors(rollout_conditions(world_model, views, poses, held=held_all.numpy()))
-                runs["_held0"] = as_tensors(rollout_conditions(world_model, views, poses, held=missed.numpy()))
+                runs["_held1"] = model_conditions(world_model, views, poses, held=held_all.numpy())
+                runs["_held0"] = model_conditions(world_model, views, poses, held=missed.numpy())
             if args.oracle_held:
-                runs["_oracle_held"] = as_tensors(rollout_conditions(world_model, views, poses, held=np.stack([o[2] for o in outcomes])))
+                runs["_oracle_held"] = model_conditions(world_model, views, poses, held=np.stack([o[2] for o in outcomes]))
             seed = int(rng.integers(2**63 - 1))
             context = torch.from_numpy(obs)[None, None].expand(args.n, 1, *obs.shape)  # (n, 1, H, W, 3)
             imagined_scores = []  # per sample: {scorer: (n,)}
@@ -208,7 +208,7 @@ def main() -> None:
                     generator = torch.Generator().manual_seed(seed + k)
                     with torch.no_grad():
                         imagined = world_model.rollout(context, torch.from_numpy(candidates), generator=generator,
-                                                         num_steps=args.num_steps, guidance_scale=args.guidance_scale, **extra)  # (n, T, H, W, 3)
+                                                         num_steps=args.num_steps, guidance_scale=args.guidance_scale, conditions=extra)  # (n, T, H, W, 3)
                     clips = torch.cat([context, imagined], 1)
                     scores.update({"lpips_imagined" + suffix: lpips.score(clips, goal).float().numpy(),
                                    "judge_final" + suffix: judge_scorer.score(clips, task).float().numpy(),

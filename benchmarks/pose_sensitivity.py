@@ -55,16 +55,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wmgym.conditioning import conditions_of_windows, is_pose_conditioned, model_conditions
 from wmgym.data.dataset import WindowDataset
 from wmgym.data.store import EpisodeStore
-from wmgym.eval.fidelity import psnr as fidelity_psnr
+from wmgym.image_metrics import psnr as image_psnr
 from wmgym.eval.ranking import roc_auc
 from wmgym.model.world_model import POSE_DIM, WorldModel
-from wmgym.sim.gripper_track import is_pose_conditioned, pose_vectors, rollout_conditions
+from wmgym.sim.gripper_track import pose_vectors
 from wmgym.train.checkpoint import write_text_atomic
 from wmgym.train.wm_build import pose_statistics, with_pose_conditioning
 from wmgym.train.world_model import TrainWorldModelConfig
-from wmgym.train.wm_validation import split_conditions
 
 
 def load_episodes(path: str, per_task: int, seed: int) -> list[dict]:
@@ -94,8 +94,8 @@ def load_episodes(path: str, per_task: int, seed: int) -> list[dict]:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-item PSNR (dB) of uint8 images (n, H, W, 3) (`wmgym.eval.fidelity.psnr`)."""
-    return fidelity_psnr(torch.from_numpy(a), torch.from_numpy(b)).double().numpy()
+    """Per-item PSNR (dB) of uint8 images (n, H, W, 3) (`wmgym.image_metrics.psnr`)."""
+    return image_psnr(torch.from_numpy(a), torch.from_numpy(b)).double().numpy()
 
 
 def imagine(model: WorldModel, episodes: list[dict], poses_key: str, seed: int, batch: int) -> np.ndarray:
@@ -107,7 +107,7 @@ def imagine(model: WorldModel, episodes: list[dict], poses_key: str, seed: int, 
         poses = np.stack([e[poses_key] for e in chunk]).astype(np.float32)
         generator = torch.Generator(model.device).manual_seed(seed + lo)
         frames = model.rollout(np.stack([e["frames"][:1] for e in chunk]), np.stack([e["actions"] for e in chunk]),
-                               generator=generator, **rollout_conditions(model, views, poses))
+                               generator=generator, conditions=model_conditions(model, views, poses))
         out.append(frames[:, -1].cpu().numpy())
     return np.concatenate(out)
 
@@ -154,10 +154,10 @@ def pose_gradient_tstats(model: WorldModel, data: str, batches: int, batch_size:
 
     def gradients(frames, actions, extra, poses) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The pose's first-effect weights' gradient and the views' per-channel one, for `poses`."""
-        conditions = split_conditions(model, extra)[0]
+        conditions = conditions_of_windows(dataset, extra)
+        conditions.vectors["poses"] = torch.as_tensor(poses, dtype=torch.float32)  # these poses, not the window's
         model.denoiser.zero_grad(set_to_none=True)
-        loss, _ = model.compute_loss(frames, actions, conditions, generator=generator, gripper_weight=gripper_weight,
-                                     poses=poses)
+        loss, _ = model.compute_loss(frames, actions, conditions, generator=generator, gripper_weight=gripper_weight)
         loss.backward()
         projection, views = model.denoiser.condition_in, None
         if projection is not None:  # (width, channels): the direction adding a multiple of a channel to every token

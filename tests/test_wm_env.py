@@ -302,10 +302,11 @@ def test_conditioned_env_feeds_the_simulators_grippers_view(tiny_grippers_bundle
     env = make(tiny_grippers_bundle)
     env.reset(seed=0, options={"frame": frame})
     core = env.unwrapped.core
-    np.testing.assert_array_equal(core.tracks[0].state.poses, bundle.start_grippers[2].poses)
+    np.testing.assert_array_equal(core.grippers.tracks[0].state.poses, bundle.start_grippers[2].poses)
     seen = []
     original = core.imagination.step
-    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(conditions) or original(actions, generator, conditions, **kw)
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(conditions.views["grippers"]) or original(
+        actions, generator, conditions, **kw)
     for _ in range(3):
         action = sim.unwrapped.expert_action()
         sim.step(action)
@@ -352,8 +353,8 @@ def test_pose_conditioned_bundle_passes_both_checkers_and_feeds_the_simulators_p
     core = env.unwrapped.core
     seen = []
     original = core.imagination.step
-    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append((conditions, kw["poses"])) or original(
-        actions, generator, conditions, **kw)
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(
+        (conditions.views["grippers"], conditions.vectors["poses"][:, 0])) or original(actions, generator, conditions, **kw)
     for _ in range(3):
         action = sim.unwrapped.expert_action()
         sim.step(action)
@@ -372,8 +373,8 @@ def _record_held(core) -> list:
     """Wrap `core.imagination.step` (after reset: a full reset makes a new Imagination) to record
     the grasp state each step gives the model."""
     seen, original = [], core.imagination.step
-    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(kw["held"].cpu().numpy()) or original(
-        actions, generator, conditions, **kw)
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(
+        conditions.vectors["held"][:, 0].cpu().numpy()) or original(actions, generator, conditions, **kw)
     return seen
 
 

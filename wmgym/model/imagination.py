@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from wmgym.actions import ACTION_DIM
+from wmgym.model.conditions import Conditions
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
 from wmgym.model.world_model_config import check_sampler_arguments
@@ -68,8 +69,8 @@ class Imagination:
 
     # ------------------------------------------------------------ start / restart
     @torch.no_grad()
-    def start(self, context_frames, rows=None, generator: torch.Generator | None = None, conditions=None,
-              poses=None, held=None) -> None:
+    def start(self, context_frames, rows=None, generator: torch.Generator | None = None,
+              conditions: Conditions | None = None) -> None:
         """(Re)start rows from context frames.
 
         Args:
@@ -77,9 +78,8 @@ class Imagination:
             rows: long (r,) rows to restart, or None for all b (then r = b). Restarting some
                 rows needs the cache and a started batch.
             generator: for the history noise of the context frames.
-            conditions: uint8 (r, c, V, H, W, 3) condition views, if the model has any.
-            poses: float (r, c, POSE_DIM) grippers' poses, for a pose-conditioned model.
-            held: float (r, c, HELD_DIM) in [0, 1] grippers' grasp state, for a held-conditioned model.
+            conditions: the context frames' `Conditions` (r, c), if the model has any
+                (`WorldModel.encode_conditions`).
         """
         model, s = self.model, self.model.sampler
         context = model.encode_frames(context_frames)  # (r, c, C, h, w)
@@ -92,7 +92,7 @@ class Imagination:
         noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
         null = torch.zeros(r, c, ACTION_DIM, device=model.device)
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
-        cond = model.encode_conditions(conditions, r, c, poses, held)
+        cond = model.encode_conditions(conditions, r, c)
         if rows is None:
             self.num_generated = 0
             if self.is_started:  # a fresh history for every row
@@ -113,17 +113,14 @@ class Imagination:
 
     # ------------------------------------------------------------ one frame for every row
     @torch.no_grad()
-    def step(self, actions, generator: torch.Generator | None = None, conditions=None,
-             drop_actions: bool = False, poses=None, held=None) -> torch.Tensor:
+    def step(self, actions, generator: torch.Generator | None = None, conditions: Conditions | None = None,
+             drop_actions: bool = False) -> torch.Tensor:
         """Generate the next frame of every row.
 
         Args:
             actions: float (b, 20) raw actions (normalised here); actions[i] moves row i.
             generator: sampling noise (same generator state, same frames).
-            conditions: uint8 (b, V, H, W, 3) condition views of the new frame, if the model has any.
-            poses: float (b, POSE_DIM) the grippers' pose at the new frame, for a pose-conditioned model.
-            held: float (b, HELD_DIM) in [0, 1] the grippers' grasp state at the new frame, for a
-                held-conditioned model.
+            conditions: the new frame's `Conditions` (b, 1), if the model has any.
             drop_actions: replace the action by the null action of action dropout (the model's
                 action-free prediction; the frame keeps it as history): the null-action baseline.
         Returns:
@@ -139,9 +136,7 @@ class Imagination:
         if actions.dim() != 2 or actions.shape[0] != b:
             raise ValueError(f"step takes one action per row, (b={b}, {ACTION_DIM}), got {tuple(actions.shape)}")
         action = model.normalize_actions(actions[:, None])  # (b, 1, 20)
-        cond = model.encode_conditions(None if conditions is None else _rows(conditions)[:, None], b, 1,
-                                        None if poses is None else _rows(poses)[:, None],
-                                        None if held is None else _rows(held)[:, None])
+        cond = model.encode_conditions(conditions, b, 1)
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
             timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)

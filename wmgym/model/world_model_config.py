@@ -81,11 +81,12 @@ class WorldModelConfig:
     held_conditioning: bool = False
     """Also condition every frame on the simulator's grasp state (`HELD_DIM` values: whether the
     left and the right gripper hold cloth, 1/0, or a prior's probability of it), teacher-forced
-    in training from the store's `robot{0,1}_held_particles` (`held=` of `compute_loss`,
-    `rollout` and `Imagination`). A grasp that catches the cloth or closes beside it is a
-    fraction of a pixel of the frames (docs/benchmarks.md); given as a switch, "the cloth
-    follows this gripper" is something the model cannot fail to see. The values enter after the
-    pose's, as constant condition channels, read by the denoiser's frame-vector embedding."""
+    in training from the store's `robot{0,1}_held_particles` (the "held" vector of the
+    `Conditions` that `compute_loss`, `rollout` and `Imagination` take). A grasp that catches
+    the cloth or closes beside it is a fraction of a pixel of the frames (docs/benchmarks.md);
+    given as a switch, "the cloth follows this gripper" is something the model cannot fail to
+    see. The values enter after the pose's, as constant condition channels, read by the
+    denoiser's frame-vector embedding."""
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     min_snr_gamma: float = 5.0
     prediction: str = "v"

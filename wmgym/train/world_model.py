@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from wmgym.conditioning import conditions_of_windows
 from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
@@ -41,7 +42,7 @@ from wmgym.train.wm_build import (action_statistics, pose_statistics, with_condi
                                   with_pose_conditioning)
 from wmgym.train.wm_checkpoint import (RUN_DIRECTORY_KIND, latest_checkpoint, newest_intact_checkpoint, restore_checkpoint,
                                        save_checkpoint)
-from wmgym.train.wm_validation import split_conditions, validation_metrics
+from wmgym.train.wm_validation import validation_metrics
 
 VAL_SEED_OFFSET = 7919  # validation draws from its own generator, the same at every validation
 
@@ -182,10 +183,9 @@ class _LossModule(nn.Module):
         self.model, self.action_dropout = model, action_dropout
         self.gripper_weight, self.gripper_dilation = gripper_weight, gripper_dilation
 
-    def forward(self, frames, actions, conditions, poses, held, generator):
+    def forward(self, frames, actions, conditions, generator):
         return self.model.compute_loss(frames, actions, conditions, action_dropout=self.action_dropout, generator=generator,
-                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation,
-                                       poses=poses, held=held)
+                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation)
 
 
 def train_world_model(config: TrainWorldModelConfig) -> Path:
@@ -297,7 +297,7 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
         tick = time.perf_counter()
         for frames, actions, *extra in batches:
             generator.manual_seed(_step_seed(config.seed, rank, step))
-            loss, logs = loss_module(frames, actions, *split_conditions(model, extra), generator)
+            loss, logs = loss_module(frames, actions, conditions_of_windows(train_set, extra), generator)
             accelerator.backward(loss)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip or math.inf)
