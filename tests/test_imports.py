@@ -154,3 +154,13 @@ def private_uses() -> list[str]:
 def test_no_module_uses_another_modules_private_names():
     uses = private_uses()
     assert not uses, "private names used from outside their module:\n" + "\n".join(uses)
+
+
+def test_the_model_imports_nothing_from_the_simulator_the_actions_or_the_layers_above():
+    """wmgym.model reads its action spec and condition features from its config (issue 37): it
+    imports only its own modules and the writer of model directories (wmgym.outputs)."""
+    graph = import_graph()
+    allowed = lambda target: target.startswith("wmgym.model") or target == "wmgym.outputs"
+    outside = [f"{name} -> {target} (line {lines[0][1]})" for name, targets in graph.items() if name.startswith("wmgym.model")
+               for target, lines in targets.items() if not allowed(target)]
+    assert not outside, "wmgym.model imports from outside it:\n" + "\n".join(outside)

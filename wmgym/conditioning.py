@@ -37,12 +37,12 @@ import numpy as np
 import torch
 
 from wmgym.model.conditions import Conditions
+from wmgym.model.grasp_prior import WIDTH_COLUMNS
 from wmgym.sim.gripper import GRASP_WIDTH
 from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, pose_vector, pose_vectors
 from wmgym.sim.world import WorldConfig
 
 GRASP_MODES = ("store", "probability", "sample", "expectation")
-WIDTH_COLUMNS = [3, 7]  # the left and the right gripper's width in a pose vector
 
 
 # ---------------------------------------------------------------- what a model takes

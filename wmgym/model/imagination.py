@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import torch
 
-from wmgym.actions import ACTION_DIM
 from wmgym.model.conditions import Conditions
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
@@ -90,7 +89,7 @@ class Imagination:
             raise ValueError(f"starting every row needs {self.batch_size} context clips, got {r}")
         hist = torch.full((r, c), s.history_timestep, device=model.device, dtype=torch.long)
         noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
-        null = torch.zeros(r, c, ACTION_DIM, device=model.device)
+        null = torch.zeros(r, c, model.action_dim, device=model.device)
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
         cond = model.encode_conditions(conditions, r, c)
         if rows is None:
@@ -118,7 +117,7 @@ class Imagination:
         """Generate the next frame of every row.
 
         Args:
-            actions: float (b, 20) raw actions (normalised here); actions[i] moves row i.
+            actions: float (b, action_dim) raw actions (normalised here); actions[i] moves row i.
             generator: sampling noise (same generator state, same frames).
             conditions: the new frame's `Conditions` (b, 1), if the model has any.
             drop_actions: replace the action by the null action of action dropout (the model's
@@ -134,8 +133,8 @@ class Imagination:
         b = self.batch_size
         actions = _rows(actions)
         if actions.dim() != 2 or actions.shape[0] != b:
-            raise ValueError(f"step takes one action per row, (b={b}, {ACTION_DIM}), got {tuple(actions.shape)}")
-        action = model.normalize_actions(actions[:, None])  # (b, 1, 20)
+            raise ValueError(f"step takes one action per row, (b={b}, {model.action_dim}), got {tuple(actions.shape)}")
+        action = model.normalize_actions(actions[:, None])  # (b, 1, action_dim)
         cond = model.encode_conditions(conditions, b, 1)
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):

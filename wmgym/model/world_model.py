@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
 from wmgym.model.codec import Codec
 from wmgym.model.codec_factory import make_codec
 from wmgym.model.conditions import Conditions
@@ -99,7 +98,8 @@ class WorldModel(nn.Module):
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
-        bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * ACTION_DIM, [np.inf] * ACTION_DIM)
+        self.action_dim = config.action_dim  # the action spec is the config's (WMFold-v0: 20)
+        bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * self.action_dim, [np.inf] * self.action_dim)
         self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
         object.__setattr__(self, "_grasp_prior", None)  # not a submodule: see `grasp_prior`
@@ -141,9 +141,15 @@ class WorldModel(nn.Module):
     @property
     def condition_vectors(self) -> dict[str, int]:
         """The per-frame vectors this model takes (`Conditions.vectors`), name -> size, in the
-        order they enter: "poses" (POSE_DIM) if pose-conditioned, then "held" (HELD_DIM) if
-        held-conditioned."""
-        return {**({"poses": POSE_DIM} if self.is_pose_conditioned else {}), **({"held": HELD_DIM} if self.is_held_conditioned else {})}
+        order they enter, as its config declares them (`WorldModelConfig.features`): "poses"
+        (POSE_DIM) if pose-conditioned, then "held" (HELD_DIM) if held-conditioned."""
+        return self.config.features()["vectors"]
+
+    @property
+    def action_layout(self) -> str:
+        """What an action is, for error messages: its size and, where the config names them, its components."""
+        names = self.config.action_names
+        return f"an action has {self.action_dim} components" + (f": {', '.join(names)}" if names else "")
 
     @property
     def frame_vector_dim(self) -> int:
@@ -172,19 +178,19 @@ class WorldModel(nn.Module):
         return x.reshape(b, t, *x.shape[1:]).permute(0, 1, 3, 4, 2)
 
     def normalize_actions(self, actions) -> torch.Tensor:
-        """Raw actions (b, T, 20) -> clamped to the training range (`config.action_min/max`), then
+        """Raw actions (b, T, action_dim) -> clamped to the training range (`config.action_min/max`), then
         standardised with the training mean and std."""
         actions = _to_tensor(actions, torch.float32, self.device)
-        if actions.dim() != 3 or actions.shape[-1] != ACTION_DIM:
-            raise ValueError(f"actions must be (b, T, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
+        if actions.dim() != 3 or actions.shape[-1] != self.action_dim:
+            raise ValueError(f"actions must be (b, T, {self.action_dim}), got {tuple(actions.shape)}\n{self.action_layout}")
         if not torch.isfinite(actions).all():
-            raise ValueError(f"actions contain non-finite values\n{ACTION_LAYOUT}")
+            raise ValueError(f"actions contain non-finite values\n{self.action_layout}")
         return (torch.maximum(torch.minimum(actions, self.action_high), self.action_low) - self.action_mean) / self.action_std
 
     def _frame_actions(self, actions: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame conditioning (b, t, 20) and is_dropped (b, t): frame i gets a_{i-1}."""
+        """Per-frame conditioning (b, t, action_dim) and is_dropped (b, t): frame i gets a_{i-1}."""
         b = actions.shape[0]
-        frame_actions = torch.zeros(b, num_frames, ACTION_DIM, device=self.device)
+        frame_actions = torch.zeros(b, num_frames, self.action_dim, device=self.device)
         frame_actions[:, 1:] = actions[:, : num_frames - 1]
         dropped = torch.zeros(b, num_frames, dtype=torch.bool, device=self.device)
         dropped[:, 0] = True
@@ -218,7 +224,7 @@ class WorldModel(nn.Module):
                      gripper_dilation: int = GRIPPER_DILATION):
         """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
 
-        frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
+        frames: uint8 (b, t, H, W, 3); actions: (b, t-1, action_dim) raw (normalised here);
         conditions: the frames' `Conditions` (b, t): the views named by config.condition_views
         and the vectors of `condition_vectors` ("poses": raw grippers' poses (POSE_DIM), "held":
         whether each gripper holds cloth (HELD_DIM, in [0, 1])), or None for a model without any.
@@ -343,7 +349,7 @@ class WorldModel(nn.Module):
 
         Args:
             context_frames: uint8 (b, c, H, W, 3), c >= 1, array or tensor.
-            actions: float32 (b, T, 20); actions[:, i] produces generated frame i.
+            actions: float32 (b, T, action_dim); actions[:, i] produces generated frame i.
             num_steps, guidance_scale: override the checkpoint's sampler defaults.
             generator: torch.Generator on the model's device (same seed, same frames).
             use_cache: write each finished frame's keys/values once and reuse them; False
@@ -360,7 +366,8 @@ class WorldModel(nn.Module):
         context = _to_tensor(context_frames, torch.uint8, self.device)
         actions = _to_tensor(actions, torch.float32, self.device)
         if actions.dim() != 3 or actions.shape[0] != context.shape[0]:
-            raise ValueError(f"actions must be (b={context.shape[0]}, T, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
+            raise ValueError(f"actions must be (b={context.shape[0]}, T, {self.action_dim}), got {tuple(actions.shape)}\n"
+                             f"{self.action_layout}")
         b, c, horizon = context.shape[0], context.shape[1], actions.shape[1]
         if conditions is not None:
             conditions = conditions.to(self.device)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from wmgym.actions import ACTION_DIM
 from wmgym.conditioning import conditions_of_windows
 from wmgym.image_metrics import psnr_from_mse
 from wmgym.model.conditions import Conditions
@@ -55,7 +54,7 @@ def one_step_from_noise(model: WorldModel, frames, actions, generator, condition
     timesteps = torch.full((b, t), model.sampler.history_timestep, dtype=torch.long, device=model.device)
     timesteps[:, -1] = last
     noisy = add_noise(z, torch.randn(z.shape, device=model.device, generator=generator), timesteps, model.alphas_cumprod)
-    frame_actions = torch.zeros(b, t, ACTION_DIM, device=model.device)  # frame i is produced by a_{i-1}
+    frame_actions = torch.zeros(b, t, model.action_dim, device=model.device)  # frame i is produced by a_{i-1}
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown

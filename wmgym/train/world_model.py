@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from wmgym.actions import ACTION_NAMES
 from wmgym.conditioning import conditions_of_windows
 from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
@@ -388,7 +389,8 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
                               latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
                               width=config.width, depth=config.depth, num_heads=config.num_heads,
                               condition_channels=len(config.condition_views) * codec.latent_channels + vector,
-                              pose_dim=vector if config.pose_input == "embedding" or config.held_conditioning else 0)
+                              pose_dim=vector if config.pose_input == "embedding" or config.held_conditioning else 0,
+                              action_dim=train_set.actions.shape[1])
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
@@ -396,7 +398,8 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     pose_mean, pose_std = pose_statistics(train_set) if config.pose_conditioning else (None, None)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
-                            action_min=low, action_max=high, condition_views=tuple(config.condition_views),
+                            action_min=low, action_max=high, action_names=list(ACTION_NAMES) if len(mean) == len(ACTION_NAMES) else None,
+                            condition_views=tuple(config.condition_views),
                             pose_mean=pose_mean, pose_std=pose_std, held_conditioning=config.held_conditioning,
                             prediction=config.prediction)
 
