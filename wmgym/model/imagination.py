@@ -57,7 +57,7 @@ class Imagination:
         self.rep = 2 if self.guidance_scale != 1.0 else 1  # guided: [conditional, newest action dropped]
         self._new_cache = lambda: KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame)
         self.cache = self._new_cache() if use_cache else None
-        self.parts: list[tuple] = []  # recompute mode: (latents, timesteps, actions, dropped, cond) per frame
+        self.parts: list[tuple] = []  # recompute mode: (latents, timesteps, actions, dropped, cond) per frame, cond = (maps, vectors)
         self.last: torch.Tensor | None = None  # newest history latent (b*rep, 1, C, h, w), at history noise
         self.last_clean: torch.Tensor | None = None  # the same frame before history noise: the residual anchor
         self.num_generated = 0  # frames generated since the last whole-batch start (for error messages)
@@ -91,7 +91,7 @@ class Imagination:
         noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
         null = torch.zeros(r, c, model.action_dim, device=model.device)
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
-        cond = model.encode_conditions(conditions, r, c)
+        cond = model.encode_conditions(conditions, r, c)  # (maps, vectors)
         if rows is None:
             self.num_generated = 0
             if self.is_started:  # a fresh history for every row
@@ -106,7 +106,7 @@ class Imagination:
         rows = torch.cat([rows + i * self.batch_size for i in range(self.rep)])
         noisy, hist, null, dropped, cond, context = self._repeat(noisy, hist, null, dropped, cond, context)
         fresh = self._new_cache()
-        model.denoiser(noisy, hist, null, dropped, cond, cache=fresh, write_cache=True)
+        model.denoiser(noisy, hist, null, dropped, *cond, cache=fresh, write_cache=True)
         self.cache.append_rows(rows, fresh)
         self.last[rows], self.last_clean[rows] = noisy[:, -1:], context[:, -1:]
 
@@ -135,7 +135,7 @@ class Imagination:
         if actions.dim() != 2 or actions.shape[0] != b:
             raise ValueError(f"step takes one action per row, (b={b}, {model.action_dim}), got {tuple(actions.shape)}")
         action = model.normalize_actions(actions[:, None])  # (b, 1, action_dim)
-        cond = model.encode_conditions(conditions, b, 1)
+        cond = model.encode_conditions(conditions, b, 1)  # (maps, vectors)
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
             timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)
@@ -156,19 +156,24 @@ class Imagination:
 
     # ------------------------------------------------------------ internals
     def _repeat(self, *tensors):
-        return [None if x is None else x.repeat(self.rep, *([1] * (x.dim() - 1))) for x in tensors]
+        """Each tensor (or tuple of tensors, or None) with its rows repeated `rep` times."""
+        one = lambda x: tuple(one(y) for y in x) if isinstance(x, tuple) else None if x is None else x.repeat(
+            self.rep, *([1] * (x.dim() - 1)))
+        return [one(x) for x in tensors]
 
     def _add(self, latents, timesteps, actions, dropped, cond, clean) -> None:
         """Append frames for every row: `latents` at history noise `timesteps`, `clean` without it."""
         self.last_clean = self._repeat(clean[:, -1:])[0]
         latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
         if self.use_cache:  # one pass writes the finished frames' keys and values
-            self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True, previous_first=self.last)
+            self.model.denoiser(latents, timesteps, actions, dropped, *cond, cache=self.cache, write_cache=True,
+                                previous_first=self.last)
             self.last = latents[:, -1:]
             return
         self.last = latents[:, -1:]
         for i in range(latents.shape[1]):
-            self.parts.append(tuple(None if x is None else x[:, i : i + 1] for x in (latents, timesteps, actions, dropped, cond)))
+            frame = lambda x: tuple(frame(y) for y in x) if isinstance(x, tuple) else None if x is None else x[:, i : i + 1]
+            self.parts.append(frame((latents, timesteps, actions, dropped, cond)))
         s = self.model.sampler
         if s.window_frames is not None and len(self.parts) > s.window_frames:
             first = self.parts[:1] if s.keep_first_frame else []
@@ -182,11 +187,11 @@ class Imagination:
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
         if self.use_cache:
-            output = self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache, previous_first=self.last)
+            output = self.model.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
         else:
             seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
-            seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
-            output = self.model.denoiser(*seq, seq_cond)[:, -1:]
+            seq_cond = [None if new is None else torch.cat([p[4][j] for p in self.parts] + [new], dim=1) for j, new in enumerate(cond)]
+            output = self.model.denoiser(*seq, *seq_cond)[:, -1:]
         return self.model.predicted_velocity(output, x, timesteps, self.last_clean)
 
 

@@ -250,9 +250,9 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0.shape, device=self.device, generator=generator)
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
         conditions = None if conditions is None else conditions.to(self.device)  # once, for both uses
-        cond = self.encode_conditions(conditions, b, t)
+        maps, vectors = self.encode_conditions(conditions, b, t)
         previous = self._history_predecessors(z0, generator)
-        output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
+        output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, maps, vectors, previous=previous)
         anchor = torch.cat([torch.zeros_like(z0[:, :1]), z0[:, :-1]], dim=1)  # clean predecessors (b, t, C, h, w)
         x0_hat = self.predicted_x0(output.float(), noisy, timesteps, anchor)
         a = self.alphas_cumprod[timesteps]
@@ -296,11 +296,11 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0[:, :-1].shape, device=self.device, generator=generator)
         return torch.cat([torch.zeros_like(z0[:, :1]), add_noise(z0[:, :-1], noise, levels, self.alphas_cumprod)], dim=1)
 
-    def encode_conditions(self, conditions: Conditions | None, b: int, t: int) -> torch.Tensor | None:
-        """The denoiser's condition channels (b, t, V * C (+ POSE_DIM) (+ HELD_DIM), h, w) of
-        `conditions` (b, t): the views' latents in `config.condition_views` order, then, for a
-        pose-conditioned model, the standardised pose, then, for a held-conditioned one,
-        2 * held - 1, both broadcast over the latent grid. None for a model without conditions.
+    def encode_conditions(self, conditions: Conditions | None, b: int, t: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The denoiser's two condition inputs of `conditions` (b, t): maps (b, t, V * C, h, w),
+        the views' latents in `config.condition_views` order (None without views), and vectors
+        (b, t, `frame_vector_dim`): for a pose-conditioned model the standardised pose, then for a
+        held-conditioned one 2 * held - 1 (None without either).
         ValueError naming what is missing, extra, of the wrong shape or not finite."""
         conditions = Conditions() if conditions is None else conditions
         views = tuple(self.config.condition_views)
@@ -309,7 +309,7 @@ class WorldModel(nn.Module):
             names = {"poses": "not pose-conditioned", "held": "not held-conditioned"}
             why = "; ".join(f"{name} given to a world model that is {names.get(name, 'not conditioned on it')}" for name in extra)
             raise ValueError(f"{why} (it takes views {views} and vectors {tuple(self.condition_vectors)})")
-        parts = []
+        maps, parts = None, []
         if views:
             if any(v not in conditions.views for v in views):
                 raise ValueError(f"this model is conditioned on views {views}; pass conditions with those views")
@@ -317,9 +317,7 @@ class WorldModel(nn.Module):
             if tuple(stacked.shape[:3]) != (b, t, len(views)):
                 raise ValueError(f"conditions must be uint8 (b={b}, t={t}, H, W, 3) per view, got {tuple(stacked.shape)}")
             z = self.encode_frames(stacked.reshape(b, t * len(views), *stacked.shape[3:]))
-            parts.append(z.reshape(b, t, len(views) * z.shape[2], *z.shape[3:]))
-        dcfg = self.denoiser.config
-        grid = lambda x: x[..., None, None].expand(*x.shape, dcfg.latent_height, dcfg.latent_width)
+            maps = z.reshape(b, t, len(views) * z.shape[2], *z.shape[3:])
         poses, held = conditions.vectors.get("poses"), conditions.vectors.get("held")
         if self.is_pose_conditioned:
             if poses is None:
@@ -328,7 +326,7 @@ class WorldModel(nn.Module):
             poses = poses.to(self.device)
             if tuple(poses.shape) != (b, t, POSE_DIM) or not torch.isfinite(poses).all():
                 raise ValueError(f"poses must be finite float (b={b}, t={t}, {POSE_DIM}), got {tuple(poses.shape)}")
-            parts.append(grid((poses - self.pose_mean) / self.pose_std))
+            parts.append((poses - self.pose_mean) / self.pose_std)
         if self.is_held_conditioned:
             if held is None:
                 raise ValueError(f"this model is conditioned on the grippers' grasp state; pass held (b={b}, t={t}, {HELD_DIM}) "
@@ -337,8 +335,8 @@ class WorldModel(nn.Module):
             held = held.to(self.device)
             if tuple(held.shape) != (b, t, HELD_DIM) or not torch.isfinite(held).all() or held.min() < 0 or held.max() > 1:
                 raise ValueError(f"held must be float (b={b}, t={t}, {HELD_DIM}) in [0, 1], got {tuple(held.shape)}")
-            parts.append(grid(2 * held - 1))
-        return torch.cat(parts, dim=2) if parts else None
+            parts.append(2 * held - 1)
+        return maps, (torch.cat(parts, dim=2) if len(parts) > 1 else parts[0] if parts else None)
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -58,7 +58,7 @@ def one_step_from_noise(model: WorldModel, frames, actions, generator, condition
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown
-    cond = model.encode_conditions(conditions, b, t)
-    output = model.denoiser(noisy, timesteps, frame_actions, dropped, cond)[:, -1:]  # (b, 1, C, h, w)
+    maps, vectors = model.encode_conditions(conditions, b, t)
+    output = model.denoiser(noisy, timesteps, frame_actions, dropped, maps, vectors)[:, -1:]  # (b, 1, C, h, w)
     x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
     return model.decode_latents(x0)[:, 0]
