@@ -314,6 +314,27 @@ def test_conditioned_env_feeds_the_simulators_grippers_view(tiny_grippers_bundle
         np.testing.assert_array_equal(seen[-1][0, 0].cpu().numpy(), sim.unwrapped.views()["grippers"])
 
 
+def test_a_simfold_state_starts_an_episode_without_gripper_internals(tiny_grippers_bundle):
+    """`reset(options={"start": sim.unwrapped.state()})` is the frame and the grippers of that state."""
+    from wmgym.sim.gripper_track import GripperState
+
+    sim = gym.make("SimFold-v0", resolution=SIZE)
+    frame, _ = sim.reset(seed=11)
+    state = sim.unwrapped.state()
+    np.testing.assert_array_equal(state.frame, frame)
+    runs = []
+    for options in ({"start": state}, {"frame": frame, "grippers": GripperState.of_world(sim.unwrapped.world)}):
+        env = make(tiny_grippers_bundle)
+        first, _ = env.reset(seed=3, options=options)
+        runs.append([first] + [env.step(hold())[0] for _ in range(2)])
+    np.testing.assert_array_equal(np.stack(runs[0]), np.stack(runs[1]))
+    np.testing.assert_allclose(env.unwrapped.core.grippers.tracks[0].state.widths, state.grippers.widths, atol=1e-6)  # held still
+    with pytest.raises(ValueError, match="without 'frame' and 'grippers'"):
+        env.reset(options={"start": state, "frame": frame})
+    with pytest.raises(ValueError, match="StartState"):
+        env.reset(options={"start": frame})
+
+
 def test_conditioned_frames_depend_on_the_grippers(tiny_grippers_bundle):
     bundle = Bundle.load(tiny_grippers_bundle)
     env = make(tiny_grippers_bundle)

@@ -103,11 +103,8 @@ def rollout(config: RolloutConfig) -> str:
     env.action_space.seed(config.seed)
     views = [env.unwrapped.views()]
     predicted = []
-    if model is not None:
-        from wmgym.sim.gripper_track import GripperState
-
-        start = {"frame": obs, "grippers": GripperState.of_world(env.unwrapped.world)}  # the grippers: for a conditioned model
-        predicted.append(model.reset(seed=config.seed, options=start)[0])
+    if model is not None:  # the simulator's frame and grippers (for a conditioned model)
+        predicted.append(model.reset(seed=config.seed, options={"start": env.unwrapped.state()})[0])
     done = False
     while not done:
         action = env.unwrapped.expert_action() if config.policy == "expert" else env.action_space.sample()

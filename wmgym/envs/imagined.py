@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, check_rotations
 from wmgym.conditioning import GripperConditions
 from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
+from wmgym.envs.sim_fold import StartState
 from wmgym.model.config_checks import is_finite_number
 from wmgym.model.imagination import Imagination
 from wmgym.model.world_model_config import check_sampler_arguments
@@ -31,7 +32,7 @@ from wmgym.sim.gripper_track import GripperState
 from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import WorldConfig
 
-RESET_OPTIONS = ("frame", "goal_image", "goal_text", "task", "grippers")
+RESET_OPTIONS = ("start", "frame", "goal_image", "goal_text", "task", "grippers")
 REWARDS = ("videoclip", "lpips", "lpips-offline", "lpips-calibrated", "none")
 """`reward` names: VideoCLIP similarity to the goal text; LPIPS to the goal image (real weights,
 see `LPIPSHead`); LPIPS with its offline fallback trunk (uncalibrated, warns); LPIPS calibrated
@@ -150,7 +151,9 @@ class ImaginedEpisodes:
                    row_rngs: list[np.random.Generator | None] | None = None) -> torch.Tensor:
         """Start rows (a list of r indices); returns their first observations uint8 (r, Ho, Wo, 3) on the device.
 
-        options: "frame" uint8 (r, H, W, 3) or, for one row, (H, W, 3): start from it (any size:
+        options: "start": a `StartState` (`SimFoldEnv.state()`) or r of them, the frame and
+        grippers to start from (instead of "frame" and "grippers"); "frame" uint8 (r, H, W, 3)
+        or, for one row, (H, W, 3): start from it (any size:
         resized to the model's for the model, returned unchanged); "goal_image" (one image or r);
         "goal_text" (one str or r); "task" (one task name or r, overriding the env's `task` for
         these episodes); "grippers" (a `GripperState` or r: the grippers at the start, for a
@@ -167,6 +170,8 @@ class ImaginedEpisodes:
         unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; expected one of {RESET_OPTIONS}")
+        if options.get("start") is not None:
+            options.update(_start_options(options.pop("start"), r, options))
         frame = options.get("frame")
         if frame is not None:
             given = _as_images(frame, r, "options['frame']", self.device)  # uint8 (r, h, w, 3), any size
@@ -337,6 +342,16 @@ class ImaginedEpisodes:
 
     def _to_obs_size(self, frames: torch.Tensor) -> torch.Tensor:
         return _resize(frames, self.obs_height, self.obs_width)
+
+
+def _start_options(start, r: int, options: dict) -> dict:
+    """options["start"] (one `StartState` or r) as the "frame" and "grippers" options."""
+    if "frame" in options or "grippers" in options:
+        raise ValueError("options['start'] gives the start frame and grippers: pass it without 'frame' and 'grippers'")
+    states = [start] * r if isinstance(start, StartState) else list(start) if isinstance(start, (list, tuple)) else []
+    if len(states) != r or not all(isinstance(s, StartState) for s in states):
+        raise ValueError(f"options['start'] must be a StartState (SimFoldEnv.state()) or a list of {r} of them, got {start!r}")
+    return {"frame": np.stack([s.frame for s in states]), "grippers": [s.grippers for s in states]}
 
 
 def _as_images(x, r: int, what: str, device) -> torch.Tensor:
