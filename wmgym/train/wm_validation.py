@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from wmgym.conditioning import conditions_of_windows
 from wmgym.image_metrics import psnr_from_mse
 from wmgym.model.conditions import Conditions
 from wmgym.model.schedule import add_noise
@@ -15,8 +14,7 @@ from wmgym.model.world_model import WorldModel
 
 @torch.no_grad()
 def validation_metrics(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
-    """Validation metrics of `model` over `loader`'s windows (frames (b, t, H, W, 3), actions, and
-    the conditions its `WindowDataset`, or a `Subset` of one, yields).
+    """Validation metrics of `model` over `loader`'s `wmgym.conditioning.WindowBatch`es.
 
     val/loss: the training loss with a fixed generator. val/x0_psnr: the newest frame predicted
     in one step from pure noise, the history held at the sampler's noise level, as rollouts do.
@@ -27,11 +25,9 @@ def validation_metrics(model: WorldModel, loader, seed: int, action_dropout: flo
     generator = torch.Generator(device=model.device).manual_seed(seed)
     sums = torch.zeros(5, dtype=torch.float64)  # loss, x0 se, copy se, rollout se, batches
     count = 0
-    windows = getattr(loader.dataset, "dataset", loader.dataset)  # the WindowDataset under a Subset
-    for frames, actions, *extra in loader:
-        frames, actions = frames.to(model.device), actions.to(model.device)
-        conditions = conditions_of_windows(windows, extra)
-        conditions = None if conditions is None else conditions.to(model.device)
+    for batch in loader:
+        batch = batch.to(model.device)
+        frames, actions, conditions = batch.frames, batch.actions, batch.conditions
         loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator)
         target = frames[:, -1].double()
         predicted = one_step_from_noise(model, frames, actions, generator, conditions)

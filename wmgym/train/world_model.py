@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_NAMES
-from wmgym.conditioning import conditions_of_windows
+from wmgym.conditioning import WindowCollator
 from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
@@ -258,6 +258,7 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
     sampler = EpochPermutationSampler(epoch_items(train_set.window_offsets, config.focus_window_starts,
                                                   config.focus_repeats), config.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                         collate_fn=WindowCollator(train_set),  # typed batches: WindowBatch
                                          num_workers=config.num_workers, pin_memory=device.type == "cuda",
                                          persistent_workers=config.num_workers > 0,
                                          generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
@@ -296,9 +297,9 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
         tick = time.perf_counter()
-        for frames, actions, *extra in batches:
+        for batch in batches:
             generator.manual_seed(_step_seed(config.seed, rank, step))
-            loss, logs = loss_module(frames, actions, conditions_of_windows(train_set, extra), generator)
+            loss, logs = loss_module(batch.frames, batch.actions, batch.conditions, generator)
             accelerator.backward(loss)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip or math.inf)
@@ -345,7 +346,7 @@ def _val_loader(val_set: WindowDataset, config: TrainWorldModelConfig):
     count = min(len(val_set), config.val_batches * config.batch_size)
     indices = np.linspace(0, len(val_set) - 1, count).round().astype(int).tolist()  # spread over episodes
     return torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, indices), batch_size=config.batch_size,
-                                       generator=torch.Generator())  # leaves the global RNG alone
+                                       collate_fn=WindowCollator(val_set), generator=torch.Generator())  # leaves the global RNG alone
 
 
 # ---------------------------------------------------------------- setup helpers
