@@ -102,10 +102,12 @@ def main() -> None:
     for horizon in (16, 64):
         cache = KVCache(dcfg.depth, dcfg.tokens_per_frame, args.window, keep_first_frame=True)
         z = torch.zeros(1, 1, dcfg.latent_channels, dcfg.latent_height, dcfg.latent_width)
-        cond = torch.zeros(1, 1, dcfg.condition_channels, dcfg.latent_height, dcfg.latent_width) if dcfg.condition_channels else None
+        spatial = dcfg.condition_channels - dcfg.pose_dim  # the views' latents; the rest is the per-frame vector
+        maps = torch.zeros(1, 1, spatial, dcfg.latent_height, dcfg.latent_width) if spatial else None
+        vectors = torch.zeros(1, 1, dcfg.pose_dim) if dcfg.pose_dim else None
         with torch.no_grad():
             for _ in range(horizon):
-                model.denoiser(z, torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, 20), conditions=cond, cache=cache,
+                model.denoiser(z, torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, 20), maps, vectors, cache=cache,
                               write_cache=True)
         memory[horizon] = cache.num_bytes()
     by_h = {r["horizon"]: r for r in rows}

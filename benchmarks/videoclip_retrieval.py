@@ -32,8 +32,8 @@ from wmgym.data.dataset import split_episodes
 from wmgym.data.store import EpisodeStore
 from wmgym.rewards.judge import first_accept_peaks, judge_figures
 from wmgym.rewards.videoclip import WEIGHTS_FILE, VideoCLIP
-from wmgym.train.judge_eval import evaluate, judge_probabilities, judged_clips
-from wmgym.train.videoclip import load_clips
+from wmgym.train.judge_eval import judge_probabilities, judged_clips, videoclip_figures
+from wmgym.train.episode_clips import load_clips
 
 
 def stop_step_agreement(probability: np.ndarray, labels: np.ndarray, episodes: np.ndarray, threshold: float) -> dict:
@@ -67,7 +67,7 @@ def main() -> None:
     threshold = model.config.success_threshold
 
     start = time.perf_counter()
-    figures = evaluate(model, val, prefixes=True, outcome_captions=outcome_captions)
+    figures = videoclip_figures(model, val, prefixes=True, outcome_captions=outcome_captions)
     probability, labels, episodes = judge_probabilities(model, val, prefixes=True)
     stops = stop_step_agreement(probability, labels, episodes, threshold)
     at_half = judge_figures(probability >= 0.5, labels)

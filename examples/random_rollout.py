@@ -2,8 +2,8 @@
 
     python examples/random_rollout.py --out random_rollout.gif [--checkpoint DIR] [--seed 0]
 
-Both environments start from the same state (the simulator's first frame is handed to the
-world model through `reset(options={"frame": ...})`) and receive the same random actions;
+Both environments start from the same state (the simulator's `state()` is handed to the
+world model through `reset(options={"start": ...})`) and receive the same random actions;
 the video shows simulator | world model, side by side.
 """
 
@@ -13,10 +13,11 @@ import argparse
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 import wmgym  # noqa: F401  (registers SimFold-v0 and WMFold-v0)
 from wmgym.data.video import tile_views, write_video
-from wmgym.sim.gripper_track import GripperState
+from wmgym.image_metrics import psnr_from_mse
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> str:
     size = world_model.observation_space.shape[0]
     sim = gym.make("SimFold-v0", resolution=size, horizon=args.steps)
     sim_frame, _ = sim.reset(seed=args.seed)
-    start = {"frame": sim_frame, "grippers": GripperState.of_world(sim.unwrapped.world)}  # grippers: for a conditioned model
-    model_frame, _ = world_model.reset(seed=args.seed, options=start)
+    # The simulator's frame and grippers (the grippers: for a conditioned model) as the model's start.
+    model_frame, _ = world_model.reset(seed=args.seed, options={"start": sim.unwrapped.state()})
     sim.action_space.seed(args.seed)
     sim_frames, model_frames = [sim_frame], [model_frame]
     for _ in range(args.steps):
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> str:
         sim_frames.append(sim.step(action)[0])
         model_frames.append(world_model.step(action)[0])
     sim_frames, model_frames = np.stack(sim_frames), np.stack(model_frames)
-    psnr = 10 * np.log10(255.0**2 / np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2))
+    mse = np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2)
+    psnr = float(psnr_from_mse(torch.tensor(mse)))
     path = write_video(tile_views([sim_frames, model_frames], scale=max(1, 128 // size)), args.out, fps=4)
     print(f"simulator | world model, {args.steps} random steps, PSNR {psnr:.1f} dB -> {path}")
     return str(path)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wmgym.envs.bundle import make_bundle
+from wmgym.model.conditions import Conditions
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.world_model import POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.rewards.videoclip import VideoCLIP, VideoCLIPConfig, build_vocabulary
@@ -22,6 +23,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def as_conditions(views=None, poses=None, held=None, view_names: tuple = ("grippers",)) -> Conditions:
+    """`Conditions` out of stacked views (b, t, V, H, W, 3), named `view_names`, a "poses" and a
+    "held" vector (b, t, d); whichever is given."""
+    named = {} if views is None else {name: views[:, :, i] for i, name in enumerate(view_names)}
+    return Conditions(named, {k: v for k, v in (("poses", poses), ("held", held)) if v is not None})
 
 
 def tiny_world_model(seed: int = 0, condition_views: tuple = (), pose: bool = False) -> WorldModel:

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from wmgym.cli import main
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.model.autoencoder import AutoencoderKLCodec
-from wmgym.model.codec import PixelCodec, make_codec
+from wmgym.model.codec import PixelCodec
+from wmgym.model.codec_factory import make_codec
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.train.codec import TrainCodecConfig, load_codec, train_codec

@@ -126,7 +126,9 @@ def grippers_eval(tiny_grippers_bundle, tmp_path_factory):
     calls, original = [], WorldModel.rollout
 
     def recording(self, context, actions, **kwargs):
-        calls.append({"actions": np.asarray(actions), "conditions": kwargs.get("conditions"),
+        given = kwargs.get("conditions")  # Conditions: recorded as its views stacked (b, t, V, H, W, 3)
+        calls.append({"actions": np.asarray(actions),
+                      "conditions": None if given is None else torch.stack(list(given.views.values()), dim=2),
                       "drop_actions": kwargs.get("drop_actions", False), "num_steps": kwargs.get("num_steps")})
         return original(self, context, actions, **kwargs)
 
@@ -202,7 +204,10 @@ def test_eval_gives_a_pose_conditioned_model_the_simulators_gripper_poses(tiny_p
     calls, original = [], WorldModel.rollout
 
     def recording(self, context, actions, **kwargs):
-        calls.append({"actions": np.asarray(actions), "conditions": kwargs.get("conditions"), "poses": kwargs.get("poses")})
+        given = kwargs.get("conditions")  # Conditions: recorded as its views stacked (b, t, V, H, W, 3)
+        calls.append({"actions": np.asarray(actions),
+                      "conditions": None if given is None else torch.stack(list(given.views.values()), dim=2),
+                      "poses": None if given is None else given.vectors.get("poses")})
         return original(self, context, actions, **kwargs)
 
     config = _tiny_config(tiny_pose_bundle, tmp_path / "eval_pose")

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from wmgym.conditioning import model_conditions
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
 from wmgym.envs.bundle import DEFAULT_BUNDLE
 from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig, close_events, event_features
 from wmgym.model.world_model import WorldModel
 from wmgym.sim.gripper import GRASP_WIDTH
-from wmgym.sim.gripper_track import pose_vectors, rollout_conditions
+from wmgym.sim.gripper_track import pose_vectors
 from wmgym.train.grasp_prior import TrainGraspPriorConfig, read_events, train_grasp_prior
 from wmgym.train.wm_build import with_held_conditioning
 
@@ -138,21 +139,21 @@ def test_a_held_conditioned_world_model_carries_its_prior_and_draws_the_grasp_st
     views = np.zeros((2, 5, 64, 64, 3), np.uint8)
     poses = np.stack([poses_with_widths([OPEN, OPEN, SHUT, SHUT, OPEN], [OPEN] * 5)] * 2)
     with pytest.raises(ValueError, match="no grasp prior"):
-        rollout_conditions(model, views, poses)
+        model_conditions(model, views, poses)
     given = np.zeros((2, 5, 2), np.float32)
-    np.testing.assert_array_equal(rollout_conditions(model, views, poses, held=given)["held"], given)
+    np.testing.assert_array_equal(model_conditions(model, views, poses, held=given).vectors["held"].numpy(), given)
     torch.manual_seed(0)
     model.grasp_prior = GraspPrior(GraspPriorConfig(hidden=8, feature_mean=[0.0] * 18, feature_std=[1.0] * 18))
     assert len(model.state_dict()) == len(model.denoiser.state_dict()) + len(model.codec.state_dict())  # not a submodule
-    extra = rollout_conditions(model, views, poses)
-    np.testing.assert_array_equal(extra["held"], model.grasp_prior.frame_held(poses).numpy())
-    assert set(extra) == {"conditions", "held"}
+    extra = model_conditions(model, views, poses)
+    np.testing.assert_array_equal(extra.vectors["held"].numpy(), model.grasp_prior.frame_held(poses).numpy())
+    assert {*extra.views, *extra.vectors} == {"grippers", "held"}
     frames = model.rollout(np.zeros((2, 1, 64, 64, 3), np.uint8), np.zeros((2, 4, 20), np.float32),
-                           generator=torch.Generator().manual_seed(0), **extra)
+                           generator=torch.Generator().manual_seed(0), conditions=extra)
     assert frames.shape == (2, 4, 64, 64, 3)
     model.save_pretrained(tmp_path / "wm")
     loaded = WorldModel.from_pretrained(tmp_path / "wm", device="cpu")
-    np.testing.assert_array_equal(loaded.grasp_prior.frame_held(poses).numpy(), extra["held"])
+    np.testing.assert_array_equal(loaded.grasp_prior.frame_held(poses).numpy(), extra.vectors["held"].numpy())
     with pytest.raises(ValueError, match="serves a held-conditioned"):
         tiny_world_model().grasp_prior = model.grasp_prior
 
@@ -175,9 +176,10 @@ def test_the_shipped_world_model_loads_with_its_prior_and_imagines_held_and_miss
     assert (prior[~closed] == 0).all() and (prior[closed] > 0).all() and (prior[closed] < 1).all()
     last = {}
     for name, held in (("held", closed.astype(np.float32)), ("missed", np.zeros(closed.shape, np.float32))):
-        extra = rollout_conditions(model, stack("grippers"), poses, held=held)
+        extra = model_conditions(model, stack("grippers"), poses, held=held)
         with torch.no_grad():
-            frames = model.rollout(stack("frames")[:, :1], stack("actions"), generator=torch.Generator().manual_seed(0), **extra)
+            frames = model.rollout(stack("frames")[:, :1], stack("actions"), generator=torch.Generator().manual_seed(0),
+                                   conditions=extra)
         last[name] = np.asarray(frames[:, -1], np.float64)
     # docs/model_card.md, "Training history": flipping the grasp state moves the last imagined frame by 2.0/255 on average
     assert np.abs(last["held"] - last["missed"]).mean() > 0.5

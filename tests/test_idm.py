@@ -350,8 +350,9 @@ class RecordingWorldModel:
         self.is_pose_conditioned, self.conditions, self.poses = inner.is_pose_conditioned, [], []
 
     def rollout(self, context, acts, **kwargs):
-        self.conditions.append(np.asarray(kwargs.get("conditions")))
-        self.poses.append(np.asarray(kwargs.get("poses")))
+        given = kwargs.get("conditions")  # Conditions: its views stacked (n, t, V, H, W, 3), its poses
+        self.conditions.append(np.asarray(torch.stack(list(given.views.values()), dim=2)) if given is not None and given.views else None)
+        self.poses.append(np.asarray(None if given is None else given.vectors.get("poses")))
         return self.inner.rollout(context, acts, **kwargs)
 
 

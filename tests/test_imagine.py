@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import as_conditions
 from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.imagine import ImagineConfig, imagine_store
 from wmgym.data.store import EpisodeStore
@@ -80,7 +81,8 @@ def test_a_grippers_conditioned_model_draws_from_the_stores_grippers_views(tiny_
     actions = np.stack([e["actions"] for e in eps])
     views = np.stack([e["grippers"] for e in eps])[:, :, None]  # (2, T+1, 1, H, W, 3)
     for conditions, same in ((views, True), (np.zeros_like(views), False)):
-        frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=conditions).numpy()
+        frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0),
+                               conditions=as_conditions(conditions)).numpy()
         assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same
 
 
@@ -100,7 +102,8 @@ def test_a_pose_conditioned_model_draws_from_the_stores_gripper_poses(tiny_pose_
     views = np.stack([e["grippers"] for e in eps])[:, :, None]
     poses = np.stack([pose_vectors(e["eef_pos"], e["gripper_width"]) for e in eps])  # (2, T+1, 8)
     for given, same in ((poses, True), (poses + 0.05, False)):  # exactly the store's poses, not others
-        frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=views, poses=given).numpy()
+        frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0),
+                               conditions=as_conditions(views, given)).numpy()
         assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same
 
 
@@ -112,7 +115,7 @@ def test_held_prior_draws_the_grasp_as_the_env_does_where_store_keeps_the_simula
     import torch
 
     from conftest import tiny_grasp_prior
-    from wmgym.data.imagine import held_of_records
+    from wmgym.conditioning import held_of_records
 
     T1 = 6
     widths = np.full((T1, 2), 0.08, np.float32)
@@ -132,7 +135,7 @@ def test_held_prior_draws_the_grasp_as_the_env_does_where_store_keeps_the_simula
 def test_imagine_with_held_prior_rolls_out_the_priors_draws(tiny_held_bundle, source, tmp_path):
     import torch
 
-    from wmgym.data.imagine import held_of_records
+    from wmgym.conditioning import held_of_records
     from wmgym.model.world_model import WorldModel
 
     config = ImagineConfig(data=str(source), out=str(tmp_path / "wm.zarr"), checkpoint=str(tiny_held_bundle), batch_size=3,
@@ -145,8 +148,8 @@ def test_imagine_with_held_prior_rolls_out_the_priors_draws(tiny_held_bundle, so
     actions = np.stack([r.actions for r in records])
     views = np.stack([r.grippers for r in records])[:, :, None]
     drawn = held_of_records(model, records, torch.Generator().manual_seed(0))  # batch 0's grasp draws
-    frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0), conditions=views,
-                           held=drawn).numpy()
+    frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0),
+                           conditions=as_conditions(views, held=drawn)).numpy()
     imagined = EpisodeStore.open(out)
     np.testing.assert_array_equal(frames, np.stack([imagined.read_episode(i)["frames"][1:] for i in range(3)]))
     np.testing.assert_array_equal(imagined.read_episode(0)["held_particles"], store.read_episode(0)["held_particles"])

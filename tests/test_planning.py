@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import as_conditions
 from wmgym.actions import ACTION_HIGH, ACTION_LOW
 from wmgym.model.world_model import WorldModel
 from wmgym.policies.mpc import PlanConfig, make_reward_head, plan, pool_plan_runs, run_plan_episode, scripted_nominal, selection_test
@@ -294,9 +295,10 @@ class RecordingModel:
         self.grasp_prior, self.actions = getattr(inner, "grasp_prior", None), []
 
     def rollout(self, context, actions, **kwargs):
-        self.conditions.append(kwargs.get("conditions"))
-        self.poses.append(kwargs.get("poses"))
-        self.held.append(kwargs.get("held"))
+        given = kwargs.get("conditions")  # Conditions: its views stacked (n, t, V, H, W, 3), its vectors
+        self.conditions.append(torch.stack(list(given.views.values()), dim=2) if given is not None and given.views else None)
+        self.poses.append(None if given is None else given.vectors.get("poses"))
+        self.held.append(None if given is None else given.vectors.get("held"))
         self.actions.append(actions)
         return self.inner.rollout(context, actions, **kwargs)
 
@@ -361,10 +363,11 @@ def test_planner_gives_a_pose_conditioned_model_each_candidates_gripper_poses(ti
                                                         world.widths[1]], atol=1e-6)
     # the pose steers the imagined frames: the same candidates and views, another height, other scores
     higher = planner.score_candidates(obs[None], obs[None], np.stack([result.actions] * 3), goal,
-                                      torch.Generator().manual_seed(0), conditions=model.conditions[-1].cpu().numpy(),
-                                      poses=poses + np.array([0, 0, 0.05, 0, 0, 0, 0.05, 0], np.float32))
+                                      torch.Generator().manual_seed(0),
+                                      as_conditions(model.conditions[-1].cpu().numpy(),
+                                                    poses + np.array([0, 0, 0.05, 0, 0, 0, 0.05, 0], np.float32)))
     same = planner.score_candidates(obs[None], obs[None], np.stack([result.actions] * 3), goal,
-                                    torch.Generator().manual_seed(0), conditions=model.conditions[-1].cpu().numpy(), poses=poses)
+                                    torch.Generator().manual_seed(0), as_conditions(model.conditions[-1].cpu().numpy(), poses))
     assert not np.allclose(higher, same)
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import as_conditions
 from wmgym.cli import main
 from wmgym.data.dataset import WindowDataset, split_episodes
 from wmgym.data.generate import GenerateConfig, generate
@@ -185,7 +186,7 @@ def test_init_from_with_grippers_view_starts_equal_then_learns_to_use_it(store, 
     views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
     actions = torch.zeros(2, 2, 20)
     a = source.compute_loss(frames, actions, generator=torch.Generator().manual_seed(0))[0]
-    b = conditioned.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0))[0]
+    b = conditioned.compute_loss(frames, actions, as_conditions(views), generator=torch.Generator().manual_seed(0))[0]
     assert torch.equal(a, b)  # the zero-initialised condition input changes nothing yet
     with pytest.raises(ValueError, match="already conditioned"):
         with_condition_views(conditioned, ("grippers",))
@@ -212,13 +213,13 @@ def test_init_from_with_pose_conditioning_starts_equal_then_learns_to_use_the_po
     views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
     poses = torch.randn(2, 3, 8)
     actions = torch.zeros(2, 2, 20)
-    a = source.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0))[0]
-    b = posed.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0), poses=poses)[0]
+    a = source.compute_loss(frames, actions, as_conditions(views), generator=torch.Generator().manual_seed(0))[0]
+    b = posed.compute_loss(frames, actions, as_conditions(views, poses), generator=torch.Generator().manual_seed(0))[0]
     torch.testing.assert_close(a, b)  # every old weight was kept; the pose's path starts at zero
     with pytest.raises(ValueError, match="pass poses"):
-        posed.compute_loss(frames, actions, views)
+        posed.compute_loss(frames, actions, as_conditions(views))
     with pytest.raises(ValueError, match="not pose-conditioned"):
-        source.compute_loss(frames, actions, views, poses=poses)
+        source.compute_loss(frames, actions, as_conditions(views, poses))
     with pytest.raises(ValueError, match="already pose-conditioned"):
         with_pose_conditioning(posed, [0.0] * 8, [1.0] * 8)
     with pytest.raises(ValueError, match="pose_input"):
@@ -260,8 +261,8 @@ def test_init_from_with_held_conditioning_starts_equal_then_learns_to_use_the_gr
     views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
     poses = torch.randn(2, 3, 8) if with_pose else None
     held = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 0.5], [0.0, 0.0]]])
-    loss = lambda model, **kw: model.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0),
-                                                  poses=poses, **kw)[0]
+    loss = lambda model, held=None: model.compute_loss(frames, actions, as_conditions(views, poses, held),
+                                                       generator=torch.Generator().manual_seed(0))[0]
     actions = torch.zeros(2, 2, 20)
     torch.testing.assert_close(loss(source), loss(held_model, held=held))  # old weights kept, the new path starts at zero
     with pytest.raises(ValueError, match="pass held"):

@@ -14,7 +14,9 @@ from wmgym.data.generate import GenerateConfig, generate
 from wmgym.data.store import EpisodeStore
 from wmgym.rewards.judge import SuccessJudge, calibrate_threshold, first_accept_peaks
 from wmgym.rewards.videoclip import UNK, VideoCLIP, VideoCLIPConfig, VideoCLIPHead, build_vocabulary, resample_indices
-from wmgym.train.videoclip import TrainVideoCLIPConfig, evaluate, load_clips, multi_positive_nce, train_videoclip
+from wmgym.train.episode_clips import load_clips
+from wmgym.train.judge_eval import videoclip_figures
+from wmgym.train.videoclip import TrainVideoCLIPConfig, multi_positive_nce, train_videoclip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -216,7 +218,7 @@ def test_train_videoclip_runs_and_separates_two_captions(store, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
     model = VideoCLIP.from_pretrained(out, device="cpu")
     train = load_clips(EpisodeStore.open(store), np.arange(6))
-    figures = evaluate(model, train, prefixes=False)
+    figures = videoclip_figures(model, train, prefixes=False)
     assert figures["outcome_top1"] >= 5 / 6 and figures["task_top1"] == 1.0, figures
     calibration = json.loads((out / "calibration.json").read_text())
     assert model.config.success_threshold == calibration["threshold"]
@@ -288,7 +290,7 @@ def test_loading_bad_checkpoint_fails_clearly(tmp_path):
 
 def test_extra_data_joins_train_and_val_episodes(store, tmp_path):
     from wmgym.data.dataset import split_episodes
-    from wmgym.train.videoclip import join_clips
+    from wmgym.train.episode_clips import join_clips
 
     replay = tmp_path / "replay.zarr"
     generate(GenerateConfig(out=str(replay), episodes=4, resolution=16, workers=1, show_progress=False, kinds="X"))

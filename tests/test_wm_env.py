@@ -302,15 +302,37 @@ def test_conditioned_env_feeds_the_simulators_grippers_view(tiny_grippers_bundle
     env = make(tiny_grippers_bundle)
     env.reset(seed=0, options={"frame": frame})
     core = env.unwrapped.core
-    np.testing.assert_array_equal(core.tracks[0].state.poses, bundle.start_grippers[2].poses)
+    np.testing.assert_array_equal(core.grippers.tracks[0].state.poses, bundle.start_grippers[2].poses)
     seen = []
     original = core.imagination.step
-    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(conditions) or original(actions, generator, conditions, **kw)
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(conditions.views["grippers"]) or original(
+        actions, generator, conditions, **kw)
     for _ in range(3):
         action = sim.unwrapped.expert_action()
         sim.step(action)
         env.step(action)
         np.testing.assert_array_equal(seen[-1][0, 0].cpu().numpy(), sim.unwrapped.views()["grippers"])
+
+
+def test_a_simfold_state_starts_an_episode_without_gripper_internals(tiny_grippers_bundle):
+    """`reset(options={"start": sim.unwrapped.state()})` is the frame and the grippers of that state."""
+    from wmgym.sim.gripper_track import GripperState
+
+    sim = gym.make("SimFold-v0", resolution=SIZE)
+    frame, _ = sim.reset(seed=11)
+    state = sim.unwrapped.state()
+    np.testing.assert_array_equal(state.frame, frame)
+    runs = []
+    for options in ({"start": state}, {"frame": frame, "grippers": GripperState.of_world(sim.unwrapped.world)}):
+        env = make(tiny_grippers_bundle)
+        first, _ = env.reset(seed=3, options=options)
+        runs.append([first] + [env.step(hold())[0] for _ in range(2)])
+    np.testing.assert_array_equal(np.stack(runs[0]), np.stack(runs[1]))
+    np.testing.assert_allclose(env.unwrapped.core.grippers.tracks[0].state.widths, state.grippers.widths, atol=1e-6)  # held still
+    with pytest.raises(ValueError, match="without 'frame' and 'grippers'"):
+        env.reset(options={"start": state, "frame": frame})
+    with pytest.raises(ValueError, match="StartState"):
+        env.reset(options={"start": frame})
 
 
 def test_conditioned_frames_depend_on_the_grippers(tiny_grippers_bundle):
@@ -352,8 +374,8 @@ def test_pose_conditioned_bundle_passes_both_checkers_and_feeds_the_simulators_p
     core = env.unwrapped.core
     seen = []
     original = core.imagination.step
-    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append((conditions, kw["poses"])) or original(
-        actions, generator, conditions, **kw)
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(
+        (conditions.views["grippers"], conditions.vectors["poses"][:, 0])) or original(actions, generator, conditions, **kw)
     for _ in range(3):
         action = sim.unwrapped.expert_action()
         sim.step(action)
@@ -372,8 +394,8 @@ def _record_held(core) -> list:
     """Wrap `core.imagination.step` (after reset: a full reset makes a new Imagination) to record
     the grasp state each step gives the model."""
     seen, original = [], core.imagination.step
-    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(kw["held"].cpu().numpy()) or original(
-        actions, generator, conditions, **kw)
+    core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(
+        conditions.vectors["held"][:, 0].cpu().numpy()) or original(actions, generator, conditions, **kw)
     return seen
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import as_conditions
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import noise_level_matrix, sampling_timesteps
@@ -335,7 +336,7 @@ def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
     model.predicted_x0 = lambda output, noisy, timesteps, previous: z0 + error
 
     def loss(**kw):
-        return model.compute_loss(frames, actions, views, generator=torch.Generator().manual_seed(0), **kw)[0]
+        return model.compute_loss(frames, actions, as_conditions(views), generator=torch.Generator().manual_seed(0), **kw)[0]
 
     plain, weighted = loss(), loss(gripper_weight=3.0, gripper_dilation=0)
     region, total = 16, SIZE * SIZE
@@ -366,7 +367,7 @@ def test_pose_conditioned_rollout_depends_on_the_pose_and_matches_the_uncached_r
     assert (model.denoiser.condition_in is None) == (pose_input == "embedding")  # no views: nothing else to project
     frames, actions = random_inputs(b=2, c=2, horizon=4)
     poses = np.random.default_rng(1).normal(size=(2, 6, 8)).astype(np.float32) * 0.1
-    run = lambda p, **kw: model.rollout(frames, actions, generator=torch.Generator().manual_seed(0), poses=p, **kw)
+    run = lambda p, **kw: model.rollout(frames, actions, generator=torch.Generator().manual_seed(0), conditions=as_conditions(poses=p), **kw)
     cached = run(poses)
     assert (cached.int() - run(poses, use_cache=False).int()).abs().max() <= 1  # uint8 rounding: at most one level apart
     moved = poses.copy()
@@ -381,12 +382,12 @@ def test_pose_inputs_are_checked():
     with pytest.raises(ValueError, match="pass poses"):
         model.rollout(frames, actions)
     with pytest.raises(ValueError, match="poses must be"):
-        model.rollout(frames, actions, poses=np.zeros((2, 3, 8), np.float32))  # c + T = 4 frames
+        model.rollout(frames, actions, conditions=as_conditions(poses=np.zeros((2, 3, 8), np.float32)))  # c + T = 4 frames
     with pytest.raises(ValueError, match="poses must be"):
-        model.rollout(frames, actions, poses=np.full((2, 4, 8), np.nan, np.float32))
+        model.rollout(frames, actions, conditions=as_conditions(poses=np.full((2, 4, 8), np.nan, np.float32)))
     plain = randomized(WorldModel(tiny_config(), device="cpu"))
     with pytest.raises(ValueError, match="not pose-conditioned"):
-        plain.rollout(frames, actions, poses=np.zeros((2, 4, 8), np.float32))
+        plain.rollout(frames, actions, conditions=as_conditions(poses=np.zeros((2, 4, 8), np.float32)))
     bad = tiny_config()
     bad.pose_mean = [0.0] * 8
     with pytest.raises(ValueError, match="come together"):
@@ -407,5 +408,5 @@ def test_pose_conditioned_model_saves_and_loads_its_pose_statistics(tmp_path):
     assert loaded.is_pose_conditioned and loaded.config.pose_std == model.config.pose_std
     frames, actions = random_inputs(b=1, c=1, horizon=2)
     poses = np.zeros((1, 3, 8), np.float32)
-    run = lambda m: m.rollout(frames, actions, generator=torch.Generator().manual_seed(0), poses=poses)
+    run = lambda m: m.rollout(frames, actions, generator=torch.Generator().manual_seed(0), conditions=as_conditions(poses=poses))
     assert torch.equal(run(model), run(loaded))

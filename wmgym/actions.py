@@ -20,6 +20,10 @@ action: 20 float32 numbers, left gripper [0:10] then right gripper [10:20]; per 
   [9]    gripper opening width at t+1 (metres, absolute)
 shape (20,) for one step or (..., 20) for a batch."""
 
+ACTION_NAMES = tuple(f"{hand}_{part}" for hand in ("left", "right")
+                     for part in ("dx", "dy", "dz", "r00", "r10", "r20", "r01", "r11", "r21", "width"))
+"""The 20 components' names, in order (written into a world model's config as its action spec)."""
+
 POSITION_DIMS = np.array([0, 1, 2, 10, 11, 12])
 """The two hands' position deltas in the 20-D action."""
 WIDTH_DIMS = np.array([9, 19])

@@ -105,9 +105,11 @@ class RolloutConfig:
 def rollout(config: RolloutConfig) -> str:
     import gymnasium as gym
     import numpy as np
+    import torch
 
     import wmgym  # noqa: F401  (registers the environments)
     from wmgym.data.video import tile_views, write_video
+    from wmgym.image_metrics import psnr_from_mse
 
     if config.policy not in ("expert", "random"):
         raise ValueError(f"policy must be 'expert' or 'random', got {config.policy!r}")
@@ -122,11 +124,8 @@ def rollout(config: RolloutConfig) -> str:
     env.action_space.seed(config.seed)
     views = [env.unwrapped.views()]
     predicted = []
-    if model is not None:
-        from wmgym.sim.gripper_track import GripperState
-
-        start = {"frame": obs, "grippers": GripperState.of_world(env.unwrapped.world)}  # the grippers: for a conditioned model
-        predicted.append(model.reset(seed=config.seed, options=start)[0])
+    if model is not None:  # the simulator's frame and grippers (for a conditioned model)
+        predicted.append(model.reset(seed=config.seed, options={"start": env.unwrapped.state()})[0])
     done = False
     while not done:
         action = env.unwrapped.expert_action() if config.policy == "expert" else env.action_space.sample()
@@ -142,7 +141,7 @@ def rollout(config: RolloutConfig) -> str:
         print(f"{config.env} {info['task']}: {len(views) - 1} steps, score {info['score']:.2f}, success {info['success']} -> {path}")
         return str(path)
     sim_frames, model_frames = np.stack([v["interaction"] for v in views]), np.stack(predicted)
-    psnr = 10 * np.log10(255.0**2 / np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2))
+    psnr = float(psnr_from_mse(torch.tensor(np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2))))
     path = write_video(tile_views([sim_frames, model_frames], scale=max(1, 128 // size)), config.out, fps=config.fps)
     print(f"SimFold-v0 | WMFold-v0, {info['task']}, {len(views) - 1} {config.policy} steps: simulator score {info['score']:.2f} "
           f"(success {info['success']}), world-model judge says success {model_info['success']}, PSNR {psnr:.1f} dB -> {path}")

@@ -63,7 +63,7 @@ def imagine_store(config: ImagineConfig) -> Path:
     from wmgym.data.store import EpisodeStore
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
-    from wmgym.sim.gripper_track import is_gripper_conditioned
+    from wmgym.conditioning import takes_grippers_view
 
     if config.batch_size < 1 or (config.max_episodes is not None and config.max_episodes < 1):
         raise ValueError(f"need batch_size >= 1 and max_episodes >= 1 (or None), got {config.batch_size}, {config.max_episodes}")
@@ -74,7 +74,7 @@ def imagine_store(config: ImagineConfig) -> Path:
     source = EpisodeStore.open(config.data)
     bundle = Bundle.load(config.checkpoint)
     model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
-    views = ("grippers",) if is_gripper_conditioned(model) else ()  # ValueError for views a store cannot give
+    takes_grippers_view(model)  # ValueError for views a store cannot give
     if (source.height, source.width) != (model.config.height, model.config.width):
         raise ValueError(f"{config.data} holds {source.height}x{source.width} frames; the world model makes "
                          f"{model.config.height}x{model.config.width}")
@@ -88,15 +88,15 @@ def imagine_store(config: ImagineConfig) -> Path:
         out = EpisodeStore.create(out_path, source.height, source.width, source.tasks, overwrite=config.overwrite, attrs=attrs,
                                   has_held_particles=source.has_held_particles)
     with out:  # holds the output's writer lock until the last batch is committed
-        _draw(config, source, out, model, views, total)
+        _draw(config, source, out, model, total)
     return out_path
 
 
-def _draw(config: ImagineConfig, source, out, model, views: tuple[str, ...], total: int) -> None:
+def _draw(config: ImagineConfig, source, out, model, total: int) -> None:
     """Append the imagined episodes `out` lacks, in batches of `config.batch_size`."""
     import torch
 
-    from wmgym.sim.gripper_track import is_held_conditioned, is_pose_conditioned, pose_vectors
+    from wmgym.conditioning import conditions_of_records
 
     done = out.num_episodes
     with tqdm(total=total, initial=done, desc="imagine") as progress:
@@ -107,38 +107,15 @@ def _draw(config: ImagineConfig, source, out, model, views: tuple[str, ...], tot
             records = [source.read_record(i) for i in indices]
             context = np.stack([r.interaction[:1] for r in records])  # (b, 1, H, W, 3)
             actions = np.stack([r.actions for r in records])  # (b, T, 20)
-            conditions = None  # the store's grippers view of every frame: (b, T+1, 1, H, W, 3)
-            if views:
-                conditions = np.stack([r.grippers for r in records])[:, :, None]
-            poses = None  # the store's grippers' pose vector of every frame: (b, T+1, 8)
-            if is_pose_conditioned(model):
-                poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
             batch_seed = config.seed * 1_000_003 + batch
-            held = None  # the grippers' grasp state of every frame: (b, T+1, 2), the store's or the model's prior's
-            if is_held_conditioned(model):
-                draws = torch.Generator().manual_seed(batch_seed) if config.held == "prior" else None
-                held = held_of_records(model, records, draws)
+            # The store's grippers view and poses of every frame, and the grasp state: the store's
+            # or drawn from the model's prior (Conditions (b, T+1); empty for an unconditioned model).
+            conditions = conditions_of_records(model, records, "sample" if config.held == "prior" else "store",
+                                               torch.Generator().manual_seed(batch_seed))
             generator = torch.Generator(device=model.device).manual_seed(batch_seed)
             with torch.no_grad():
                 frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps,
-                                       conditions=conditions, poses=poses, held=held).cpu().numpy()
+                                       conditions=conditions).cpu().numpy()
             imagined = [replace(r, interaction=np.concatenate([r.interaction[:1], f])) for r, f in zip(records, frames)]
             out.append(imagined[max(0, done - first):])
             progress.update(len(indices) - max(0, done - first))
-
-
-def held_of_records(model, records, draws: torch.Generator | None = None) -> np.ndarray:
-    """float32 (b, T+1, 2): the simulator's grasp state of the records' frames (held_particles > 0)
-    when all of them carry it, else `model.grasp_prior`'s probabilities from their poses. With
-    `draws` (a CPU generator), always the prior's: each closing drawn held (1) or missed (0)
-    with its probability, as WMFold-v0 draws it."""
-    from wmgym.sim.gripper_track import pose_vectors
-
-    if draws is None and all(r.held_particles is not None for r in records):
-        return np.stack([r.held_particles > 0 for r in records]).astype(np.float32)
-    if model.grasp_prior is None:
-        why = "held='prior' asks for its grasp prior" if draws is not None else "the source store does not record it"
-        raise ValueError(f"the world model is conditioned on the grasp state, {why}, and the model has no grasp prior "
-                         "to draw it from (`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
-    poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
-    return model.grasp_prior.frame_held(poses, sample=draws is not None, generator=draws).numpy()

@@ -20,18 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, check_rotations
+from wmgym.conditioning import GripperConditions
 from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
+from wmgym.envs.sim_fold import StartState
 from wmgym.model.config_checks import is_finite_number
-from wmgym.model.imagination import Imagination, check_sampler_arguments
+from wmgym.model.imagination import Imagination
+from wmgym.model.world_model_config import check_sampler_arguments
 from wmgym.model.world_model import WorldModel
 from wmgym.rewards.base import RewardHead
-from wmgym.sim.gripper import GRASP_WIDTH
-from wmgym.sim.gripper_track import (GripperState, GripperTrack, is_gripper_conditioned, is_held_conditioned, is_pose_conditioned,
-                                     pose_vector)
+from wmgym.sim.gripper_track import GripperState
 from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import WorldConfig
 
-RESET_OPTIONS = ("frame", "goal_image", "goal_text", "task", "grippers")
+RESET_OPTIONS = ("start", "frame", "goal_image", "goal_text", "task", "grippers")
 REWARDS = ("videoclip", "lpips", "lpips-offline", "lpips-calibrated", "none")
 """`reward` names: VideoCLIP similarity to the goal text; LPIPS to the goal image (real weights,
 see `LPIPSHead`); LPIPS with its offline fallback trunk (uncalibrated, warns); LPIPS calibrated
@@ -66,26 +67,17 @@ class ImaginedEpisodes:
                              f"{', '.join(self.bundle_tasks) or 'none'} (pass one of them, or None for a random one)")
         self.model = WorldModel.from_pretrained(self.bundle.world_model_dir, device=device).eval()
         self.device = self.model.device
-        self.is_gripper_conditioned = is_gripper_conditioned(self.model)
-        self.is_pose_conditioned = is_pose_conditioned(self.model)
-        self.is_held_conditioned = is_held_conditioned(self.model)
-        if self.is_held_conditioned and self.model.grasp_prior is None:
+        # The grippers' motion is kinematics of the actions: each row's track renders the view
+        # the model is conditioned on, exactly as the simulator would, and a held-conditioned
+        # model's grasp state is drawn once per closing (wmgym.conditioning).
+        self.grippers = GripperConditions(self.model, num_envs, WorldConfig(height=self.bundle.height, width=self.bundle.width))
+        if self.grippers.takes_held and self.model.grasp_prior is None:
             raise FileNotFoundError(f"the world model in {self.bundle.directory} is conditioned on the grasp state and has no "
                                     "grasp_prior/ to draw it from (`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
-        self.uses_grippers = self.is_gripper_conditioned or self.is_pose_conditioned or self.is_held_conditioned  # rows keep a GripperTrack
+        self.uses_grippers = self.grippers.is_needed  # rows keep a GripperTrack
         if self.uses_grippers and self.bundle.start_grippers is None:
             raise FileNotFoundError(f"the world model in {self.bundle.directory} is conditioned on the grippers, but the "
                                     f"bundle has no {GRIPPERS_FILE} (the start banks' gripper poses); remake it with `wmgym bundle`")
-        # The grippers' motion is kinematics of the actions: each row's track renders the view
-        # the model is conditioned on, exactly as the simulator would (wmgym.sim.gripper_track).
-        self.scene = WorldConfig(height=self.bundle.height, width=self.bundle.width)
-        self.tracks: list[GripperTrack | None] = [None] * num_envs
-        # A held-conditioned model: each row's pose vectors since its reset (the grasp prior reads
-        # the frames up to a closing) and one uniform draw per hand, made when the hand closes:
-        # the grasp holds for that whole closing iff draw < p(held), as the simulator decides once.
-        self.pose_history: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
-        self.grasp_draws = np.zeros((num_envs, 2))
-        self.held_generator = np.random.default_rng(0)
         self.num_envs, self.task, self.max_episode_steps = num_envs, task, max_episode_steps
         self.num_steps, self.guidance_scale = num_steps, guidance_scale
         self.height, self.width = self.bundle.height, self.bundle.width
@@ -159,7 +151,9 @@ class ImaginedEpisodes:
                    row_rngs: list[np.random.Generator | None] | None = None) -> torch.Tensor:
         """Start rows (a list of r indices); returns their first observations uint8 (r, Ho, Wo, 3) on the device.
 
-        options: "frame" uint8 (r, H, W, 3) or, for one row, (H, W, 3): start from it (any size:
+        options: "start": a `StartState` (`SimFoldEnv.state()`) or r of them, the frame and
+        grippers to start from (instead of "frame" and "grippers"); "frame" uint8 (r, H, W, 3)
+        or, for one row, (H, W, 3): start from it (any size:
         resized to the model's for the model, returned unchanged); "goal_image" (one image or r);
         "goal_text" (one str or r); "task" (one task name or r, overriding the env's `task` for
         these episodes); "grippers" (a `GripperState` or r: the grippers at the start, for a
@@ -176,6 +170,8 @@ class ImaginedEpisodes:
         unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; expected one of {RESET_OPTIONS}")
+        if options.get("start") is not None:
+            options.update(_start_options(options.pop("start"), r, options))
         frame = options.get("frame")
         if frame is not None:
             given = _as_images(frame, r, "options['frame']", self.device)  # uint8 (r, h, w, 3), any size
@@ -209,20 +205,16 @@ class ImaginedEpisodes:
         if len(texts) != r or not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError(f"goal_text must be a non-empty str or a list of {r} of them, got {texts!r}")
         self._check_goal_texts(texts)
-        conditions = {}
+        conditions = None  # the first frames' Conditions (r, 1)
         if self.uses_grippers:
-            for row, state in zip(rows, self._start_grippers(options.get("grippers"), index, r)):
-                self.tracks[row] = GripperTrack(state, self.scene)
-                self.pose_history[row] = []
-            self.held_generator = np.random.default_rng(rng.integers(2**63 - 1)) if self.is_held_conditioned else self.held_generator
-            conditions = {k: v[:, None] for k, v in self._track_conditions(rows).items()}  # (r, 1, ...)
+            conditions = self.grippers.restart(rows, self._start_grippers(options.get("grippers"), index, r), rng)
         if self.imagination is None or r == self.num_envs and rows == list(range(self.num_envs)):
             self.imagination = Imagination(self.model, self.num_envs, num_steps=self.num_steps, guidance_scale=self.guidance_scale)
             if r != self.num_envs:
                 raise RuntimeError("the first reset must start every row")
-            self.imagination.start(starts[:, None], generator=self.generator, **conditions)
+            self.imagination.start(starts[:, None], generator=self.generator, conditions=conditions)
         else:
-            self.imagination.start(starts[:, None], rows=rows, generator=self.generator, **conditions)
+            self.imagination.start(starts[:, None], rows=rows, generator=self.generator, conditions=conditions)
         self.frames[rows, 0] = starts
         if self.clip_features is not None:
             self.clip_features[rows, 0] = self.videoclip.frame_features(starts[:, None], starts)[:, 0]
@@ -253,12 +245,8 @@ class ImaginedEpisodes:
             self.frames = torch.cat([self.frames, torch.zeros_like(self.frames)], dim=1)
             if self.clip_features is not None:
                 self.clip_features = torch.cat([self.clip_features, torch.zeros_like(self.clip_features)], dim=1)
-        conditions = {}
-        if self.uses_grippers:
-            for track, action in zip(self.tracks, actions.cpu().numpy()):
-                track.step(action)
-            conditions = self._track_conditions(range(self.num_envs))
-        latents = self.imagination.step(actions, self.generator, **conditions)
+        conditions = self.grippers.step(actions.cpu().numpy()) if self.uses_grippers else None  # (b, 1)
+        latents = self.imagination.step(actions, self.generator, conditions)
         frames = self.model.decode_latents(latents)[:, 0]  # (b, H, W, 3)
         rows = np.flatnonzero(active).tolist()
         self.frames[rows, self.lengths[rows]] = frames[rows]
@@ -291,37 +279,6 @@ class ImaginedEpisodes:
         if len(states) != r or not all(isinstance(g, GripperState) for g in states):
             raise ValueError(f"options['grippers'] must be a GripperState or {r} of them, got {given!r}")
         return states
-
-    def _track_conditions(self, rows) -> dict:
-        """The model's conditions of each row's newest frame, on the device: `conditions` uint8
-        (r, 1, H, W, 3), the grippers view, `poses` float (r, 8), the grippers' pose vector, and/or
-        `held` float (r, 2), the grasp state drawn from the model's grasp prior (called once per
-        new frame: it records the frame's pose for the prior)."""
-        out = {}
-        if self.is_held_conditioned:
-            out["held"] = torch.from_numpy(self._draw_held(rows)).to(self.device)
-        if self.is_gripper_conditioned:
-            out["conditions"] = torch.from_numpy(np.stack([self.tracks[i].render() for i in rows])[:, None]).to(self.device)
-        if self.is_pose_conditioned:
-            out["poses"] = torch.from_numpy(np.stack([pose_vector(self.tracks[i].poses, self.tracks[i].widths)
-                                                      for i in rows])).to(self.device)
-        return out
-
-    def _draw_held(self, rows) -> np.ndarray:
-        """float32 (r, 2): each row's grasp state at its newest frame, 1 where a closed gripper's
-        grasp was drawn to hold (`GraspPrior.frame_held`'s probability of its closing), else 0."""
-        held = np.zeros((len(rows), 2), np.float32)
-        for k, row in enumerate(rows):
-            track, history = self.tracks[row], self.pose_history[row]
-            history.append(pose_vector(track.poses, track.widths))
-            poses = np.stack(history)  # (t, 8)
-            closed = poses[:, [3, 7]] < GRASP_WIDTH
-            starts = closed[-1] & (~closed[-2] if len(poses) > 1 else True)  # (2,) a closing begins at this frame
-            self.grasp_draws[row, starts] = self.held_generator.random(int(starts.sum()))
-            if closed[-1].any():
-                p = self.model.grasp_prior.frame_held(poses[None])[0, -1].numpy()  # (2,), 0 where open
-                held[k] = closed[-1] & (self.grasp_draws[row] < p)
-        return held
 
     def check_actions(self, actions) -> torch.Tensor:
         """(b, 20) float actions -> float32 tensor on the device; ValueError naming the layout when bad
@@ -385,6 +342,16 @@ class ImaginedEpisodes:
 
     def _to_obs_size(self, frames: torch.Tensor) -> torch.Tensor:
         return _resize(frames, self.obs_height, self.obs_width)
+
+
+def _start_options(start, r: int, options: dict) -> dict:
+    """options["start"] (one `StartState` or r) as the "frame" and "grippers" options."""
+    if "frame" in options or "grippers" in options:
+        raise ValueError("options['start'] gives the start frame and grippers: pass it without 'frame' and 'grippers'")
+    states = [start] * r if isinstance(start, StartState) else list(start) if isinstance(start, (list, tuple)) else []
+    if len(states) != r or not all(isinstance(s, StartState) for s in states):
+        raise ValueError(f"options['start'] must be a StartState (SimFoldEnv.state()) or a list of {r} of them, got {start!r}")
+    return {"frame": np.stack([s.frame for s in states]), "grippers": [s.grippers for s in states]}
 
 
 def _as_images(x, r: int, what: str, device) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -10,6 +11,7 @@ from gymnasium import spaces
 
 from wmgym.actions import ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, validate_action
 from wmgym.sim.demonstrator import DemoParams, ScriptedDemonstrator
+from wmgym.sim.gripper_track import GripperState
 from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import FoldWorld, WorldConfig
 
@@ -22,6 +24,16 @@ def _resolution(resolution) -> tuple[int, int]:
         return int(height), int(width)
     except (TypeError, ValueError):
         raise ValueError(f"resolution must be an int or a (height, width) pair, got {resolution!r}") from None
+
+
+@dataclass(frozen=True)
+class StartState:
+    """A `SimFold-v0` state a `WMFold-v0` episode can start from (`SimFoldEnv.state()`,
+    `reset(options={"start": state})`): the camera frame uint8 (H, W, 3) and the grippers'
+    poses and widths, which a world model conditioned on the grippers needs."""
+
+    frame: np.ndarray
+    grippers: GripperState
 
 
 class SimFoldEnv(gym.Env):
@@ -135,6 +147,12 @@ class SimFoldEnv(gym.Env):
         if self._views is None:
             raise RuntimeError("call reset() before expert_action()")
         return self._expert.action()
+
+    def state(self) -> StartState:
+        """The current state as a `WMFold-v0` start: `reset(options={"start": sim.unwrapped.state()})`."""
+        if self._views is None:
+            raise RuntimeError("call reset() before state()")
+        return StartState(self._views[0].copy(), GripperState.of_world(self.world))
 
     def views(self) -> dict[str, np.ndarray]:
         """The current three pixel-aligned views: `interaction`, `static_scene`, `grippers`."""

@@ -49,8 +49,9 @@ class WorldModelVectorEnv(VectorEnv):
     to the goal text). `info["reward_terms"]` holds the named terms, which sum to the reward.
 
     ## Starting State
-    A start frame from the bundle's bank (drawn with the env's RNG) or `options["frame"]`
-    (uint8 (num_envs, H, W, 3) or one (H, W, 3)); goal from `options["goal_image"]` /
+    `options["start"]`: a `SimFold-v0` state (`sim.unwrapped.state()`, or num_envs of them),
+    its frame and grippers. Otherwise a start frame from the bundle's bank (drawn with the
+    env's RNG) or `options["frame"]` (uint8 (num_envs, H, W, 3) or one (H, W, 3)); goal from `options["goal_image"]` /
     `options["goal_text"]` or the task's; `options["task"]` (one name or num_envs) overrides
     the env's task for these episodes. A world model conditioned on the grippers view (the
     Dexterous World Models hand conditioning) also needs the grippers at the start: the bank's
@@ -167,7 +168,8 @@ class WorldModelEnv(gym.Env):
     named terms, which sum to the reward.
 
     ## Starting State
-    A start frame from the bundle's bank (seeded), or `options["frame"]` (uint8 (H, W, 3),
+    `options["start"]`: a `SimFold-v0` state (`sim.unwrapped.state()`), its frame and grippers.
+    Otherwise a start frame from the bundle's bank (seeded), or `options["frame"]` (uint8 (H, W, 3),
     e.g. a `SimFold-v0` observation: returned unchanged as the first observation). Goal from
     `options["goal_image"]` / `options["goal_text"]` or the task's; `options["task"]`
     overrides the env's task for this episode; `options["grippers"]` (a `GripperState`) the

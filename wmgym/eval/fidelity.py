@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wmgym.eval.fidelity_config import EvalConfig
+from wmgym.image_metrics import psnr, psnr_from_mse, ssim
 from wmgym.train.checkpoint import write_text_atomic
 
 TARGETS = {  # issue 6: what a shipped bundle must reach (reported, never lowered)
@@ -50,22 +51,6 @@ TARGETS = {  # issue 6: what a shipped bundle must reach (reported, never lowere
 
 
 # ---------------------------------------------------------------- metrics (pure functions, tested)
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of uint8 images (..., H, W, 3) -> (...), capped at 100 dB for identical images."""
-    mse = (a.float() - b.float()).pow(2).mean(dim=(-3, -2, -1))
-    return 10 * torch.log10(255.0**2 / mse.clamp_min(255.0**2 * 1e-10))
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SSIM (Gaussian window 11, sigma 1.5; torchmetrics) of uint8 images (..., H, W, 3) -> (...)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    lead = a.shape[:-3]
-    to = lambda x: x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
-    values = structural_similarity_index_measure(to(a), to(b), data_range=1.0, reduction="none")
-    return values.reshape(lead)
-
-
 def swap_controllability(model: torch.Tensor, swapped: torch.Tensor, original: torch.Tensor,
                          visible_db: float = 30.0) -> dict:
     """The action cross-swap figure.
@@ -88,7 +73,7 @@ def swap_controllability(model: torch.Tensor, swapped: torch.Tensor, original: t
     mse = lambda x, y: (x.float() - y.float()).pow(2).mean(dim=(-4, -3, -2, -1))
     orig = original[:, None].expand_as(swapped)
     to_swapped, to_original, truths = mse(model, swapped), mse(model, orig), mse(swapped, orig)
-    truth_psnr = 10 * torch.log10(255.0**2 / truths.clamp_min(1e-10))
+    truth_psnr = psnr_from_mse(truths)
     counted = (truth_psnr < visible_db) & ~torch.eye(k, dtype=torch.bool, device=model.device)
     closer = to_swapped < to_original
     n = int(counted.sum())
@@ -104,7 +89,7 @@ def evaluate(config: EvalConfig) -> dict:
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
     from wmgym.sim.episode import replay_actions, start_gripper_state
-    from wmgym.sim.gripper_track import needs_grippers
+    from wmgym.conditioning import needs_grippers
     from wmgym.sim.tasks import TASKS
 
     _check_config(config)
@@ -126,10 +111,10 @@ def evaluate(config: EvalConfig) -> dict:
     specs = plan_episodes(config.episodes, config.seed, TASKS, height, width, config.horizon)
     truth, actions, sim_grippers = _simulate(specs, "simulator (fidelity)")  # (N, T+1, H, W, 3), (N, T, 20), (N, T+1, H, W, 3)
     truth_t = torch.from_numpy(truth).to(model.device)
-    # Grippers views (N, T+1, 1, H, W, 3) and/or poses (N, T+1, 8) for a conditioned model ({} otherwise).
+    # The grippers' Conditions (N, T+1) for a conditioned model (None otherwise).
     states = [start_gripper_state(s) for s in specs] if conditioned else None
-    views = _gripper_conditions(model, states, actions, height, width, sim_grippers) if conditioned else {}
-    null_views = _gripper_conditions(model, states, hold_still_actions(states, config.horizon), height, width) if conditioned else {}
+    views = _gripper_conditions(model, states, actions, height, width, sim_grippers) if conditioned else None
+    null_views = _gripper_conditions(model, states, hold_still_actions(states, config.horizon), height, width) if conditioned else None
     predicted = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=views, desc="world model")
     null = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=null_views, drop_actions=True,
                      desc="null action")
@@ -157,7 +142,7 @@ def evaluate(config: EvalConfig) -> dict:
     starts = np.repeat(truth[:k, :1], k, axis=0)  # row i*k + j: start i
     swap_actions = np.tile(actions[:k], (k, 1, 1))  # row i*k + j: actions j
     swap_views = (_gripper_conditions(model, [states[i] for i in range(k) for _ in range(k)], swap_actions, height, width)
-                  if conditioned else {})  # row i*k + j: start i's grippers driven by actions j
+                  if conditioned else None)  # row i*k + j: start i's grippers driven by actions j
     model_swaps = _rollouts(model, starts, swap_actions, config.batch_size, config.seed, conditions=swap_views,
                             desc="world model (swaps)")
     model_swaps = model_swaps.reshape(k, k, *model_swaps.shape[1:])
@@ -170,7 +155,7 @@ def evaluate(config: EvalConfig) -> dict:
     long_specs = plan_episodes(config.long_episodes, config.seed + 1, TASKS, height, width, config.long_horizon)
     long_truth, long_actions, long_grippers = _simulate(long_specs, "simulator (long)")
     long_views = (_gripper_conditions(model, [start_gripper_state(s) for s in long_specs], long_actions, height, width,
-                                      long_grippers) if conditioned else {})
+                                      long_grippers) if conditioned else None)
     long_predicted = _rollouts(model, long_truth[:, :1], long_actions, config.batch_size, config.seed, conditions=long_views,
                                desc="world model (long)")
     long_target = torch.from_numpy(long_truth[:, 1:]).to(model.device)
@@ -195,7 +180,8 @@ def evaluate(config: EvalConfig) -> dict:
         settings = [(n, g) for g in config.curve_guidance for n in config.curve_num_steps]
         for n, g in tqdm(settings, desc="quality-speed curve"):
             frames = _rollouts(model, truth[:c, :1], actions[:c], config.batch_size, config.seed,
-                               conditions={key: v[:c] for key, v in views.items()}, num_steps=n, guidance_scale=g, desc=None)
+                               conditions=None if views is None else views.rows(slice(0, c)), num_steps=n, guidance_scale=g,
+                               desc=None)
             curve.append({"num_steps": n, "guidance_scale": g, "psnr_mean": float(psnr(frames, target[:c]).mean()),
                           "env_steps_per_s": speed(num_steps=n, guidance_scale=g)})
         metrics["quality_speed"] = curve
@@ -243,32 +229,29 @@ def _simulate(specs, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.stack([r.grippers for r in records]))
 
 
-def _gripper_conditions(model, states, actions: np.ndarray, height: int, width: int, simulated: np.ndarray | None = None) -> dict:
-    """N start `GripperState`s driven by actions (N, T, 20), as `model.rollout`'s conditions: `conditions`
-    uint8 (N, T+1, 1, H, W, 3), the grippers view, if the model is conditioned on it, and `poses` float32
-    (N, T+1, 8) if it is pose-conditioned. With `simulated` (N, T+1, H, W, 3), the simulator's own
-    grippers view of the same episodes, RuntimeError unless they are equal."""
-    from wmgym.sim.gripper_track import gripper_views, rollout_conditions
+def _gripper_conditions(model, states, actions: np.ndarray, height: int, width: int, simulated: np.ndarray | None = None):
+    """N start `GripperState`s driven by actions (N, T, 20), as `model.rollout`'s `Conditions` (N, T+1)
+    (`wmgym.conditioning.track_conditions`: the grippers view, poses and grasp state the model takes).
+    With `simulated` (N, T+1, H, W, 3), the simulator's own grippers view of the same episodes,
+    RuntimeError unless they are equal."""
+    from wmgym.conditioning import track_conditions
     from wmgym.sim.world import WorldConfig
 
-    views, poses = gripper_views(states, actions, WorldConfig(height=height, width=width), with_poses=True)
-    if simulated is not None and not np.array_equal(views, simulated):
-        raise RuntimeError("the grippers views rendered from the start states and actions differ from the simulator's")
-    return rollout_conditions(model, views, poses)
+    return track_conditions(model, states, actions, WorldConfig(height=height, width=width), simulated=simulated)
 
 
 @torch.no_grad()
 def _rollouts(model, starts: np.ndarray, actions: np.ndarray, batch_size: int, seed: int, desc: str | None = None,
-              conditions: dict | None = None, **kwargs) -> torch.Tensor:
+              conditions=None, **kwargs) -> torch.Tensor:
     """`model.rollout` in batches: starts uint8 (N, 1, H, W, 3), actions (N, T, 20) and, for a conditioned
-    model, `_gripper_conditions`' dict (views (N, T+1, V, H, W, 3), poses (N, T+1, 8)) -> uint8
-    (N, T, H, W, 3) on the model's device. Batch i draws its noise from a generator seeded (seed, i)."""
+    model, `_gripper_conditions`' `Conditions` (N, T+1) -> uint8 (N, T, H, W, 3) on the model's device.
+    Batch i draws its noise from a generator seeded (seed, i)."""
     parts = []
     for i, first in enumerate(tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None)):
         generator = torch.Generator(device=model.device).manual_seed(seed * 1_000_003 + i)
         rows = slice(first, first + batch_size)
-        extra = {key: value[rows] for key, value in (conditions or {}).items()}
-        parts.append(model.rollout(starts[rows], actions[rows], generator=generator, **extra, **kwargs))
+        parts.append(model.rollout(starts[rows], actions[rows], generator=generator,
+                                   conditions=None if conditions is None else conditions.rows(rows), **kwargs))
     return torch.cat(parts)
 
 

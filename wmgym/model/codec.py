@@ -1,9 +1,9 @@
 """Codecs: frames <-> latents, behind one small interface.
 
 Frames inside models are float in [-1, 1], channel-first, (n, 3, H, W); latents are
-(n, latent_channels, H / downsample, W / downsample). `make_codec(config)` rebuilds a codec
-from the dict its `config()` returned (saved in a checkpoint's config.json); weights, if
-any, are the module's state dict (saved as codec.safetensors).
+(n, latent_channels, H / downsample, W / downsample). `wmgym.model.codec_factory.make_codec`
+rebuilds a codec from the dict its `config()` returned (saved in a checkpoint's config.json);
+weights, if any, are the module's state dict (saved as codec.safetensors).
 """
 
 from __future__ import annotations
@@ -54,19 +54,3 @@ class PixelCodec(Codec):
     def config(self) -> dict:
         return {"type": "pixel", "patch": self.patch}
 
-
-def make_codec(config: dict) -> Codec:
-    """Build the codec a checkpoint's config describes; ValueError for an unknown type or key."""
-    if not isinstance(config, dict):
-        raise ValueError(f"codec must be an object with a 'type' key, got {config!r}")
-    config = dict(config)
-    kind = config.pop("type", None)
-    if kind == "pixel":
-        if set(config) - {"patch"}:
-            raise ValueError(f"codec: unknown keys {sorted(set(config) - {'patch'})} for a pixel codec; expected ['patch', 'type']")
-        return PixelCodec(**config)
-    if kind == "autoencoder_kl":
-        from wmgym.model.autoencoder import AutoencoderKLCodec
-
-        return AutoencoderKLCodec.from_config(config)
-    raise ValueError(f"unknown codec type {kind!r}; expected 'pixel' or 'autoencoder_kl'")

@@ -14,9 +14,10 @@ identity path in time, the Dexterous World Models insight applied to the previou
 (docs/design.md, "The previous frame as an input": through attention alone a model learned to
 copy slowly). Optional pixel-aligned condition latents (static scene, grippers; the Dexterous
 World Models recipe) enter through a zero-initialised projection, so adding them leaves a
-trained model's output unchanged at first. A pose-conditioned world model passes the grippers'
-pose vector through the same projection, as channels constant over the latent grid
-(`WorldModel._encode_conditions`).
+trained model's output unchanged at first. Per-frame condition vectors (the grippers' pose, the
+grasp state: `WorldModel.encode_conditions`) come as a separate input and are embedded into
+each frame's conditioning vector (`pose_dim`), or, in the first pose-conditioned models, go
+through the same projection as channels constant over the latent grid.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ class DenoiserConfig:
     action_dim: int = 20
     use_previous_frame: bool = True
     pose_dim: int = 0
-    """The last `pose_dim` condition channels are a per-frame vector (the grippers' pose),
-    constant over the grid: it is read once per frame into `pose_embed`, an MLP whose output
-    joins the per-frame adaLN conditioning as the action's does, instead of going through the
-    patch projection `condition_in` (0: every condition channel goes through `condition_in`,
-    as in the first pose-conditioned models, which learnt nothing from the pose)."""
+    """Size of the per-frame condition vector read by `pose_embed` (the grippers' pose and/or
+    grasp state), an MLP whose output joins the per-frame adaLN conditioning as the action's
+    does; the vector is the last `pose_dim` of the `condition_channels` (0: a given vector is
+    broadcast over the grid and goes through the patch projection `condition_in` with the
+    maps, as in the first pose-conditioned models, which learnt nothing from the pose)."""
 
     @property
     def tokens_per_frame(self) -> int:
@@ -113,11 +114,13 @@ class Block(nn.Module):
 class Denoiser(nn.Module):
     """v-prediction network over latent videos.
 
-    forward(noisy (b, t, c, H, W), timesteps (b, t) int in [0, T), actions (b, t, 20) normalised,
-    is_action_dropped (b, t) bool (True: use the learned null action), conditions
-    (b, t, condition_channels, H, W) or None, cache, write_cache) -> v (b, t, c, H, W).
-    With `config.pose_dim`, the last pose_dim condition channels are each frame's pose vector
-    broadcast over the grid; it is embedded into that frame's conditioning vector.
+    forward(noisy (b, t, c, H, W), timesteps (b, t) int in [0, T), actions (b, t, action_dim)
+    normalised, is_action_dropped (b, t) bool (True: use the learned null action),
+    condition_maps (b, t, m, H, W) pixel-aligned condition latents or None, condition_vectors
+    (b, t, v) per-frame condition vectors or None (m + v = condition_channels), cache,
+    write_cache) -> v (b, t, c, H, W). With `config.pose_dim` (= v), the vectors are embedded
+    into each frame's conditioning vector; without, they are broadcast over the grid and
+    projected with the maps.
 
     Frame i's action is a_{i-1}, the action that produced it (frame 0 gets the null action).
     With a `cache`, the t frames given are the newest ones, after the cache's frames, and
@@ -172,8 +175,8 @@ class Denoiser(nn.Module):
         x = x.reshape(b, t, cfg.latent_height // s, cfg.latent_width // s, cfg.latent_channels, s, s)
         return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, t, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
 
-    def forward(self, noisy, timesteps, actions, is_action_dropped=None, conditions=None, cache: KVCache | None = None,
-                write_cache: bool = False, previous_first=None, previous=None):
+    def forward(self, noisy, timesteps, actions, is_action_dropped=None, condition_maps=None, condition_vectors=None,
+                cache: KVCache | None = None, write_cache: bool = False, previous_first=None, previous=None):
         cfg = self.config
         b, t = noisy.shape[:2]
         x = self.patch_in(self._patchify(noisy)) + self.position  # (b, t, p, d)
@@ -183,17 +186,24 @@ class Denoiser(nn.Module):
                 first = torch.zeros_like(noisy[:, :1]) if previous_first is None else previous_first.to(noisy.dtype)
                 previous = torch.cat([first, noisy[:, :-1]], dim=1)  # (b, t, c, H, W)
             x = x + self.previous_in(self._patchify(previous.to(noisy.dtype)))
-        if cfg.condition_channels and conditions is None:
-            raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels; got conditions=None")
+        given = (0 if condition_maps is None else condition_maps.shape[2]) + (0 if condition_vectors is None else condition_vectors.shape[2])
+        if given != cfg.condition_channels:
+            raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels (maps and vectors); got {given}")
+        if cfg.pose_dim and (condition_vectors is None or condition_vectors.shape[2] != cfg.pose_dim):
+            raise ValueError(f"this denoiser embeds a per-frame condition vector of {cfg.pose_dim} values; got "
+                             f"{None if condition_vectors is None else tuple(condition_vectors.shape)}")
         if self.condition_in is not None:
-            x = x + self.condition_in(self._patchify(conditions[:, :, :cfg.condition_channels - cfg.pose_dim]))
+            maps = [] if condition_maps is None else [condition_maps]
+            if condition_vectors is not None and not cfg.pose_dim:  # the first pose models: vectors as constant channels
+                maps.append(condition_vectors[..., None, None].expand(*condition_vectors.shape, *noisy.shape[-2:]))
+            x = x + self.condition_in(self._patchify(torch.cat(maps, dim=2) if len(maps) > 1 else maps[0]))
         time = self.time_embed(self.time_proj(timesteps.reshape(-1)).to(x.dtype)).reshape(b, t, -1)  # (b, t, d)
         act = self.action_embed(actions.to(x.dtype))  # (b, t, d)
         if is_action_dropped is not None:
             act = torch.where(is_action_dropped[..., None], self.null_action.to(act.dtype), act)
         cond = time + act  # (b, t, d)
         if self.pose_embed is not None:  # the pose is not dropped with the action: it is the state, not the command
-            cond = cond + self.pose_embed(conditions[:, :, -cfg.pose_dim:, 0, 0].to(x.dtype))
+            cond = cond + self.pose_embed(condition_vectors.to(x.dtype))
         rope, mask = self._positions_and_mask(cache, t, x.device)
         for layer, block in enumerate(self.blocks):
             x = block(x, cond, layer, cache, write_cache, rope, mask)

@@ -4,7 +4,7 @@ Dimension legend: b batch (episodes or candidates), t frames, e close events, K 
 
 A held-conditioned world model (`WorldModelConfig.held_conditioning`) is told, per frame and
 hand, whether the gripper holds cloth. The simulator decides it once per closing: when a
-gripper's width drops below `GRASP_WIDTH` it takes the cloth particles between its jaws (often
+gripper's width drops below `grasp_width` it takes the cloth particles between its jaws (often
 none), holds exactly those until it opens again, and holds nothing while open
 (`wmgym.sim.world.World._update_grasp`). In imagination nobody tells the model, so this prior
 supplies it: for every *close event* (the first closed frame of a run of closed frames of one
@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from wmgym.model.config_checks import check_field_types, check_known_keys, check_statistics, read_config_json
-from wmgym.sim.gripper import GRASP_WIDTH
 
 POSE_DIM = 8  # as wmgym.model.world_model.POSE_DIM (not imported: the world model imports nothing from here)
 WIDTH_COLUMNS = (3, 7)  # the left and the right gripper's width in a pose vector
@@ -51,6 +50,9 @@ class GraspPriorConfig:
     feature_mean: list = field(default_factory=lambda: [0.0] * (2 * POSE_DIM + 2))
     """Mean of the standardised features (`window` * POSE_DIM poses, then the hand's one-hot)."""
     feature_std: list = field(default_factory=lambda: [1.0] * (2 * POSE_DIM + 2))
+    grasp_width: float = 0.02
+    """A gripper narrower than this (metres) is closed: the simulator's grasp threshold
+    (`wmgym.sim.gripper.GRASP_WIDTH`), declared here so the model imports nothing from the simulator."""
 
     def __post_init__(self):
         """ValueError naming the first invalid key (types, window and hidden >= 1, statistics of
@@ -58,6 +60,8 @@ class GraspPriorConfig:
         check_field_types(self)
         if self.window < 1 or self.hidden < 1:
             raise ValueError(f"window and hidden must be >= 1, got {self.window}, {self.hidden}")
+        if not self.grasp_width > 0:
+            raise ValueError(f"grasp_width must be > 0 (metres), got {self.grasp_width}")
         check_statistics(self.feature_mean, "feature_mean", self.num_features)
         check_statistics(self.feature_std, "feature_std", self.num_features, is_positive=True)
 
@@ -66,9 +70,9 @@ class GraspPriorConfig:
         return self.window * POSE_DIM + 2
 
 
-def close_events(widths: np.ndarray) -> list[tuple[int, int, int]]:
+def close_events(widths: np.ndarray, grasp_width: float = GraspPriorConfig.grasp_width) -> list[tuple[int, int, int]]:
     """The close events of one episode: (hand, first closed frame, frame after the run) per run
-    of consecutive frames with width < GRASP_WIDTH.
+    of consecutive frames with width < `grasp_width`.
 
     widths: (t, 2) the left and right gripper's width (metres) at each frame."""
     widths = np.asarray(widths)
@@ -76,7 +80,7 @@ def close_events(widths: np.ndarray) -> list[tuple[int, int, int]]:
         raise ValueError(f"widths must be (t, 2), got {widths.shape}")
     events = []
     for hand in range(2):
-        closed = np.concatenate([[False], widths[:, hand] < GRASP_WIDTH, [False]])
+        closed = np.concatenate([[False], widths[:, hand] < grasp_width, [False]])
         starts = np.flatnonzero(closed[1:-1] & ~closed[:-2])
         stops = np.flatnonzero(~closed[2:] & closed[1:-1]) + 1
         events.extend((hand, int(a), int(b)) for a, b in zip(starts, stops))
@@ -130,7 +134,7 @@ class GraspPrior(nn.Module):
         held = torch.zeros(poses.shape[0], poses.shape[1], 2)
         runs, features = [], []
         for row, episode in enumerate(poses):
-            for hand, first, stop in close_events(episode[:, WIDTH_COLUMNS]):
+            for hand, first, stop in close_events(episode[:, WIDTH_COLUMNS], self.config.grasp_width):
                 runs.append((row, hand, first, stop))
                 features.append(event_features(episode, first, hand, self.config.window))
         if not runs:
@@ -167,7 +171,7 @@ class GraspPrior(nn.Module):
         widths = np.asarray(poses.detach().cpu() if torch.is_tensor(poses) else poses, np.float32)[..., WIDTH_COLUMNS]
         p_all = torch.ones(p.shape[0])
         for row in range(p.shape[0]):
-            for hand, first, stop in close_events(widths[row]):
+            for hand, first, stop in close_events(widths[row], self.config.grasp_width):
                 closed[row, first:stop, hand] = 1.0
                 p_all[row] *= p[row, first, hand]
         return closed, torch.zeros_like(p), p_all

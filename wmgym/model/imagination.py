@@ -19,18 +19,12 @@ Per generated frame:
 
 from __future__ import annotations
 
-import numbers
-from typing import TYPE_CHECKING
-
 import torch
 
-from wmgym.actions import ACTION_DIM
-from wmgym.model.config_checks import is_finite_number
+from wmgym.model.conditions import Conditions
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
-
-if TYPE_CHECKING:
-    from wmgym.model.world_model import WorldModel
+from wmgym.model.world_model_config import check_sampler_arguments
 
 
 class NonFiniteLatentsError(ValueError):
@@ -39,27 +33,19 @@ class NonFiniteLatentsError(ValueError):
     silently black (issue 36)."""
 
 
-def check_sampler_arguments(num_steps=None, guidance_scale=None) -> None:
-    """ValueError naming the argument unless `num_steps` is None or an int >= 1 and
-    `guidance_scale` None or a finite number >= 0. Cheap: environments call it when made."""
-    if num_steps is not None and (not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool) or num_steps < 1):
-        raise ValueError(f"num_steps must be an int >= 1 (denoising steps per frame), got {num_steps!r}")
-    if guidance_scale is not None and not (is_finite_number(guidance_scale) and guidance_scale >= 0):
-        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
-
-
 class Imagination:
     """b imagined rollouts over one batched, KV-cached denoiser.
 
     Args:
-        model: the world model.
+        model: the world model (a `wmgym.model.world_model.WorldModel`; this module does not
+            import it, so that `WorldModel.rollout` can drive an `Imagination` without a loop).
         batch_size: b.
         num_steps, guidance_scale: override the checkpoint's sampler defaults.
         use_cache: False recomputes the window at every denoiser call (same frames, slower;
             only whole-batch starts).
     """
 
-    def __init__(self, model: "WorldModel", batch_size: int, *, num_steps: int | None = None,
+    def __init__(self, model, batch_size: int, *, num_steps: int | None = None,
                  guidance_scale: float | None = None, use_cache: bool = True):
         s, dcfg = model.sampler, model.denoiser.config
         check_sampler_arguments(s.num_steps if num_steps is None else num_steps,  # the defaults too: they may be edited
@@ -71,7 +57,7 @@ class Imagination:
         self.rep = 2 if self.guidance_scale != 1.0 else 1  # guided: [conditional, newest action dropped]
         self._new_cache = lambda: KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame)
         self.cache = self._new_cache() if use_cache else None
-        self.parts: list[tuple] = []  # recompute mode: (latents, timesteps, actions, dropped, cond) per frame
+        self.parts: list[tuple] = []  # recompute mode: (latents, timesteps, actions, dropped, cond) per frame, cond = (maps, vectors)
         self.last: torch.Tensor | None = None  # newest history latent (b*rep, 1, C, h, w), at history noise
         self.last_clean: torch.Tensor | None = None  # the same frame before history noise: the residual anchor
         self.num_generated = 0  # frames generated since the last whole-batch start (for error messages)
@@ -82,8 +68,8 @@ class Imagination:
 
     # ------------------------------------------------------------ start / restart
     @torch.no_grad()
-    def start(self, context_frames, rows=None, generator: torch.Generator | None = None, conditions=None,
-              poses=None, held=None) -> None:
+    def start(self, context_frames, rows=None, generator: torch.Generator | None = None,
+              conditions: Conditions | None = None) -> None:
         """(Re)start rows from context frames.
 
         Args:
@@ -91,9 +77,8 @@ class Imagination:
             rows: long (r,) rows to restart, or None for all b (then r = b). Restarting some
                 rows needs the cache and a started batch.
             generator: for the history noise of the context frames.
-            conditions: uint8 (r, c, V, H, W, 3) condition views, if the model has any.
-            poses: float (r, c, POSE_DIM) grippers' poses, for a pose-conditioned model.
-            held: float (r, c, HELD_DIM) in [0, 1] grippers' grasp state, for a held-conditioned model.
+            conditions: the context frames' `Conditions` (r, c), if the model has any
+                (`WorldModel.encode_conditions`).
         """
         model, s = self.model, self.model.sampler
         context = model.encode_frames(context_frames)  # (r, c, C, h, w)
@@ -104,9 +89,9 @@ class Imagination:
             raise ValueError(f"starting every row needs {self.batch_size} context clips, got {r}")
         hist = torch.full((r, c), s.history_timestep, device=model.device, dtype=torch.long)
         noisy = add_noise(context, torch.randn(context.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
-        null = torch.zeros(r, c, ACTION_DIM, device=model.device)
+        null = torch.zeros(r, c, model.action_dim, device=model.device)
         dropped = torch.ones(r, c, dtype=torch.bool, device=model.device)
-        cond = model._encode_conditions(conditions, r, c, poses, held)
+        cond = model.encode_conditions(conditions, r, c)  # (maps, vectors)
         if rows is None:
             self.num_generated = 0
             if self.is_started:  # a fresh history for every row
@@ -121,23 +106,20 @@ class Imagination:
         rows = torch.cat([rows + i * self.batch_size for i in range(self.rep)])
         noisy, hist, null, dropped, cond, context = self._repeat(noisy, hist, null, dropped, cond, context)
         fresh = self._new_cache()
-        model.denoiser(noisy, hist, null, dropped, cond, cache=fresh, write_cache=True)
+        model.denoiser(noisy, hist, null, dropped, *cond, cache=fresh, write_cache=True)
         self.cache.append_rows(rows, fresh)
         self.last[rows], self.last_clean[rows] = noisy[:, -1:], context[:, -1:]
 
     # ------------------------------------------------------------ one frame for every row
     @torch.no_grad()
-    def step(self, actions, generator: torch.Generator | None = None, conditions=None,
-             drop_actions: bool = False, poses=None, held=None) -> torch.Tensor:
+    def step(self, actions, generator: torch.Generator | None = None, conditions: Conditions | None = None,
+             drop_actions: bool = False) -> torch.Tensor:
         """Generate the next frame of every row.
 
         Args:
-            actions: float (b, 20) raw actions (normalised here); actions[i] moves row i.
+            actions: float (b, action_dim) raw actions (normalised here); actions[i] moves row i.
             generator: sampling noise (same generator state, same frames).
-            conditions: uint8 (b, V, H, W, 3) condition views of the new frame, if the model has any.
-            poses: float (b, POSE_DIM) the grippers' pose at the new frame, for a pose-conditioned model.
-            held: float (b, HELD_DIM) in [0, 1] the grippers' grasp state at the new frame, for a
-                held-conditioned model.
+            conditions: the new frame's `Conditions` (b, 1), if the model has any.
             drop_actions: replace the action by the null action of action dropout (the model's
                 action-free prediction; the frame keeps it as history): the null-action baseline.
         Returns:
@@ -151,11 +133,9 @@ class Imagination:
         b = self.batch_size
         actions = _rows(actions)
         if actions.dim() != 2 or actions.shape[0] != b:
-            raise ValueError(f"step takes one action per row, (b={b}, {ACTION_DIM}), got {tuple(actions.shape)}")
-        action = model.normalize_actions(actions[:, None])  # (b, 1, 20)
-        cond = model._encode_conditions(None if conditions is None else _rows(conditions)[:, None], b, 1,
-                                        None if poses is None else _rows(poses)[:, None],
-                                        None if held is None else _rows(held)[:, None])
+            raise ValueError(f"step takes one action per row, (b={b}, {model.action_dim}), got {tuple(actions.shape)}")
+        action = model.normalize_actions(actions[:, None])  # (b, 1, action_dim)
+        cond = model.encode_conditions(conditions, b, 1)  # (maps, vectors)
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
             timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)
@@ -176,19 +156,24 @@ class Imagination:
 
     # ------------------------------------------------------------ internals
     def _repeat(self, *tensors):
-        return [None if x is None else x.repeat(self.rep, *([1] * (x.dim() - 1))) for x in tensors]
+        """Each tensor (or tuple of tensors, or None) with its rows repeated `rep` times."""
+        one = lambda x: tuple(one(y) for y in x) if isinstance(x, tuple) else None if x is None else x.repeat(
+            self.rep, *([1] * (x.dim() - 1)))
+        return [one(x) for x in tensors]
 
     def _add(self, latents, timesteps, actions, dropped, cond, clean) -> None:
         """Append frames for every row: `latents` at history noise `timesteps`, `clean` without it."""
         self.last_clean = self._repeat(clean[:, -1:])[0]
         latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
         if self.use_cache:  # one pass writes the finished frames' keys and values
-            self.model.denoiser(latents, timesteps, actions, dropped, cond, cache=self.cache, write_cache=True, previous_first=self.last)
+            self.model.denoiser(latents, timesteps, actions, dropped, *cond, cache=self.cache, write_cache=True,
+                                previous_first=self.last)
             self.last = latents[:, -1:]
             return
         self.last = latents[:, -1:]
         for i in range(latents.shape[1]):
-            self.parts.append(tuple(None if x is None else x[:, i : i + 1] for x in (latents, timesteps, actions, dropped, cond)))
+            frame = lambda x: tuple(frame(y) for y in x) if isinstance(x, tuple) else None if x is None else x[:, i : i + 1]
+            self.parts.append(frame((latents, timesteps, actions, dropped, cond)))
         s = self.model.sampler
         if s.window_frames is not None and len(self.parts) > s.window_frames:
             first = self.parts[:1] if s.keep_first_frame else []
@@ -202,11 +187,11 @@ class Imagination:
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
         if self.use_cache:
-            output = self.model.denoiser(x, timesteps, action, dropped, cond, cache=self.cache, previous_first=self.last)
+            output = self.model.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
         else:
             seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
-            seq_cond = None if cond is None else torch.cat([p[4] for p in self.parts] + [cond], dim=1)
-            output = self.model.denoiser(*seq, seq_cond)[:, -1:]
+            seq_cond = [None if new is None else torch.cat([p[4][j] for p in self.parts] + [new], dim=1) for j, new in enumerate(cond)]
+            output = self.model.denoiser(*seq, *seq_cond)[:, -1:]
         return self.model.predicted_velocity(output, x, timesteps, self.last_clean)
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from wmgym.actions import ACTION_DIM, ACTION_LAYOUT
-from wmgym.model.codec import Codec, make_codec
+from wmgym.model.codec import Codec
+from wmgym.model.codec_factory import make_codec
+from wmgym.model.conditions import Conditions
 from wmgym.model.config_checks import check_known_keys, read_config_json
 from wmgym.model.denoiser import Denoiser, DenoiserConfig
 from wmgym.model.imagination import Imagination, NonFiniteLatentsError
@@ -97,7 +98,8 @@ class WorldModel(nn.Module):
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("action_std", torch.tensor(config.action_std, dtype=torch.float32), persistent=False)
-        bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * ACTION_DIM, [np.inf] * ACTION_DIM)
+        self.action_dim = config.action_dim  # the action spec is the config's (WMFold-v0: 20)
+        bounds = (config.action_min, config.action_max) if config.action_min is not None else ([-np.inf] * self.action_dim, [np.inf] * self.action_dim)
         self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
         object.__setattr__(self, "_grasp_prior", None)  # not a submodule: see `grasp_prior`
@@ -112,14 +114,14 @@ class WorldModel(nn.Module):
 
     @property
     def is_pose_conditioned(self) -> bool:
-        """True when the model takes the grippers' pose vector of every frame (`poses=`)."""
+        """True when the model takes the grippers' pose vector of every frame (the "poses" vector of `Conditions`)."""
         return self.config.pose_mean is not None
 
     @property
     def grasp_prior(self):
         """For a held-conditioned model: the `wmgym.model.grasp_prior.GraspPrior` that draws the
-        grasp state in imagination (`wmgym.sim.gripper_track.rollout_conditions`), loaded from
-        the checkpoint's `grasp_prior/` and saved there (None: pass held= yourself). Kept out
+        grasp state in imagination (`wmgym.conditioning.grasp_states`), loaded from
+        the checkpoint's `grasp_prior/` and saved there (None: give the "held" vector yourself). Kept out
         of the module tree, so the model's state dict is the denoiser's and the codec's."""
         return self._grasp_prior
 
@@ -133,8 +135,21 @@ class WorldModel(nn.Module):
 
     @property
     def is_held_conditioned(self) -> bool:
-        """True when the model takes the grippers' grasp state of every frame (`held=`)."""
+        """True when the model takes the grippers' grasp state of every frame (the "held" vector of `Conditions`)."""
         return bool(self.config.held_conditioning)
+
+    @property
+    def condition_vectors(self) -> dict[str, int]:
+        """The per-frame vectors this model takes (`Conditions.vectors`), name -> size, in the
+        order they enter, as its config declares them (`WorldModelConfig.features`): "poses"
+        (POSE_DIM) if pose-conditioned, then "held" (HELD_DIM) if held-conditioned."""
+        return self.config.features()["vectors"]
+
+    @property
+    def action_layout(self) -> str:
+        """What an action is, for error messages: its size and, where the config names them, its components."""
+        names = self.config.action_names
+        return f"an action has {self.action_dim} components" + (f": {', '.join(names)}" if names else "")
 
     @property
     def frame_vector_dim(self) -> int:
@@ -163,19 +178,19 @@ class WorldModel(nn.Module):
         return x.reshape(b, t, *x.shape[1:]).permute(0, 1, 3, 4, 2)
 
     def normalize_actions(self, actions) -> torch.Tensor:
-        """Raw actions (b, T, 20) -> clamped to the training range (`config.action_min/max`), then
+        """Raw actions (b, T, action_dim) -> clamped to the training range (`config.action_min/max`), then
         standardised with the training mean and std."""
         actions = _to_tensor(actions, torch.float32, self.device)
-        if actions.dim() != 3 or actions.shape[-1] != ACTION_DIM:
-            raise ValueError(f"actions must be (b, T, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
+        if actions.dim() != 3 or actions.shape[-1] != self.action_dim:
+            raise ValueError(f"actions must be (b, T, {self.action_dim}), got {tuple(actions.shape)}\n{self.action_layout}")
         if not torch.isfinite(actions).all():
-            raise ValueError(f"actions contain non-finite values\n{ACTION_LAYOUT}")
+            raise ValueError(f"actions contain non-finite values\n{self.action_layout}")
         return (torch.maximum(torch.minimum(actions, self.action_high), self.action_low) - self.action_mean) / self.action_std
 
     def _frame_actions(self, actions: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame conditioning (b, t, 20) and is_dropped (b, t): frame i gets a_{i-1}."""
+        """Per-frame conditioning (b, t, action_dim) and is_dropped (b, t): frame i gets a_{i-1}."""
         b = actions.shape[0]
-        frame_actions = torch.zeros(b, num_frames, ACTION_DIM, device=self.device)
+        frame_actions = torch.zeros(b, num_frames, self.action_dim, device=self.device)
         frame_actions[:, 1:] = actions[:, : num_frames - 1]
         dropped = torch.zeros(b, num_frames, dtype=torch.bool, device=self.device)
         dropped[:, 0] = True
@@ -204,16 +219,15 @@ class WorldModel(nn.Module):
         return (a.sqrt() * noisy - self.predicted_x0(output, noisy, timesteps, previous)) / (1 - a).sqrt()
 
     # ------------------------------------------------------------ training
-    def compute_loss(self, frames, actions, conditions=None, action_dropout: float = 0.15, generator: torch.Generator | None = None,
-                     gripper_weight: float = 0.0, gripper_dilation: int = GRIPPER_DILATION, poses=None, held=None):
+    def compute_loss(self, frames, actions, conditions: Conditions | None = None, action_dropout: float = 0.15,
+                     generator: torch.Generator | None = None, gripper_weight: float = 0.0,
+                     gripper_dilation: int = GRIPPER_DILATION):
         """Diffusion-forcing loss on a batch of windows; returns (loss, logs).
 
-        frames: uint8 (b, t, H, W, 3); actions: (b, t-1, 20) raw (normalised here);
-        conditions: uint8 (b, t, V, H, W, 3) views named by config.condition_views, or None.
-        poses: float (b, t, POSE_DIM) raw grippers' poses of the frames, for a pose-conditioned
-        model (`is_pose_conditioned`), else None.
-        held: float (b, t, HELD_DIM) in [0, 1], whether each gripper holds cloth at each frame,
-        for a held-conditioned model (`is_held_conditioned`), else None.
+        frames: uint8 (b, t, H, W, 3); actions: (b, t-1, action_dim) raw (normalised here);
+        conditions: the frames' `Conditions` (b, t): the views named by config.condition_views
+        and the vectors of `condition_vectors` ("poses": raw grippers' poses (POSE_DIM), "held":
+        whether each gripper holds cloth (HELD_DIM, in [0, 1])), or None for a model without any.
         Every frame gets its own timestep; each frame's action is dropped with probability
         `action_dropout` (the seed's per-frame dropout for guidance). The loss is the v error,
         down-weighted for nearly clean frames (SNR above gamma - 1), summed over frames and
@@ -235,10 +249,10 @@ class WorldModel(nn.Module):
         timesteps = torch.randint(0, self.config.num_train_timesteps, (b, t), device=self.device, generator=generator)
         noise = torch.randn(z0.shape, device=self.device, generator=generator)
         noisy = add_noise(z0, noise, timesteps, self.alphas_cumprod)
-        conditions = None if conditions is None else _to_tensor(conditions, torch.uint8, self.device)  # once, for both uses
-        cond = self._encode_conditions(conditions, b, t, poses, held)
+        conditions = None if conditions is None else conditions.to(self.device)  # once, for both uses
+        maps, vectors = self.encode_conditions(conditions, b, t)
         previous = self._history_predecessors(z0, generator)
-        output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, cond, previous=previous)
+        output = self.denoiser(noisy, timesteps, frame_actions, dropped | drop, maps, vectors, previous=previous)
         anchor = torch.cat([torch.zeros_like(z0[:, :1]), z0[:, :-1]], dim=1)  # clean predecessors (b, t, C, h, w)
         x0_hat = self.predicted_x0(output.float(), noisy, timesteps, anchor)
         a = self.alphas_cumprod[timesteps]
@@ -260,12 +274,12 @@ class WorldModel(nn.Module):
         loss = (weight * per_frame).sum(dim=1).mean()
         return loss, {"loss": loss.detach(), "x0_mse": per_frame.mean().detach()}
 
-    def _gripper_view(self, conditions: torch.Tensor | None) -> torch.Tensor:
-        """uint8 (b, t, H, W, 3): the "grippers" view out of `conditions` (b, t, V, H, W, 3), on the device."""
-        if "grippers" not in self.config.condition_views or conditions is None:
+    def _gripper_view(self, conditions: Conditions | None) -> torch.Tensor:
+        """uint8 (b, t, H, W, 3): the "grippers" view of `conditions`, on the device."""
+        if "grippers" not in self.config.condition_views or conditions is None or "grippers" not in conditions.views:
             raise ValueError("gripper_weight > 0 needs a model conditioned on the 'grippers' view and its conditions; "
                              f"this one is conditioned on {self.config.condition_views or 'nothing'}")
-        return conditions[:, :, self.config.condition_views.index("grippers")]
+        return conditions.views["grippers"].to(self.device)
 
     def _history_predecessors(self, z0: torch.Tensor, generator) -> torch.Tensor | None:
         """Each frame's predecessor (b, t, C, h, w) noised to the history level, zeros for frame 0.
@@ -283,64 +297,66 @@ class WorldModel(nn.Module):
         noise = torch.randn(z0[:, :-1].shape, device=self.device, generator=generator)
         return torch.cat([torch.zeros_like(z0[:, :1]), add_noise(z0[:, :-1], noise, levels, self.alphas_cumprod)], dim=1)
 
-    def _encode_conditions(self, conditions, b: int, t: int, poses=None, held=None) -> torch.Tensor | None:
-        """The denoiser's condition channels (b, t, V * C (+ POSE_DIM) (+ HELD_DIM), h, w): the
-        views' latents, then, for a pose-conditioned model, the standardised pose, then, for a
-        held-conditioned one, 2 * held - 1, both broadcast over the latent grid."""
-        parts = []
-        if self.config.condition_views:
-            if conditions is None:
-                raise ValueError(f"this model is conditioned on views {self.config.condition_views}; pass conditions")
-            conditions = _to_tensor(conditions, torch.uint8, self.device)
-            views = len(self.config.condition_views)
-            if conditions.dim() != 6 or tuple(conditions.shape[:3]) != (b, t, views):
-                raise ValueError(f"conditions must be uint8 (b={b}, t={t}, views={views}, H, W, 3), got {tuple(conditions.shape)}")
-            z = self.encode_frames(conditions.reshape(b, t * views, *conditions.shape[3:]))
-            parts.append(z.reshape(b, t, views * z.shape[2], *z.shape[3:]))
-        dcfg = self.denoiser.config
-        grid = lambda x: x[..., None, None].expand(*x.shape, dcfg.latent_height, dcfg.latent_width)
+    def encode_conditions(self, conditions: Conditions | None, b: int, t: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The denoiser's two condition inputs of `conditions` (b, t): maps (b, t, V * C, h, w),
+        the views' latents in `config.condition_views` order (None without views), and vectors
+        (b, t, `frame_vector_dim`): for a pose-conditioned model the standardised pose, then for a
+        held-conditioned one 2 * held - 1 (None without either).
+        ValueError naming what is missing, extra, of the wrong shape or not finite."""
+        conditions = Conditions() if conditions is None else conditions
+        views = tuple(self.config.condition_views)
+        extra = sorted(set(conditions.views) - set(views)) + sorted(set(conditions.vectors) - set(self.condition_vectors))
+        if extra:
+            names = {"poses": "not pose-conditioned", "held": "not held-conditioned"}
+            why = "; ".join(f"{name} given to a world model that is {names.get(name, 'not conditioned on it')}" for name in extra)
+            raise ValueError(f"{why} (it takes views {views} and vectors {tuple(self.condition_vectors)})")
+        maps, parts = None, []
+        if views:
+            if any(v not in conditions.views for v in views):
+                raise ValueError(f"this model is conditioned on views {views}; pass conditions with those views")
+            stacked = torch.stack([conditions.views[v] for v in views], dim=2).to(self.device)  # (b, t, V, H, W, 3)
+            if tuple(stacked.shape[:3]) != (b, t, len(views)):
+                raise ValueError(f"conditions must be uint8 (b={b}, t={t}, H, W, 3) per view, got {tuple(stacked.shape)}")
+            z = self.encode_frames(stacked.reshape(b, t * len(views), *stacked.shape[3:]))
+            maps = z.reshape(b, t, len(views) * z.shape[2], *z.shape[3:])
+        poses, held = conditions.vectors.get("poses"), conditions.vectors.get("held")
         if self.is_pose_conditioned:
             if poses is None:
                 raise ValueError(f"this model is conditioned on the grippers' pose; pass poses (b={b}, t={t}, {POSE_DIM}): "
                                  "each gripper's tool-centre xyz and width (GripperState.vector)")
-            poses = _to_tensor(poses, torch.float32, self.device)
+            poses = poses.to(self.device)
             if tuple(poses.shape) != (b, t, POSE_DIM) or not torch.isfinite(poses).all():
                 raise ValueError(f"poses must be finite float (b={b}, t={t}, {POSE_DIM}), got {tuple(poses.shape)}")
-            parts.append(grid((poses - self.pose_mean) / self.pose_std))
-        elif poses is not None:
-            raise ValueError("poses given to a world model that is not pose-conditioned")
+            parts.append((poses - self.pose_mean) / self.pose_std)
         if self.is_held_conditioned:
             if held is None:
                 raise ValueError(f"this model is conditioned on the grippers' grasp state; pass held (b={b}, t={t}, {HELD_DIM}) "
                                  "in [0, 1]: whether the left and right gripper hold cloth (or a prior's probability, "
                                  "wmgym.model.grasp_prior)")
-            held = _to_tensor(held, torch.float32, self.device)
+            held = held.to(self.device)
             if tuple(held.shape) != (b, t, HELD_DIM) or not torch.isfinite(held).all() or held.min() < 0 or held.max() > 1:
                 raise ValueError(f"held must be float (b={b}, t={t}, {HELD_DIM}) in [0, 1], got {tuple(held.shape)}")
-            parts.append(grid(2 * held - 1))
-        elif held is not None:
-            raise ValueError("held given to a world model that is not held-conditioned")
-        return torch.cat(parts, dim=2) if parts else None
+            parts.append(2 * held - 1)
+        return maps, (torch.cat(parts, dim=2) if len(parts) > 1 else parts[0] if parts else None)
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
     def rollout(self, context_frames, actions, *, num_steps: int | None = None, guidance_scale: float | None = None,
-                generator: torch.Generator | None = None, use_cache: bool = True, conditions=None,
-                drop_actions: bool = False, poses=None, held=None) -> torch.Tensor:
+                generator: torch.Generator | None = None, use_cache: bool = True, conditions: Conditions | None = None,
+                drop_actions: bool = False) -> torch.Tensor:
         """Generate one frame per action, frame by frame.
 
         Args:
             context_frames: uint8 (b, c, H, W, 3), c >= 1, array or tensor.
-            actions: float32 (b, T, 20); actions[:, i] produces generated frame i.
+            actions: float32 (b, T, action_dim); actions[:, i] produces generated frame i.
             num_steps, guidance_scale: override the checkpoint's sampler defaults.
             generator: torch.Generator on the model's device (same seed, same frames).
             use_cache: write each finished frame's keys/values once and reuse them; False
                 recomputes the whole window at every denoiser call (same result).
-            conditions: uint8 (b, c + T, V, H, W, 3) condition views, if the model has any.
-            poses: float (b, c + T, POSE_DIM) grippers' poses, for a pose-conditioned model.
-            held: float (b, c + T, HELD_DIM) in [0, 1], the grippers' grasp state (or a prior's
-                probability of it, `wmgym.model.grasp_prior.GraspPrior.frame_held`), for a
-                held-conditioned model.
+            conditions: `Conditions` (b, c + T) of the context and the generated frames, if the
+                model has any: its views, "poses" (POSE_DIM) for a pose-conditioned model,
+                "held" (HELD_DIM, in [0, 1]: the grippers' grasp state or a prior's probability
+                of it, `wmgym.conditioning.grasp_states`) for a held-conditioned one.
             drop_actions: roll out with the null action of action dropout at every step (the
                 action-free baseline of `wmgym eval`); `actions` then only sets the horizon.
         Returns:
@@ -349,26 +365,19 @@ class WorldModel(nn.Module):
         context = _to_tensor(context_frames, torch.uint8, self.device)
         actions = _to_tensor(actions, torch.float32, self.device)
         if actions.dim() != 3 or actions.shape[0] != context.shape[0]:
-            raise ValueError(f"actions must be (b={context.shape[0]}, T, {ACTION_DIM}), got {tuple(actions.shape)}\n{ACTION_LAYOUT}")
+            raise ValueError(f"actions must be (b={context.shape[0]}, T, {self.action_dim}), got {tuple(actions.shape)}\n"
+                             f"{self.action_layout}")
         b, c, horizon = context.shape[0], context.shape[1], actions.shape[1]
         if conditions is not None:
-            conditions = _to_tensor(conditions, torch.uint8, self.device)
-            if conditions.dim() != 6 or tuple(conditions.shape[:2]) != (b, c + horizon):
-                raise ValueError(f"conditions must be uint8 (b={b}, c + T={c + horizon}, V, H, W, 3), got {tuple(conditions.shape)}")
-        if poses is not None:
-            poses = _to_tensor(poses, torch.float32, self.device)
-            if poses.dim() != 3 or tuple(poses.shape[:2]) != (b, c + horizon):
-                raise ValueError(f"poses must be float (b={b}, c + T={c + horizon}, {POSE_DIM}), got {tuple(poses.shape)}")
-        if held is not None:
-            held = _to_tensor(held, torch.float32, self.device)
-            if held.dim() != 3 or tuple(held.shape[:2]) != (b, c + horizon):
-                raise ValueError(f"held must be float (b={b}, c + T={c + horizon}, {HELD_DIM}), got {tuple(held.shape)}")
-        at = lambda x, i: None if x is None else x[:, i]
+            conditions = conditions.to(self.device)
+            for name, x in conditions.items():
+                if tuple(x.shape[:2]) != (b, c + horizon):
+                    raise ValueError(f"{'conditions' if name in conditions.views else name} must be (b={b}, c + T={c + horizon}, ...) "
+                                     f"for every frame, got {name} {tuple(x.shape)}")
+        frames = lambda index: None if conditions is None else conditions.frames(index)
         imagination = Imagination(self, b, num_steps=num_steps, guidance_scale=guidance_scale, use_cache=use_cache)
-        imagination.start(context, generator=generator, conditions=None if conditions is None else conditions[:, :c],
-                          poses=None if poses is None else poses[:, :c], held=None if held is None else held[:, :c])
-        outputs = [imagination.step(actions[:, i], generator, at(conditions, c + i), drop_actions=drop_actions,
-                                    poses=at(poses, c + i), held=at(held, c + i)) for i in range(horizon)]
+        imagination.start(context, generator=generator, conditions=frames(slice(0, c)))
+        outputs = [imagination.step(actions[:, i], generator, frames(c + i), drop_actions=drop_actions) for i in range(horizon)]
         return self.decode_latents(torch.cat(outputs, dim=1))
 
     # ------------------------------------------------------------ save / load

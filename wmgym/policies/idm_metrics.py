@@ -125,11 +125,11 @@ def idm_r2_on_world_model(model, world_model, specs=None, episodes=None, *, grip
     size = (world_model.config.height, world_model.config.width)
     if frames.shape[2:4] != size:
         raise ValueError(f"frames are {frames.shape[2]}x{frames.shape[3]}, the world model makes {size[0]}x{size[1]}")
-    conditions = _rollout_conditions(world_model, specs, grippers, frames, actions)  # views and/or poses of every frame
+    conditions = _rollout_conditions(world_model, specs, grippers, frames, actions)  # Conditions (n, T+1) or None
     generator = torch.Generator(device=world_model.device).manual_seed(seed)
     generated = []
     for start in tqdm(range(0, len(frames), batch_size), desc="world-model rollouts", disable=not show_progress):
-        extra = {k: v[start: start + batch_size] for k, v in conditions.items()}
+        extra = {} if conditions is None else {"conditions": conditions.rows(slice(start, start + batch_size))}
         rolled = world_model.rollout(frames[start: start + batch_size, :1], actions[start: start + batch_size],
                                      num_steps=num_steps, generator=generator, **extra)  # (b, T, H, W, 3)
         generated.append(rolled.cpu().numpy())
@@ -138,17 +138,18 @@ def idm_r2_on_world_model(model, world_model, specs=None, episodes=None, *, grip
             "num_episodes": int(len(frames))}
 
 
-def _rollout_conditions(world_model, specs, grippers, frames: np.ndarray, actions: np.ndarray) -> dict:
-    """`rollout`'s conditions of every frame: `conditions` uint8 (n, T+1, 1, H, W, 3), the grippers
-    view, for a model conditioned on it, and `poses` float32 (n, T+1, 8) for a pose-conditioned
-    one; {} for an unconditioned model."""
-    from wmgym.policies.planning import is_gripper_conditioned
-    from wmgym.sim.gripper_track import GripperState, gripper_views, is_pose_conditioned, rollout_conditions
+def _rollout_conditions(world_model, specs, grippers, frames: np.ndarray, actions: np.ndarray):
+    """`rollout`'s `Conditions` (n, T+1) of every frame (the grippers view for a model conditioned
+    on it, the poses for a pose-conditioned one, `wmgym.conditioning`); None for a model without
+    either."""
+    from wmgym.conditioning import is_pose_conditioned, takes_grippers_view, track_conditions
+    from wmgym.model.conditions import Conditions
+    from wmgym.sim.gripper_track import GripperState
     from wmgym.sim.world import WorldConfig
 
-    wants_views, wants_poses = is_gripper_conditioned(world_model), is_pose_conditioned(world_model)
+    wants_views, wants_poses = takes_grippers_view(world_model), is_pose_conditioned(world_model)
     if not (wants_views or wants_poses):
-        return {}
+        return None
     scene = WorldConfig(height=frames.shape[2], width=frames.shape[3])
     if grippers is None and specs is not None:
         from wmgym.sim.episode import start_gripper_state
@@ -160,7 +161,7 @@ def _rollout_conditions(world_model, specs, grippers, frames: np.ndarray, action
     if isinstance(grippers, (list, tuple)) and all(isinstance(g, GripperState) for g in grippers):
         if len(grippers) != len(frames):
             raise ValueError(f"grippers must hold one GripperState per episode ({len(frames)}), got {len(grippers)}")
-        return rollout_conditions(world_model, *gripper_views(grippers, actions, scene, with_poses=True))
+        return track_conditions(world_model, grippers, actions, scene)
     if wants_poses:
         raise ValueError("the world model is conditioned on the grippers' pose: pass grippers= as the episodes' "
                          "GripperStates at the first frame (views alone do not give the pose)")
@@ -168,4 +169,4 @@ def _rollout_conditions(world_model, specs, grippers, frames: np.ndarray, action
     if views.dtype != np.uint8 or views.shape != frames.shape:
         raise ValueError(f"grippers views must be uint8 {frames.shape} like the frames (or n GripperStates), "
                          f"got {views.dtype} {views.shape}")
-    return {"conditions": views[:, :, None]}
+    return Conditions(views={"grippers": views})

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wmgym.conditioning import takes_grippers_view
 from wmgym.policies.plan_config import PlanConfig
-from wmgym.policies.planning import HELD_MODES, METHODS, Planner, ProposalConfig, RandomProposal, is_gripper_conditioned
+from wmgym.policies.planning import HELD_MODES, METHODS, Planner, ProposalConfig, RandomProposal
 from wmgym.rewards.base import RewardHead, as_goal_texts
 from wmgym.sim.gripper_track import GripperState
 
@@ -145,7 +146,7 @@ def run_plan_episode(env: gym.Env, planner, *, seed: int, goal=None, replan_ever
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     obs, info = env.reset(seed=seed)
     sim = env.unwrapped
-    if sim.world.config.is_camera_moving and is_gripper_conditioned(getattr(planner, "world_model", None)):
+    if sim.world.config.is_camera_moving and takes_grippers_view(getattr(planner, "world_model", None)):
         raise ValueError("a world model conditioned on the grippers view plans with a static camera; "
                          "make SimFold-v0 with is_camera_moving=False")
     if goal is None:

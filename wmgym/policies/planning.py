@@ -13,9 +13,9 @@ it returns the best candidate seen in any iteration.
 Grippers conditioning. A world model conditioned on the grippers view
 (`world_model.config.condition_views == ("grippers",)`) needs that view for every context
 frame and every imagined frame. `Planner.plan` then takes `grippers`: the `GripperState` at the
-newest context frame (or one per context frame); each candidate's views are rendered from it by
-`wmgym.sim.gripper_track.gripper_views` (pure kinematics of the candidate's actions, as the
-simulator draws them, static camera at the context's resolution).
+newest context frame (or one per context frame); each candidate's views and poses are rendered
+from it by `wmgym.conditioning.candidate_conditions` (pure kinematics of the candidate's
+actions, as the simulator draws them, static camera at the context's resolution).
 
 Proposals. Gaussian around a nominal sequence (the scripted demonstrator's, an IDM's or a
 policy's), or uniform within the action bounds. Only the position deltas (0:3, 10:13) and
@@ -29,7 +29,8 @@ gives it the prior's probability of each closing catching (one rollout per candi
 `held_mode="expectation"` imagines every candidate twice in the same batched call, once with
 every closing held and once with none (the 0/1 states the model was trained on), and scores
 p_all * score(held) + (1 - p_all) * score(missed), p_all the prior's probability that all of
-the candidate's closings catch (`GraspPrior.held_cases`).
+the candidate's closings catch (`GraspPrior.held_cases`; both through
+`wmgym.conditioning.grasp_states`).
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ import torch
 
 from wmgym.actions import (ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, FREE_DIMS, IDENTITY_HAND_ROT6D, POSITION_DIMS,
                            WIDTH_DIMS, clip_to_bounds, validate_action)
-from wmgym.sim.gripper_track import (GripperState, GripperTrack, gripper_views, is_gripper_conditioned,  # noqa: F401 (re-exported)
-                                     is_held_conditioned, is_pose_conditioned, needs_grippers, rollout_conditions)
-from wmgym.sim.world import WorldConfig
+from wmgym.conditioning import candidate_conditions, needs_grippers
+from wmgym.model.conditions import Conditions
+from wmgym.sim.gripper_track import GripperState
 
 METHODS = ("best-of-n", "cem")
 HELD_MODES = ("prior", "expectation")
+GRASP_MODE_OF = {"prior": "probability", "expectation": "expectation"}  # held_mode -> wmgym.conditioning's grasp mode
 PROPOSALS = ("gaussian", "uniform")
 
 
@@ -171,9 +173,8 @@ class Planner:
     Args:
         world_model: anything with `rollout(context uint8 (n, c, H, W, 3), actions (n, T, 20),
             generator=, num_steps=) -> uint8 (n, T, H, W, 3)` (`wmgym.model.world_model.WorldModel`);
-            if its `config.condition_views` is ("grippers",), `rollout` also gets `conditions=`
-            uint8 (n, c + T, 1, H, W, 3), and if it is pose-conditioned, `poses=` float
-            (n, c + T, 8); either way `plan` needs `grippers=`.
+            if it is conditioned on the grippers (view, pose or grasp state), `rollout` also gets
+            `conditions=`, the candidates' `Conditions` (n, c + T), and `plan` needs `grippers=`.
         reward_head: a `wmgym.rewards.base.RewardHead` (`score(frames, goal) -> (n,)`).
         method: "best-of-n" or "cem".
         num_candidates: n, the candidates of one iteration (one batched rollout each).
@@ -257,15 +258,14 @@ class Planner:
                 candidates[0] = clip_to_bounds(mean)
             if states is None:
                 scores = self.score_candidates(context, history, candidates, goal, generator)
-            elif self.held_mode == "expectation" and is_held_conditioned(self.world_model):
-                conditions, p_all = expectation_conditions(self.world_model, states, candidates, context.shape[1:3])
-                both = self.score_candidates(context, history, np.concatenate([candidates, candidates]), goal, generator,
-                                             **conditions)  # (2n,): every closing held, then none
-                n = len(candidates)
-                scores = (p_all * both[:n] + (1 - p_all) * both[n:]).astype(np.float32)
             else:
-                conditions = candidate_conditions(self.world_model, states, candidates, context.shape[1:3])
-                scores = self.score_candidates(context, history, candidates, goal, generator, **conditions)
+                conditions, weights = candidate_conditions(self.world_model, states, candidates, context.shape[1:3],
+                                                           GRASP_MODE_OF[self.held_mode])
+                cases = len(weights)  # 2 for "expectation": every closing held, then none, in one batched call
+                scores = self.score_candidates(context, history, np.concatenate([candidates] * cases) if cases > 1 else candidates,
+                                               goal, generator, conditions)  # (cases * n,)
+                if cases > 1:
+                    scores = sum(w * part for w, part in zip(weights, scores.reshape(cases, -1))).astype(np.float32)
             all_scores.append(scores)
             best = int(np.argmax(scores))
             if scores[best] > best_score:
@@ -279,18 +279,15 @@ class Planner:
                           mean if self.method == "cem" else nominal_mean)
 
     def score_candidates(self, context: np.ndarray, history: np.ndarray, candidates: np.ndarray, goal,
-                         generator: torch.Generator, conditions: np.ndarray | None = None,
-                         poses: np.ndarray | None = None, held: np.ndarray | None = None) -> np.ndarray:
+                         generator: torch.Generator, conditions: Conditions | None = None) -> np.ndarray:
         """Roll out all n candidates (n, T, 20) in ONE batched call and score them -> float (n,).
 
-        `conditions`: uint8 (n, c + T, 1, H, W, 3) grippers views for a conditioned world model,
-        `poses`: float32 (n, c + T, 8) for a pose-conditioned one, `held`: float32 (n, c + T, 2)
-        for a held-conditioned one (`candidate_conditions`), else None."""
+        `conditions`: the candidates' `Conditions` (n, c + T) for a conditioned world model
+        (`wmgym.conditioning.candidate_conditions`), else None."""
         n, horizon = candidates.shape[:2]
         device = self.world_model.device
         batch_context = torch.from_numpy(context).to(device)[None].expand(n, *context.shape)  # (n, c, H, W, 3)
-        extra = {k: torch.from_numpy(v).to(device) for k, v in (("conditions", conditions), ("poses", poses), ("held", held))
-                 if v is not None}
+        extra = {} if conditions is None else {"conditions": conditions.to(device)}
         imagined = self.world_model.rollout(batch_context, torch.from_numpy(candidates).to(device),
                                             generator=generator, num_steps=self.num_steps, **extra)  # (n, T, H, W, 3)
         if tuple(imagined.shape) != (n, horizon, *context.shape[1:]):
@@ -302,41 +299,6 @@ class Planner:
         if scores.shape != (n,):
             raise ValueError(f"reward head returned scores of shape {scores.shape}, expected ({n},)")
         return scores
-
-
-def candidate_conditions(world_model, states: list[GripperState], candidates: np.ndarray, size: tuple[int, int]) -> dict:
-    """What `world_model.rollout` needs besides frames and actions to imagine n candidates: a
-    dict with `conditions` (uint8 (n, c + T, 1, H, W, 3), the grippers view) if it is conditioned
-    on that view, `poses` (float32 (n, c + T, 8), `GripperState.vector`) if it is
-    pose-conditioned and `held` (float32 (n, c + T, 2), its grasp prior's probabilities from
-    those poses) if it is held-conditioned, for the c context frames (one state each, oldest first) and the frames
-    after each candidate's T actions (n, T, 20), which start from the newest state."""
-    return rollout_conditions(world_model, *_candidate_views_and_poses(states, candidates, size))
-
-
-def expectation_conditions(world_model, states: list[GripperState], candidates: np.ndarray,
-                           size: tuple[int, int]) -> tuple[dict, np.ndarray]:
-    """`candidate_conditions` for the two grasp states of a held-conditioned model's expectation:
-    a dict for 2n rollouts (the n candidates with every closing held, then the same n with
-    none: `GraspPrior.held_cases`) and p_all float32 (n,), the prior's probability that all of
-    a candidate's closings catch, the first half's weight."""
-    views, poses = _candidate_views_and_poses(states, candidates, size)
-    held, missed, p_all = world_model.grasp_prior.held_cases(poses)
-    twice = lambda a: np.concatenate([a, a])
-    return (rollout_conditions(world_model, twice(views), twice(poses), held=np.concatenate([held.numpy(), missed.numpy()])),
-            p_all.numpy().astype(np.float32))
-
-
-def _candidate_views_and_poses(states: list[GripperState], candidates: np.ndarray, size: tuple[int, int]):
-    """Grippers views uint8 (n, c + T, H, W, 3) and pose vectors float32 (n, c + T, 8) of the
-    c context states and each candidate's T frames after them (from the newest state)."""
-    scene = WorldConfig(height=int(size[0]), width=int(size[1]))
-    n = len(candidates)
-    future, future_poses = gripper_views([states[-1]] * n, candidates, scene, with_poses=True)  # newest context frame first
-    past = np.array([GripperTrack(state, scene).render() for state in states[:-1]], np.uint8).reshape(-1, *size, 3)
-    past_poses = np.array([state.vector() for state in states[:-1]], np.float32).reshape(-1, 8)
-    stack = lambda old, new: np.ascontiguousarray(np.concatenate([np.broadcast_to(old[None], (n, *old.shape)), new], axis=1))
-    return stack(past, future), stack(past_poses, future_poses)  # c + T frames
 
 
 class RandomProposal:

@@ -268,14 +268,15 @@ def _validate(codec, frames, view_ids: np.ndarray, views, batch: int = 64) -> di
     """Mean per-frame PSNR (dB, uint8 frames as the world model decodes them), overall and by view."""
     import torch
 
+    from wmgym.image_metrics import psnr_from_mse
+
     device = next(codec.parameters()).device
     psnr = []
     for i in range(0, len(frames), batch):
         x = frames[i: i + batch].to(device)
         with torch.no_grad():
             y = ((codec.decode(codec.encode(_to_model(x, device))).clamp(-1, 1) + 1) * 127.5).round()
-        mse = ((y - x.permute(0, 3, 1, 2).float()) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
-        psnr.append(10 * torch.log10(255.0 ** 2 / mse).cpu())
+        psnr.append(psnr_from_mse(((y - x.permute(0, 3, 1, 2).float()) ** 2).mean(dim=(1, 2, 3))).cpu())
     psnr = torch.cat(psnr).numpy()
     by_view = {view: float(psnr[view_ids == v].mean()) for v, view in enumerate(views) if (view_ids == v).any()}
     return {"psnr": float(psnr.mean()), "psnr_by_view": by_view}

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from wmgym.model.model_files import MODEL_DIRECTORY
 from wmgym.outputs import check_output
+from wmgym.sim.gripper import GRASP_WIDTH
 
 
 @dataclass
@@ -74,7 +75,7 @@ def read_events(path: str, split: str, window: int, val_fraction: float = 0.1) -
     features, labels = [], []
     for start, length in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths):
         episode, episode_held = poses[start: start + length], held[start: start + length]
-        for hand, first, _ in close_events(episode[:, WIDTH_COLUMNS]):
+        for hand, first, _ in close_events(episode[:, WIDTH_COLUMNS], GRASP_WIDTH):
             features.append(event_features(episode, first, hand, window))
             labels.append(episode_held[first, hand])
     width = window * 8 + 2
@@ -102,7 +103,7 @@ def train_grasp_prior(config: TrainGraspPriorConfig) -> Path:
     mean[-2:], std[-2:] = 0.0, 1.0  # the hand's one-hot stays as it is
     torch.manual_seed(config.seed)  # the MLP's initialisation
     model = GraspPrior(GraspPriorConfig(window=config.window, hidden=config.hidden,
-                                        feature_mean=mean.tolist(), feature_std=std.tolist()))
+                                        feature_mean=mean.tolist(), feature_std=std.tolist(), grasp_width=GRASP_WIDTH))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     features, labels = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))

@@ -1,6 +1,6 @@
 """Held-out figures of a trained `VideoCLIP` and the calibration of its success judge.
 
-Both read `EpisodeClips` (`wmgym.train.videoclip.load_clips`): `evaluate` gives retrieval and
+Both read `EpisodeClips` (`wmgym.train.episode_clips.load_clips`): `videoclip_figures` gives retrieval and
 judge figures (used during `wmgym train-videoclip` and by benchmarks/videoclip_retrieval.py),
 `calibrate` chooses the judge threshold stored as `success_threshold` at the end of training.
 `judged_clips` is the one definition of which clips the judge sees, and in what order.
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # torch is imported inside the functions: the CLI imports thi
     import torch
 
     from wmgym.rewards.videoclip import VideoCLIP
-    from wmgym.train.videoclip import EpisodeClips
+    from wmgym.train.episode_clips import EpisodeClips
 
 EVAL_BATCH = 256
 
@@ -57,8 +57,8 @@ def judge_probabilities(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool)
     return probability.cpu().numpy(), labels, episodes
 
 
-def evaluate(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool = True, threshold: float | None = None,
-             outcome_captions: list[str] | None = None) -> dict:
+def videoclip_figures(model: "VideoCLIP", clips: EpisodeClips, prefixes: bool = True, threshold: float | None = None,
+                      outcome_captions: list[str] | None = None) -> dict:
     """Held-out figures of a model on `clips` (see benchmarks/videoclip_retrieval.py).
 
     task_top1: succeeded whole episodes whose instruction ranks first among the task captions;

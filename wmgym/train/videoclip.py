@@ -44,7 +44,8 @@ from tqdm.auto import tqdm
 from wmgym.data.store import EpisodeStore
 from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
-from wmgym.train.judge_eval import CALIBRATION_RULES, calibrate, evaluate
+from wmgym.train.episode_clips import join_clips, load_clips, task_captions
+from wmgym.train.judge_eval import CALIBRATION_RULES, calibrate, videoclip_figures
 
 if TYPE_CHECKING:  # torch and wmgym.data.dataset (which imports it) are imported inside the functions: the CLI imports this module
     import torch
@@ -130,88 +131,6 @@ class TrainVideoCLIPConfig:
     stop_after_minutes, device, num_threads, show_progress, checkpoint_every, log_every."""
     show_progress: bool = True
     """Show a tqdm progress bar."""
-
-
-@dataclass
-class EpisodeClips:
-    """The camera frames and labels of some episodes, in memory.
-
-    Attributes (E episodes, N frames in all):
-        frames: (N, H, W, 3) uint8 torch tensor, the episodes back to back.
-        starts, lengths: (E,) first row and number of frames of each episode.
-        done: (N,) bool, the episode's task was done by this frame (success rule, see module docstring).
-        success: (E,) bool, the store's ground-truth success.
-        tasks, captions, goal_captions: (E,) task names, outcome captions, instructions.
-        indices: (E,) the episodes' indices in the store.
-    """
-
-    frames: "torch.Tensor"
-    starts: np.ndarray
-    lengths: np.ndarray
-    done: np.ndarray
-    success: np.ndarray
-    tasks: list
-    captions: list
-    goal_captions: list
-    indices: np.ndarray
-
-    def rows(self, episode: int, length: int, num_frames: int) -> np.ndarray:
-        """Frame rows (num_frames,) of the first `length` frames of `episode`, resampled."""
-        from wmgym.rewards.videoclip import resample_indices
-
-        return self.starts[episode] + resample_indices(length, num_frames)
-
-
-def load_clips(store: EpisodeStore, indices: np.ndarray) -> EpisodeClips:
-    """Read episodes `indices` of `store` (camera view, scores, widths, captions) into memory."""
-    import torch
-
-    from wmgym.data.dataset import episode_rows, read_rows
-    from wmgym.sim.gripper import GRASP_WIDTH
-    from wmgym.sim.tasks import make_task
-
-    indices = np.asarray(indices, np.int64)
-    keep, lengths = episode_rows(store, indices)
-    data, meta, attrs = store.root["data"], store.root["meta"], store.attrs
-    score = read_rows(data["score"], keep)
-    widths = np.minimum(read_rows(data["robot0_gripper_width"], keep)[:, 0], read_rows(data["robot1_gripper_width"], keep)[:, 0])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    task_ids = meta["episode_task_id"][:][indices]
-    tasks = [store.tasks[t] for t in task_ids]
-    thresholds = np.repeat([make_task(t).success_threshold for t in tasks], lengths)
-    now = (score >= thresholds) & (widths >= GRASP_WIDTH)  # the simulator's is_success, per frame
-    done = np.concatenate([np.maximum.accumulate(now[s: s + n]) for s, n in zip(starts, lengths)]) if len(indices) else now
-    return EpisodeClips(frames=torch.from_numpy(read_rows(data["camera0_rgb"], keep)), starts=starts, lengths=lengths,
-                        done=done, success=meta["episode_success"][:][indices].astype(bool), tasks=tasks,
-                        captions=[attrs["episode_captions"][i] for i in indices],
-                        goal_captions=[attrs["goal_captions"][i] for i in indices], indices=indices)
-
-
-def join_clips(parts: list[EpisodeClips]) -> EpisodeClips:
-    """The episodes of several `EpisodeClips` in one, in order (`indices` stay each store's own)."""
-    import torch
-
-    if len(parts) == 1:
-        return parts[0]
-    offsets = np.cumsum([0, *[len(p.frames) for p in parts[:-1]]])
-    return EpisodeClips(frames=torch.cat([p.frames for p in parts]),
-                        starts=np.concatenate([p.starts + o for p, o in zip(parts, offsets)]),
-                        lengths=np.concatenate([p.lengths for p in parts]), done=np.concatenate([p.done for p in parts]),
-                        success=np.concatenate([p.success for p in parts]),
-                        tasks=[t for p in parts for t in p.tasks], captions=[c for p in parts for c in p.captions],
-                        goal_captions=[c for p in parts for c in p.goal_captions],
-                        indices=np.concatenate([p.indices for p in parts]))
-
-
-def task_captions(store: EpisodeStore) -> dict[str, str]:
-    """Task name -> instruction caption, read from the store's episodes (the simulator's for unseen tasks)."""
-    from wmgym.sim.tasks import make_task
-
-    captions = {}
-    task_ids = store.root["meta/episode_task_id"][: store.num_episodes]
-    for task_id, caption in zip(task_ids, store.attrs["goal_captions"]):
-        captions.setdefault(store.tasks[int(task_id)], caption)
-    return {name: captions.get(name) or make_task(name).caption for name in store.tasks}
 
 
 def train_videoclip(config: TrainVideoCLIPConfig) -> Path:
@@ -318,7 +237,7 @@ def _train_locked(config: TrainVideoCLIPConfig) -> Path:
                         "seconds": round(time.perf_counter() - start_time, 1)})
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         if len(val.tasks) and (step % config.eval_every == 0 or step == config.steps):
-            figures = evaluate(model, val, prefixes=False)
+            figures = videoclip_figures(model, val, prefixes=False)
             model.train()
             log.append({"step": step, **{f"val/{k}": v for k, v in figures.items()}})
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if isinstance(v, float)))

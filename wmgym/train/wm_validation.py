@@ -4,18 +4,17 @@ full sampler's newest frame."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from wmgym.actions import ACTION_DIM
+from wmgym.image_metrics import psnr_from_mse
+from wmgym.model.conditions import Conditions
 from wmgym.model.schedule import add_noise
 from wmgym.model.world_model import WorldModel
 
 
 @torch.no_grad()
-def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
-    """Validation metrics of `model` over `loader`'s windows (frames (b, t, H, W, 3), actions).
+def validation_metrics(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
+    """Validation metrics of `model` over `loader`'s `wmgym.conditioning.WindowBatch`es.
 
     val/loss: the training loss with a fixed generator. val/x0_psnr: the newest frame predicted
     in one step from pure noise, the history held at the sampler's noise level, as rollouts do.
@@ -27,53 +26,36 @@ def evaluate(model: WorldModel, loader, seed: int, action_dropout: float) -> dic
     generator = torch.Generator(device=model.device).manual_seed(seed)
     sums = torch.zeros(5, dtype=torch.float64)  # loss, x0 se, copy se, rollout se, batches
     count = 0
-    for frames, actions, *extra in loader:
-        frames, actions = frames.to(model.device), actions.to(model.device)
-        conditions, poses, held = (None if x is None else x.to(model.device) for x in split_conditions(model, extra))
-        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator,
-                                     poses=poses, held=held)
+    for batch in loader:
+        batch = batch.to(model.device)
+        frames, actions, conditions = batch.frames, batch.actions, batch.conditions
+        loss, _ = model.compute_loss(frames, actions, conditions, action_dropout=action_dropout, generator=generator)
         target = frames[:, -1].double()
-        predicted = one_step_from_noise(model, frames, actions, generator, conditions, poses, held)
-        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions, poses=poses,
-                               held=held)[:, 0]
+        predicted = one_step_from_noise(model, frames, actions, generator, conditions)
+        rolled = model.rollout(frames[:, :-1], actions[:, -1:], generator=generator, conditions=conditions)[:, 0]
         errors = [((x.double() - target) ** 2).sum().item() for x in (predicted, frames[:, -2], rolled)]
         sums += torch.tensor([float(loss), *errors, 1.0], dtype=torch.float64)
         count += target.numel()
-    psnr = lambda se: 10 * math.log10(255.0**2 / max(se / count, 1e-10))
+    psnr = lambda se: float(psnr_from_mse(torch.tensor(se / count, dtype=torch.float64)))
     return {"val/loss": float(sums[0] / sums[4]), "val/x0_psnr": psnr(sums[1].item()),
             "val/copy_last_psnr": psnr(sums[2].item()), "val/rollout_psnr": psnr(sums[3].item())}
 
 
-def split_conditions(model: WorldModel, extra: list) -> tuple:
-    """(conditions, poses, held) out of a `WindowDataset` batch's items after (frames, actions),
-    as `model` takes them: views (b, t, V, H, W, 3) if it has condition views, poses (b, t, 8)
-    if it is pose-conditioned, held (b, t, 2) if it is held-conditioned, else None (the dataset
-    yields them in this order, each only when asked for)."""
-    wanted = (bool(model.config.condition_views), model.is_pose_conditioned, model.is_held_conditioned)
-    if len(extra) != sum(wanted):
-        raise ValueError(f"the batch carries {len(extra)} condition tensors; the model takes {sum(wanted)} "
-                         "(views, poses, held: build the WindowDataset with the model's views, poses= and held=)")
-    items = iter(extra)
-    return tuple(next(items) if w else None for w in wanted)
-
-
-def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions=None, poses=None, held=None) -> torch.Tensor:
+def one_step_from_noise(model: WorldModel, frames, actions, generator, conditions: Conditions | None = None) -> torch.Tensor:
     """The last frame of each window (uint8 (b, H, W, 3)) predicted in one denoiser call from pure noise.
 
-    conditions: uint8 (b, t, V, H, W, 3) condition views of the window's frames, if the model has any;
-    poses: (b, t, 8) the grippers' poses, if it is pose-conditioned; held: (b, t, 2) their grasp
-    state, if it is held-conditioned."""
+    conditions: the window's `Conditions` (b, t), if the model has any."""
     z = model.encode_frames(frames)  # (b, t, C, h, w)
     b, t = z.shape[:2]
     last = model.config.num_train_timesteps - 1
     timesteps = torch.full((b, t), model.sampler.history_timestep, dtype=torch.long, device=model.device)
     timesteps[:, -1] = last
     noisy = add_noise(z, torch.randn(z.shape, device=model.device, generator=generator), timesteps, model.alphas_cumprod)
-    frame_actions = torch.zeros(b, t, ACTION_DIM, device=model.device)  # frame i is produced by a_{i-1}
+    frame_actions = torch.zeros(b, t, model.action_dim, device=model.device)  # frame i is produced by a_{i-1}
     frame_actions[:, 1:] = model.normalize_actions(actions)
     dropped = torch.zeros(b, t, dtype=torch.bool, device=model.device)
     dropped[:, 0] = True  # frame 0's action is unknown
-    cond = model._encode_conditions(conditions, b, t, poses, held)
-    output = model.denoiser(noisy, timesteps, frame_actions, dropped, cond)[:, -1:]  # (b, 1, C, h, w)
+    maps, vectors = model.encode_conditions(conditions, b, t)
+    output = model.denoiser(noisy, timesteps, frame_actions, dropped, maps, vectors)[:, -1:]  # (b, 1, C, h, w)
     x0 = model.predicted_x0(output, noisy[:, -1:], timesteps[:, -1:], z[:, -2:-1])  # the clean predecessor anchors a residual
     return model.decode_latents(x0)[:, 0]

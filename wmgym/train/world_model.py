@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from wmgym.actions import ACTION_NAMES
+from wmgym.conditioning import WindowCollator
 from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
@@ -41,7 +43,7 @@ from wmgym.train.wm_build import (action_statistics, pose_statistics, with_condi
 from wmgym.train.wm_checkpoint import (RUN_DIRECTORY_KIND, latest_checkpoint, newest_intact_checkpoint, restore_checkpoint,
                                        save_checkpoint)
 from wmgym.train.wm_config import TrainWorldModelConfig
-from wmgym.train.wm_validation import evaluate, split_conditions
+from wmgym.train.wm_validation import validation_metrics
 
 VAL_SEED_OFFSET = 7919  # validation draws from its own generator, the same at every validation
 
@@ -54,10 +56,9 @@ class _LossModule(nn.Module):
         self.model, self.action_dropout = model, action_dropout
         self.gripper_weight, self.gripper_dilation = gripper_weight, gripper_dilation
 
-    def forward(self, frames, actions, conditions, poses, held, generator):
+    def forward(self, frames, actions, conditions, generator):
         return self.model.compute_loss(frames, actions, conditions, action_dropout=self.action_dropout, generator=generator,
-                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation,
-                                       poses=poses, held=held)
+                                       gripper_weight=self.gripper_weight, gripper_dilation=self.gripper_dilation)
 
 
 def train_world_model(config: TrainWorldModelConfig) -> Path:
@@ -129,6 +130,7 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
     sampler = EpochPermutationSampler(epoch_items(train_set.window_offsets, config.focus_window_starts,
                                                   config.focus_repeats), config.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                         collate_fn=WindowCollator(train_set),  # typed batches: WindowBatch
                                          num_workers=config.num_workers, pin_memory=device.type == "cuda",
                                          persistent_workers=config.num_workers > 0,
                                          generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
@@ -167,9 +169,9 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
         tick = time.perf_counter()
-        for frames, actions, *extra in batches:
+        for batch in batches:
             generator.manual_seed(_step_seed(config.seed, rank, step))
-            loss, logs = loss_module(frames, actions, *split_conditions(model, extra), generator)
+            loss, logs = loss_module(batch.frames, batch.actions, batch.conditions, generator)
             accelerator.backward(loss)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip or math.inf)
@@ -196,7 +198,7 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
                 train_time = 0.0
             if accelerator.is_main_process and (step % config.validate_every == 0 or is_last):
                 ema.copy_to(ema_model.denoiser.parameters())
-                _log(out, writer, {"step": step, **evaluate(ema_model, val_loader, config.seed + VAL_SEED_OFFSET,
+                _log(out, writer, {"step": step, **validation_metrics(ema_model, val_loader, config.seed + VAL_SEED_OFFSET,
                                                             config.action_dropout)})
             if step % config.checkpoint_every == 0 or is_last:
                 save_checkpoint(out, step, model, ema, ema_model, optimizer, scheduler, accelerator,
@@ -216,7 +218,7 @@ def _val_loader(val_set: WindowDataset, config: TrainWorldModelConfig):
     count = min(len(val_set), config.val_batches * config.batch_size)
     indices = np.linspace(0, len(val_set) - 1, count).round().astype(int).tolist()  # spread over episodes
     return torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, indices), batch_size=config.batch_size,
-                                       generator=torch.Generator())  # leaves the global RNG alone
+                                       collate_fn=WindowCollator(val_set), generator=torch.Generator())  # leaves the global RNG alone
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -260,7 +262,8 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
                               latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
                               width=config.width, depth=config.depth, num_heads=config.num_heads,
                               condition_channels=len(config.condition_views) * codec.latent_channels + vector,
-                              pose_dim=vector if config.pose_input == "embedding" or config.held_conditioning else 0)
+                              pose_dim=vector if config.pose_input == "embedding" or config.held_conditioning else 0,
+                              action_dim=train_set.actions.shape[1])
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
@@ -268,7 +271,8 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     pose_mean, pose_std = pose_statistics(train_set) if config.pose_conditioning else (None, None)
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
-                            action_min=low, action_max=high, condition_views=tuple(config.condition_views),
+                            action_min=low, action_max=high, action_names=list(ACTION_NAMES) if len(mean) == len(ACTION_NAMES) else None,
+                            condition_views=tuple(config.condition_views),
                             pose_mean=pose_mean, pose_std=pose_std, held_conditioning=config.held_conditioning,
                             prediction=config.prediction)
 
