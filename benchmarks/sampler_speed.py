@@ -102,12 +102,12 @@ def main() -> None:
     for horizon in (16, 64):
         cache = KVCache(dcfg.depth, dcfg.tokens_per_frame, args.window, keep_first_frame=True)
         z = torch.zeros(1, 1, dcfg.latent_channels, dcfg.latent_height, dcfg.latent_width)
-        spatial = dcfg.condition_channels - dcfg.pose_dim  # the views' latents; the rest is the per-frame vector
+        spatial = dcfg.condition_channels - dcfg.vector_dim  # the views' latents; the rest is the per-frame vector
         maps = torch.zeros(1, 1, spatial, dcfg.latent_height, dcfg.latent_width) if spatial else None
-        vectors = torch.zeros(1, 1, dcfg.pose_dim) if dcfg.pose_dim else None
+        vectors = torch.zeros(1, 1, dcfg.vector_dim) if dcfg.vector_dim else None
         with torch.no_grad():
             for _ in range(horizon):
-                model.denoiser(z, torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, 20), maps, vectors, cache=cache,
+                model.denoiser(z, torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dcfg.action_dim), maps, vectors, cache=cache,
                               write_cache=True)
         memory[horizon] = cache.num_bytes()
     by_h = {r["horizon"]: r for r in rows}

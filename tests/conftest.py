@@ -8,7 +8,9 @@ import torch
 from wmgym.envs.bundle import make_bundle
 from wmgym.model.conditions import Conditions
 from wmgym.model.denoiser import DenoiserConfig
-from wmgym.model.world_model import POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.model.world_model_config import pose_vector_spec
+from wmgym.train.wm_build import POSE_DIM
 from wmgym.rewards.videoclip import VideoCLIP, VideoCLIPConfig, build_vocabulary
 from wmgym.sim.tasks import TASKS, make_task
 
@@ -38,8 +40,8 @@ def tiny_world_model(seed: int = 0, condition_views: tuple = (), pose: bool = Fa
     stay near the start frame)."""
     denoiser = DenoiserConfig(latent_channels=3, latent_height=SIZE, latent_width=SIZE, patch_size=16, width=32, depth=1, num_heads=2,
                               condition_channels=3 * len(condition_views) + (POSE_DIM if pose else 0),
-                              pose_dim=POSE_DIM if pose else 0)  # the pose through its embedding, as train-wm makes it
-    stats = {"pose_mean": [0.0, -0.2, 0.1, 0.04] * 2, "pose_std": [0.2, 0.2, 0.1, 0.03] * 2} if pose else {}
+                              vector_dim=POSE_DIM if pose else 0)  # the pose through its embedding, as train-wm makes it
+    stats = {"condition_vectors": {"poses": pose_vector_spec([0.0, -0.2, 0.1, 0.04] * 2, [0.2, 0.2, 0.1, 0.03] * 2)}} if pose else {}
     config = WorldModelConfig(height=SIZE, width=SIZE, denoiser=asdict(denoiser), prediction="residual",
                               sampler=asdict(SamplerDefaults(num_steps=2, window_frames=4)), condition_views=tuple(condition_views),
                               **stats)
@@ -70,7 +72,7 @@ def _tiny_bundle(root, condition_views: tuple = (), pose: bool = False, held_bia
 
         model = with_held_conditioning(model)
         with torch.no_grad():
-            model.denoiser.pose_embed[2].weight.normal_(0, 0.5)
+            model.denoiser.vector_embed[2].weight.normal_(0, 0.5)
         model.grasp_prior = tiny_grasp_prior(held_bias)
     model.save_pretrained(root / "wm")
     captions = [make_task(t).caption for t in TASKS]

@@ -2,6 +2,8 @@
 it and what an action is; the model reads that, so a robot with another action size needs no
 change to wmgym.model, and configs written before the declaration still load."""
 
+import json
+import shutil
 from dataclasses import asdict
 
 import numpy as np
@@ -12,6 +14,7 @@ from conftest import as_conditions
 from wmgym.actions import ACTION_DIM, ACTION_NAMES
 from wmgym.envs.bundle import DEFAULT_BUNDLE
 from wmgym.model.denoiser import DenoiserConfig
+from wmgym.model.conditions import Conditions
 from wmgym.model.grasp_prior import GraspPrior, GraspPriorConfig
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.sim.gripper import GRASP_WIDTH
@@ -50,13 +53,43 @@ def test_action_statistics_and_names_must_fit_the_declared_size():
         config_with_actions(7, action_min=[0.0] * 7, action_max=[1.0] * 6)
 
 
-def test_the_shipped_config_written_before_the_declaration_loads_with_wmfold_features():
+def test_the_shipped_config_declares_wmfold_features():
     model = WorldModel.from_pretrained(DEFAULT_BUNDLE / "world_model", device="cpu")
     features = model.config.features()
-    assert features["camera"] == (64, 64, 3) and features["views"] == {"grippers": (64, 64, 3)}
+    assert features["camera"] == {"camera": (64, 64, 3)} and features["views"] == {"grippers": (64, 64, 3)}
     assert features["vectors"] == {"held": 2} and model.condition_vectors == {"held": 2}
-    assert features["action"]["dim"] == ACTION_DIM == len(ACTION_NAMES) == 20 and features["action"]["names"] is None
-    assert model.grasp_prior.config.grasp_width == GRASP_WIDTH  # the prior's config.json predates the field too
+    assert model.denoiser.config.vector_dim == 2  # the grasp state, named as what it is
+    assert features["action"]["dim"] == ACTION_DIM == len(ACTION_NAMES) == 20 and features["action"]["names"] == list(ACTION_NAMES)
+    assert model.grasp_prior.config.grasp_width == GRASP_WIDTH  # the prior's config.json predates the field
+
+
+def test_a_checkpoint_saved_before_the_declaration_loads_and_draws_the_same_frames(tmp_path):
+    """The layout of configs and weights before issue 37 (pose_mean / pose_std / held_conditioning,
+    the denoiser's pose_dim, weights under pose_embed.*) still loads, and gives the same frames."""
+    from safetensors.torch import load_file, save_file
+
+    shipped = DEFAULT_BUNDLE / "world_model"
+    old = tmp_path / "old"
+    shutil.copytree(shipped, old)
+    config = json.loads((shipped / "config.json").read_text())
+    for key in ("camera", "condition_vectors", "action_names"):
+        config.pop(key)
+    config.update(pose_mean=None, pose_std=None, held_conditioning=True)
+    config["denoiser"]["pose_dim"] = config["denoiser"].pop("vector_dim")
+    (old / "config.json").write_text(json.dumps(config))
+    weights = load_file(shipped / "denoiser.safetensors")
+    save_file({key.replace("vector_embed.", "pose_embed."): value for key, value in weights.items()}, old / "denoiser.safetensors")
+    assert any(key.startswith("pose_embed.") for key in load_file(old / "denoiser.safetensors"))
+    models = [WorldModel.from_pretrained(path, device="cpu") for path in (shipped, old)]
+    assert models[1].config.condition_vectors == models[0].config.condition_vectors
+    frames = torch.randint(0, 256, (2, 1, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    views = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    held = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.3, 1.0], [1.0, 1.0]]).expand(2, 4, 2)
+    actions = torch.zeros(2, 3, ACTION_DIM)
+    actions[..., [3, 7, 13, 17]] = 1.0  # identity rotations
+    run = lambda m: m.rollout(frames, actions, generator=torch.Generator().manual_seed(0),
+                              conditions=Conditions({"grippers": views}, {"held": held}))
+    assert torch.equal(run(models[0]), run(models[1]))
 
 
 def test_a_model_refuses_conditions_it_does_not_declare():

@@ -69,7 +69,11 @@ WORLD_MODEL_CONFIG_DAMAGE = {
     "action_mean_short": (lambda c: c.__setitem__("action_mean", c["action_mean"][:19]), "action_mean must be a list of 20"),
     "action_std_long": (lambda c: c.__setitem__("action_std", c["action_std"] + [1.0]), "action_std must be a list of 20"),
     "action_min_nan": (lambda c: c.update(action_min=[math.nan] * 20, action_max=[1.0] * 20), "action_min[0]"),
-    "pose_std_zero": (lambda c: c.update(pose_mean=[0.0] * 8, pose_std=[0.0] * 8), "pose_std[0]"),
+    "pose_std_zero": (lambda c: c.update(pose_mean=[0.0] * 8, pose_std=[0.0] * 8), "pose_std[0]"),  # a config saved before condition_vectors
+    "vector_std_zero": (lambda c: c.update(condition_vectors={"held": {"size": 2, "mean": [0.5, 0.5], "std": [0.5, 0.0]}}),
+                        "condition_vectors['held'].std[1]"),
+    "vector_without_std": (lambda c: c.update(condition_vectors={"held": {"size": 2, "mean": [0.5, 0.5]}}),
+                           "condition_vectors['held'] needs keys size, mean, std"),
     "guidance_nan": (set_nested("sampler", "guidance_scale", math.nan), "sampler.guidance_scale"),
     "guidance_negative": (set_nested("sampler", "guidance_scale", -1.0), "sampler.guidance_scale"),
     "num_steps_zero": (set_nested("sampler", "num_steps", 0), "sampler.num_steps"),

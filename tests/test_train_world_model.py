@@ -208,7 +208,7 @@ def test_init_from_with_pose_conditioning_starts_equal_then_learns_to_use_the_po
     posed = with_pose_conditioning(source, [0.1] * 8, [0.5] * 8, pose_input=pose_input)
     assert posed.is_pose_conditioned and not source.is_pose_conditioned
     assert posed.denoiser.config.condition_channels == 3 + 8
-    assert posed.denoiser.config.pose_dim == (8 if pose_input == "embedding" else 0)
+    assert posed.denoiser.config.vector_dim == (8 if pose_input == "embedding" else 0)
     frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
     views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
     poses = torch.randn(2, 3, 8)
@@ -233,9 +233,9 @@ def test_init_from_with_pose_conditioning_starts_equal_then_learns_to_use_the_po
     tuned = WorldModel.from_pretrained(tmp_path / "pose/checkpoints/step_0000002/model", device="cpu")
     assert tuned.is_pose_conditioned and tuned.config.condition_views == ("grippers",)
     store_poses = WindowDataset(store, split="train", poses=True).poses.numpy().astype(np.float64)
-    np.testing.assert_allclose(tuned.config.pose_mean, store_poses.mean(0), atol=1e-5)  # the train split's statistics
+    np.testing.assert_allclose(tuned.config.condition_vectors["poses"]["mean"], store_poses.mean(0), atol=1e-5)  # the train split's statistics
     if pose_input == "embedding":
-        first_effect = tuned.denoiser.pose_embed[2].weight  # the embedding's last layer, zero at the start
+        first_effect = tuned.denoiser.vector_embed[2].weight  # the embedding's last layer, zero at the start
         assert tuned.denoiser.condition_in.weight.shape[1] == 3 * 4 * 4  # the views' columns only
     else:
         first_effect = tuned.denoiser.condition_in.weight[:, 3 * 4 * 4:]  # channel-major patches: the pose's come last
@@ -252,11 +252,11 @@ def test_init_from_with_held_conditioning_starts_equal_then_learns_to_use_the_gr
     source.denoiser.condition_in.weight.data.normal_()  # a model that already uses its grippers view
     if with_pose:
         source = with_pose_conditioning(source, [0.1] * 8, [0.5] * 8)
-        source.denoiser.pose_embed[2].weight.data.normal_()  # ... and its pose
+        source.denoiser.vector_embed[2].weight.data.normal_()  # ... and its pose
     held_model = with_held_conditioning(source)
     assert held_model.is_held_conditioned and not source.is_held_conditioned
     assert held_model.denoiser.config.condition_channels == 3 + 8 * with_pose + 2
-    assert held_model.denoiser.config.pose_dim == 8 * with_pose + 2
+    assert held_model.denoiser.config.vector_dim == 8 * with_pose + 2
     frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
     views = torch.randint(0, 256, (2, 3, 1, 16, 16, 3), dtype=torch.uint8)
     poses = torch.randn(2, 3, 8) if with_pose else None
@@ -278,19 +278,19 @@ def test_init_from_with_held_conditioning_starts_equal_then_learns_to_use_the_gr
     with pytest.raises(ValueError, match="constant channels"):
         with_held_conditioning(with_pose_conditioning(WorldModel.from_pretrained(saved, device="cpu"), [0.0] * 8, [1.0] * 8,
                                                       pose_input="channels"))
-    held_model.denoiser.pose_embed[2].weight.data.normal_()
+    held_model.denoiser.vector_embed[2].weight.data.normal_()
     for block in held_model.denoiser.blocks:  # the frame vector acts through the adaLN modulation, near zero here
         block.modulation[1].weight.data.normal_(0, 0.1)
     held_model.denoiser.patch_out.weight.data.normal_(0, 0.1)  # and the output layer, near zero after 6 steps
     if with_pose:
-        held_model.denoiser.pose_embed[0].weight.data[:, -2:].normal_()
+        held_model.denoiser.vector_embed[0].weight.data[:, -2:].normal_()
     assert not torch.allclose(loss(held_model, held=held), loss(held_model, held=1 - held))  # the grasp state now matters
 
     train_world_model(tiny(store, tmp_path / "held", steps=2, checkpoint_every=2, init_from=str(saved),
                            condition_views=("grippers",), held_conditioning=True, pose_conditioning=with_pose))
     tuned = WorldModel.from_pretrained(tmp_path / "held/checkpoints/step_0000002/model", device="cpu")
     assert tuned.is_held_conditioned and tuned.is_pose_conditioned == with_pose
-    assert tuned.denoiser.pose_embed[2].weight.abs().sum() > 0  # trained on the store's grasp state
+    assert tuned.denoiser.vector_embed[2].weight.abs().sum() > 0  # trained on the store's grasp state
     log = [json.loads(line) for line in (tmp_path / "held/log.jsonl").read_text().splitlines()]
     assert any("val/x0_psnr" in entry for entry in log)  # validation ran with the grasp state
 
@@ -299,7 +299,7 @@ def test_fresh_held_conditioned_run_reads_the_grasp_state_through_the_frame_vect
     train_world_model(tiny(store, tmp_path / "fresh_held", steps=1, checkpoint_every=1, held_conditioning=True,
                            pose_conditioning=True))
     model = WorldModel.from_pretrained(tmp_path / "fresh_held/checkpoints/step_0000001/model", device="cpu")
-    assert model.is_held_conditioned and model.denoiser.config.pose_dim == 10 and model.frame_vector_dim == 10
+    assert model.is_held_conditioned and model.denoiser.config.vector_dim == 10 and model.frame_vector_dim == 10
     with pytest.raises(ValueError, match="not channels"):
         train_world_model(tiny(store, tmp_path / "bad", steps=1, held_conditioning=True, pose_conditioning=True,
                                pose_input="channels"))
@@ -308,7 +308,7 @@ def test_fresh_held_conditioned_run_reads_the_grasp_state_through_the_frame_vect
 def test_fresh_pose_conditioned_run_reads_the_pose_through_its_embedding(store, tmp_path):
     train_world_model(tiny(store, tmp_path / "fresh_pose", steps=1, checkpoint_every=1, pose_conditioning=True))
     model = WorldModel.from_pretrained(tmp_path / "fresh_pose/checkpoints/step_0000001/model", device="cpu")
-    assert model.is_pose_conditioned and model.denoiser.config.pose_dim == 8
+    assert model.is_pose_conditioned and model.denoiser.config.vector_dim == 8
     assert model.denoiser.config.condition_channels == 8 and model.denoiser.condition_in is None
 
 
@@ -373,7 +373,7 @@ def test_window_offsets_are_each_windows_first_frame_in_its_episode(store):
     data = WindowDataset(store, split="train", num_actions=4)
     expected = np.concatenate([np.arange(n - 4) for n in data.episode_lengths])
     np.testing.assert_array_equal(data.window_offsets, expected)
-    first = data[int(np.flatnonzero(data.window_offsets == 3)[0])][0]  # episode 0's window at frame 3
+    first = data[int(np.flatnonzero(data.window_offsets == 3)[0])].frames  # episode 0's window at frame 3
     np.testing.assert_array_equal(first.numpy(), data.frames[3:8].numpy())
 
 
@@ -427,8 +427,8 @@ def test_pose_lr_scale_scales_the_first_step_of_the_pose_embedding_only(store, s
     for scale in (1.0, 10.0):
         train_world_model(tiny(store, tmp_path / f"s{scale}", pose_lr_scale=scale, **common))
         tuned = WorldModel.from_pretrained(tmp_path / f"s{scale}/checkpoints/step_0000001/model", device="cpu")
-        start = with_pose_conditioning(WorldModel.from_pretrained(saved, device="cpu"), tuned.config.pose_mean,
-                                       tuned.config.pose_std)
+        start = with_pose_conditioning(WorldModel.from_pretrained(saved, device="cpu"), tuned.config.condition_vectors["poses"]["mean"],
+                                       tuned.config.condition_vectors["poses"]["std"])
         deltas[scale] = {name: param.detach() - start.denoiser.state_dict()[name]
                          for name, param in tuned.denoiser.named_parameters()}
     # Adam's first step is lr * g / |g| (+ decay, also proportional to lr): the same gradients,
@@ -436,9 +436,9 @@ def test_pose_lr_scale_scales_the_first_step_of_the_pose_embedding_only(store, s
     # every old weight the same. (Its first layer starts random; at step 1 it has no gradient.)
     for name, delta in deltas[1.0].items():
         scaled = deltas[10.0][name]
-        if name.startswith("pose_embed.0."):
+        if name.startswith("vector_embed.0."):
             continue
-        if name.startswith("pose_embed."):
+        if name.startswith("vector_embed."):
             assert delta.abs().sum() > 0, name
             torch.testing.assert_close(scaled, 10 * delta, rtol=1e-4, atol=1e-7, msg=name)
         else:

@@ -350,20 +350,21 @@ def test_gripper_weight_counts_the_error_near_a_gripper_one_plus_w_times():
 
 def pose_model(seed: int = 0, pose_input: str = "embedding") -> WorldModel:
     """A randomized tiny model conditioned on the grippers' pose vector only (no views), read
-    through its embedding or as condition channels (`DenoiserConfig.pose_dim`)."""
-    from wmgym.model.world_model import POSE_DIM
+    through its embedding or as condition channels (`DenoiserConfig.vector_dim`)."""
+    from wmgym.model.world_model_config import pose_vector_spec
+    from wmgym.train.wm_build import POSE_DIM
 
     config = tiny_config(prediction="residual")
     config.denoiser = {**config.denoiser, "condition_channels": POSE_DIM,
-                       "pose_dim": POSE_DIM if pose_input == "embedding" else 0}
-    config.pose_mean, config.pose_std = [0.0, -0.2, 0.1, 0.04] * 2, [0.2, 0.2, 0.1, 0.03] * 2
+                       "vector_dim": POSE_DIM if pose_input == "embedding" else 0}
+    config.condition_vectors = {"poses": pose_vector_spec([0.0, -0.2, 0.1, 0.04] * 2, [0.2, 0.2, 0.1, 0.03] * 2)}
     return randomized(WorldModel(config, device="cpu"), seed)
 
 
 @pytest.mark.parametrize("pose_input", ["embedding", "channels"])
 def test_pose_conditioned_rollout_depends_on_the_pose_and_matches_the_uncached_reference(pose_input):
     model = pose_model(pose_input=pose_input)
-    assert (model.denoiser.pose_embed is not None) == (pose_input == "embedding")
+    assert (model.denoiser.vector_embed is not None) == (pose_input == "embedding")
     assert (model.denoiser.condition_in is None) == (pose_input == "embedding")  # no views: nothing else to project
     frames, actions = random_inputs(b=2, c=2, horizon=4)
     poses = np.random.default_rng(1).normal(size=(2, 6, 8)).astype(np.float32) * 0.1
@@ -389,15 +390,15 @@ def test_pose_inputs_are_checked():
     with pytest.raises(ValueError, match="not pose-conditioned"):
         plain.rollout(frames, actions, conditions=as_conditions(poses=np.zeros((2, 4, 8), np.float32)))
     bad = tiny_config()
-    bad.pose_mean = [0.0] * 8
-    with pytest.raises(ValueError, match="come together"):
+    bad.condition_vectors = {"poses": {"size": 8, "mean": [0.0] * 8}}  # a mean without its std
+    with pytest.raises(ValueError, match="needs keys size, mean, std"):
         WorldModel(bad, device="cpu")
     part = pose_model().config
-    part.denoiser = {**part.denoiser, "pose_dim": 4}
-    with pytest.raises(ValueError, match="pose_dim must be 0 or the frame vector's 8"):  # the embedding reads the whole pose or none of it
+    part.denoiser = {**part.denoiser, "vector_dim": 4}
+    with pytest.raises(ValueError, match="vector_dim must be 0 or the frame vector's 8"):  # the embedding reads the whole pose or none of it
         WorldModel(part, device="cpu")
-    part.denoiser = {**part.denoiser, "pose_dim": 9}
-    with pytest.raises(ValueError, match=r"pose_dim 9 must be in \[0, condition_channels=8\]"):
+    part.denoiser = {**part.denoiser, "vector_dim": 9}
+    with pytest.raises(ValueError, match=r"vector_dim 9 must be in \[0, condition_channels=8\]"):
         WorldModel(part, device="cpu")
 
 
@@ -405,7 +406,7 @@ def test_pose_conditioned_model_saves_and_loads_its_pose_statistics(tmp_path):
     model = pose_model()
     model.save_pretrained(tmp_path / "m")
     loaded = WorldModel.from_pretrained(tmp_path / "m", device="cpu")
-    assert loaded.is_pose_conditioned and loaded.config.pose_std == model.config.pose_std
+    assert loaded.is_pose_conditioned and loaded.config.condition_vectors == model.config.condition_vectors
     frames, actions = random_inputs(b=1, c=1, horizon=2)
     poses = np.zeros((1, 3, 8), np.float32)
     run = lambda m: m.rollout(frames, actions, generator=torch.Generator().manual_seed(0), conditions=as_conditions(poses=poses))

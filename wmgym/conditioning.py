@@ -12,8 +12,8 @@ What a model takes (`takes_grippers_view`, `is_pose_conditioned`, `is_held_condi
 Where they come from:
     `conditions_of_records`     store records (`EpisodeRecord`s): the simulator's own views,
                                 poses and grasp state (`wmgym imagine`)
-    `WindowCollator`            a `WindowDataset`'s items as one typed `WindowBatch`
-                                (training and validation; `conditions_of_windows`)
+    `WindowBatch.collate`       a `WindowDataset`'s named `Window`s as one `WindowBatch`
+                                (`wmgym.data.batch`; training and validation)
     `track_conditions`          start `GripperState`s driven by actions: the grippers are pure
                                 kinematics of the actions (`wmgym.sim.gripper_track`), so their
                                 view and poses are the simulator's bit for bit (`wmgym eval`,
@@ -33,8 +33,6 @@ observes, is sampled here only, with `wmgym.model.grasp_prior.GraspPrior`:
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -65,13 +63,13 @@ def takes_grippers_view(world_model) -> bool:
 
 def is_pose_conditioned(world_model) -> bool:
     """True when `world_model` takes the grippers' pose vector of every frame (the "poses" vector;
-    `WorldModelConfig.pose_mean`); False for any other model or stand-in."""
+    declared in `WorldModelConfig.condition_vectors`); False for any other model or stand-in."""
     return bool(getattr(world_model, "is_pose_conditioned", False))
 
 
 def is_held_conditioned(world_model) -> bool:
     """True when `world_model` takes the grippers' grasp state of every frame (the "held" vector;
-    `WorldModelConfig.held_conditioning`); False for any other model."""
+    declared in `WorldModelConfig.condition_vectors`); False for any other model."""
     return bool(getattr(world_model, "is_held_conditioned", False))
 
 
@@ -200,58 +198,6 @@ def held_of_records(world_model, records, draws: torch.Generator | None = None) 
     _grasp_prior(world_model, why)
     poses = np.stack([pose_vectors(r.eef_pos, r.gripper_width) for r in records])
     return grasp_states(world_model, poses, "sample" if draws is not None else "probability", generator=draws)[0]
-
-
-def conditions_of_windows(dataset, extra: list) -> Conditions | None:
-    """The `Conditions` (b, t) of a batch of `WindowDataset` items, out of the items after
-    (frames, actions): its views (b, t, V, H, W, 3) in `dataset.views` order, then poses (b, t, 8)
-    if the dataset reads them, then held (b, t, 2) if it reads those. None when it reads none."""
-    return WindowCollator(dataset).conditions(extra)
-
-
-@dataclass
-class WindowBatch:
-    """A batch of training windows (b windows of T actions).
-
-    Attributes:
-        frames: uint8 (b, T + 1, H, W, 3) camera frames.
-        actions: float32 (b, T, action_dim) raw actions; actions[:, i] produces frames[:, i + 1].
-        conditions: the frames' `Conditions` (b, T + 1), or None for a dataset that reads none.
-    """
-
-    frames: torch.Tensor
-    actions: torch.Tensor
-    conditions: Conditions | None
-
-    def to(self, device, non_blocking: bool = False) -> "WindowBatch":
-        """The batch on `device` (Accelerate's data loaders call this)."""
-        move = lambda x: x.to(device, non_blocking=non_blocking)
-        return WindowBatch(move(self.frames), move(self.actions), None if self.conditions is None else self.conditions.to(device))
-
-
-class WindowCollator:
-    """The `collate_fn` of a DataLoader over a `WindowDataset` (or a `Subset` of one): items ->
-    one `WindowBatch`, its conditions named by what the dataset reads (not guessed)."""
-
-    def __init__(self, dataset):
-        self.views = tuple(dataset.views)
-        self.has_poses, self.has_held = dataset.poses is not None, dataset.held is not None
-
-    def __call__(self, items: list[tuple]) -> WindowBatch:
-        columns = [torch.stack(column) for column in zip(*items)]  # as default_collate stacks them
-        return WindowBatch(columns[0], columns[1], self.conditions(columns[2:]))
-
-    def conditions(self, extra: list) -> Conditions | None:
-        """Conditions out of the stacked items after (frames, actions)."""
-        wanted = (bool(self.views), self.has_poses, self.has_held)
-        if len(extra) != sum(wanted):
-            raise ValueError(f"the batch carries {len(extra)} condition tensors; its dataset yields {sum(wanted)}")
-        if not any(wanted):
-            return None
-        items = iter(extra)
-        views = next(items) if wanted[0] else None
-        vectors = {name: next(items) for name, w in zip(("poses", "held"), wanted[1:]) if w}
-        return Conditions({name: views[:, :, i] for i, name in enumerate(self.views)}, vectors)
 
 
 def track_conditions(world_model, states: list[GripperState], actions: np.ndarray, scene: WorldConfig,

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from wmgym.data.batch import Window
 from wmgym.data.store import EpisodeStore
 from wmgym.data.chunks import naming_damage
 
@@ -15,11 +16,11 @@ READ_BLOCK_FRAMES = 4096  # rows read from zarr at a time while loading
 CONDITION_VIEWS = {"grippers": "grippers_rgb", "static_scene": "static_scene_rgb"}
 """Pixel-aligned views a world model can be conditioned on -> their arrays in the store."""
 POSE_KEYS = ("robot0_eef_pos", "robot0_gripper_width", "robot1_eef_pos", "robot1_gripper_width")
-"""The store arrays of the grippers' pose vector (`wmgym.model.world_model.POSE_DIM` values a
+"""The store arrays of the grippers' pose vector (`wmgym.train.wm_build.POSE_DIM` values a
 frame, in this order), the condition of a pose-conditioned world model."""
 HELD_KEYS = ("robot0_held_particles", "robot1_held_particles")
 """The store arrays of the grippers' grasp state; a held-conditioned world model is given
-`held_particles > 0` of each gripper (`wmgym.model.world_model.HELD_DIM` values a frame)."""
+`held_particles > 0` of each gripper (`wmgym.train.wm_build.HELD_DIM` values a frame)."""
 
 
 def split_episodes(num_episodes: int, split: str, val_fraction: float = 0.1,
@@ -47,16 +48,16 @@ def split_episodes(num_episodes: int, split: str, val_fraction: float = 0.1,
 class WindowDataset(torch.utils.data.Dataset):
     """Every window of `num_actions` consecutive actions inside one episode of a split.
 
-    Item: `(frames, actions)` with frames (T+1, H, W, 3) torch.uint8 (camera view o_s..o_{s+T})
-    and actions (T, 20) torch.float32 (a_s..a_{s+T-1}; the store's padding row is never
-    returned), T = `num_actions`. With `views` (e.g. ("grippers",)), the item is
-    `(frames, actions, conditions)` with conditions (T+1, V, H, W, 3) torch.uint8: the store's
-    pixel-aligned views of the same frames, in the order named. With `poses=True`, the item
-    also ends with poses (T+1, 8) torch.float32: each frame's grippers' tool-centre xyz and
-    width (`POSE_KEYS`). With `held=True`, it ends (after the poses, if any) with held (T+1, 2)
-    torch.float32: 1.0 where the left / right gripper holds cloth (`HELD_KEYS`), else 0.0; every
-    store needs those arrays (stores written by `wmgym generate` before they were recorded
-    lack them). Windows never cross episode boundaries.
+    Item: a `wmgym.data.batch.Window` with frames (T+1, H, W, 3) torch.uint8 (camera view
+    o_s..o_{s+T}) and actions (T, 20) torch.float32 (a_s..a_{s+T-1}; the store's padding row is
+    never returned), T = `num_actions`. With `views` (e.g. ("grippers",)), its `views` hold
+    each one named, (T+1, H, W, 3) torch.uint8: the store's pixel-aligned view of the same
+    frames. With `poses=True`, its `vectors` hold "poses" (T+1, 8) torch.float32: each frame's
+    grippers' tool-centre xyz and width (`POSE_KEYS`). With `held=True`, they hold "held"
+    (T+1, 2) torch.float32: 1.0 where the left / right gripper holds cloth (`HELD_KEYS`), else
+    0.0; every store needs those arrays (stores written by `wmgym generate` before they were
+    recorded lack them). A DataLoader stacks items into a `WindowBatch` with
+    `collate_fn=WindowBatch.collate`. Windows never cross episode boundaries.
 
     `path` is one store or a list of stores of the same frame size and tasks (e.g. the main
     dataset and a store of extra "replay" episodes); each store is split on its own, so adding
@@ -72,6 +73,10 @@ class WindowDataset(torch.utils.data.Dataset):
         episode_lengths: frames (actions + 1) of each selected episode, in the order the
             rows of `frames` and `actions` hold them.
         window_offsets: (len(self),) the frame of its episode each window starts at.
+        frames, actions: uint8 (N, H, W, 3) and float32 (N, 20) rows of every selected episode
+            (N frames; each episode's last action row is the store's padding).
+        conditions: uint8 (N, V, H, W, 3) of the `views`, in their order, or None without views.
+        poses, held: float32 (N, 8) and (N, 2), or None unless `poses` / `held`.
         height, width, tasks: from the store(s).
     """
 
@@ -138,14 +143,16 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._starts)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, index: int) -> Window:
         start = int(self._starts[index])
-        frames = self.frames[start: start + self.num_actions + 1].clone()  # (T+1, H, W, 3)
-        actions = self.actions[start: start + self.num_actions].clone()  # (T, 20)
         window = slice(start, start + self.num_actions + 1)
-        extra = tuple(x[window].clone() for x in (self.conditions, self.poses, self.held)
-                      if x is not None)  # (T+1, V, H, W, 3), (T+1, 8), (T+1, 2)
-        return (frames, actions, *extra)
+        frames = self.frames[window].clone()  # (T+1, H, W, 3)
+        actions = self.actions[start: start + self.num_actions].clone()  # (T, 20)
+        views = {} if self.conditions is None else {name: self.conditions[window, i].clone()
+                                                    for i, name in enumerate(self.views)}  # (T+1, H, W, 3) each
+        vectors = {name: x[window].clone() for name, x in (("poses", self.poses), ("held", self.held))
+                   if x is not None}  # (T+1, 8), (T+1, 2)
+        return Window(frames, actions, views, vectors)
 
 
 def episode_rows(store: EpisodeStore, indices) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ copy slowly). Optional pixel-aligned condition latents (static scene, grippers; 
 World Models recipe) enter through a zero-initialised projection, so adding them leaves a
 trained model's output unchanged at first. Per-frame condition vectors (the grippers' pose, the
 grasp state: `WorldModel.encode_conditions`) come as a separate input and are embedded into
-each frame's conditioning vector (`pose_dim`), or, in the first pose-conditioned models, go
+each frame's conditioning vector (`vector_dim`), or, in the first pose-conditioned models, go
 through the same projection as channels constant over the latent grid.
 """
 
@@ -47,10 +47,10 @@ class DenoiserConfig:
     mlp_ratio: float = 4.0
     action_dim: int = 20
     use_previous_frame: bool = True
-    pose_dim: int = 0
-    """Size of the per-frame condition vector read by `pose_embed` (the grippers' pose and/or
-    grasp state), an MLP whose output joins the per-frame adaLN conditioning as the action's
-    does; the vector is the last `pose_dim` of the `condition_channels` (0: a given vector is
+    vector_dim: int = 0
+    """Size of the per-frame condition vector read by `vector_embed` (WMFold-v0: the grasp state),
+    an MLP whose output joins the per-frame adaLN conditioning as the action's does; the vector is
+    the last `vector_dim` of the `condition_channels` (0: a given vector is
     broadcast over the grid and goes through the patch projection `condition_in` with the
     maps, as in the first pose-conditioned models, which learnt nothing from the pose)."""
 
@@ -118,7 +118,7 @@ class Denoiser(nn.Module):
     normalised, is_action_dropped (b, t) bool (True: use the learned null action),
     condition_maps (b, t, m, H, W) pixel-aligned condition latents or None, condition_vectors
     (b, t, v) per-frame condition vectors or None (m + v = condition_channels), cache,
-    write_cache) -> v (b, t, c, H, W). With `config.pose_dim` (= v), the vectors are embedded
+    write_cache) -> v (b, t, c, H, W). With `config.vector_dim` (= v), the vectors are embedded
     into each frame's conditioning vector; without, they are broadcast over the grid and
     projected with the maps.
 
@@ -139,14 +139,14 @@ class Denoiser(nn.Module):
         patch_dim = cfg.latent_channels * cfg.patch_size**2
         self.patch_in = nn.Linear(patch_dim, cfg.width)
         self.previous_in = nn.Linear(patch_dim, cfg.width) if cfg.use_previous_frame else None
-        if not 0 <= cfg.pose_dim <= cfg.condition_channels:
-            raise ValueError(f"pose_dim {cfg.pose_dim} must be in [0, condition_channels={cfg.condition_channels}]")
-        spatial = cfg.condition_channels - cfg.pose_dim
+        if not 0 <= cfg.vector_dim <= cfg.condition_channels:
+            raise ValueError(f"vector_dim {cfg.vector_dim} must be in [0, condition_channels={cfg.condition_channels}]")
+        spatial = cfg.condition_channels - cfg.vector_dim
         self.condition_in = nn.Linear(spatial * cfg.patch_size**2, cfg.width) if spatial else None
-        # the pose's embedding: its first layer random features of the standardised pose
-        self.pose_embed = nn.Sequential(nn.Linear(cfg.pose_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width)) \
-            if cfg.pose_dim else None
-        for layer in (self.condition_in, None if self.pose_embed is None else self.pose_embed[2]):
+        # the vector's embedding: its first layer random features of the standardised vector
+        self.vector_embed = nn.Sequential(nn.Linear(cfg.vector_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width)) \
+            if cfg.vector_dim else None
+        for layer in (self.condition_in, None if self.vector_embed is None else self.vector_embed[2]):
             if layer is not None:  # zero-initialised: conditions start with no effect
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
@@ -189,12 +189,12 @@ class Denoiser(nn.Module):
         given = (0 if condition_maps is None else condition_maps.shape[2]) + (0 if condition_vectors is None else condition_vectors.shape[2])
         if given != cfg.condition_channels:
             raise ValueError(f"this denoiser expects {cfg.condition_channels} condition channels (maps and vectors); got {given}")
-        if cfg.pose_dim and (condition_vectors is None or condition_vectors.shape[2] != cfg.pose_dim):
-            raise ValueError(f"this denoiser embeds a per-frame condition vector of {cfg.pose_dim} values; got "
+        if cfg.vector_dim and (condition_vectors is None or condition_vectors.shape[2] != cfg.vector_dim):
+            raise ValueError(f"this denoiser embeds a per-frame condition vector of {cfg.vector_dim} values; got "
                              f"{None if condition_vectors is None else tuple(condition_vectors.shape)}")
         if self.condition_in is not None:
             maps = [] if condition_maps is None else [condition_maps]
-            if condition_vectors is not None and not cfg.pose_dim:  # the first pose models: vectors as constant channels
+            if condition_vectors is not None and not cfg.vector_dim:  # the first pose models: vectors as constant channels
                 maps.append(condition_vectors[..., None, None].expand(*condition_vectors.shape, *noisy.shape[-2:]))
             x = x + self.condition_in(self._patchify(torch.cat(maps, dim=2) if len(maps) > 1 else maps[0]))
         time = self.time_embed(self.time_proj(timesteps.reshape(-1)).to(x.dtype)).reshape(b, t, -1)  # (b, t, d)
@@ -202,8 +202,8 @@ class Denoiser(nn.Module):
         if is_action_dropped is not None:
             act = torch.where(is_action_dropped[..., None], self.null_action.to(act.dtype), act)
         cond = time + act  # (b, t, d)
-        if self.pose_embed is not None:  # the pose is not dropped with the action: it is the state, not the command
-            cond = cond + self.pose_embed(condition_vectors.to(x.dtype))
+        if self.vector_embed is not None:  # the vector is not dropped with the action: it is the state, not the command
+            cond = cond + self.vector_embed(condition_vectors.to(x.dtype))
         rope, mask = self._positions_and_mask(cache, t, x.device)
         for layer, block in enumerate(self.blocks):
             x = block(x, cond, layer, cache, write_cache, rope, mask)

@@ -2,7 +2,7 @@
 
 Dimension legend: b batch (episodes or candidates), t frames, e close events, K `window` frames.
 
-A held-conditioned world model (`WorldModelConfig.held_conditioning`) is told, per frame and
+A held-conditioned world model (a "held" vector in `WorldModelConfig.condition_vectors`) is told, per frame and
 hand, whether the gripper holds cloth. The simulator decides it once per closing: when a
 gripper's width drops below `grasp_width` it takes the cloth particles between its jaws (often
 none), holds exactly those until it opens again, and holds nothing while open
@@ -33,7 +33,7 @@ from torch import nn
 
 from wmgym.model.config_checks import check_field_types, check_known_keys, check_statistics, read_config_json
 
-POSE_DIM = 8  # as wmgym.model.world_model.POSE_DIM (not imported: the world model imports nothing from here)
+POSE_DIM = 8  # WMFold-v0's "poses" vector (wmgym.train.wm_build.POSE_DIM; not imported: the model layer imports nothing above it)
 WIDTH_COLUMNS = (3, 7)  # the left and the right gripper's width in a pose vector
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 

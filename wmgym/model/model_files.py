@@ -46,15 +46,18 @@ def write_model_directory(directory: str | os.PathLike, config: dict, weights: d
     return directory
 
 
-def load_state_checked(module: nn.Module, path: Path) -> None:
+def load_state_checked(module: nn.Module, path: Path, renamed: dict[str, str] | None = None) -> None:
     """Load a safetensors state dict into `module`; ValueError naming the file and key on any
-    mismatch or on a tensor with NaN or infinite values (which would give black frames later)."""
+    mismatch or on a tensor with NaN or infinite values (which would give black frames later).
+    `renamed`: old key prefix -> new, for weights saved before a module was renamed."""
     from safetensors.torch import load_file
 
     try:
         state = load_file(path)
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from None
+    for old, new in (renamed or {}).items():
+        state = {(new + key[len(old):] if key.startswith(old) else key): value for key, value in state.items()}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))

@@ -21,12 +21,19 @@ from torch import nn
 from wmgym.model.codec import Codec
 from wmgym.model.codec_factory import make_codec
 from wmgym.model.conditions import Conditions
-from wmgym.model.config_checks import check_known_keys, read_config_json
+from wmgym.model.config_checks import read_config_json
 from wmgym.model.denoiser import Denoiser, DenoiserConfig
 from wmgym.model.imagination import Imagination, NonFiniteLatentsError
 from wmgym.model.model_files import CONFIG_FILE, load_state_checked, write_model_directory
 from wmgym.model.schedule import add_noise, make_scheduler
-from wmgym.model.world_model_config import HELD_DIM, POSE_DIM, SamplerDefaults, WorldModelConfig  # noqa: F401  (importable from here)
+from wmgym.model.world_model_config import SamplerDefaults, WorldModelConfig  # noqa: F401  (importable from here)
+
+VECTOR_HINTS = {  # what WMFold-v0's vectors are, for the error that asks for one
+    "poses": ": each gripper's tool-centre xyz and width (GripperState.vector)",
+    "held": " in [0, 1]: whether the left and right gripper hold cloth (or a prior's probability, wmgym.model.grasp_prior)",
+}
+LEGACY_WEIGHT_NAMES = {"pose_embed.": "vector_embed."}
+"""Weight-name prefixes of checkpoints saved before the per-frame vector was named (old -> new)."""
 
 WEIGHT_FILES = ("denoiser.safetensors", "codec.safetensors")
 GRASP_PRIOR_DIR = "grasp_prior"
@@ -90,10 +97,10 @@ class WorldModel(nn.Module):
         vector = self.frame_vector_dim
         if dcfg.condition_channels != len(config.condition_views) * self.codec.latent_channels + vector:
             raise ValueError("denoiser condition_channels must be len(condition_views) * codec latent channels"
-                             " (+ POSE_DIM for a pose-conditioned model, + HELD_DIM for a held-conditioned one)")
-        if dcfg.pose_dim not in (0, vector):
-            raise ValueError(f"denoiser pose_dim must be 0 or the frame vector's {vector} values (POSE_DIM if "
-                             f"pose-conditioned + HELD_DIM if held-conditioned); got {dcfg.pose_dim}")
+                             f" + the condition vectors' sizes ({vector})")
+        if dcfg.vector_dim not in (0, vector):
+            raise ValueError(f"denoiser vector_dim must be 0 or the frame vector's {vector} values (the sizes of "
+                             f"condition_vectors {tuple(config.condition_vectors)}); got {dcfg.vector_dim}")
         self.sampler = SamplerDefaults(**config.sampler)
         self.register_buffer("alphas_cumprod", make_scheduler(config.num_train_timesteps).alphas_cumprod.float(), persistent=False)
         self.register_buffer("action_mean", torch.tensor(config.action_mean, dtype=torch.float32), persistent=False)
@@ -103,9 +110,9 @@ class WorldModel(nn.Module):
         self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
         object.__setattr__(self, "_grasp_prior", None)  # not a submodule: see `grasp_prior`
-        pose_stats = (config.pose_mean, config.pose_std) if self.is_pose_conditioned else ([0.0] * POSE_DIM, [1.0] * POSE_DIM)
-        self.register_buffer("pose_mean", torch.tensor(pose_stats[0], dtype=torch.float32), persistent=False)
-        self.register_buffer("pose_std", torch.tensor(pose_stats[1], dtype=torch.float32), persistent=False)
+        specs = config.condition_vectors.values()  # each vector's statistics, concatenated in order
+        self.register_buffer("vector_mean", torch.tensor([m for v in specs for m in v["mean"]], dtype=torch.float32), persistent=False)
+        self.register_buffer("vector_std", torch.tensor([d for v in specs for d in v["std"]], dtype=torch.float32), persistent=False)
         self.to(resolve_device(device))
 
     @property
@@ -115,7 +122,7 @@ class WorldModel(nn.Module):
     @property
     def is_pose_conditioned(self) -> bool:
         """True when the model takes the grippers' pose vector of every frame (the "poses" vector of `Conditions`)."""
-        return self.config.pose_mean is not None
+        return "poses" in self.config.condition_vectors
 
     @property
     def grasp_prior(self):
@@ -136,13 +143,12 @@ class WorldModel(nn.Module):
     @property
     def is_held_conditioned(self) -> bool:
         """True when the model takes the grippers' grasp state of every frame (the "held" vector of `Conditions`)."""
-        return bool(self.config.held_conditioning)
+        return "held" in self.config.condition_vectors
 
     @property
     def condition_vectors(self) -> dict[str, int]:
         """The per-frame vectors this model takes (`Conditions.vectors`), name -> size, in the
-        order they enter, as its config declares them (`WorldModelConfig.features`): "poses"
-        (POSE_DIM) if pose-conditioned, then "held" (HELD_DIM) if held-conditioned."""
+        order they enter, as its config declares them (`WorldModelConfig.condition_vectors`)."""
         return self.config.features()["vectors"]
 
     @property
@@ -153,9 +159,8 @@ class WorldModel(nn.Module):
 
     @property
     def frame_vector_dim(self) -> int:
-        """Constant condition channels after the views' latents: POSE_DIM if pose-conditioned,
-        then HELD_DIM if held-conditioned."""
-        return (POSE_DIM if self.is_pose_conditioned else 0) + (HELD_DIM if self.is_held_conditioned else 0)
+        """Values of the per-frame condition vector: the declared vectors' sizes, summed."""
+        return sum(self.condition_vectors.values())
 
     # ------------------------------------------------------------ encoding
     def encode_frames(self, frames) -> torch.Tensor:
@@ -226,8 +231,8 @@ class WorldModel(nn.Module):
 
         frames: uint8 (b, t, H, W, 3); actions: (b, t-1, action_dim) raw (normalised here);
         conditions: the frames' `Conditions` (b, t): the views named by config.condition_views
-        and the vectors of `condition_vectors` ("poses": raw grippers' poses (POSE_DIM), "held":
-        whether each gripper holds cloth (HELD_DIM, in [0, 1])), or None for a model without any.
+        and the vectors of `config.condition_vectors` (WMFold-v0: "poses", the raw grippers' poses
+        (8), "held", whether each gripper holds cloth (2, in [0, 1])), or None for a model without any.
         Every frame gets its own timestep; each frame's action is dropped with probability
         `action_dropout` (the seed's per-frame dropout for guidance). The loss is the v error,
         down-weighted for nearly clean frames (SNR above gamma - 1), summed over frames and
@@ -300,8 +305,8 @@ class WorldModel(nn.Module):
     def encode_conditions(self, conditions: Conditions | None, b: int, t: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The denoiser's two condition inputs of `conditions` (b, t): maps (b, t, V * C, h, w),
         the views' latents in `config.condition_views` order (None without views), and vectors
-        (b, t, `frame_vector_dim`): for a pose-conditioned model the standardised pose, then for a
-        held-conditioned one 2 * held - 1 (None without either).
+        (b, t, `frame_vector_dim`): the declared `condition_vectors` in order, each standardised
+        with its mean and std (None without any).
         ValueError naming what is missing, extra, of the wrong shape or not finite."""
         conditions = Conditions() if conditions is None else conditions
         views = tuple(self.config.condition_views)
@@ -319,25 +324,21 @@ class WorldModel(nn.Module):
                 raise ValueError(f"conditions must be uint8 (b={b}, t={t}, H, W, 3) per view, got {tuple(stacked.shape)}")
             z = self.encode_frames(stacked.reshape(b, t * len(views), *stacked.shape[3:]))
             maps = z.reshape(b, t, len(views) * z.shape[2], *z.shape[3:])
-        poses, held = conditions.vectors.get("poses"), conditions.vectors.get("held")
-        if self.is_pose_conditioned:
-            if poses is None:
-                raise ValueError(f"this model is conditioned on the grippers' pose; pass poses (b={b}, t={t}, {POSE_DIM}): "
-                                 "each gripper's tool-centre xyz and width (GripperState.vector)")
-            poses = poses.to(self.device)
-            if tuple(poses.shape) != (b, t, POSE_DIM) or not torch.isfinite(poses).all():
-                raise ValueError(f"poses must be finite float (b={b}, t={t}, {POSE_DIM}), got {tuple(poses.shape)}")
-            parts.append((poses - self.pose_mean) / self.pose_std)
-        if self.is_held_conditioned:
-            if held is None:
-                raise ValueError(f"this model is conditioned on the grippers' grasp state; pass held (b={b}, t={t}, {HELD_DIM}) "
-                                 "in [0, 1]: whether the left and right gripper hold cloth (or a prior's probability, "
-                                 "wmgym.model.grasp_prior)")
-            held = held.to(self.device)
-            if tuple(held.shape) != (b, t, HELD_DIM) or not torch.isfinite(held).all() or held.min() < 0 or held.max() > 1:
-                raise ValueError(f"held must be float (b={b}, t={t}, {HELD_DIM}) in [0, 1], got {tuple(held.shape)}")
-            parts.append(2 * held - 1)
-        return maps, (torch.cat(parts, dim=2) if len(parts) > 1 else parts[0] if parts else None)
+        for name, spec in self.config.condition_vectors.items():
+            vector = conditions.vectors.get(name)
+            if vector is None:
+                raise ValueError(f"this model is conditioned on the per-frame vector {name!r}; pass {name} (b={b}, t={t}, "
+                                 f"{spec['size']}){VECTOR_HINTS.get(name, '')}")
+            vector = vector.to(self.device)
+            bounds = spec.get("range")
+            if (tuple(vector.shape) != (b, t, spec["size"]) or not torch.isfinite(vector).all()
+                    or (bounds is not None and vector.numel() and (vector.min() < bounds[0] or vector.max() > bounds[1]))):
+                within = f" in [{bounds[0]:g}, {bounds[1]:g}]" if bounds is not None else ""
+                raise ValueError(f"{name} must be finite float (b={b}, t={t}, {spec['size']}){within}, got {tuple(vector.shape)}")
+            parts.append(vector)
+        if not parts:
+            return maps, None
+        return maps, ((torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]) - self.vector_mean) / self.vector_std
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -354,9 +355,9 @@ class WorldModel(nn.Module):
             use_cache: write each finished frame's keys/values once and reuse them; False
                 recomputes the whole window at every denoiser call (same result).
             conditions: `Conditions` (b, c + T) of the context and the generated frames, if the
-                model has any: its views, "poses" (POSE_DIM) for a pose-conditioned model,
-                "held" (HELD_DIM, in [0, 1]: the grippers' grasp state or a prior's probability
-                of it, `wmgym.conditioning.grasp_states`) for a held-conditioned one.
+                model has any: its views and its `config.condition_vectors` (WMFold-v0: "poses" (8),
+                "held" (2, in [0, 1]: the grippers' grasp state or a prior's probability of it,
+                `wmgym.conditioning.grasp_states`)).
             drop_actions: roll out with the null action of action dropout at every step (the
                 action-free baseline of `wmgym eval`); `actions` then only sets the horizon.
         Returns:
@@ -403,14 +404,11 @@ class WorldModel(nn.Module):
         config_path = directory / CONFIG_FILE
         raw = read_config_json(config_path)
         try:  # every config error, here or in the model's constructor, names the file
-            check_known_keys(raw, WorldModelConfig)
-            if isinstance(raw.get("condition_views"), list):
-                raw["condition_views"] = tuple(raw["condition_views"])
-            model = cls(WorldModelConfig(**raw), device="cpu")
+            model = cls(WorldModelConfig.from_dict(raw), device="cpu")
         except ValueError as error:
             raise ValueError(f"{config_path}: {error}") from None
         for module, name in ((model.denoiser, WEIGHT_FILES[0]), (model.codec, WEIGHT_FILES[1])):
-            load_state_checked(module, directory / name)
+            load_state_checked(module, directory / name, renamed=LEGACY_WEIGHT_NAMES)
         if model.is_held_conditioned and (directory / GRASP_PRIOR_DIR).is_dir():
             from wmgym.model.grasp_prior import GraspPrior
 

@@ -11,8 +11,9 @@ from wmgym.model.config_checks import check_field_types, check_known_keys, check
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.schedule import NUM_TRAIN_TIMESTEPS
 
-POSE_DIM = 8  # per frame: left gripper's tool-centre xyz and width, then the right's (metres)
-HELD_DIM = 2  # per frame: whether the left, then the right gripper holds cloth (1/0 or a probability)
+LEGACY_VECTOR_KEYS = ("pose_mean", "pose_std", "held_conditioning")
+"""Keys of configs saved before the per-frame vectors were declared (`condition_vectors`); read
+by `WorldModelConfig.from_dict`."""
 
 
 def check_sampler_arguments(num_steps=None, guidance_scale=None) -> None:
@@ -79,21 +80,22 @@ class WorldModelConfig:
     action_names: list | None = None
     """The action components' names, in order (WMFold-v0: `wmgym.actions.ACTION_NAMES`; None:
     unnamed); errors about actions list them."""
+    camera: str = "camera"
+    """The camera whose frames the model predicts (WMFold-v0: "camera", the simulator's camera
+    view, stored as `data/camera0_rgb`)."""
     condition_views: tuple = ()
-    pose_mean: list | None = None
-    """Mean of the grippers' pose vector (`POSE_DIM`: tool-centre xyz and width of the left, then
-    the right gripper, metres); with `pose_std`, makes the model pose-conditioned (None: not).
-    The pose enters as `POSE_DIM` constant condition channels after the views' latents."""
-    pose_std: list | None = None
-    held_conditioning: bool = False
-    """Also condition every frame on the simulator's grasp state (`HELD_DIM` values: whether the
-    left and the right gripper hold cloth, 1/0, or a prior's probability of it), teacher-forced
-    in training from the store's `robot{0,1}_held_particles` (the "held" vector of the
-    `Conditions` that `compute_loss`, `rollout` and `Imagination` take). A grasp that catches
-    the cloth or closes beside it is a fraction of a pixel of the frames;
-    given as a switch, "the cloth follows this gripper" is something the model cannot fail to
-    see. The values enter after the pose's, as constant condition channels, read by the
-    denoiser's frame-vector embedding."""
+    """Pixel-aligned views each frame is conditioned on, by name (WMFold-v0: ("grippers",), the
+    grippers alone at that frame's poses); they enter as latents through the denoiser's
+    zero-initialised `condition_in`."""
+    condition_vectors: dict = field(default_factory=dict)
+    """Per-frame condition vectors, name -> {"size": d, "mean": [d], "std": [d], "range": [low,
+    high] or None}, in the order they enter: each is standardised, (x - mean) / std, and the
+    concatenation (`vector_dim` values) goes to the denoiser's `vector_embed`. "range" (optional)
+    is the values a caller may give (checked). WMFold-v0 knows two: "poses" (8: each gripper's
+    tool-centre xyz and width, metres; statistics of the training data) and "held" (2: whether
+    the left, the right gripper holds cloth, 1/0 or a probability; mean 0.5, std 0.5 so held is
+    +1 and free -1, range [0, 1]). The grasp state is a fraction of a pixel of the frames; given
+    as a vector, "the cloth follows this gripper" is something the model cannot fail to see."""
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
     min_snr_gamma: float = 5.0
     prediction: str = "v"
@@ -101,7 +103,31 @@ class WorldModelConfig:
     so a zero output copies the last frame: the model starts at the copy-last-frame baseline
     and learns only what the action changes; needs `use_previous_frame`)."""
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> "WorldModelConfig":
+        """The config of a config.json dict, older layouts included: `pose_mean`/`pose_std`
+        become the "poses" vector, `held_conditioning: true` the "held" vector, and the
+        denoiser's `pose_dim` its `vector_dim`. ValueError naming unknown keys."""
+        raw = dict(raw)
+        legacy = {key: raw.pop(key) for key in LEGACY_VECTOR_KEYS if key in raw}
+        if (legacy.get("pose_mean") is None) != (legacy.get("pose_std") is None):
+            raise ValueError("pose_mean and pose_std come together (or both None)")
+        if legacy.get("pose_mean") is not None:  # named as the file names them
+            check_statistics(legacy["pose_mean"], "pose_mean", 8)
+            check_statistics(legacy["pose_std"], "pose_std", 8, is_positive=True)
+        if legacy:
+            declared = raw.get("condition_vectors") if isinstance(raw.get("condition_vectors"), dict) else {}
+            raw["condition_vectors"] = {**({"poses": pose_vector_spec(legacy["pose_mean"], legacy["pose_std"])}
+                                           if legacy.get("pose_mean") is not None else {}),
+                                        **({"held": dict(HELD_VECTOR)} if legacy.get("held_conditioning") else {}), **declared}
+        check_known_keys(raw, cls)
+        if isinstance(raw.get("condition_views"), list):
+            raw["condition_views"] = tuple(raw["condition_views"])
+        return cls(**raw)
+
     def __post_init__(self):
+        if isinstance(self.denoiser, dict) and "pose_dim" in self.denoiser:  # configs saved before the rename
+            self.denoiser = {("vector_dim" if k == "pose_dim" else k): v for k, v in self.denoiser.items()}
         dim = self.action_dim
         if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1:  # else `check` names the bad value
             self.action_mean = [0.0] * dim if self.action_mean is None else self.action_mean
@@ -117,15 +143,15 @@ class WorldModelConfig:
         """The declared features: the predicted camera frames and each condition view (H, W, 3),
         each per-frame condition vector's size, and the action spec (dim, names, bounds, mean, std)."""
         frame = (self.height, self.width, 3)
-        vectors = {**({"poses": POSE_DIM} if self.pose_mean is not None else {}), **({"held": HELD_DIM} if self.held_conditioning else {})}
-        return {"camera": frame, "views": {name: frame for name in self.condition_views}, "vectors": vectors,
+        vectors = {name: spec["size"] for name, spec in self.condition_vectors.items()}
+        return {"camera": {self.camera: frame}, "views": {name: frame for name in self.condition_views}, "vectors": vectors,
                 "action": {"dim": self.action_dim, "names": self.action_names, "low": self.action_min, "high": self.action_max,
                            "mean": self.action_mean, "std": self.action_std}}
 
     def check(self) -> None:
         """ValueError naming the first invalid key: wrong types, unknown nested keys, statistics
-        of the wrong length, not finite, or not positive where they divide (`action_std`,
-        `pose_std`), invalid sampler defaults. Run on construction and by `WorldModel` (a config
+        of the wrong length, not finite, or not positive where they divide (`action_std`, each
+        condition vector's std), invalid sampler defaults. Run on construction and by `WorldModel` (a config
         edited after construction is checked again); `from_pretrained` puts the file in front."""
         check_field_types(self)
         if self.height < 1 or self.width < 1:
@@ -158,11 +184,38 @@ class WorldModelConfig:
             inverted = [i for i, (low, high) in enumerate(zip(self.action_min, self.action_max)) if low > high]
             if inverted:
                 raise ValueError(f"action_min must be <= action_max, not at components {inverted}")
-        if (self.pose_mean is None) != (self.pose_std is None):
-            raise ValueError("pose_mean and pose_std come together (or both None)")
-        if self.pose_mean is not None:
-            check_statistics(self.pose_mean, "pose_mean", POSE_DIM)
-            check_statistics(self.pose_std, "pose_std", POSE_DIM, is_positive=True)
+        for name, spec in self.condition_vectors.items():
+            check_vector_spec(name, spec)
         if self.num_train_timesteps < 2 or not self.min_snr_gamma > 0:
             raise ValueError(f"num_train_timesteps must be >= 2 and min_snr_gamma > 0, got {self.num_train_timesteps} "
                              f"and {self.min_snr_gamma}")
+
+
+HELD_VECTOR = {"size": 2, "mean": [0.5, 0.5], "std": [0.5, 0.5], "range": [0.0, 1.0]}
+"""WMFold-v0's "held" vector: whether the left, the right gripper holds cloth (standardised to +1 / -1)."""
+
+
+def pose_vector_spec(mean: list, std: list) -> dict:
+    """WMFold-v0's "poses" vector (8: tool-centre xyz and width of the left, then the right
+    gripper, metres) with the training data's statistics."""
+    return {"size": len(mean), "mean": [float(m) for m in mean], "std": [float(v) for v in std], "range": None}
+
+
+def check_vector_spec(name, spec) -> None:
+    """ValueError naming what is wrong with one `condition_vectors` entry."""
+    where = f"condition_vectors[{name!r}]"
+    if not isinstance(name, str) or not isinstance(spec, dict):
+        raise ValueError(f"condition_vectors must map names to {{'size', 'mean', 'std', 'range'}} objects, got {name!r}: {spec!r}")
+    unknown = sorted(set(spec) - {"size", "mean", "std", "range"})
+    if unknown or not {"size", "mean", "std"} <= set(spec):
+        raise ValueError(f"{where} needs keys size, mean, std (and optionally range), got {sorted(spec)}")
+    size = spec["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"{where}.size must be an int >= 1, got {size!r}")
+    check_statistics(spec["mean"], f"{where}.mean", size)
+    check_statistics(spec["std"], f"{where}.std", size, is_positive=True)
+    bounds = spec.get("range")
+    if bounds is not None:
+        check_statistics(bounds, f"{where}.range", 2)
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"{where}.range must be [low, high] with low <= high, got {bounds}")

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 
 from wmgym.data.dataset import WindowDataset
-from wmgym.model.world_model import HELD_DIM, POSE_DIM, WorldModel
+from wmgym.model.world_model import WorldModel
+from wmgym.model.world_model_config import HELD_VECTOR, pose_vector_spec
+
+POSE_DIM = 8
+"""WMFold-v0's "poses" vector: each gripper's tool-centre xyz and width (`wmgym.data.dataset.POSE_KEYS`)."""
+HELD_DIM = HELD_VECTOR["size"]
+"""WMFold-v0's "held" vector: whether the left, the right gripper holds cloth (`wmgym.data.dataset.HELD_KEYS`)."""
 
 
 def with_condition_views(model: WorldModel, views) -> WorldModel:
@@ -38,7 +44,7 @@ def with_pose_conditioning(model: WorldModel, mean, std, pose_input: str = "embe
 
     The pose is passed as `POSE_DIM` condition channels after the views' (constant over the
     latent grid). With `pose_input="embedding"` the denoiser reads them once per frame into a
-    new MLP added to the frame's conditioning vector (`DenoiserConfig.pose_dim`); with
+    new MLP added to the frame's conditioning vector (`DenoiserConfig.vector_dim`); with
     "channels" they get new columns of the condition input projection. Either new path ends in
     zeros and every other weight is copied, so the returned model computes exactly what `model`
     did until it is trained.
@@ -53,13 +59,12 @@ def with_pose_conditioning(model: WorldModel, mean, std, pose_input: str = "embe
         raise ValueError(f"need {POSE_DIM} pose means and {POSE_DIM} positive stds, got {list(mean)}, {list(std)}")
     dcfg = model.config.denoiser
     denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + POSE_DIM,
-                "pose_dim": POSE_DIM if pose_input == "embedding" else 0}
-    config = dataclasses.replace(model.config, denoiser=denoiser, pose_mean=[float(m) for m in mean],
-                                 pose_std=[float(v) for v in std])
+                "vector_dim": POSE_DIM if pose_input == "embedding" else 0}
+    config = dataclasses.replace(model.config, denoiser=denoiser, condition_vectors={"poses": pose_vector_spec(mean, std)})
     out = WorldModel(config, device=model.device)
     state = dict(model.state_dict())
     if pose_input == "embedding":
-        new = lambda key: key.startswith("denoiser.pose_embed.")
+        new = lambda key: key.startswith("denoiser.vector_embed.")
     else:
         weight = out.state_dict()["denoiser.condition_in.weight"].clone()  # zeros: (width, channels * patch^2)
         if "denoiser.condition_in.weight" in state:  # the views' columns come first (patches are channel-major)
@@ -77,7 +82,7 @@ def with_held_conditioning(model: WorldModel) -> WorldModel:
     """A copy of `model` that also takes the grippers' grasp state of every frame (`HELD_DIM`
     values in [0, 1], `WorldModel.is_held_conditioned`).
 
-    The state joins the frame vector the denoiser's `pose_embed` reads, after the pose if the
+    The state joins the frame vector the denoiser's `vector_embed` reads, after the pose if the
     model has it: a model without a frame vector gets a new embedding whose output layer is
     zero; a pose-embedding model's first layer gets `HELD_DIM` zero columns. Every other weight
     is copied, so the returned model computes exactly what `model` did until it is trained.
@@ -85,19 +90,20 @@ def with_held_conditioning(model: WorldModel) -> WorldModel:
     if model.is_held_conditioned:
         raise ValueError("the model is already held-conditioned")
     dcfg = model.config.denoiser
-    pose_dim = dcfg.get("pose_dim", 0)  # configs saved before the embedding route lack it
-    if model.is_pose_conditioned and not pose_dim:
+    vector_dim = dcfg.get("vector_dim", 0)  # configs saved before the embedding route lack it
+    if model.is_pose_conditioned and not vector_dim:
         raise ValueError("the model reads its pose through constant channels (pose_input='channels'); the grasp state "
                          "needs the frame-vector embedding (a model made with --pose-input embedding)")
-    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + HELD_DIM, "pose_dim": pose_dim + HELD_DIM}
-    out = WorldModel(dataclasses.replace(model.config, denoiser=denoiser, held_conditioning=True), device=model.device)
+    denoiser = {**dcfg, "condition_channels": dcfg["condition_channels"] + HELD_DIM, "vector_dim": vector_dim + HELD_DIM}
+    vectors = {**model.config.condition_vectors, "held": dict(HELD_VECTOR)}
+    out = WorldModel(dataclasses.replace(model.config, denoiser=denoiser, condition_vectors=vectors), device=model.device)
     state = dict(model.state_dict())
-    if pose_dim:  # extend the embedding's first layer by zero columns for the new inputs
-        key = "denoiser.pose_embed.0.weight"
+    if vector_dim:  # extend the embedding's first layer by zero columns for the new inputs
+        key = "denoiser.vector_embed.0.weight"
         weight = state[key]
         state[key] = torch.cat([weight, weight.new_zeros(weight.shape[0], HELD_DIM)], dim=1)
     missing, unexpected = out.load_state_dict(state, strict=False)
-    if unexpected or not all(key.startswith("denoiser.pose_embed.") for key in missing):
+    if unexpected or not all(key.startswith("denoiser.vector_embed.") for key in missing):
         raise RuntimeError(f"unexpected weight layout: missing {missing}, unexpected {unexpected}")
     return out
 

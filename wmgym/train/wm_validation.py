@@ -14,7 +14,7 @@ from wmgym.model.world_model import WorldModel
 
 @torch.no_grad()
 def validation_metrics(model: WorldModel, loader, seed: int, action_dropout: float) -> dict:
-    """Validation metrics of `model` over `loader`'s `wmgym.conditioning.WindowBatch`es.
+    """Validation metrics of `model` over `loader`'s `wmgym.data.batch.WindowBatch`es.
 
     val/loss: the training loss with a fixed generator. val/x0_psnr: the newest frame predicted
     in one step from pure noise, the history held at the sampler's noise level, as rollouts do.

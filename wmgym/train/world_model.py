@@ -30,16 +30,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_NAMES
-from wmgym.conditioning import WindowCollator
+from wmgym.data.batch import WindowBatch
 from wmgym.data.dataset import WindowDataset
 from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
-from wmgym.model.world_model import HELD_DIM, POSE_DIM, SamplerDefaults, WorldModel, WorldModelConfig
+from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.outputs import check_output
 from wmgym.train.checkpoint import check_resume_config, read_json, read_log, run_lock, section, write_text_atomic
 from wmgym.train.sampling import EpochPermutationSampler, epoch_items
-from wmgym.train.wm_build import (action_statistics, pose_statistics, with_condition_views, with_held_conditioning,
-                                  with_pose_conditioning)
+from wmgym.model.world_model_config import HELD_VECTOR, pose_vector_spec
+from wmgym.train.wm_build import (HELD_DIM, POSE_DIM, action_statistics, pose_statistics, with_condition_views,
+                                  with_held_conditioning, with_pose_conditioning)
 from wmgym.train.wm_checkpoint import (RUN_DIRECTORY_KIND, latest_checkpoint, newest_intact_checkpoint, restore_checkpoint,
                                        save_checkpoint)
 from wmgym.train.wm_config import TrainWorldModelConfig
@@ -130,11 +131,11 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
     sampler = EpochPermutationSampler(epoch_items(train_set.window_offsets, config.focus_window_starts,
                                                   config.focus_repeats), config.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                                         collate_fn=WindowCollator(train_set),  # typed batches: WindowBatch
+                                         collate_fn=WindowBatch.collate,  # stacked by name
                                          num_workers=config.num_workers, pin_memory=device.type == "cuda",
                                          persistent_workers=config.num_workers > 0,
                                          generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
-    if config.pose_lr_scale != 1.0 and not model.denoiser.config.pose_dim:
+    if config.pose_lr_scale != 1.0 and not model.denoiser.config.vector_dim:
         raise ValueError("pose_lr_scale needs a model that reads the pose or the grasp state through its embedding "
                          "(--pose-conditioning --pose-input embedding, or --held-conditioning)")
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.learning_rate, config.pose_lr_scale),
@@ -218,7 +219,7 @@ def _val_loader(val_set: WindowDataset, config: TrainWorldModelConfig):
     count = min(len(val_set), config.val_batches * config.batch_size)
     indices = np.linspace(0, len(val_set) - 1, count).round().astype(int).tolist()  # spread over episodes
     return torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, indices), batch_size=config.batch_size,
-                                       collate_fn=WindowCollator(val_set), generator=torch.Generator())  # leaves the global RNG alone
+                                       collate_fn=WindowBatch.collate, generator=torch.Generator())  # leaves the global RNG alone
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -262,18 +263,19 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
                               latent_width=train_set.width // codec.downsample, patch_size=config.patch_size,
                               width=config.width, depth=config.depth, num_heads=config.num_heads,
                               condition_channels=len(config.condition_views) * codec.latent_channels + vector,
-                              pose_dim=vector if config.pose_input == "embedding" or config.held_conditioning else 0,
+                              vector_dim=vector if config.pose_input == "embedding" or config.held_conditioning else 0,
                               action_dim=train_set.actions.shape[1])
     # The model never attends over more frames than a training window holds, so its
     # sampling window (the KV cache's) is the training window.
     sampler = SamplerDefaults(num_steps=config.num_steps, history_timestep=config.history_timestep, window_frames=config.num_frames)
     mean, std, low, high = action_statistics(train_set)
-    pose_mean, pose_std = pose_statistics(train_set) if config.pose_conditioning else (None, None)
+    vectors = {**({"poses": pose_vector_spec(*pose_statistics(train_set))} if config.pose_conditioning else {}),
+               **({"held": dict(HELD_VECTOR)} if config.held_conditioning else {})}
     return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
                             action_min=low, action_max=high, action_names=list(ACTION_NAMES) if len(mean) == len(ACTION_NAMES) else None,
                             condition_views=tuple(config.condition_views),
-                            pose_mean=pose_mean, pose_std=pose_std, held_conditioning=config.held_conditioning,
+                            condition_vectors=vectors,
                             prediction=config.prediction)
 
 
@@ -284,7 +286,7 @@ def _param_groups(model: WorldModel, weight_decay: float, learning_rate: float, 
     scaled = pose_lr_scale != 1.0
     for name, param in model.denoiser.named_parameters():
         is_matrix = param.dim() >= 2 and name != "position"
-        groups[scaled and name.startswith("pose_embed."), is_matrix].append(param)
+        groups[scaled and name.startswith("vector_embed."), is_matrix].append(param)
     return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
              "lr": learning_rate * (pose_lr_scale if pose else 1.0)}
             for (pose, decay), params in groups.items() if params]
