@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from wmgym.data.dataset import split_episodes
-from wmgym.data.store import EpisodeStore
+from wmgym.data.store import CAMERA_KEY, EpisodeStore
 from wmgym.rewards.judge import first_accept_peaks, judge_figures
 from wmgym.rewards.videoclip import WEIGHTS_FILE, VideoCLIP
 from wmgym.train.judge_eval import judge_probabilities, judged_clips, videoclip_figures
@@ -75,7 +75,8 @@ def main() -> None:
     verdict = judge_figures(peaks >= threshold, val.success)
     seconds = time.perf_counter() - start
 
-    clips = torch.from_numpy(store.root["data/camera0_rgb"][: 16 * 17]).view(16, 17, store.height, store.width, 3)
+    rows = store.read_frames(np.arange(16), [CAMERA_KEY])[0][CAMERA_KEY][: 16 * 17]  # the first 16 episodes' first 272 frames
+    clips = torch.from_numpy(rows).view(16, 17, store.height, store.width, 3)
     with torch.no_grad():
         model.encode_video(clips)
         timings = []

@@ -2,7 +2,7 @@
 
 One zero-noise, speed-1 scripted fold per task (seed 0, 128x128, `FoldWorld` stepped
 directly), frames at steps 0, 4, 8, 12, 16; for each task three rows, one per pixel-aligned
-view (interaction / static_scene / grippers). The PNG is committed, so it must stay under
+view (camera / static_scene / grippers). The PNG is committed, so it must stay under
 400 KB: the tiles are left at their native 128x128 and written as lossless RGB with maximum
 PNG compression (about 190 KB).
 """
@@ -20,7 +20,7 @@ from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import FoldWorld, WorldConfig
 
 STEPS = (0, 4, 8, 12, 16)
-VIEWS = ("interaction", "static_scene", "grippers")
+VIEWS = ("camera", "static_scene", "grippers")
 SIZE = 128
 LABEL_WIDTH = 104  # left column with the view names
 HEADER_HEIGHT = 20  # band above each task: task name and step numbers

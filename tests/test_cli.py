@@ -24,7 +24,7 @@ def test_generate_then_show_writes_three_view_video(tmp_path):
     # Three 32-pixel views side by side with 2-pixel spacers, one frame per stored frame.
     assert frames.shape[:3] == (17, 32, 3 * 32 + 2 * 2)
     episode = store.read_episode(1)
-    np.testing.assert_allclose(frames[0][:, :32, :3].astype(float), episode["frames"][0].astype(float), atol=40)
+    np.testing.assert_allclose(frames[0][:, :32, :3].astype(float), episode["camera"][0].astype(float), atol=40)
 
 
 def test_rollout_of_expert_writes_a_video_of_a_successful_fold(tmp_path, capsys):

@@ -28,7 +28,7 @@ def fake_run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     frames, shape = spec.horizon + 1, (spec.height, spec.width, 3)
     image = lambda *lead: rng.integers(0, 256, (*lead, *shape), dtype=np.uint8)
     return EpisodeRecord(
-        spec=spec, task_id=TASKS.index(spec.task), interaction=image(frames),
+        spec=spec, task_id=TASKS.index(spec.task), camera=image(frames),
         static_scene=image(frames), grippers=image(frames),
         eef_pos=rng.normal(size=(frames, 2, 3)).astype(np.float32),
         eef_rot_axis_angle=rng.normal(size=(frames, 2, 3)).astype(np.float32),
@@ -45,7 +45,7 @@ def marked_record(episode: int, horizon: int, task: str = "fold_half") -> Episod
     record = fake_run_episode(EpisodeSpec(task, seed=episode, height=SIZE, width=SIZE,
                                           horizon=horizon))
     for t in range(horizon + 1):
-        record.interaction[t] = (t, episode, 7)
+        record.camera[t] = (t, episode, 7)
         record.grippers[t] = (t, episode, 9)
     record.actions[:, 0] = 100 * episode + np.arange(horizon)
     return record
@@ -74,7 +74,7 @@ def assert_same_contents(a: dict, b: dict) -> None:
 
 def assert_records_equal(got: EpisodeRecord, want: EpisodeRecord) -> None:
     assert got.spec == want.spec
-    for name in ("interaction", "static_scene", "grippers", "eef_pos", "eef_rot_axis_angle",
+    for name in ("camera", "static_scene", "grippers", "eef_pos", "eef_rot_axis_angle",
                  "gripper_width", "actions", "score", "goal_image", "held_particles"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     assert (got.task_id, got.success, got.caption, got.goal_caption) == \
@@ -100,7 +100,30 @@ def test_store_roundtrip_is_exact(tmp_path):
         assert_records_equal(reopened.read_record(i), record)
     episode = reopened.read_episode(1)
     assert episode["task"] == specs[1].task and episode["kind"] == specs[1].kind
-    assert episode["frames"].dtype == np.uint8 and episode["actions"].shape == (4, 20)
+    assert episode["camera"].dtype == np.uint8 and episode["actions"].shape == (4, 20)
+
+
+def test_many_episodes_read_at_once_equal_the_records(tmp_path, monkeypatch):
+    import wmgym.data.store as store_module
+
+    monkeypatch.setattr(store_module, "READ_BLOCK_FRAMES", 4)  # blocks that cut through episodes
+    specs = plan_episodes(4, 3, TASKS, SIZE, SIZE, horizon=4)
+    specs[2] = EpisodeSpec("fold_half", 99, "random", 0.0, SIZE, SIZE, horizon=6)
+    records = [fake_run_episode(s) for s in specs]
+    store = EpisodeStore.create(tmp_path / "s.zarr", SIZE, SIZE, TASKS)
+    store.append(records)
+    rows, lengths = store.read_frames([1, 2], ["camera0_rgb", "action", "robot1_gripper_width"])
+    np.testing.assert_array_equal(lengths, [5, 7])
+    np.testing.assert_array_equal(rows["camera0_rgb"], np.concatenate([records[1].camera, records[2].camera]))
+    np.testing.assert_array_equal(rows["action"][:4], records[1].actions)  # row 4 is episode 1's padding
+    np.testing.assert_array_equal(rows["action"][5:11], records[2].actions)
+    np.testing.assert_array_equal(rows["robot1_gripper_width"][:, 0], np.concatenate([records[1].gripper_width[:, 1],
+                                                                                       records[2].gripper_width[:, 1]]))
+    np.testing.assert_array_equal(store.read_meta("episode_success", [0, 3]), [records[0].success, records[3].success])
+    keep = np.zeros(store.num_frames, bool)
+    keep[[0, 6, 13]] = True  # any rows: frame 0 of episode 0, frame 1 of episode 1, frame 3 of episode 2
+    sampled = store.read_rows(keep, ["camera0_rgb"])["camera0_rgb"]
+    np.testing.assert_array_equal(sampled, np.stack([records[0].camera[0], records[1].camera[1], records[2].camera[3]]))
 
 
 def test_store_without_held_particles_still_opens_and_appends(tmp_path):

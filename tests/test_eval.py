@@ -35,7 +35,7 @@ def test_psnr_and_ssim_known_values():
 def test_replay_of_an_episodes_own_actions_reproduces_it():
     spec = EpisodeSpec("fold_left_sleeve", seed=11, kind="perturbed", noise=0.02, horizon=6)
     record = run_episode(spec)
-    np.testing.assert_array_equal(replay_actions(spec, record.actions), record.interaction)
+    np.testing.assert_array_equal(replay_actions(spec, record.actions), record.camera)
     with pytest.raises(ValueError, match="20"):
         replay_actions(spec, record.actions[:, :10])
     with pytest.raises(ValueError, match=r"\(T, 20\)"):
@@ -79,7 +79,7 @@ def test_eval_writes_metrics_report_and_plots(tiny_bundle, tmp_path):
     assert len(saved["psnr_by_step_long"]) == 32 and saved["swap_pairs_total"] == 2
     # The copy-first baseline is the documented held-out plan's first frames, measured independently.
     specs = plan_episodes(3, config.seed, TASKS, 64, 64, 4)
-    truth = torch.from_numpy(np.stack([run_episode(s).interaction for s in specs]))
+    truth = torch.from_numpy(np.stack([run_episode(s).camera for s in specs]))
     expected = psnr(truth[:, :1].expand(-1, 4, -1, -1, -1), truth[:, 1:]).mean()
     assert saved["psnr_copy_first_mean"] == pytest.approx(float(expected), abs=1e-4)
     assert saved["psnr_gain_over_copy_first"] == pytest.approx(saved["psnr_mean"] - saved["psnr_copy_first_mean"])

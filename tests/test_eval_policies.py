@@ -133,7 +133,7 @@ def test_idm_replay_policy_reads_actions_off_another_starts_video(tmp_path):
     starts = [Start("fold_half", 3), Start("fold_half", 4)]
     _, frames, _ = start_worlds(starts)
     policy.reset(starts, frames)
-    reference = run_episode(EpisodeSpec("fold_half", 3 + 1_000_003, "demo", 0.0, horizon=4)).interaction
+    reference = run_episode(EpisodeSpec("fold_half", 3 + 1_000_003, "demo", 0.0, horizon=4)).camera
     expected = np.clip(policy.idm.predict(reference[:-1], reference[1:]), ACTION_LOW, ACTION_HIGH)
     np.testing.assert_allclose(policy.actions[0], expected, atol=1e-6)
 

@@ -178,7 +178,7 @@ def test_the_shipped_world_model_loads_with_its_prior_and_imagines_held_and_miss
     for name, held in (("held", closed.astype(np.float32)), ("missed", np.zeros(closed.shape, np.float32))):
         extra = model_conditions(model, stack("grippers"), poses, held=held)
         with torch.no_grad():
-            frames = model.rollout(stack("frames")[:, :1], stack("actions"), generator=torch.Generator().manual_seed(0),
+            frames = model.rollout(stack("camera")[:, :1], stack("actions"), generator=torch.Generator().manual_seed(0),
                                    conditions=extra)
         last[name] = np.asarray(frames[:, -1], np.float64)
     # docs/model_card.md, "Training history": flipping the grasp state moves the last imagined frame by 2.0/255 on average

@@ -57,7 +57,7 @@ def same_figures(a: dict, b: dict) -> bool:
 def episodes_of(path: Path) -> tuple[np.ndarray, np.ndarray]:
     store = EpisodeStore.open(path)
     eps = [store.read_episode(i) for i in range(store.num_episodes)]
-    return np.stack([e["frames"] for e in eps]), np.stack([e["actions"] for e in eps])
+    return np.stack([e["camera"] for e in eps]), np.stack([e["actions"] for e in eps])
 
 
 # ---------------------------------------------------------------- the model
@@ -363,7 +363,7 @@ def test_world_model_r2_gives_a_grippers_conditioned_model_the_episodes_grippers
 
     specs = plan_episodes(3, 2, TASKS, SIZE, SIZE, 3)
     records = [run_episode(spec) for spec in specs]
-    frames, actions = np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
+    frames, actions = np.stack([r.camera for r in records]), np.stack([r.actions for r in records])
     views = np.stack([r.grippers for r in records])  # the simulator's grippers views (3, 4, H, W, 3)
     world_model = RecordingWorldModel(WorldModel.from_pretrained(tiny_grippers_bundle / "world_model", device="cpu"))
     model = tiny_model()
@@ -399,7 +399,7 @@ def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
     assert rows.shape == (source.num_frames, 20) and np.isfinite(rows).all()
     for i in range(labelled.num_episodes):
         episode = labelled.read_episode(i)
-        expected = model.predict(episode["frames"][:-1], episode["frames"][1:])
+        expected = model.predict(episode["camera"][:-1], episode["camera"][1:])
         np.testing.assert_allclose(episode["actions"], expected, atol=1e-6)  # batched differently: float rounding only
         hold = rows[labelled.episode_slice(i).stop - 1]  # the padding row: stay put at the last widths
         np.testing.assert_array_equal(hold[[0, 1, 2, 10, 11, 12]], 0.0)
@@ -412,7 +412,7 @@ def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
     labelled = EpisodeStore.open(pseudo_label(windowed, free, tmp_path / "windowed.zarr", show_progress=False))
     for i in range(labelled.num_episodes):
         episode = labelled.read_episode(i)
-        np.testing.assert_allclose(episode["actions"], windowed.predict_episode(episode["frames"]), atol=1e-6)
+        np.testing.assert_allclose(episode["actions"], windowed.predict_episode(episode["camera"]), atol=1e-6)
 
 
 def test_world_model_r2_gives_a_pose_conditioned_model_the_episodes_gripper_poses(tiny_pose_bundle):
@@ -422,7 +422,7 @@ def test_world_model_r2_gives_a_pose_conditioned_model_the_episodes_gripper_pose
 
     specs = plan_episodes(3, 2, TASKS, SIZE, SIZE, 3)
     records = [run_episode(spec) for spec in specs]
-    frames, actions = np.stack([r.interaction for r in records]), np.stack([r.actions for r in records])
+    frames, actions = np.stack([r.camera for r in records]), np.stack([r.actions for r in records])
     world_model = RecordingWorldModel(WorldModel.from_pretrained(tiny_pose_bundle / "world_model", device="cpu"))
     model = tiny_model()
     result = idm_r2_on_world_model(model, world_model, specs=specs, batch_size=2, seed=0)

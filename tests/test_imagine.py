@@ -30,8 +30,8 @@ def test_imagined_store_keeps_ground_truth_and_redraws_frames(tiny_bundle, sourc
         for key in ("actions", "score", "static", "grippers", "held_particles"):
             np.testing.assert_array_equal(a[key], b[key])
         assert (a["success"], a["caption"], a["task"]) == (b["success"], b["caption"], b["task"])
-        np.testing.assert_array_equal(a["frames"][0], b["frames"][0])  # the start frame is the simulator's
-        assert not np.array_equal(a["frames"][1:], b["frames"][1:])  # the rest the model drew
+        np.testing.assert_array_equal(a["camera"][0], b["camera"][0])  # the start frame is the simulator's
+        assert not np.array_equal(a["camera"][1:], b["camera"][1:])  # the rest the model drew
 
 
 def test_a_store_without_held_particles_is_imagined_into_one_without_them(tiny_bundle, source, tmp_path):
@@ -58,7 +58,7 @@ def test_imagine_resumes_to_the_same_store(tiny_bundle, source, tmp_path):
     straight, resumed = EpisodeStore.open(tmp_path / "a.zarr"), EpisodeStore.open(tmp_path / "b.zarr")
     assert resumed.num_episodes == 3
     for i in range(3):
-        np.testing.assert_array_equal(straight.read_episode(i)["frames"], resumed.read_episode(i)["frames"])
+        np.testing.assert_array_equal(straight.read_episode(i)["camera"], resumed.read_episode(i)["camera"])
     with pytest.raises(FileExistsError):
         imagine_store(config)
 
@@ -74,16 +74,16 @@ def test_a_grippers_conditioned_model_draws_from_the_stores_grippers_views(tiny_
     eps, imagined = [sim.read_episode(i) for i in range(2)], [wm.read_episode(i) for i in range(2)]
     for a, b in zip(eps, imagined):
         np.testing.assert_array_equal(a["grippers"], b["grippers"])
-        assert not np.array_equal(a["frames"][1:], b["frames"][1:])
+        assert not np.array_equal(a["camera"][1:], b["camera"][1:])
     # exactly the rollout conditioned on the store's grippers views (batch 0's generator), not on other views
     model = WorldModel.from_pretrained(tiny_grippers_bundle / "world_model", device="cpu")
-    context = np.stack([e["frames"][:1] for e in eps])
+    context = np.stack([e["camera"][:1] for e in eps])
     actions = np.stack([e["actions"] for e in eps])
     views = np.stack([e["grippers"] for e in eps])[:, :, None]  # (2, T+1, 1, H, W, 3)
     for conditions, same in ((views, True), (np.zeros_like(views), False)):
         frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0),
                                conditions=as_conditions(conditions)).numpy()
-        assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same
+        assert np.array_equal(frames, np.stack([b["camera"][1:] for b in imagined])) == same
 
 
 def test_a_pose_conditioned_model_draws_from_the_stores_gripper_poses(tiny_pose_bundle, source, tmp_path):
@@ -97,14 +97,14 @@ def test_a_pose_conditioned_model_draws_from_the_stores_gripper_poses(tiny_pose_
     store = EpisodeStore.open(source)
     eps, imagined = [store.read_episode(i) for i in range(2)], [EpisodeStore.open(out).read_episode(i) for i in range(2)]
     model = WorldModel.from_pretrained(tiny_pose_bundle / "world_model", device="cpu")
-    context = np.stack([e["frames"][:1] for e in eps])
+    context = np.stack([e["camera"][:1] for e in eps])
     actions = np.stack([e["actions"] for e in eps])
     views = np.stack([e["grippers"] for e in eps])[:, :, None]
     poses = np.stack([pose_vectors(e["eef_pos"], e["gripper_width"]) for e in eps])  # (2, T+1, 8)
     for given, same in ((poses, True), (poses + 0.05, False)):  # exactly the store's poses, not others
         frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0),
                                conditions=as_conditions(views, given)).numpy()
-        assert np.array_equal(frames, np.stack([b["frames"][1:] for b in imagined])) == same
+        assert np.array_equal(frames, np.stack([b["camera"][1:] for b in imagined])) == same
 
 
 def test_held_prior_draws_the_grasp_as_the_env_does_where_store_keeps_the_simulators():
@@ -144,14 +144,14 @@ def test_imagine_with_held_prior_rolls_out_the_priors_draws(tiny_held_bundle, so
     store = EpisodeStore.open(source)
     records = [store.read_record(i) for i in range(3)]
     model = WorldModel.from_pretrained(tiny_held_bundle / "world_model", device="cpu")
-    context = np.stack([r.interaction[:1] for r in records])
+    context = np.stack([r.camera[:1] for r in records])
     actions = np.stack([r.actions for r in records])
     views = np.stack([r.grippers for r in records])[:, :, None]
     drawn = held_of_records(model, records, torch.Generator().manual_seed(0))  # batch 0's grasp draws
     frames = model.rollout(context, actions, generator=torch.Generator().manual_seed(0),
                            conditions=as_conditions(views, held=drawn)).numpy()
     imagined = EpisodeStore.open(out)
-    np.testing.assert_array_equal(frames, np.stack([imagined.read_episode(i)["frames"][1:] for i in range(3)]))
+    np.testing.assert_array_equal(frames, np.stack([imagined.read_episode(i)["camera"][1:] for i in range(3)]))
     np.testing.assert_array_equal(imagined.read_episode(0)["held_particles"], store.read_episode(0)["held_particles"])
     assert imagined.attrs["imagined_by"]["held"] == "prior"
     with pytest.raises(ValueError, match="held must be"):

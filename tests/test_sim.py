@@ -84,11 +84,11 @@ def test_same_seed_same_frames(kind):
     first = run_episode(spec)
     other = run_episode(dataclasses.replace(spec, seed=8))  # runs in between on the same cached world
     again = run_episode(spec)
-    for name in ("interaction", "static_scene", "grippers", "actions", "score", "eef_pos",
+    for name in ("camera", "static_scene", "grippers", "actions", "score", "eef_pos",
                  "eef_rot_axis_angle", "gripper_width", "goal_image", "held_particles"):
         np.testing.assert_array_equal(getattr(again, name), getattr(first, name), err_msg=name)
     assert (again.caption, again.success) == (first.caption, first.success)
-    assert not np.array_equal(other.interaction, first.interaction)
+    assert not np.array_equal(other.camera, first.camera)
     assert not np.array_equal(other.actions, first.actions)
 
 
@@ -98,7 +98,7 @@ def test_replay_plays_another_start_states_demonstration_from_its_own_start():
     spec = EpisodeSpec("fold_half", seed=7, kind="replay", noise=0.0, horizon=6)
     replay = run_episode(spec)
     own_start = run_episode(dataclasses.replace(spec, kind="demo"))
-    np.testing.assert_array_equal(replay.interaction[0], own_start.interaction[0])  # this spec's start state
+    np.testing.assert_array_equal(replay.camera[0], own_start.camera[0])  # this spec's start state
     assert not np.array_equal(replay.actions, own_start.actions)
     reference_seed = int(np.random.SeedSequence(7, spawn_key=(1,)).generate_state(1, np.uint32)[0])
     reference = run_episode(dataclasses.replace(spec, seed=reference_seed, kind="demo"))
@@ -113,7 +113,7 @@ def test_proposal_is_the_planners_nominal_plus_clipped_gaussian_noise():
     spec = EpisodeSpec("fold_left_sleeve", seed=11, kind="proposal", noise=0.01, horizon=16)
     proposal = run_episode(spec)
     demo = run_episode(dataclasses.replace(spec, kind="demo", noise=0.0))
-    np.testing.assert_array_equal(proposal.interaction[0], demo.interaction[0])  # this spec's start state
+    np.testing.assert_array_equal(proposal.camera[0], demo.camera[0])  # this spec's start state
     nominal = _demo_actions(spec.task, spec.seed, 0.0, 64, 64, 16, speed=1.0)  # the demonstrator at speed 1
     clean = run_episode(dataclasses.replace(spec, noise=0.0))
     np.testing.assert_array_equal(clean.actions, nominal)  # noise 0: exactly the nominal
@@ -321,20 +321,20 @@ def test_three_views_are_pixel_aligned(is_camera_moving):
     expert = ScriptedDemonstrator(world, rng, DemoParams(), horizon=16)
     drawn_pixels = []
     for t in range(17):
-        interaction, static_scene, grippers = world.views()
+        camera, static_scene, grippers = world.views()
         no_grippers = world.renderer.render(world.positions, world.mesh.faces, world.front_color, world.back_color, [])
         start = world.renderer.render(world.start, world.mesh.faces, world.front_color, world.back_color, [])
         is_empty = np.all(grippers == 0, axis=-1)
-        is_gripper_visible = np.any(interaction != no_grippers, axis=-1)
+        is_gripper_visible = np.any(camera != no_grippers, axis=-1)
         # A gripper changes no pixel outside its own silhouette in the grippers view.
         assert not np.any(is_gripper_visible & is_empty), f"frame {t}"
         # The static scene is the start state without grippers, from this frame's camera.
         np.testing.assert_array_equal(static_scene, start, err_msg=f"frame {t}")
         if t == 0:
             # Grippers at home: nothing hides them, so drawn means visible, and the static
-            # scene is the interaction view wherever no gripper is.
+            # scene is the camera view wherever no gripper is.
             np.testing.assert_array_equal(is_gripper_visible, ~is_empty)
-            np.testing.assert_array_equal(static_scene[is_empty], interaction[is_empty])
+            np.testing.assert_array_equal(static_scene[is_empty], camera[is_empty])
         drawn_pixels.append(int((~is_empty).sum()))
         if t < 16:
             world.step(expert.action())

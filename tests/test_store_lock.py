@@ -45,7 +45,7 @@ def test_readers_take_no_lock(tmp_path):
     path = tmp_path / "s.zarr"
     with EpisodeStore.create(path, SIZE, SIZE, TASKS) as writer:
         writer.append(records(0, 2))
-        assert EpisodeStore.open(path).read_episode(1)["frames"].shape == (3, SIZE, SIZE, 3)
+        assert EpisodeStore.open(path).read_episode(1)["camera"].shape == (3, SIZE, SIZE, 3)
 
 
 def test_a_closed_store_refuses_appends(tmp_path):

@@ -106,7 +106,7 @@ def test_demonstrations_are_the_successful_demo_frames_of_the_task(demo_store):
     episodes = [store.read_episode(i) for i in range(store.num_episodes)]
     chosen = [e for e in episodes if e["kind"] == "demo" and e["success"]]
     assert len(chosen) >= 1 and len(frames) == 16 * len(chosen)
-    np.testing.assert_array_equal(frames[:16], chosen[0]["frames"][:16])
+    np.testing.assert_array_equal(frames[:16], chosen[0]["camera"][:16])
     np.testing.assert_array_equal(actions[:16], chosen[0]["actions"])
     with pytest.raises(ValueError, match="not in"):
         load_demonstrations(demo_store, "fold_left_sleeve")

@@ -97,7 +97,7 @@ def test_checkpoint_is_loadable_and_pickle_free(store, straight_run):
     np.testing.assert_allclose(model.config.action_std, np.maximum(train.std(0), 1e-3), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(model.config.action_min, train.min(0), rtol=1e-6)  # the clamp range
     np.testing.assert_allclose(model.config.action_max, train.max(0), rtol=1e-6)
-    frames = torch.from_numpy(episodes.read_episode(0)["frames"][None, :2])
+    frames = torch.from_numpy(episodes.read_episode(0)["camera"][None, :2])
     out = model.rollout(frames, torch.from_numpy(episodes.read_episode(0)["actions"][None, 1:3]), generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 2, 16, 16, 3)
 

@@ -196,7 +196,7 @@ def test_stores_of_different_frame_sizes_cannot_be_joined(marked_store, tmp_path
     small = tmp_path / "small.zarr"
     record = marked_record(0, 4)
     big = dataclasses.replace(record, **{k: np.repeat(np.repeat(getattr(record, k), 2, 1), 2, 2)
-                                         for k in ("interaction", "static_scene", "grippers")},
+                                         for k in ("camera", "static_scene", "grippers")},
                               goal_image=np.repeat(np.repeat(record.goal_image, 2, 0), 2, 1))
     EpisodeStore.create(small, 2 * SIZE, 2 * SIZE, TASKS).append([big, big])
     with pytest.raises(ValueError, match=f"{2 * SIZE}x{2 * SIZE} frames"):

@@ -46,7 +46,7 @@ def _when_run(target: str) -> Callable:
 
 @dataclass
 class ShowConfig:
-    """Write one stored episode's three views (interaction | static scene | grippers) as a video."""
+    """Write one stored episode's three views (camera | static scene | grippers) as a video."""
 
     data: str
     """Path of a zarr episode store written by `wmgym generate`."""
@@ -68,7 +68,7 @@ def show(config: ShowConfig) -> str:
     if not 0 <= config.episode < store.num_episodes:
         raise ValueError(f"episode {config.episode} out of range: the store holds {store.num_episodes} episodes")
     ep = store.read_episode(config.episode)
-    frames = tile_views([ep["frames"], ep["static"], ep["grippers"]], scale=config.scale)
+    frames = tile_views([ep["camera"], ep["static"], ep["grippers"]], scale=config.scale)
     path = write_video(frames, config.out, fps=config.fps)
     print(f"episode {config.episode} ({ep['task']}, {ep['kind']}): {ep['caption']} -> {path}")
     return str(path)
@@ -108,7 +108,7 @@ def rollout(config: RolloutConfig) -> str:
     import torch
 
     import wmgym  # noqa: F401  (registers the environments)
-    from wmgym.data.video import tile_views, write_video
+    from wmgym.data.video import VIEW_NAMES, tile_views, write_video
     from wmgym.image_metrics import psnr_from_mse
 
     if config.policy not in ("expert", "random"):
@@ -136,11 +136,11 @@ def rollout(config: RolloutConfig) -> str:
             predicted.append(frame)
         done = terminated or truncated
     if model is None:
-        stacked = [np.stack([v[name] for v in views]) for name in ("interaction", "static_scene", "grippers")]
+        stacked = [np.stack([v[name] for v in views]) for name in VIEW_NAMES]
         path = write_video(tile_views(stacked, scale=1), config.out, fps=config.fps)
         print(f"{config.env} {info['task']}: {len(views) - 1} steps, score {info['score']:.2f}, success {info['success']} -> {path}")
         return str(path)
-    sim_frames, model_frames = np.stack([v["interaction"] for v in views]), np.stack(predicted)
+    sim_frames, model_frames = np.stack([v["camera"] for v in views]), np.stack(predicted)
     psnr = float(psnr_from_mse(torch.tensor(np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2))))
     path = write_video(tile_views([sim_frames, model_frames], scale=max(1, 128 // size)), config.out, fps=config.fps)
     print(f"SimFold-v0 | WMFold-v0, {info['task']}, {len(views) - 1} {config.policy} steps: simulator score {info['score']:.2f} "

@@ -8,11 +8,9 @@ import numpy as np
 import torch
 
 from wmgym.data.batch import Window
-from wmgym.data.store import EpisodeStore
-from wmgym.data.chunks import naming_damage
+from wmgym.data.store import CAMERA_KEY, EpisodeStore
 
 SPLITS = ("train", "val", "all")
-READ_BLOCK_FRAMES = 4096  # rows read from zarr at a time while loading
 CONDITION_VIEWS = {"grippers": "grippers_rgb", "static_scene": "static_scene_rgb"}
 """Pixel-aligned views a world model can be conditioned on -> their arrays in the store."""
 POSE_KEYS = ("robot0_eef_pos", "robot0_gripper_width", "robot1_eef_pos", "robot1_gripper_width")
@@ -109,21 +107,21 @@ class WindowDataset(torch.utils.data.Dataset):
             if len(indices) == 0:
                 raise ValueError(f"split {split!r} of {p} is empty ({store.num_episodes} "
                                  f"episodes, val_fraction={val_fraction})")
-            keep, store_lengths = episode_rows(store, indices)  # frames = actions + 1
+            store_lengths = store.episode_rows(indices)[1]  # frames = actions + 1
             if num_actions > store_lengths.min() - 1:
                 raise ValueError(f"num_actions={num_actions} exceeds the shortest episode of split "
                                  f"{split!r} of {p}, which has {store_lengths.min() - 1} actions")
-            frames.append(read_rows(store.root["data/camera0_rgb"], keep))
-            actions.append(read_rows(store.root["data/action"], keep))
+            names = [CAMERA_KEY, "action", *(CONDITION_VIEWS[v] for v in views), *(POSE_KEYS if poses else ()),
+                     *(HELD_KEYS if held else ())]
+            rows = store.read_frames(indices, names)[0]
+            frames.append(rows[CAMERA_KEY])
+            actions.append(rows["action"])
             if views:
-                conditions.append(np.stack([read_rows(store.root[f"data/{CONDITION_VIEWS[v]}"], keep)
-                                            for v in views], axis=1))  # (N, V, H, W, 3)
+                conditions.append(np.stack([rows[CONDITION_VIEWS[v]] for v in views], axis=1))  # (N, V, H, W, 3)
             if poses:
-                pose_rows.append(np.concatenate([read_rows(store.root[f"data/{k}"], keep).astype(np.float32)
-                                                 for k in POSE_KEYS], axis=1))  # (N, 8)
+                pose_rows.append(np.concatenate([rows[k].astype(np.float32) for k in POSE_KEYS], axis=1))  # (N, 8)
             if held:
-                held_rows.append(np.stack([read_rows(store.root[f"data/{k}"], keep) > 0 for k in HELD_KEYS],
-                                          axis=1).astype(np.float32))  # (N, 2)
+                held_rows.append(np.stack([rows[k] > 0 for k in HELD_KEYS], axis=1).astype(np.float32))  # (N, 2)
             self.store_episodes.append(indices)
             lengths.append(store_lengths)
         self.episode_indices = self.store_episodes[0]
@@ -153,30 +151,3 @@ class WindowDataset(torch.utils.data.Dataset):
         vectors = {name: x[window].clone() for name, x in (("poses", self.poses), ("held", self.held))
                    if x is not None}  # (T+1, 8), (T+1, 2)
         return Window(frames, actions, views, vectors)
-
-
-def episode_rows(store: EpisodeStore, indices) -> tuple[np.ndarray, np.ndarray]:
-    """(keep bool (N,) over the store's frame rows, lengths int64 (E,)): the rows of episodes
-    `indices` (in store order when sorted) and their frame counts, for `read_rows`."""
-    slices = [store.episode_slice(int(i)) for i in indices]
-    keep = np.zeros(store.num_frames, bool)
-    for s in slices:
-        keep[s] = True
-    return keep, np.array([s.stop - s.start for s in slices], np.int64)
-
-
-def read_rows(array, keep: np.ndarray) -> np.ndarray:
-    """array[keep] for a zarr array, reading blocks so peak memory stays near the result; a
-    decode error is re-raised as a ValueError naming the store, the array, the episodes and the
-    chunk (`wmgym.data.chunks.naming_damage`)."""
-    out = np.empty((int(keep.sum()), *array.shape[1:]), array.dtype)
-    filled = 0
-    for start in range(0, len(keep), READ_BLOCK_FRAMES):
-        mask = keep[start: start + READ_BLOCK_FRAMES]
-        count = int(mask.sum())
-        if count:
-            with naming_damage(array, slice(start, start + len(mask))):
-                block = array[start: start + len(mask)]
-            out[filled: filled + count] = block[mask]
-            filled += count
-    return out

@@ -105,7 +105,7 @@ def _draw(config: ImagineConfig, source, out, model, total: int) -> None:
             if indices.stop <= done:
                 continue
             records = [source.read_record(i) for i in indices]
-            context = np.stack([r.interaction[:1] for r in records])  # (b, 1, H, W, 3)
+            context = np.stack([r.camera[:1] for r in records])  # (b, 1, H, W, 3)
             actions = np.stack([r.actions for r in records])  # (b, T, 20)
             batch_seed = config.seed * 1_000_003 + batch
             # The store's grippers view and poses of every frame, and the grasp state: the store's
@@ -116,6 +116,6 @@ def _draw(config: ImagineConfig, source, out, model, total: int) -> None:
             with torch.no_grad():
                 frames = model.rollout(context, actions, generator=generator, num_steps=config.num_steps,
                                        conditions=conditions).cpu().numpy()
-            imagined = [replace(r, interaction=np.concatenate([r.interaction[:1], f])) for r, f in zip(records, frames)]
+            imagined = [replace(r, camera=np.concatenate([r.camera[:1], f])) for r, f in zip(records, frames)]
             out.append(imagined[max(0, done - first):])
             progress.update(len(indices) - max(0, done - first))

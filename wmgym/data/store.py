@@ -2,7 +2,7 @@
 
 Layout (N frames over E episodes; an episode of T actions has T + 1 frames):
 
-    data/camera0_rgb                 (N, H, W, 3) uint8    the interaction view
+    data/camera0_rgb                 (N, H, W, 3) uint8    the camera view (UMI's name for camera 0)
     data/static_scene_rgb            (N, H, W, 3) uint8    start state without grippers
     data/grippers_rgb                (N, H, W, 3) uint8    grippers alone on black
     data/robot{0,1}_eef_pos          (N, 3) float32        robot0 = left, robot1 = right
@@ -100,6 +100,12 @@ _CHECKED = {"compressors": checksummed_codecs(), "config": {"write_empty_chunks"
 ATTR_LISTS = ("episode_captions", "goal_captions")
 EPISODE_STORE = OutputKind("episode store", ("zarr.json",))  # what --overwrite may replace
 ROOT_ATTRS = ("format_version", "height", "width", "tasks") + ATTR_LISTS
+
+
+READ_BLOCK_FRAMES = 4096
+"""Rows read from zarr at a time by `EpisodeStore.read_frames`."""
+CAMERA_KEY = "camera0_rgb"
+"""The array (under data/) of the camera frames, UMI's name for camera 0."""
 
 
 class EpisodeStore:
@@ -233,7 +239,7 @@ class EpisodeStore:
         return slice(int(self._ends[i - 1]) if i else 0, int(self._ends[i]))
 
     def read_episode(self, i: int) -> dict:
-        """Episode `i` as numpy arrays: frames/static/grippers (T+1, H, W, 3) uint8, actions
+        """Episode `i` as numpy arrays: camera/static/grippers (T+1, H, W, 3) uint8, actions
         (T, 20) (the padding row dropped), score (T+1,), eef_pos and eef_rot_axis_angle
         (T+1, 2, 3), gripper_width (T+1, 2), held_particles (T+1, 2) int16 (None in a store
         without it), goal_rgb (H, W, 3), and caption, goal_caption, task, task_id, seed, kind,
@@ -245,7 +251,7 @@ class EpisodeStore:
         both = lambda name: np.stack([data(f"robot{r}_{name}") for r in (0, 1)], axis=1)
         attrs, task_id = self.root.attrs, int(meta["episode_task_id"])
         return {
-            "frames": data("camera0_rgb"), "static": data("static_scene_rgb"),
+            "camera": data(CAMERA_KEY), "static": data("static_scene_rgb"),
             "grippers": data("grippers_rgb"), "actions": data("action")[:-1],
             "score": data("score"), "eef_pos": both("eef_pos"),
             "eef_rot_axis_angle": both("eef_rot_axis_angle"),
@@ -267,13 +273,57 @@ class EpisodeStore:
         with naming_damage(array, rows, self.path, self._ends):
             return array[rows]
 
+    def episode_rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(keep bool (N,) over the store's frame rows, lengths int64 (E,)): the rows of episodes
+        `indices` and their frame counts (actions + 1)."""
+        slices = [self.episode_slice(int(i)) for i in indices]
+        keep = np.zeros(self.num_frames, bool)
+        for rows in slices:
+            keep[rows] = True
+        return keep, np.array([rows.stop - rows.start for rows in slices], np.int64)
+
+    def read_frames(self, indices, names) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-frame arrays of many episodes at once, for training sets.
+
+        Args:
+            indices: episode indices, sorted (the rows come back in store order).
+            names: arrays under data/ ("camera0_rgb", "action", "score", "robot0_eef_pos", ...).
+        Returns:
+            name -> the episodes' rows back to back (N, ...), and each episode's frame count (E,).
+        Arrays are read in blocks of `READ_BLOCK_FRAMES` rows, so peak memory stays near the
+        result; a decode error names the store, the array, the episodes and the chunk.
+        """
+        keep, lengths = self.episode_rows(indices)
+        return self.read_rows(keep, names), lengths
+
+    def read_meta(self, name: str, indices) -> np.ndarray:
+        """Per-episode array meta/`name` ("episode_success", "goal_rgb", ...) at episodes `indices` (E, ...)."""
+        return self._read(f"meta/{name}", slice(0, self.num_episodes))[np.asarray(indices, np.int64)]
+
+    def read_rows(self, keep: np.ndarray, names) -> dict[str, np.ndarray]:
+        """name -> data/`name`[keep] for a bool mask `keep` (N,) over the store's frame rows (any
+        rows, e.g. sampled frames), read block by block as `read_frames` does."""
+        out = {}
+        for name in names:
+            array = self.root[f"data/{name}"]
+            rows, filled = np.empty((int(keep.sum()), *array.shape[1:]), array.dtype), 0
+            for start in range(0, len(keep), READ_BLOCK_FRAMES):
+                mask = keep[start: start + READ_BLOCK_FRAMES]
+                count = int(mask.sum())
+                if count:
+                    block = self._read(f"data/{name}", slice(start, start + len(mask)))
+                    rows[filled: filled + count] = block[mask]
+                    filled += count
+            out[name] = rows
+        return out
+
     def read_record(self, i: int) -> EpisodeRecord:
         """Episode `i` as the `EpisodeRecord` that was appended (task_id: index into `tasks`)."""
         ep = self.read_episode(i)
         spec = EpisodeSpec(task=ep["task"], seed=ep["seed"], kind=ep["kind"], noise=ep["noise"],
                            height=self.height, width=self.width, horizon=len(ep["actions"]))
         return EpisodeRecord(
-            spec=spec, task_id=ep["task_id"], interaction=ep["frames"], static_scene=ep["static"],
+            spec=spec, task_id=ep["task_id"], camera=ep["camera"], static_scene=ep["static"],
             grippers=ep["grippers"], eef_pos=ep["eef_pos"],
             eef_rot_axis_angle=ep["eef_rot_axis_angle"], gripper_width=ep["gripper_width"],
             actions=ep["actions"], score=ep["score"], success=ep["success"],
@@ -382,7 +432,7 @@ class EpisodeStore:
         task_ids = [self.tasks.index(r.spec.task) for r in records]
         hold = [_hold_action(r.gripper_width[-1]) for r in records]
         frame_blocks = {
-            "camera0_rgb": [r.interaction for r in records],
+            CAMERA_KEY: [r.camera for r in records],
             "static_scene_rgb": [r.static_scene for r in records],
             "grippers_rgb": [r.grippers for r in records],
             "action": [np.concatenate([r.actions, h[None]]) for r, h in zip(records, hold)],
@@ -433,7 +483,7 @@ class EpisodeStore:
         """Shapes and names of one record against this store (ValueError saying which)."""
         frames, horizon = record.num_frames, len(record.actions)
         image = (frames, self.height, self.width, 3)
-        expected = {"interaction": image, "static_scene": image, "grippers": image,
+        expected = {"camera": image, "static_scene": image, "grippers": image,
                     "eef_pos": (frames, 2, 3), "eef_rot_axis_angle": (frames, 2, 3),
                     "gripper_width": (frames, 2), "actions": (frames - 1, 20),
                     "score": (frames,), "goal_image": image[1:]}

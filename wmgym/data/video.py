@@ -9,7 +9,7 @@ import cv2
 import imageio.v3 as iio
 import numpy as np
 
-VIEW_NAMES = ("interaction", "static_scene", "grippers")
+VIEW_NAMES = ("camera", "static_scene", "grippers")
 
 
 def tile_views(views: list[np.ndarray], scale: int = 1, gap: int = 2) -> np.ndarray:

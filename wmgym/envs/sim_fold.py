@@ -155,10 +155,10 @@ class SimFoldEnv(gym.Env):
         return StartState(self._views[0].copy(), GripperState.of_world(self.world))
 
     def views(self) -> dict[str, np.ndarray]:
-        """The current three pixel-aligned views: `interaction`, `static_scene`, `grippers`."""
+        """The current three pixel-aligned views: `camera`, `static_scene`, `grippers`."""
         if self._views is None:
             raise RuntimeError("call reset() before views()")
-        return dict(zip(("interaction", "static_scene", "grippers"), (v.copy() for v in self._views)))
+        return dict(zip(("camera", "static_scene", "grippers"), (v.copy() for v in self._views)))
 
     def render(self):
         if self.render_mode == "rgb_array" and self._views is not None:

@@ -220,12 +220,12 @@ def hold_still_actions(states, horizon: int) -> np.ndarray:
 
 
 def _simulate(specs, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run `EpisodeSpec`s (one size and horizon) in the simulator -> interaction frames uint8 (N, T+1, H, W, 3),
+    """Run `EpisodeSpec`s (one size and horizon) in the simulator -> camera frames uint8 (N, T+1, H, W, 3),
     actions float32 (N, T, 20) and the simulator's grippers view uint8 (N, T+1, H, W, 3)."""
     from wmgym.sim.episode import run_episode
 
     records = [run_episode(spec) for spec in tqdm(specs, desc=desc)]
-    return (np.stack([r.interaction for r in records]), np.stack([r.actions for r in records]).astype(np.float32),
+    return (np.stack([r.camera for r in records]), np.stack([r.actions for r in records]).astype(np.float32),
             np.stack([r.grippers for r in records]))
 
 

@@ -178,7 +178,7 @@ class IDMReplayPolicy(SequencePolicy):
         from wmgym.sim.episode import EpisodeSpec, run_episode
 
         h, w = frames.shape[1:3]
-        videos = [run_episode(EpisodeSpec(s.task, s.seed + self.reference_offset, "demo", 0.0, h, w, self.horizon)).interaction
+        videos = [run_episode(EpisodeSpec(s.task, s.seed + self.reference_offset, "demo", 0.0, h, w, self.horizon)).camera
                   for s in starts]  # (T+1, H, W, 3) each
         return np.stack([np.clip(self.idm.predict_episode(v), ACTION_LOW, ACTION_HIGH) for v in videos])
 

@@ -31,8 +31,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM
-from wmgym.data.store import EPISODE_STORE, HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS, EpisodeStore
-from wmgym.data.chunks import naming_damage
+from wmgym.data.store import CAMERA_KEY, EPISODE_STORE, HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS, EpisodeStore
 from wmgym.outputs import check_output, replace_directory, temporary_directory_beside
 from wmgym.writer_lock import WriterLock, lock_path
 
@@ -79,13 +78,11 @@ def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = Fal
     ends = store.episode_ends
     starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
     actions = np.empty((store.num_frames, ACTION_DIM), np.float32)
-    frames = store.root["data/camera0_rgb"]
     bar = tqdm(total=store.num_episodes, desc="pseudo-label", unit="episode", disable=not show_progress)
     for first in range(0, store.num_episodes, LABEL_BATCH_EPISODES):
         last = min(first + LABEL_BATCH_EPISODES, store.num_episodes)
         offset = int(starts[first])
-        with naming_damage(frames, slice(offset, int(ends[last - 1])), source, ends):
-            block = frames[offset: int(ends[last - 1])]  # (r, H, W, 3), whole episodes
+        block = store.read_frames(np.arange(first, last), [CAMERA_KEY])[0][CAMERA_KEY]  # (r, H, W, 3), whole episodes
         lengths = ends[first:last] - starts[first:last]
         rows = np.concatenate([np.arange(s - offset, e - offset - 1) for s, e in zip(starts[first:last], ends[first:last])])
         actions[offset + rows] = model.predict_transitions(block, rows, np.repeat(ends[first:last] - offset - 1, lengths - 1))

@@ -51,7 +51,7 @@ class EpisodeRecord:
     Attributes (T actions, T + 1 frames):
         spec: the spec that produced it.
         task_id: index of `spec.task` in `wmgym.sim.tasks.TASKS`.
-        interaction: (T+1, H, W, 3) uint8, the camera view.
+        camera: (T+1, H, W, 3) uint8, the camera view.
         static_scene: (T+1, H, W, 3) uint8, the start state without grippers, same camera.
         grippers: (T+1, H, W, 3) uint8, the grippers alone on black, same camera.
         eef_pos: (T+1, 2, 3) float32, gripper tool-centre positions in the world frame (metres).
@@ -70,7 +70,7 @@ class EpisodeRecord:
 
     spec: EpisodeSpec
     task_id: int
-    interaction: np.ndarray
+    camera: np.ndarray
     static_scene: np.ndarray
     grippers: np.ndarray
     eef_pos: np.ndarray
@@ -86,7 +86,7 @@ class EpisodeRecord:
 
     @property
     def num_frames(self) -> int:
-        return int(self.interaction.shape[0])
+        return int(self.camera.shape[0])
 
 
 @lru_cache(maxsize=4)
@@ -156,7 +156,7 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     return EpisodeRecord(
         spec=spec,
         task_id=TASKS.index(spec.task),
-        interaction=np.stack([v[0] for v in views]),
+        camera=np.stack([v[0] for v in views]),
         static_scene=np.stack([v[1] for v in views]),
         grippers=np.stack([v[2] for v in views]),
         eef_pos=poses[:, :, :3, 3].astype(np.float32),
@@ -209,7 +209,7 @@ def _proposal_actions(spec: EpisodeSpec) -> np.ndarray:
 
 
 def replay_actions(spec: EpisodeSpec, actions) -> np.ndarray:
-    """The interaction frames of `spec`'s start state driven by other `actions`.
+    """The camera frames of `spec`'s start state driven by other `actions`.
 
     The start state (cloth, colours, camera) is drawn exactly as `run_episode(spec)` draws it;
     then `actions` (T, 20) float32 replace the spec's policy, so replaying an episode's own
@@ -244,7 +244,7 @@ def simulate_episodes(specs, show_progress: bool = False, desc: str = "simulate"
     if len({(s.height, s.width, s.horizon) for s in specs}) != 1:
         raise ValueError("all specs must share height, width and horizon")
     records = [run_episode(spec) for spec in tqdm(specs, desc=desc, disable=not show_progress)]
-    return np.stack([r.interaction for r in records]), np.stack([r.actions for r in records]).astype(np.float32)
+    return np.stack([r.camera for r in records]), np.stack([r.actions for r in records]).astype(np.float32)
 
 
 def start_gripper_state(spec: EpisodeSpec):

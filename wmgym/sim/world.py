@@ -275,16 +275,16 @@ class FoldWorld:
             self._static_view = None
 
     def views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(interaction, static_scene, grippers), each (H, W, 3) uint8, pixel-aligned."""
+        """(camera, static_scene, grippers), each (H, W, 3) uint8, pixel-aligned."""
         self._sync_camera()
         faces = self.mesh.faces
         boxes = self._boxes()
         r = self.renderer
-        interaction = r.render(self.state.positions, faces, self.front_color, self.back_color, boxes)
+        camera = r.render(self.state.positions, faces, self.front_color, self.back_color, boxes)
         if self._static_view is None:
             self._static_view = r.render(self.start, faces, self.front_color, self.back_color, [])
         grippers = r.render(None, None, self.front_color, self.back_color, boxes, draw_table=False)
-        return interaction, self._static_view, grippers
+        return camera, self._static_view, grippers
 
     def render_goal(self) -> np.ndarray:
         """(H, W, 3) uint8: the goal configuration, no grippers, from the start camera."""

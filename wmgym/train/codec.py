@@ -226,7 +226,7 @@ def _load_frames(store: EpisodeStore, split: str, config: TrainCodecConfig, rng)
     """
     import torch
 
-    from wmgym.data.dataset import read_rows, split_episodes
+    from wmgym.data.dataset import split_episodes
 
     episodes = split_episodes(store.num_episodes, split, config.val_fraction, split_seed=0)
     rows = []
@@ -243,7 +243,7 @@ def _load_frames(store: EpisodeStore, split: str, config: TrainCodecConfig, rng)
             r = rng.choice(r, size=max(1, round(len(r) * config.max_frames / total)), replace=False)
         keep = np.zeros(store.num_frames, bool)
         keep[r] = True
-        frames.append(read_rows(store.root[f"data/{view}"], keep))
+        frames.append(store.read_rows(keep, [view])[view])
         view_ids.append(np.full(len(frames[-1]), v))
     return torch.from_numpy(np.concatenate(frames)), np.concatenate(view_ids)
 

@@ -49,23 +49,22 @@ def load_clips(store: EpisodeStore, indices: np.ndarray) -> EpisodeClips:
     """Read episodes `indices` of `store` (camera view, scores, widths, captions) into memory."""
     import torch
 
-    from wmgym.data.dataset import episode_rows, read_rows
+    from wmgym.data.store import CAMERA_KEY
     from wmgym.sim.gripper import GRASP_WIDTH
     from wmgym.sim.tasks import make_task
 
     indices = np.asarray(indices, np.int64)
-    keep, lengths = episode_rows(store, indices)
-    data, meta, attrs = store.root["data"], store.root["meta"], store.attrs
-    score = read_rows(data["score"], keep)
-    widths = np.minimum(read_rows(data["robot0_gripper_width"], keep)[:, 0], read_rows(data["robot1_gripper_width"], keep)[:, 0])
+    rows, lengths = store.read_frames(indices, [CAMERA_KEY, "score", "robot0_gripper_width", "robot1_gripper_width"])
+    attrs, score = store.attrs, rows["score"]
+    widths = np.minimum(rows["robot0_gripper_width"][:, 0], rows["robot1_gripper_width"][:, 0])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    task_ids = meta["episode_task_id"][:][indices]
+    task_ids = store.read_meta("episode_task_id", indices)
     tasks = [store.tasks[t] for t in task_ids]
     thresholds = np.repeat([make_task(t).success_threshold for t in tasks], lengths)
     now = (score >= thresholds) & (widths >= GRASP_WIDTH)  # the simulator's is_success, per frame
     done = np.concatenate([np.maximum.accumulate(now[s: s + n]) for s, n in zip(starts, lengths)]) if len(indices) else now
-    return EpisodeClips(frames=torch.from_numpy(read_rows(data["camera0_rgb"], keep)), starts=starts, lengths=lengths,
-                        done=done, success=meta["episode_success"][:][indices].astype(bool), tasks=tasks,
+    return EpisodeClips(frames=torch.from_numpy(rows[CAMERA_KEY]), starts=starts, lengths=lengths,
+                        done=done, success=store.read_meta("episode_success", indices).astype(bool), tasks=tasks,
                         captions=[attrs["episode_captions"][i] for i in indices],
                         goal_captions=[attrs["goal_captions"][i] for i in indices], indices=indices)
 
@@ -91,7 +90,7 @@ def task_captions(store: EpisodeStore) -> dict[str, str]:
     from wmgym.sim.tasks import make_task
 
     captions = {}
-    task_ids = store.root["meta/episode_task_id"][: store.num_episodes]
+    task_ids = store.read_meta("episode_task_id", np.arange(store.num_episodes))
     for task_id, caption in zip(task_ids, store.attrs["goal_captions"]):
         captions.setdefault(store.tasks[int(task_id)], caption)
     return {name: captions.get(name) or make_task(name).caption for name in store.tasks}

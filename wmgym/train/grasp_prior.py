@@ -59,7 +59,7 @@ class TrainGraspPriorConfig:
 def read_events(path: str, split: str, window: int, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """(features (e, window * 8 + 2) float32, held (e,) bool) of every close event of `split`
     of the store at `path`."""
-    from wmgym.data.dataset import HELD_KEYS, POSE_KEYS, episode_rows, read_rows, split_episodes
+    from wmgym.data.dataset import HELD_KEYS, POSE_KEYS, split_episodes
     from wmgym.data.store import EpisodeStore
     from wmgym.model.grasp_prior import WIDTH_COLUMNS, close_events, event_features
 
@@ -68,10 +68,10 @@ def read_events(path: str, split: str, window: int, val_fraction: float = 0.1) -
         raise ValueError(f"store {path} does not record the grippers' grasp state (robot{{0,1}}_held_particles); "
                          "regenerate it with the current `wmgym generate`")
     indices = split_episodes(store.num_episodes, split, val_fraction)
-    keep, lengths = episode_rows(store, indices)
-    poses = np.concatenate([read_rows(store.root[f"data/{k}"], keep).reshape(int(keep.sum()), -1).astype(np.float32)
-                            for k in POSE_KEYS], axis=1)  # (N, 8)
-    held = np.stack([read_rows(store.root[f"data/{k}"], keep) > 0 for k in HELD_KEYS], axis=1)  # (N, 2)
+    rows, lengths = store.read_frames(indices, [*POSE_KEYS, *HELD_KEYS])
+    n = int(lengths.sum())
+    poses = np.concatenate([rows[k].reshape(n, -1).astype(np.float32) for k in POSE_KEYS], axis=1)  # (N, 8)
+    held = np.stack([rows[k] > 0 for k in HELD_KEYS], axis=1)  # (N, 2)
     features, labels = [], []
     for start, length in zip(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths):
         episode, episode_held = poses[start: start + length], held[start: start + length]

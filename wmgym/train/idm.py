@@ -127,8 +127,8 @@ class _Transitions:
     def __init__(self, path: str, split: str, val_fraction: float, max_episodes: int | None, future_frames: int):
         import torch
 
-        from wmgym.data.dataset import episode_rows, read_rows, split_episodes
-        from wmgym.data.store import EpisodeStore
+        from wmgym.data.dataset import split_episodes
+        from wmgym.data.store import CAMERA_KEY, EpisodeStore
         from wmgym.policies.idm import future_rows
 
         store = EpisodeStore.open(path)
@@ -136,9 +136,8 @@ class _Transitions:
         if total == 0:
             raise ValueError(f"episode store {path} holds no episodes")
         self.episode_indices = split_episodes(total, split, val_fraction)
-        keep, lengths = episode_rows(store, self.episode_indices)
-        self.frames = torch.from_numpy(read_rows(store.root["data/camera0_rgb"], keep))
-        self.actions = torch.from_numpy(read_rows(store.root["data/action"], keep))
+        rows, lengths = store.read_frames(self.episode_indices, [CAMERA_KEY, "action"])
+        self.frames, self.actions = torch.from_numpy(rows[CAMERA_KEY]), torch.from_numpy(rows["action"])
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         # a transition starts at every row but an episode's last (its action row is padding)
         self.starts = np.concatenate([o + np.arange(n - 1) for o, n in zip(offsets, lengths)]) if len(lengths) else np.zeros(0, np.int64)

@@ -123,21 +123,21 @@ class ScoredFrames:
     """
 
     def __init__(self, path: str, split: str, val_fraction: float):
-        from wmgym.data.dataset import episode_rows, read_rows, split_episodes
-        from wmgym.data.store import EpisodeStore
+        from wmgym.data.dataset import split_episodes
+        from wmgym.data.store import CAMERA_KEY, EpisodeStore
 
         store = EpisodeStore.open(path)
         if store.num_episodes == 0:
             raise ValueError(f"episode store {path} holds no episodes")
         self.name = Path(path).name.removesuffix(".zarr")
         indices = split_episodes(store.num_episodes, split, val_fraction)
-        keep, lengths = episode_rows(store, indices)
-        self.frames = read_rows(store.root["data/camera0_rgb"], keep)
-        self.target = (1.0 - read_rows(store.root["data/score"], keep)).astype(np.float32)
+        rows, lengths = store.read_frames(indices, [CAMERA_KEY, "score"])
+        self.frames = rows[CAMERA_KEY]
+        self.target = (1.0 - rows["score"]).astype(np.float32)
         self.episode = np.repeat(np.arange(len(indices)), lengths)
         self.finals = np.cumsum(lengths) - 1
-        self.goals = store.root["meta/goal_rgb"][:][indices]
-        self.success = store.root["meta/episode_success"][:][indices].astype(bool)
+        self.goals = store.read_meta("goal_rgb", indices)
+        self.success = store.read_meta("episode_success", indices).astype(bool)
         self.height, self.width = store.height, store.width
 
     def __len__(self) -> int:

@@ -134,20 +134,20 @@ def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), 
     float32 (n, 20), from the episodes of `split` (the world model's split) whose kind is in
     `kinds` and, with `only_success`, that succeeded.
     """
-    from wmgym.data.dataset import read_rows, split_episodes
-    from wmgym.data.store import EpisodeStore
+    from wmgym.data.dataset import split_episodes
+    from wmgym.data.store import CAMERA_KEY, EpisodeStore
     from wmgym.sim.episode import EPISODE_KINDS
 
     store = EpisodeStore.open(path)
     if task not in store.tasks:
         raise ValueError(f"task {task!r} is not in {path} (it has {', '.join(store.tasks)})")
-    meta = store.root["meta"]
+    every = np.arange(store.num_episodes)
     chosen = np.zeros(store.num_episodes, dtype=bool)
     chosen[split_episodes(store.num_episodes, split)] = True
-    chosen &= meta["episode_task_id"][:] == store.tasks.index(task)
-    chosen &= np.isin(meta["episode_kind"][:], [EPISODE_KINDS.index(k) for k in kinds])
+    chosen &= store.read_meta("episode_task_id", every) == store.tasks.index(task)
+    chosen &= np.isin(store.read_meta("episode_kind", every), [EPISODE_KINDS.index(k) for k in kinds])
     if only_success:
-        chosen &= meta["episode_success"][:].astype(bool)
+        chosen &= store.read_meta("episode_success", every).astype(bool)
     if not chosen.any():
         raise ValueError(f"no {'/'.join(kinds)} episodes of {task} in the {split} split of {path}")
     ends = store.episode_ends
@@ -155,8 +155,8 @@ def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), 
     keep = np.zeros(int(ends[-1]), dtype=bool)
     for i in np.flatnonzero(chosen):
         keep[starts[i] : ends[i] - 1] = True  # every frame but the last has an action
-    data = store.root["data"]
-    frames, actions = read_rows(data["camera0_rgb"], keep), read_rows(data["action"], keep).astype(np.float32)
+    rows = store.read_rows(keep, [CAMERA_KEY, "action"])
+    frames, actions = rows[CAMERA_KEY], rows["action"].astype(np.float32)
     if n_stack > 1:
         frames = stack_frames(frames, (ends - starts - 1)[chosen], n_stack)
     return frames, actions
