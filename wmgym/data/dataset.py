@@ -71,11 +71,13 @@ class WindowDataset(torch.utils.data.Dataset):
         episode_lengths: frames (actions + 1) of each selected episode, in the order the
             rows of `frames` and `actions` hold them.
         window_offsets: (len(self),) the frame of its episode each window starts at.
-        frames, actions: uint8 (N, H, W, 3) and float32 (N, 20) rows of every selected episode
+        frames, actions: uint8 (N, H, W, 3) and float32 (N, A) rows of every selected episode
             (N frames; each episode's last action row is the store's padding).
         conditions: uint8 (N, V, H, W, 3) of the `views`, in their order, or None without views.
         poses, held: float32 (N, 8) and (N, 2), or None unless `poses` / `held`.
         height, width, tasks: from the store(s).
+        action_names: a robot store's names of its action values (None: WMFold-v0's 20).
+        camera: the name of the camera the frames come from (`EpisodeStore.camera`).
     """
 
     def __init__(self, path, num_actions: int = 4, split: str = "train",
@@ -97,9 +99,17 @@ class WindowDataset(torch.utils.data.Dataset):
                 raise ValueError(f"episode store {p} holds no episodes")
             if len(self.store_episodes) == 0:
                 self.height, self.width, self.tasks = store.height, store.width, store.tasks
+                self.action_names, self.camera = store.action_names, store.camera
             elif (store.height, store.width, tuple(store.tasks)) != (self.height, self.width, tuple(self.tasks)):
                 raise ValueError(f"store {p} has {store.height}x{store.width} frames and tasks {store.tasks}; "
                                  f"{paths[0]} has {self.height}x{self.width} and {self.tasks}")
+            elif store.action_names != self.action_names:
+                raise ValueError(f"store {p} has actions {store.action_names or 'of WMFold-v0'}; {paths[0]} has "
+                                 f"{self.action_names or 'those of WMFold-v0'}")
+            if store.is_robot and (views or poses or held):
+                raise ValueError(f"store {p} holds real robot data (wmgym import): it has no grippers view, pose "
+                                 "vector or grasp state to condition on; train without --condition-views, "
+                                 "--pose-conditioning and --held-conditioning")
             if held and not store.has_held_particles:
                 raise ValueError(f"store {p} does not record the grippers' grasp state (robot{{0,1}}_held_particles), "
                                  "which held=True needs; regenerate it with the current `wmgym generate`")

@@ -18,6 +18,19 @@ Layout (N frames over E episodes; an episode of T actions has T + 1 frames):
     meta/goal_rgb                    (E, H, W, 3) uint8
     root attrs: format_version, height, width, tasks, episode_captions, goal_captions
 
+A robot store (`wmgym import`, root attribute source: "robot"; `EpisodeStore.create_robot`)
+holds real robot episodes in the same frame of reference, fewer arrays:
+
+    data/camera0_rgb                 (N, H, W, 3) uint8    the camera a world model predicts
+    data/action                      (N, A) float32        the dataset's actions or converted ones
+    data/timestamp                   (N,) float64          seconds from the episode's start
+    data/task_id                     (N,) int16
+    data/state                       (N, S) float32        optional
+    meta/episode_ends, meta/episode_task_id, meta/episode_source_index (E,)
+    root attrs: source, format_version, height, width, tasks (task texts), action_names,
+    state_names (or null), episode_captions and goal_captions (the task text of each episode),
+    import (what `wmgym import` read and chose)
+
 `robot{0,1}_held_particles` (the simulator's grasp state, `EpisodeRecord.held_particles`) is
 optional: stores made before it was recorded lack it, still open, and take new episodes
 without it; a store that has it needs it in every record appended.
@@ -97,6 +110,21 @@ EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
 # Every array: zstd as before, then a crc32c checksum of each chunk; and every chunk written,
 # even an all-zero one (zarr skips those by default, so a lost file would read as zeros).
 _CHECKED = {"compressors": checksummed_codecs(), "config": {"write_empty_chunks": True}}
+ROBOT_FRAME_ARRAYS: dict[str, tuple[str, object]] = {
+    "camera0_rgb": ("uint8", _IMAGE),
+    "action": ("float32", "action_dim"),
+    "timestamp": ("float64", ()),
+    "task_id": ("int16", ()),
+}
+"""The per-frame arrays of a robot store (`wmgym import`): the one camera a world model predicts,
+the dataset's actions (any size, `action_names`), timestamps; "state" (`state_names`) is optional."""
+ROBOT_OPTIONAL_FRAME_ARRAYS: dict[str, tuple[str, object]] = {"state": ("float32", "state_dim")}
+ROBOT_EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
+    "episode_task_id": ("int16", ()),
+    "episode_source_index": ("int64", ()),
+}
+SOURCES = ("simulator", "robot")
+"""What a store holds (root attribute "source"; stores made before it are "simulator")."""
 ATTR_LISTS = ("episode_captions", "goal_captions")
 EPISODE_STORE = OutputKind("episode store", ("zarr.json",))  # what --overwrite may replace
 ROOT_ATTRS = ("format_version", "height", "width", "tasks") + ATTR_LISTS
@@ -121,6 +149,9 @@ class EpisodeStore:
         self.height = int(root.attrs["height"])
         self.width = int(root.attrs["width"])
         self.tasks = tuple(root.attrs["tasks"])
+        self.source = root.attrs.get("source", "simulator")
+        if self.source not in SOURCES:
+            raise ValueError(f"episode store {path} is malformed: source must be one of {SOURCES}, got {self.source!r}")
         self._ends = np.zeros(0, np.int64)
         self._lock = lock
 
@@ -155,6 +186,31 @@ class EpisodeStore:
             cls._create_arrays(root, height, width, tasks, attrs, has_held_particles)
         return cls(root, path, "a", lock)
 
+    @classmethod
+    def create_robot(cls, path, height: int, width: int, tasks, action_names, state_names=None,
+                     overwrite: bool = False, attrs: dict | None = None) -> "EpisodeStore":
+        """Make an empty robot store (`wmgym import`): camera frames (H, W, 3), actions of
+        len(`action_names`) values, timestamps and, with `state_names`, a state of that many
+        values; `tasks` are the dataset's task texts. Locking and `overwrite` as `create`."""
+        path = Path(path)
+        if height < 1 or width < 1:
+            raise ValueError(f"need height, width >= 1, got height={height}, width={width}")
+        if not action_names or not all(isinstance(n, str) for n in action_names):
+            raise ValueError(f"a robot store needs the names of its action values, got {action_names!r}")
+        tasks = list(tasks) or [""]
+        lock = WriterLock(path, "episode store").acquire()
+        with _released_on_error(lock, path):
+            root = cls._create_root(path, overwrite)
+            root.attrs.update({**(attrs or {}), "source": "robot", "format_version": FORMAT_VERSION,
+                               "height": int(height), "width": int(width), "tasks": tasks,
+                               "action_names": list(action_names),
+                               "state_names": None if state_names is None else list(state_names),
+                               "episode_captions": [], "goal_captions": []})
+            sizes = {"action_dim": len(action_names), "state_dim": 0 if state_names is None else len(state_names)}
+            frames = {**ROBOT_FRAME_ARRAYS, **(ROBOT_OPTIONAL_FRAME_ARRAYS if state_names is not None else {})}
+            cls._create_specs(root, frames, ROBOT_EPISODE_ARRAYS, height, width, sizes)
+        return cls(root, path, "a", lock)
+
     @staticmethod
     def _create_root(path: Path, overwrite: bool) -> zarr.Group:
         if path.exists():
@@ -172,11 +228,16 @@ class EpisodeStore:
                            "height": int(height), "width": int(width), "tasks": list(tasks),
                            "episode_captions": [], "goal_captions": []})
         frame_arrays = {**FRAME_ARRAYS, **(OPTIONAL_FRAME_ARRAYS if has_held_particles else {})}
-        for group, specs, rows in (("data", frame_arrays, CHUNK_ROWS),
-                                   ("meta", EPISODE_ARRAYS, CHUNK_EPISODES)):
+        EpisodeStore._create_specs(root, frame_arrays, EPISODE_ARRAYS, height, width, {})
+
+    @staticmethod
+    def _create_specs(root: zarr.Group, frame_arrays: dict, episode_arrays: dict, height: int, width: int,
+                      sizes: dict) -> None:
+        """Empty arrays for `frame_arrays` (under data/) and `episode_arrays` (under meta/), and meta/episode_ends."""
+        for group, specs, rows in (("data", frame_arrays, CHUNK_ROWS), ("meta", episode_arrays, CHUNK_EPISODES)):
             for name, (dtype, tail) in specs.items():
                 image = tail is _IMAGE
-                tail = (height, width, 3) if image else tail
+                tail = _tail(tail, height, width, sizes)
                 chunk = (CHUNK_FRAMES,) if image else (rows,)
                 root.create_array(f"{group}/{name}", shape=(0, *tail), dtype=dtype,
                                   chunks=chunk + tail, **_CHECKED)
@@ -223,6 +284,39 @@ class EpisodeStore:
         return self._ends.copy()
 
     @property
+    def is_robot(self) -> bool:
+        """True for a store of real robot data (`wmgym import`), False for a simulator store."""
+        return self.source == "robot"
+
+    @property
+    def action_names(self) -> list[str] | None:
+        """Names of the action values: a robot store's own, or None (a simulator store's are
+        `wmgym.actions.ACTION_NAMES`)."""
+        return list(self.root.attrs["action_names"]) if self.is_robot else None
+
+    @property
+    def camera(self) -> str:
+        """The name of the camera whose frames `data/camera0_rgb` holds: "camera" (the simulator's),
+        or the dataset's camera a robot store was imported from (root attribute "camera")."""
+        return str(self.root.attrs.get("camera", "camera"))
+
+    @property
+    def state_names(self) -> list[str] | None:
+        """Names of a robot store's state values (None: no state, or a simulator store)."""
+        names = self.root.attrs.get("state_names") if self.is_robot else None
+        return None if names is None else list(names)
+
+    def _specs(self) -> tuple[dict, dict, dict]:
+        """(frame arrays, optional frame arrays, episode arrays) of this store's kind, with their tails."""
+        if self.is_robot:
+            sizes = {"action_dim": len(self.root.attrs["action_names"]), "state_dim": len(self.state_names or ())}
+            frames, optional, episodes = ROBOT_FRAME_ARRAYS, ROBOT_OPTIONAL_FRAME_ARRAYS, ROBOT_EPISODE_ARRAYS
+        else:
+            sizes, frames, optional, episodes = {}, FRAME_ARRAYS, OPTIONAL_FRAME_ARRAYS, EPISODE_ARRAYS
+        resolve = lambda specs: {name: (dtype, _tail(tail, self.height, self.width, sizes)) for name, (dtype, tail) in specs.items()}
+        return resolve(frames), resolve(optional), resolve(episodes)
+
+    @property
     def has_held_particles(self) -> bool:
         """Whether the store records the grippers' grasp state (`robot{0,1}_held_particles`)."""
         return all(f"data/{name}" in self.root for name in OPTIONAL_FRAME_ARRAYS)
@@ -244,6 +338,8 @@ class EpisodeStore:
         (T+1, 2, 3), gripper_width (T+1, 2), held_particles (T+1, 2) int16 (None in a store
         without it), goal_rgb (H, W, 3), and caption, goal_caption, task, task_id, seed, kind,
         noise, success."""
+        if self.is_robot:
+            return self._read_robot_episode(i)
         rows = self.episode_slice(i)
         i %= self.num_episodes
         data = lambda name: self._read(f"data/{name}", rows)
@@ -265,6 +361,21 @@ class EpisodeStore:
             "noise": float(str(meta["episode_noise"])),
             "success": bool(meta["episode_success"]),
         }
+
+    def _read_robot_episode(self, i: int) -> dict:
+        """`read_episode` of a robot store: camera (T, H, W, 3) uint8, actions (T-1, A) (the
+        padding row dropped), state (T, S) or None, timestamps (T,), task, caption, goal_caption,
+        task_id, source_index."""
+        rows = self.episode_slice(i)
+        i %= self.num_episodes
+        data = lambda name: self._read(f"data/{name}", rows)
+        task_id = int(self._read("meta/episode_task_id", slice(i, i + 1))[0])
+        attrs = self.root.attrs
+        return {"camera": data(CAMERA_KEY), "actions": data("action")[:-1],
+                "state": data("state") if self.state_names is not None else None,
+                "timestamps": data("timestamp"), "task": self.tasks[task_id], "task_id": task_id,
+                "caption": attrs["episode_captions"][i], "goal_caption": attrs["goal_captions"][i],
+                "source_index": int(self._read("meta/episode_source_index", slice(i, i + 1))[0])}
 
     def _read(self, key: str, rows: slice) -> np.ndarray:
         """Rows `rows` of array `key`; a decode error becomes a ValueError naming the store,
@@ -318,7 +429,11 @@ class EpisodeStore:
         return out
 
     def read_record(self, i: int) -> EpisodeRecord:
-        """Episode `i` as the `EpisodeRecord` that was appended (task_id: index into `tasks`)."""
+        """Episode `i` as the `EpisodeRecord` that was appended (task_id: index into `tasks`).
+        A simulator store's only: a robot store has no simulator records (use `read_episode`)."""
+        if self.is_robot:
+            raise ValueError(f"{self.path} is a robot store (wmgym import): its episodes are not simulator "
+                             "records; read them with read_episode")
         ep = self.read_episode(i)
         spec = EpisodeSpec(task=ep["task"], seed=ep["seed"], kind=ep["kind"], noise=ep["noise"],
                            height=self.height, width=self.width, horizon=len(ep["actions"]))
@@ -339,12 +454,15 @@ class EpisodeStore:
         """
         where = f"episode store {self.path} is malformed"
         arrays = {}
-        optional = {f"data/{name}" for name in OPTIONAL_FRAME_ARRAYS}
+        frame_specs, optional_specs, episode_specs = self._specs()
+        optional = {f"data/{name}" for name in optional_specs}
         present = [key for key in sorted(optional) if key in self.root]
-        if present and len(present) != len(optional):
+        if present and len(present) != len(optional) and not self.is_robot:
             raise ValueError(f"{where}: has {present} but not {sorted(optional - set(present))}")
-        for group, specs in (("data", {**FRAME_ARRAYS, **OPTIONAL_FRAME_ARRAYS}),
-                             ("meta", {**EPISODE_ARRAYS, "episode_ends": ("int64", ())})):
+        if self.is_robot and (self.state_names is not None) != ("data/state" in self.root):
+            raise ValueError(f"{where}: attribute state_names and array data/state come together")
+        for group, specs in (("data", {**frame_specs, **optional_specs}),
+                             ("meta", {**episode_specs, "episode_ends": ("int64", ())})):
             for name, (dtype, tail) in specs.items():
                 key = f"{group}/{name}"
                 if key in optional and key not in self.root:
@@ -352,7 +470,6 @@ class EpisodeStore:
                 if key not in self.root:
                     raise ValueError(f"{where}: missing array {key!r}")
                 arr = self.root[key]
-                tail = (self.height, self.width, 3) if tail is _IMAGE else tail
                 if arr.dtype != np.dtype(dtype) or tuple(arr.shape[1:]) != tail:
                     raise ValueError(f"{where}: {key} should be (n, *{tail}) {dtype}, found "
                                      f"{tuple(arr.shape)} {arr.dtype}")
@@ -400,9 +517,10 @@ class EpisodeStore:
         for partial in self.path.rglob("*.partial"):  # temp files of an interrupted write
             partial.unlink(missing_ok=True)
         num_episodes, num_frames = self.num_episodes, self.num_frames
-        for name in (*FRAME_ARRAYS, *(OPTIONAL_FRAME_ARRAYS if self.has_held_particles else ())):
+        frame_specs, optional_specs, episode_specs = self._specs()
+        for name in (*frame_specs, *(name for name in optional_specs if f"data/{name}" in self.root)):
             self._resize(self._array(f"data/{name}"), num_frames)
-        for name in EPISODE_ARRAYS:
+        for name in episode_specs:
             self._resize(self._array(f"meta/{name}"), num_episodes)
         ends = self._array("meta/episode_ends")
         if ends.shape[0] > num_episodes:
@@ -425,6 +543,8 @@ class EpisodeStore:
                              "open it with mode='a' to append")
         if not records:
             return
+        if self.is_robot:
+            return self._append_robot(records)
         for record in records:
             self._check(record)
         n0, e0 = self.num_frames, self.num_episodes
@@ -454,6 +574,32 @@ class EpisodeStore:
             "episode_success": [bool(r.success) for r in records],
             "goal_rgb": [r.goal_image for r in records],
         }
+        self._write_blocks(frame_blocks, episode_blocks, [r.caption for r in records],
+                           [r.goal_caption for r in records], lengths)
+
+    def _append_robot(self, records) -> None:
+        """`append` of `RobotRecord`s to a robot store; a task text not yet in the store is added."""
+        for record in records:
+            self._check_robot(record)
+        new_tasks = [t for t in dict.fromkeys(r.task for r in records) if t not in self.tasks]
+        if new_tasks:  # before the data: a task id never points past the list
+            self.tasks = (*self.tasks, *new_tasks)
+            self.root.attrs["tasks"] = list(self.tasks)
+        task_ids = [self.tasks.index(r.task) for r in records]
+        frame_blocks = {CAMERA_KEY: [r.camera for r in records], "action": [r.actions for r in records],
+                        "timestamp": [r.timestamps for r in records],
+                        "task_id": [np.full(r.num_frames, t) for r, t in zip(records, task_ids)]}
+        if self.state_names is not None:
+            frame_blocks["state"] = [r.state for r in records]
+        episode_blocks = {"episode_task_id": task_ids, "episode_source_index": [r.source_index for r in records]}
+        captions = [r.task for r in records]
+        self._write_blocks(frame_blocks, episode_blocks, captions, captions,
+                           np.array([r.num_frames for r in records], np.int64))
+
+    def _write_blocks(self, frame_blocks: dict, episode_blocks: dict, captions: list, goal_captions: list,
+                      lengths: np.ndarray) -> None:
+        """Write the new episodes' arrays and caption lists, then commit them (`_write_episode_ends`)."""
+        n0, e0 = self.num_frames, self.num_episodes
         for group, blocks, start, stack in (("data", frame_blocks, n0, np.concatenate),
                                             ("meta", episode_blocks, e0, np.stack)):
             for name, parts in blocks.items():
@@ -462,10 +608,8 @@ class EpisodeStore:
                 self._resize(arr, start + len(values))
                 arr[start:] = values
         self.root.attrs.update({
-            "episode_captions": list(self.root.attrs["episode_captions"])[:e0]
-            + [r.caption for r in records],
-            "goal_captions": list(self.root.attrs["goal_captions"])[:e0]
-            + [r.goal_caption for r in records],
+            "episode_captions": list(self.root.attrs["episode_captions"])[:e0] + list(captions),
+            "goal_captions": list(self.root.attrs["goal_captions"])[:e0] + list(goal_captions),
         })
         new_ends = n0 + np.cumsum(lengths)
         self._write_episode_ends(e0, new_ends)
@@ -504,6 +648,33 @@ class EpisodeStore:
                              f"tasks {self.tasks}")
         if record.spec.kind not in EPISODE_KINDS:
             raise ValueError(f"episode kind {record.spec.kind!r} is not one of {EPISODE_KINDS}")
+
+
+    def _check_robot(self, record) -> None:
+        """Shapes of one `RobotRecord` against this robot store (ValueError saying which)."""
+        frames = record.num_frames
+        expected = {"camera": (frames, self.height, self.width, 3), "actions": (frames, len(self.action_names)),
+                    "timestamps": (frames,)}
+        if self.state_names is not None:
+            expected["state"] = (frames, len(self.state_names))
+        for name, shape in expected.items():
+            got = np.shape(getattr(record, name))
+            if got != shape:
+                raise ValueError(f"episode {record.source_index}: {name} has shape {got}, expected {shape} "
+                                 f"(store {self.path} is {self.height}x{self.width}, {len(self.action_names)} action values)")
+        if frames < 2:
+            raise ValueError(f"episode {record.source_index} has {frames} frame(s); an episode needs at least 2")
+        if not (np.isfinite(record.actions).all() and (record.state is None or np.isfinite(record.state).all())):
+            raise ValueError(f"episode {record.source_index} has non-finite actions or state")
+
+
+def _tail(tail, height: int, width: int, sizes: dict) -> tuple:
+    """The trailing shape of an array spec: (H, W, 3) for an image, (n,) for a named size, else as given."""
+    if tail is _IMAGE:
+        return (height, width, 3)
+    if isinstance(tail, str):
+        return (sizes[tail],)
+    return tuple(tail)
 
 
 @contextmanager

@@ -271,9 +271,9 @@ def _model_config(config: TrainWorldModelConfig, train_set: WindowDataset, codec
     mean, std, low, high = action_statistics(train_set)
     vectors = {**({"poses": pose_vector_spec(*pose_statistics(train_set))} if config.pose_conditioning else {}),
                **({"held": dict(HELD_VECTOR)} if config.held_conditioning else {})}
-    return WorldModelConfig(height=train_set.height, width=train_set.width, codec=codec.config(),
+    return WorldModelConfig(height=train_set.height, width=train_set.width, camera=train_set.camera, codec=codec.config(),
                             denoiser=asdict(denoiser), sampler=asdict(sampler), action_mean=mean, action_std=std,
-                            action_min=low, action_max=high, action_names=list(ACTION_NAMES) if len(mean) == len(ACTION_NAMES) else None,
+                            action_min=low, action_max=high, action_names=train_set.action_names or list(ACTION_NAMES),
                             condition_views=tuple(config.condition_views),
                             condition_vectors=vectors,
                             prediction=config.prediction)
