@@ -23,8 +23,8 @@ def record(index: int, frames: int, task: str = "put the cup in the sink", size=
                        state=rng.normal(size=(frames, 7)).astype(np.float32) if state else None)
 
 
-def robot_store(path, records, state: bool = True) -> EpisodeStore:
-    store = EpisodeStore.create_robot(path, 16, 24, tasks=["put the cup in the sink"], action_names=NAMES,
+def robot_store(path, records, state: bool = True, size=(16, 24)) -> EpisodeStore:
+    store = EpisodeStore.create_robot(path, *size, tasks=["put the cup in the sink"], action_names=NAMES,
                                       state_names=[f"s{i}" for i in range(7)] if state else None,
                                       attrs={"camera": "observation.images.image_0"})
     store.append(records)

@@ -547,7 +547,6 @@ class EpisodeStore:
             return self._append_robot(records)
         for record in records:
             self._check(record)
-        n0, e0 = self.num_frames, self.num_episodes
         lengths = np.array([r.num_frames for r in records], np.int64)
         task_ids = [self.tasks.index(r.spec.task) for r in records]
         hold = [_hold_action(r.gripper_width[-1]) for r in records]

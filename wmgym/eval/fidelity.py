@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from wmgym.eval.common import batched_rollouts, finish_plot, lpips_by_step, lpips_head, write_grid, write_rollouts
 from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.image_metrics import psnr, psnr_from_mse, ssim
 from wmgym.train.checkpoint import write_text_atomic
@@ -84,7 +85,12 @@ def swap_controllability(model: torch.Tensor, swapped: torch.Tensor, original: t
 
 # ---------------------------------------------------------------- the run
 def evaluate(config: EvalConfig) -> dict:
-    """Run every measurement of `config`; returns the metrics (also written to `out/metrics.json`)."""
+    """Run every measurement of `config`; returns the metrics (also written to `out/metrics.json`).
+    With `config.data`, the held-out real episodes of a robot store (`wmgym.eval.robot`)."""
+    if config.data is not None:
+        from wmgym.eval.robot import evaluate_robot
+
+        return evaluate_robot(config)
     from wmgym.data.generate import plan_episodes
     from wmgym.envs.bundle import Bundle
     from wmgym.model.world_model import WorldModel
@@ -115,15 +121,15 @@ def evaluate(config: EvalConfig) -> dict:
     states = [start_gripper_state(s) for s in specs] if conditioned else None
     views = _gripper_conditions(model, states, actions, height, width, sim_grippers) if conditioned else None
     null_views = _gripper_conditions(model, states, hold_still_actions(states, config.horizon), height, width) if conditioned else None
-    predicted = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=views, desc="world model")
-    null = _rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=null_views, drop_actions=True,
+    predicted = batched_rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=views, desc="world model")
+    null = batched_rollouts(model, truth[:, :1], actions, config.batch_size, config.seed, conditions=null_views, drop_actions=True,
                      desc="null action")
     copy_first = truth_t[:, :1].expand(-1, config.horizon, -1, -1, -1)
     target = truth_t[:, 1:]
-    lpips_head = _lpips(config)
-    metrics["lpips_pretrained"] = lpips_head.is_pretrained
+    lpips_model = lpips_head(config.lpips_fallback, config.device)
+    metrics["lpips_pretrained"] = lpips_model.is_pretrained
     for name, frames in (("", predicted), ("_copy_first", copy_first), ("_null_action", null)):
-        by_step = {"psnr": psnr(frames, target), "ssim": ssim(frames, target), "lpips": _lpips_by_step(lpips_head, frames, target)}
+        by_step = {"psnr": psnr(frames, target), "ssim": ssim(frames, target), "lpips": lpips_by_step(lpips_model, frames, target)}
         for metric, values in by_step.items():  # values (N, T)
             metrics[f"{metric}{name}_by_step"] = values.mean(0).tolist()
             metrics[f"{metric}{name}_mean"] = float(values.mean())
@@ -143,7 +149,7 @@ def evaluate(config: EvalConfig) -> dict:
     swap_actions = np.tile(actions[:k], (k, 1, 1))  # row i*k + j: actions j
     swap_views = (_gripper_conditions(model, [states[i] for i in range(k) for _ in range(k)], swap_actions, height, width)
                   if conditioned else None)  # row i*k + j: start i's grippers driven by actions j
-    model_swaps = _rollouts(model, starts, swap_actions, config.batch_size, config.seed, conditions=swap_views,
+    model_swaps = batched_rollouts(model, starts, swap_actions, config.batch_size, config.seed, conditions=swap_views,
                             desc="world model (swaps)")
     model_swaps = model_swaps.reshape(k, k, *model_swaps.shape[1:])
     swapped_t = torch.from_numpy(swapped[:, :, 1:]).to(model.device)
@@ -156,7 +162,7 @@ def evaluate(config: EvalConfig) -> dict:
     long_truth, long_actions, long_grippers = _simulate(long_specs, "simulator (long)")
     long_views = (_gripper_conditions(model, [start_gripper_state(s) for s in long_specs], long_actions, height, width,
                                       long_grippers) if conditioned else None)
-    long_predicted = _rollouts(model, long_truth[:, :1], long_actions, config.batch_size, config.seed, conditions=long_views,
+    long_predicted = batched_rollouts(model, long_truth[:, :1], long_actions, config.batch_size, config.seed, conditions=long_views,
                                desc="world model (long)")
     long_target = torch.from_numpy(long_truth[:, 1:]).to(model.device)
     long_psnr = psnr(long_predicted, long_target).mean(0)
@@ -179,7 +185,7 @@ def evaluate(config: EvalConfig) -> dict:
         curve = []
         settings = [(n, g) for g in config.curve_guidance for n in config.curve_num_steps]
         for n, g in tqdm(settings, desc="quality-speed curve"):
-            frames = _rollouts(model, truth[:c, :1], actions[:c], config.batch_size, config.seed,
+            frames = batched_rollouts(model, truth[:c, :1], actions[:c], config.batch_size, config.seed,
                                conditions=None if views is None else views.rows(slice(0, c)), num_steps=n, guidance_scale=g,
                                desc=None)
             curve.append({"num_steps": n, "guidance_scale": g, "psnr_mean": float(psnr(frames, target[:c]).mean()),
@@ -191,8 +197,8 @@ def evaluate(config: EvalConfig) -> dict:
 
     # ---- pictures and the report
     _plot_by_step(out, metrics)
-    _write_grid(out / "swap_grid.png", model_swaps[:, :, -1].cpu().numpy(), swapped[:, :, -1])
-    _write_rollouts(out / "rollouts.png", truth, predicted.cpu().numpy(), specs, rows=min(6, config.episodes))
+    write_grid(out / "swap_grid.png", model_swaps[:, :, -1].cpu().numpy(), swapped[:, :, -1])
+    write_rollouts(out / "rollouts.png", truth, predicted.cpu().numpy(), rows=min(6, config.episodes))
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     write_text_atomic(out / "report.md", _report(metrics, config))
     return metrics
@@ -241,31 +247,6 @@ def _gripper_conditions(model, states, actions: np.ndarray, height: int, width: 
 
 
 @torch.no_grad()
-def _rollouts(model, starts: np.ndarray, actions: np.ndarray, batch_size: int, seed: int, desc: str | None = None,
-              conditions=None, **kwargs) -> torch.Tensor:
-    """`model.rollout` in batches: starts uint8 (N, 1, H, W, 3), actions (N, T, 20) and, for a conditioned
-    model, `_gripper_conditions`' `Conditions` (N, T+1) -> uint8 (N, T, H, W, 3) on the model's device.
-    Batch i draws its noise from a generator seeded (seed, i)."""
-    parts = []
-    for i, first in enumerate(tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None)):
-        generator = torch.Generator(device=model.device).manual_seed(seed * 1_000_003 + i)
-        rows = slice(first, first + batch_size)
-        parts.append(model.rollout(starts[rows], actions[rows], generator=generator,
-                                   conditions=None if conditions is None else conditions.rows(rows), **kwargs))
-    return torch.cat(parts)
-
-
-def _lpips(config: EvalConfig):
-    from wmgym.rewards.lpips_head import LPIPSHead
-
-    return LPIPSHead(net="alex", allow_offline_fallback=config.lpips_fallback, device=config.device)
-
-
-def _lpips_by_step(head, frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    n, t = frames.shape[:2]
-    flat = lambda x: x.reshape(n * t, *x.shape[2:]).contiguous()
-    distances = [head.distance(a, b) for a, b in zip(flat(frames).split(256), flat(target).split(256))]
-    return torch.cat(distances).reshape(n, t).to(frames.device)
 
 
 def _targets(m: dict) -> list[dict]:
@@ -298,7 +279,7 @@ def _plot_by_step(out: Path, m: dict) -> None:
         for key, name in (("", "world model"), ("_null_action", "same model, null actions"), ("_copy_first", "first frame copied")):
             ax.plot(steps, m[f"{metric}{key}_by_step"], marker="o", markersize=3, label=name)
         ax.set(xlabel="step", ylabel=label, title=f"{metric.upper()} by step ({m['episodes']} held-out episodes)")
-        _finish(fig, ax, out / f"{metric}_by_step.png")
+        finish_plot(fig, ax, out / f"{metric}_by_step.png")
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
     steps = np.arange(1, len(m["psnr_by_step_long"]) + 1)
     ax.plot(steps, m["psnr_by_step_long"], marker="o", markersize=2, label="world model (sliding window)")
@@ -306,7 +287,7 @@ def _plot_by_step(out: Path, m: dict) -> None:
     ax.axvline(16, color="gray", ls="--", lw=0.8)
     ax.axvline(32, color="gray", ls="--", lw=0.8)
     ax.set(xlabel="step", ylabel="PSNR (dB)", title="Long rollouts")
-    _finish(fig, ax, out / "psnr_by_step_long.png")
+    finish_plot(fig, ax, out / "psnr_by_step_long.png")
     if "quality_speed" in m:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
         for g in sorted({p["guidance_scale"] for p in m["quality_speed"]}):
@@ -316,55 +297,7 @@ def _plot_by_step(out: Path, m: dict) -> None:
                 ax.annotate(f"{p['num_steps']}", (p["env_steps_per_s"], p["psnr_mean"]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
         ax.set(xlabel="env steps/s (16 vector envs)", ylabel="PSNR mean (dB)", title="Quality vs speed (labels: sampler steps)")
-        _finish(fig, ax, out / "quality_speed.png")
-
-
-def _finish(fig, ax, path: Path) -> None:
-    """Grid, legend, layout; save the figure to `path` and free it."""
-    import matplotlib.pyplot as plt
-
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _write_grid(path: Path, model_last: np.ndarray, sim_last: np.ndarray, gap: int = 2) -> None:
-    """K x K grid of last frames, world model | simulator; row i = start i, column j = actions of j."""
-    import imageio.v3 as iio
-
-    def grid(frames):  # (K, K, H, W, 3)
-        k, _, h, w, _ = frames.shape
-        canvas = np.full((k * (h + gap) - gap, k * (w + gap) - gap, 3), 255, np.uint8)
-        for i in range(k):
-            for j in range(k):
-                canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = frames[i, j]
-        return canvas
-
-    left, right = grid(model_last), grid(sim_last)
-    spacer = np.full((left.shape[0], 4 * gap, 3), 255, np.uint8)
-    iio.imwrite(path, np.concatenate([left, spacer, right], axis=1))
-
-
-def _write_rollouts(path: Path, truth: np.ndarray, predicted: np.ndarray, specs, rows: int, gap: int = 2) -> None:
-    """For `rows` episodes, simulator over world model at steps 0, T/4, T/2, 3T/4, T."""
-    import imageio.v3 as iio
-
-    t = predicted.shape[1]
-    steps = sorted({0, t // 4, t // 2, 3 * t // 4, t})
-    h, w = truth.shape[2:4]
-    lines = []
-    for i in range(rows):
-        sim = [truth[i, s] for s in steps]
-        gen = [truth[i, 0] if s == 0 else predicted[i, s - 1] for s in steps]
-        for frames in (sim, gen):
-            line = np.full((h, len(steps) * (w + gap) - gap, 3), 255, np.uint8)
-            for c, frame in enumerate(frames):
-                line[:, c * (w + gap) : c * (w + gap) + w] = frame
-            lines.append(line)
-        lines.append(np.full((3 * gap, lines[-1].shape[1], 3), 255, np.uint8))
-    iio.imwrite(path, np.concatenate(lines[:-1], axis=0))
+        finish_plot(fig, ax, out / "quality_speed.png")
 
 
 def _report(m: dict, config: EvalConfig) -> str:

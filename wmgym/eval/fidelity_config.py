@@ -8,14 +8,20 @@ from dataclasses import dataclass
 
 @dataclass
 class EvalConfig:
-    """Measure how faithfully a WMFold-v0 bundle's world model follows the simulator, and how fast it runs.
+    """Measure how faithfully a world model follows the simulator (a WMFold-v0 bundle) or held-out real episodes (--data).
 
     From held-out simulator episodes: frame fidelity by step against two baselines, whether the
     model obeys the actions (the action cross-swap), long rollouts past the training window, and
     env steps per second. Writes metrics.json, report.md and plots to `--out`."""
 
     checkpoint: str = "default"
-    """Bundle directory, or "default" for the one shipped in wmgym/assets/wmfold."""
+    """Bundle directory, or "default" for the one shipped in wmgym/assets/wmfold (with --data: a
+    robot bundle, a train-wm run or a saved world model)."""
+    data: str | None = None
+    """A robot store (`wmgym import`): measure on its held-out real episodes instead of the simulator
+    (PSNR/SSIM/LPIPS by step against copying and null actions, and the swap test; `wmgym.eval.robot`)."""
+    val_fraction: float = 0.1
+    """With --data: the fraction of the store's episodes held out (0.1, split seed 0: the episodes `wmgym train-wm` validates on)."""
     out: str = "eval"
     """Output directory (metrics.json, report.md, *.png)."""
     episodes: int = 48
