@@ -128,3 +128,23 @@ def test_a_world_model_trains_on_a_robot_store_with_its_action_spec(tmp_path):
     assert spec["camera"] == {"observation.images.image_0": (16, 24, 3)} and spec["vectors"] == {}
     frames = torch.zeros(1, 1, 16, 24, 3, dtype=torch.uint8)
     assert model.rollout(frames, torch.zeros(1, 2, 7), generator=torch.Generator().manual_seed(0)).shape == (1, 2, 16, 24, 3)
+
+
+def test_a_codec_trains_on_a_robot_stores_camera(tmp_path):
+    import json
+
+    from wmgym.train.codec import TrainCodecConfig, load_codec, train_codec
+
+    robot_store(tmp_path / "r.zarr", [record(i, 6) for i in range(6)])
+    out = train_codec(TrainCodecConfig(data=str(tmp_path / "r.zarr"), out=str(tmp_path / "codec"), steps=2, batch_size=4,
+                                       block_out_channels=(8, 8), norm_num_groups=4, latent_channels=2, val_frames=4,
+                                       checkpoint_every=2, device="cpu"))
+    saved = json.loads((out / "config.json").read_text())
+    assert tuple(saved["training"]["config"]["views"]) == ("camera0_rgb",)  # a robot store has one image array
+    assert load_codec(out).encode(torch_frames(2)).shape[-2:] == (8, 12)  # 16x24 halved once
+
+
+def torch_frames(n: int):
+    import torch
+
+    return torch.zeros(n, 3, 16, 24)

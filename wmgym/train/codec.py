@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.data.store import FRAME_ARRAYS, EpisodeStore
+from wmgym.data.store import CAMERA_KEY, FRAME_ARRAYS, ROBOT_FRAME_ARRAYS, EpisodeStore
 from wmgym.model.model_files import MODEL_DIRECTORY
 from wmgym.outputs import check_output, recover_directory, replace_directory, temporary_directory_beside
 from wmgym.train.checkpoint import check_resume_config, flatten_optimizer, read_json, run_lock, section, unflatten_optimizer
@@ -77,8 +77,9 @@ class TrainCodecConfig:
     """ResNet layers per level."""
     norm_num_groups: int = 8
     """GroupNorm groups (must divide every width)."""
-    views: tuple[str, ...] = ("camera0_rgb", STATIC_VIEW, "grippers_rgb")
-    """Store image arrays to train on; the world model encodes all three."""
+    views: tuple[str, ...] | None = None
+    """Store image arrays to train on (None: every image array of the store: a simulator store's
+    three views, which a conditioned world model all encodes, or a robot store's camera)."""
     val_fraction: float = 0.1
     """Fraction of episodes held out (split seed 0, as `WindowDataset`)."""
     val_frames: int = 256
@@ -108,6 +109,11 @@ class TrainCodecConfig:
 def train_codec(config: TrainCodecConfig) -> Path:
     """Train (or resume) a codec, write the checkpoint directory `config.out`, return its path.
     Holds the writer lock of `config.out` throughout, so a second run on it refuses."""
+    if config.views is None:
+        from dataclasses import replace
+
+        store = EpisodeStore.open(config.data)
+        config = replace(config, views=(CAMERA_KEY,) if store.is_robot else ("camera0_rgb", STATIC_VIEW, "grippers_rgb"))
     _check_config(config)
     with run_lock(config.out):
         return _train_locked(config)
@@ -187,7 +193,7 @@ def _train_locked(config: TrainCodecConfig) -> Path:
 
 
 def _check_config(config: TrainCodecConfig) -> None:
-    images = [name for name, (_, tail) in FRAME_ARRAYS.items() if tail == "image"]
+    images = [name for name, (_, tail) in {**FRAME_ARRAYS, **ROBOT_FRAME_ARRAYS}.items() if tail == "image"]
     if not config.views or any(view not in images for view in config.views):
         raise ValueError(f"views must name image arrays of the store {images}, got {config.views}")
     for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_frames"):
