@@ -16,6 +16,7 @@ import tyro
 
 from wmgym.data.generate import GenerateConfig
 from wmgym.data.imagine import ImagineConfig
+from wmgym.data.robot_import import ImportConfig
 from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.eval.policies import EvalPoliciesConfig
 from wmgym.policies.plan_config import PlanConfig
@@ -28,9 +29,9 @@ from wmgym.train.videoclip import TrainVideoCLIPConfig
 from wmgym.train.wm_config import TrainWorldModelConfig
 from wmgym.writer_lock import WriterLockError
 
-DESCRIPTION = ("A learned simulator for bimanual cloth folding: generate episodes in the cloth simulator, train a world "
-               "model and its reward models on them, bundle them as the WMFold-v0 environment, then measure it against "
-               "the simulator and plan or train policies in it.")
+DESCRIPTION = ("A learned simulator for bimanual cloth folding: generate episodes in the cloth simulator (or import "
+               "a real robot's LeRobot or UMI data), train a world model and its reward models on them, bundle them as "
+               "the WMFold-v0 environment, then measure it against the simulator and plan or train policies in it.")
 
 
 def _when_run(target: str) -> Callable:
@@ -150,7 +151,8 @@ def rollout(config: RolloutConfig) -> str:
 
 @dataclass
 class BundleConfig:
-    """Assemble a WMFold-v0 checkpoint bundle: world model, VideoCLIP, start and goal banks."""
+    """Assemble a checkpoint bundle: WMFold-v0's (world model, VideoCLIP, simulator start and goal banks) or, with
+    --data, a robot bundle for wmgym/WorldModel-v0 (world model, start and goal frames of held-out robot episodes)."""
 
     world_model: str
     """A `wmgym train-wm` run directory (its newest checkpoint), a checkpoint directory, or a saved model."""
@@ -162,7 +164,8 @@ class BundleConfig:
     lpips: str | None = None
     """A `wmgym train-lpips` output directory (the simulator-calibrated LPIPS, reward "lpips-calibrated")."""
     num_start_frames: int = 64
-    """States in the start bank (start frame i is SimFold-v0's reset(seed=bank_seed + i))."""
+    """States in the start bank (WMFold-v0: start frame i is SimFold-v0's reset(seed=bank_seed + i); with --data: at
+    most this many of the store's validation episodes)."""
     bank_seed: int = 1_000_000
     """Seed of the first bank state."""
     made_with: str = ""
@@ -173,11 +176,28 @@ class BundleConfig:
     """Action guidance saved as the bundle's default (None: the trained model's)."""
     overwrite: bool = False
     """Replace an existing bundle at --out (atomically: the old one stays whole until the new one is complete)."""
+    data: str | None = None
+    """A robot store (`wmgym import`) the world model was trained on: makes a robot bundle for wmgym/WorldModel-v0,
+    its start and goal frames the first and last frames of the store's validation episodes (at most --num-start-frames;
+    --videoclip, --lpips and --bank-seed are WMFold-v0's and refused with it). A simulator store is refused: without
+    --data the WMFold-v0 bundle renders its banks with the simulator."""
 
 
 def bundle(config: BundleConfig) -> str:
     from wmgym.envs.bundle import make_bundle
 
+    if config.data is not None:
+        from wmgym.envs.robot_bundle import make_robot_bundle
+
+        wmfold_only = [name for name, given in (("--videoclip", config.videoclip is not None), ("--lpips", config.lpips is not None),
+                                                ("--bank-seed", config.bank_seed != 1_000_000)) if given]
+        if wmfold_only:
+            raise ValueError(f"{', '.join(wmfold_only)}: WMFold-v0 bundle options, not for a robot bundle (--data)")
+        path = make_robot_bundle(config.out, config.world_model, config.data, num_start_frames=config.num_start_frames,
+                                 overwrite=config.overwrite, made_with=config.made_with, num_steps=config.num_steps,
+                                 guidance_scale=config.guidance_scale)
+        print(f"robot bundle -> {path} (gym.make('wmgym/WorldModel-v0', checkpoint={str(path)!r}))")
+        return str(path)
     path = make_bundle(config.out, config.world_model, config.videoclip, config.num_start_frames, config.bank_seed, config.made_with,
                        config.num_steps, config.guidance_scale, config.lpips, overwrite=config.overwrite)
     print(f"bundle -> {path}")
@@ -203,7 +223,8 @@ def verify(config: VerifyConfig) -> None:
         raise ValueError(report.summary())
 
 
-COMMANDS = {"generate": (GenerateConfig, _when_run("wmgym.data.generate:generate")), "show": (ShowConfig, show),
+COMMANDS = {"generate": (GenerateConfig, _when_run("wmgym.data.generate:generate")),
+            "import": (ImportConfig, _when_run("wmgym.data.robot_import:import_dataset")), "show": (ShowConfig, show),
             "rollout": (RolloutConfig, rollout),
             "train-codec": (TrainCodecConfig, _when_run("wmgym.train.codec:train_codec")),
             "train-wm": (TrainWorldModelConfig, _when_run("wmgym.train.world_model:train_world_model")),

@@ -105,6 +105,9 @@ class Bundle:
             raise ValueError(f"{path} is not valid JSON ({error}); remake the bundle with `wmgym bundle`") from None
         if not isinstance(meta, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(meta).__name__}")
+        if meta.get("kind", "wmfold") != "wmfold":
+            raise ValueError(f"{directory} is a {meta['kind']} bundle (wmgym bundle --data), not a WMFold-v0 bundle: "
+                             f"open it with gym.make('wmgym/WorldModel-v0', checkpoint={str(directory)!r})")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, this wmgym reads {FORMAT_VERSION}")
         try:
