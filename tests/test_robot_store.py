@@ -141,6 +141,8 @@ def test_a_codec_trains_on_a_robot_stores_camera(tmp_path):
                                        checkpoint_every=2, device="cpu"))
     saved = json.loads((out / "config.json").read_text())
     assert tuple(saved["training"]["config"]["views"]) == ("camera0_rgb",)  # a robot store has one image array
+    last = saved["training"]["val"][-1]
+    assert 0 < last["psnr_downsample"] < 100 and 0 < last["psnr"] < 100  # the codec beside plain downsampling
     assert load_codec(out).encode(torch_frames(2)).shape[-2:] == (8, 12)  # 16x24 halved once
 
 

@@ -181,6 +181,8 @@ class BundleConfig:
     its start and goal frames the first and last frames of the store's validation episodes (at most --num-start-frames;
     --videoclip, --lpips and --bank-seed are WMFold-v0's and refused with it). A simulator store is refused: without
     --data the WMFold-v0 bundle renders its banks with the simulator."""
+    val_fraction: float = 0.1
+    """With --data: the fraction of the store's episodes held out, as `wmgym train-wm --val-fraction` held them out."""
 
 
 def bundle(config: BundleConfig) -> str:
@@ -194,7 +196,7 @@ def bundle(config: BundleConfig) -> str:
         if wmfold_only:
             raise ValueError(f"{', '.join(wmfold_only)}: WMFold-v0 bundle options, not for a robot bundle (--data)")
         path = make_robot_bundle(config.out, config.world_model, config.data, num_start_frames=config.num_start_frames,
-                                 overwrite=config.overwrite, made_with=config.made_with, num_steps=config.num_steps,
+                                 val_fraction=config.val_fraction, overwrite=config.overwrite, made_with=config.made_with, num_steps=config.num_steps,
                                  guidance_scale=config.guidance_scale)
         print(f"robot bundle -> {path} (gym.make('wmgym/WorldModel-v0', checkpoint={str(path)!r}))")
         return str(path)

@@ -21,7 +21,7 @@ class EvalConfig:
     """A robot store (`wmgym import`): measure on its held-out real episodes instead of the simulator
     (PSNR/SSIM/LPIPS by step against copying and null actions, and the swap test; `wmgym.eval.robot`)."""
     val_fraction: float = 0.1
-    """With --data: the fraction of the store's episodes held out (0.1, split seed 0: the episodes `wmgym train-wm` validates on)."""
+    """With --data: the fraction of the store's episodes held out (split seed 0), as `wmgym train-wm --val-fraction` held them out."""
     out: str = "eval"
     """Output directory (metrics.json, report.md, *.png)."""
     episodes: int = 48

@@ -109,11 +109,6 @@ class TrainCodecConfig:
 def train_codec(config: TrainCodecConfig) -> Path:
     """Train (or resume) a codec, write the checkpoint directory `config.out`, return its path.
     Holds the writer lock of `config.out` throughout, so a second run on it refuses."""
-    if config.views is None:
-        from dataclasses import replace
-
-        store = EpisodeStore.open(config.data)
-        config = replace(config, views=(CAMERA_KEY,) if store.is_robot else ("camera0_rgb", STATIC_VIEW, "grippers_rgb"))
     _check_config(config)
     with run_lock(config.out):
         return _train_locked(config)
@@ -132,6 +127,11 @@ def _train_locked(config: TrainCodecConfig) -> Path:
     exists = check_output(out, MODEL_DIRECTORY, config.resume or config.overwrite,
                           hint="pass --resume to continue it or --overwrite to replace it")
     store = EpisodeStore.open(config.data)
+    if config.views is None:  # the store's image arrays
+        from dataclasses import replace
+
+        config = replace(config, views=(CAMERA_KEY,) if store.is_robot else ("camera0_rgb", STATIC_VIEW, "grippers_rgb"))
+        _check_config(config)
     rng = np.random.default_rng(config.seed)
     train_frames, _ = _load_frames(store, "train", config, rng)
     val_frames, val_views = _load_frames(store, "val", config, None)
@@ -187,6 +187,7 @@ def _train_locked(config: TrainCodecConfig) -> Path:
     if training["val"]:
         last = training["val"][-1]
         print(f"codec {out}: step {last['step']}, held-out PSNR {last['psnr']:.2f} dB "
+              f"(plain {codec.downsample}x downsampling: {last['psnr_downsample']:.2f} dB) "
               f"({', '.join(f'{v} {p:.2f}' for v, p in last['psnr_by_view'].items())}), "
               f"{training['seconds'] / max(training['step'], 1):.3f} s/step")
     return out
@@ -194,7 +195,7 @@ def _train_locked(config: TrainCodecConfig) -> Path:
 
 def _check_config(config: TrainCodecConfig) -> None:
     images = [name for name, (_, tail) in {**FRAME_ARRAYS, **ROBOT_FRAME_ARRAYS}.items() if tail == "image"]
-    if not config.views or any(view not in images for view in config.views):
+    if config.views is not None and (not config.views or any(view not in images for view in config.views)):
         raise ValueError(f"views must name image arrays of the store {images}, got {config.views}")
     for name in ("steps", "batch_size", "log_every", "checkpoint_every", "val_frames"):
         if getattr(config, name) < 1:
@@ -271,21 +272,28 @@ def _set_latent_statistics(codec, frames, device, batch: int = 64) -> None:
 
 
 def _validate(codec, frames, view_ids: np.ndarray, views, batch: int = 64) -> dict:
-    """Mean per-frame PSNR (dB, uint8 frames as the world model decodes them), overall and by view."""
+    """Mean per-frame PSNR (dB, uint8 frames as the world model decodes them), overall and by view,
+    and `psnr_downsample`: the same frames shrunk by the codec's factor (area) and scaled back
+    (bilinear), the plain-downsampling baseline at the latent grid's resolution."""
     import torch
+    import torch.nn.functional as F
 
     from wmgym.image_metrics import psnr_from_mse
 
     device = next(codec.parameters()).device
-    psnr = []
+    psnr, plain = [], []
     for i in range(0, len(frames), batch):
         x = frames[i: i + batch].to(device)
+        target = x.permute(0, 3, 1, 2).float()
         with torch.no_grad():
             y = ((codec.decode(codec.encode(_to_model(x, device))).clamp(-1, 1) + 1) * 127.5).round()
-        psnr.append(psnr_from_mse(((y - x.permute(0, 3, 1, 2).float()) ** 2).mean(dim=(1, 2, 3))).cpu())
+        small = F.interpolate(target, scale_factor=1 / codec.downsample, mode="area")
+        back = F.interpolate(small, size=target.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 255).round()
+        psnr.append(psnr_from_mse(((y - target) ** 2).mean(dim=(1, 2, 3))).cpu())
+        plain.append(psnr_from_mse(((back - target) ** 2).mean(dim=(1, 2, 3))).cpu())
     psnr = torch.cat(psnr).numpy()
     by_view = {view: float(psnr[view_ids == v].mean()) for v, view in enumerate(views) if (view_ids == v).any()}
-    return {"psnr": float(psnr.mean()), "psnr_by_view": by_view}
+    return {"psnr": float(psnr.mean()), "psnr_by_view": by_view, "psnr_downsample": float(torch.cat(plain).mean())}
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -23,6 +23,9 @@ class TrainWorldModelConfig:
     extra_data: tuple[str, ...] = ()
     """More stores (same frame size and tasks) whose train and val splits join `data`'s, each
     split on its own, e.g. one of replay episodes (`wmgym generate --kinds X`)."""
+    val_fraction: float = 0.1
+    """Fraction of each store's episodes held out for validation (split seed 0); `wmgym bundle --data`
+    and `wmgym eval --data` take the same fraction to find them."""
     steps: int = 20000
     """Optimizer steps in total (the LR schedule spans them)."""
     stop_after: int | None = None

@@ -109,7 +109,7 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
     poses = (model.is_pose_conditioned or (checkpoint is None and config.pose_conditioning)) if loaded else config.pose_conditioning
     held = (model.is_held_conditioned or (checkpoint is None and config.held_conditioning)) if loaded else config.held_conditioning
     train_set = WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="train", views=views,
-                              poses=poses, held=held)
+                              poses=poses, held=held, val_fraction=config.val_fraction)
     if checkpoint is None and config.init_from is not None and poses and not model.is_pose_conditioned:
         model = with_pose_conditioning(model, *pose_statistics(train_set), pose_input=config.pose_input)
     if checkpoint is None and config.init_from is not None and held and not model.is_held_conditioned:
@@ -153,7 +153,7 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
     if accelerator.is_main_process:
         ema_model.codec.load_state_dict(model.codec.state_dict())
         val_loader = _val_loader(WindowDataset([config.data, *config.extra_data], num_actions=num_actions, split="val",
-                                               views=views, poses=poses, held=held), config)
+                                               views=views, poses=poses, held=held, val_fraction=config.val_fraction), config)
         _start_log(out, config, step)
     writer = summary_writer(out / "tensorboard") if summary_writer and accelerator.is_main_process else None
 
