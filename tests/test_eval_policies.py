@@ -162,3 +162,21 @@ def test_pool_agreements_weights_rates_by_episodes():
         pool_agreements([small, _agreement(11, 2, [0, 0, 0], [0, 0, 0])])
     with pytest.raises(ValueError, match="at least 2"):
         pool_agreements([small])
+
+
+def test_paired_evaluation_reports_corrected_rates_with_intervals(tiny_bundle, tmp_path):
+    config = EvalPoliciesConfig(out=str(tmp_path / "ep"), checkpoint=str(tiny_bundle), policies=("scripted-0", "random"),
+                                episodes=6, horizon=4, device="cpu", paired=3)
+    result = evaluate_policies(config)
+    for row in result["policies"]:
+        p = row["paired"]
+        assert p["k"] == 3 and p["n"] == 3 and p["raw"] == 0.0  # the tiny judge never fires
+        assert 0.0 <= p["low"] <= p["estimate"] <= p["high"] <= 1.0 and p["high"] > p["low"]
+        assert p["covered"] == (p["low"] <= row["sim_success_rate"] <= p["high"])
+    summary = result["paired_summary"]
+    assert summary["policies"] == 2 and 0 <= summary["covered"] <= 2
+    assert (tmp_path / "ep" / "intervals.png").stat().st_size > 1000
+    assert "Paired evaluation" in (tmp_path / "ep" / "report.md").read_text()
+    with pytest.raises(ValueError, match="--paired K"):
+        evaluate_policies(EvalPoliciesConfig(out=str(tmp_path / "x"), checkpoint=str(tiny_bundle), policies=("random", "scripted-0"),
+                                             episodes=3, paired=3))

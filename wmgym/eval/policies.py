@@ -56,6 +56,13 @@ class EvalPoliciesConfig:
     """Sampler steps (None: the bundle's default)."""
     device: str = "auto"
     """"auto", "cpu" or "cuda"."""
+    paired: int = 0
+    """K > 0: also report each policy's bias-corrected success rate and its interval
+    (prediction-powered inference, `wmgym.eval.ppi`) from the world model's verdicts on episodes
+    K..E-1 and K paired ground-truth episodes (the first K starts, both worlds); the simulator's
+    rate over all E episodes is the truth it is checked against (`covered`)."""
+    confidence: float = 0.9
+    """Coverage of the --paired intervals."""
 
 
 def make_starts(episodes: int, seed: int) -> list[Start]:
@@ -268,6 +275,8 @@ def evaluate_policies(config: EvalPoliciesConfig, policies: dict[str, Policy] | 
                             for name in config.policies}
     if len(policies) < 2:
         raise ValueError(f"agreement needs at least 2 policies, got {list(policies)}")
+    if config.paired and not 2 <= config.paired < config.episodes:
+        raise ValueError(f"--paired K needs 2 <= K < episodes ({config.episodes}), got {config.paired}")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     starts = make_starts(config.episodes, config.seed)
@@ -280,10 +289,24 @@ def evaluate_policies(config: EvalPoliciesConfig, policies: dict[str, Policy] | 
         rows.append({"policy": name, "sim_success_rate": float(sim["success"].mean()),
                      "model_success_rate": float(imagined["success"].mean()), "sim_mean_score": float(sim["score"].mean()),
                      "episode_agreement": float((sim["success"] == imagined["success"]).mean())})
+        if config.paired:
+            from wmgym.eval.ppi import ppi_success_rate
+
+            k = config.paired
+            ppi = ppi_success_rate(imagined["success"][k:], sim["success"][:k], imagined["success"][:k], config.confidence)
+            rows[-1]["paired"] = {**ppi, "covered": bool(ppi["low"] <= rows[-1]["sim_success_rate"] <= ppi["high"]),
+                                  "paired_covered": bool(ppi["paired_low"] <= rows[-1]["sim_success_rate"] <= ppi["paired_high"])}
     agreement = rank_agreement([r["sim_success_rate"] for r in rows], [r["model_success_rate"] for r in rows])
     result = {**agreement, "episode_agreement": float(np.mean([r["episode_agreement"] for r in rows])),
               "policies": rows, "episodes": config.episodes, "horizon": config.horizon, "checkpoint": str(core.bundle.directory),
               "judge_threshold": float(core.judge.threshold), "wall_time_s": time.perf_counter() - began, "config": asdict(config)}
+    if config.paired:
+        paired = [r["paired"] for r in rows]
+        result["paired_summary"] = {"k": config.paired, "confidence": config.confidence,
+                                    "covered": sum(p["covered"] for p in paired), "paired_covered": sum(p["paired_covered"] for p in paired),
+                                    "policies": len(rows), "mean_width": float(np.mean([p["high"] - p["low"] for p in paired])),
+                                    "mean_paired_width": float(np.mean([p["paired_high"] - p["paired_low"] for p in paired]))}
+        _intervals(out / "intervals.png", result)
     write_text_atomic(out / "agreement.json", json.dumps(result, indent=2))
     _scatter(out / "agreement.png", result)
     write_text_atomic(out / "report.md", _report(result))
@@ -342,6 +365,36 @@ def _scatter(path: Path, result: dict) -> None:
     plt.close(fig)
 
 
+def _intervals(path: Path, result: dict) -> None:
+    """Each policy's --paired interval (and the paired episodes' alone) against the simulator's rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, summary = result["policies"], result["paired_summary"]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.2), dpi=120)
+    for i, row in enumerate(rows):
+        p = row["paired"]
+        ax.plot([p["paired_low"], p["paired_high"]], [i + 0.18] * 2, color="0.65", lw=3)
+        ax.plot([p["low"], p["high"]], [i - 0.18] * 2, color="C0", lw=3)
+        ax.plot(p["estimate"], i - 0.18, "o", color="C0", ms=4)
+        ax.plot(p["raw"], i - 0.18, "x", color="C3", ms=5)
+        ax.plot(row["sim_success_rate"], i, "|", color="k", ms=14, mew=2)
+    ax.set_yticks(range(len(rows)), [r["policy"] for r in rows], fontsize=7)
+    ax.set(xlabel="success rate", xlim=(-0.02, 1.02),
+           title=f"{summary['confidence']:.0%} intervals, K = {summary['k']}: {summary['covered']} of {summary['policies']} cover the simulator")
+    ax.plot([], [], color="C0", lw=3, label="world model + K paired (PPI)")
+    ax.plot([], [], color="0.65", lw=3, label="K paired alone (Wilson)")
+    ax.plot([], [], "x", color="C3", label="world model's own rate")
+    ax.plot([], [], "|", color="k", ms=10, mew=2, label=f"simulator, {result['episodes']} episodes")
+    ax.legend(fontsize=6, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _report(result: dict) -> str:
     fmt = lambda x: "nan" if math.isnan(x) else f"{x:.3f}"
     given = result["config"]["checkpoint"]  # as the user wrote it: a report travels, an absolute path does not
@@ -356,4 +409,17 @@ def _report(result: dict) -> str:
     lines += [f"| {r['policy']} | {100 * r['sim_success_rate']:.1f}% | {100 * r['model_success_rate']:.1f}% | "
               f"{r['sim_mean_score']:.2f} | {100 * r['episode_agreement']:.1f}% |" for r in result["policies"]]
     lines += ["", "![agreement](agreement.png)", ""]
+    if "paired_summary" in result:
+        summary = result["paired_summary"]
+        lines += [f"**Paired evaluation** (K = {summary['k']} ground-truth episodes per policy, "
+                  f"{summary['confidence']:.0%} intervals, prediction-powered): the interval covers the simulator's rate "
+                  f"over all {result['episodes']} episodes for {summary['covered']} of {summary['policies']} policies "
+                  f"(the K episodes alone: {summary['paired_covered']}); mean width {summary['mean_width']:.3f} "
+                  f"(alone: {summary['mean_paired_width']:.3f}).", "",
+                  "| policy | world model's rate | corrected rate [interval] | K paired alone [Wilson] | simulator |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['policy']} | {r['paired']['raw']:.2f} | {r['paired']['estimate']:.2f} [{r['paired']['low']:.2f}, "
+                  f"{r['paired']['high']:.2f}] | {r['paired']['paired']:.2f} [{r['paired']['paired_low']:.2f}, "
+                  f"{r['paired']['paired_high']:.2f}] | {r['sim_success_rate']:.2f} |" for r in result["policies"]]
+        lines += ["", "![intervals](intervals.png)", ""]
     return "\n".join(lines)
