@@ -147,15 +147,7 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         lpips: a `wmgym train-lpips` directory (the "lpips-calibrated" reward), or None.
         overwrite: replace an existing bundle at `out`.
     """
-    from wmgym.model.world_model import CONFIG_FILE
-
-    world_model = Path(world_model)
-    if (world_model / "latest").is_file():  # a `wmgym train-wm` run directory: its newest checkpoint
-        world_model = world_model / "checkpoints" / (world_model / "latest").read_text().strip()
-    if (world_model / "model" / CONFIG_FILE).is_file():  # a training checkpoint directory
-        world_model = world_model / "model"
-    if not (world_model / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"no world model at {world_model} (expected {CONFIG_FILE} from WorldModel.save_pretrained)")
+    world_model = resolve_world_model(world_model)
     if videoclip is not None and not (Path(videoclip) / "config.json").is_file():
         raise FileNotFoundError(f"no VideoCLIP model at {videoclip} (expected config.json from VideoCLIP.save_pretrained)")
     if lpips is not None and not (Path(lpips) / "model.safetensors").is_file():
@@ -169,6 +161,22 @@ def make_bundle(out: str | os.PathLike, world_model: str | os.PathLike, videocli
         check_output(out, BUNDLE_KIND, overwrite)
         return _write_bundle(out, world_model, videoclip, num_start_frames, bank_seed, made_with, num_steps,
                              guidance_scale, lpips)
+
+
+def resolve_world_model(world_model: str | os.PathLike) -> Path:
+    """The `WorldModel.save_pretrained` directory of a `wmgym train-wm` run directory (its newest
+    checkpoint), a training checkpoint directory (its `model/`) or a saved model itself."""
+    from wmgym.model.model_files import CONFIG_FILE
+
+    world_model = Path(world_model)
+    if (world_model / "latest").is_file():  # a `wmgym train-wm` run directory: its newest checkpoint
+        world_model = world_model / "checkpoints" / (world_model / "latest").read_text().strip()
+    if (world_model / "model" / CONFIG_FILE).is_file():  # a training checkpoint directory
+        world_model = world_model / "model"
+    if not (world_model / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"no world model at {world_model} (expected {CONFIG_FILE} from WorldModel.save_pretrained, "
+                                "a checkpoint directory or a `wmgym train-wm` run directory)")
+    return world_model
 
 
 def _write_bundle(out: Path, world_model: Path, videoclip, num_start_frames: int, bank_seed: int, made_with: str,

@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wmgym.envs.bundle import BUNDLE_FILE, BUNDLE_KIND, FORMAT_VERSION
+from wmgym.envs.bundle import BUNDLE_FILE, BUNDLE_KIND, FORMAT_VERSION, resolve_world_model
 from wmgym.outputs import check_output, replace_directory, temporary_directory_beside
 from wmgym.writer_lock import WriterLock
 
@@ -139,22 +139,6 @@ class RobotBundle:
         return cls(directory, height, width, camera, names, fps, tasks, read_strip(directory / START_FILE, n, height, width),
                    read_strip(directory / GOAL_FILE, n, height, width), start_tasks, episodes, str(meta.get("store", "")),
                    str(meta.get("made_with", "")))
-
-
-def resolve_world_model(world_model: str | os.PathLike) -> Path:
-    """The `WorldModel.save_pretrained` directory of a `wmgym train-wm` run directory (its newest
-    checkpoint), a training checkpoint directory (its `model/`) or a saved model itself."""
-    from wmgym.model.model_files import CONFIG_FILE
-
-    world_model = Path(world_model)
-    if (world_model / "latest").is_file():  # a `wmgym train-wm` run directory: its newest checkpoint
-        world_model = world_model / "checkpoints" / (world_model / "latest").read_text().strip()
-    if (world_model / "model" / CONFIG_FILE).is_file():  # a training checkpoint directory
-        world_model = world_model / "model"
-    if not (world_model / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"no world model at {world_model} (expected {CONFIG_FILE} from WorldModel.save_pretrained, "
-                                "a checkpoint directory or a `wmgym train-wm` run directory)")
-    return world_model
 
 
 def make_robot_bundle(out: str | os.PathLike, world_model: str | os.PathLike, data: str | os.PathLike,

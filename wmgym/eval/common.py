@@ -90,3 +90,22 @@ def write_rollouts(path: Path, truth: np.ndarray, predicted: np.ndarray, rows: i
             lines.append(line)
         lines.append(np.full((3 * gap, lines[-1].shape[1], 3), 255, np.uint8))
     iio.imwrite(path, np.concatenate(lines[:-1], axis=0))
+
+
+def plot_metrics_by_step(out: Path, m: dict, baselines: tuple, what: str) -> None:
+    """psnr_by_step.png, ssim_by_step.png and lpips_by_step.png in `out`: the world model's
+    `m["<metric>_by_step"]` beside each baseline's `m["<metric><key>_by_step"]`, for `baselines`
+    ((key, label), ...); `what` names the episodes in the titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for metric, label in (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
+                          ("lpips", "LPIPS, lower is better" + ("" if m["lpips_pretrained"] else " (offline fallback trunk)"))):
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+        steps = np.arange(1, len(m[f"{metric}_by_step"]) + 1)
+        for key, name in (("", "world model"), *baselines):
+            ax.plot(steps, m[f"{metric}{key}_by_step"], marker="o", markersize=3, label=name)
+        ax.set(xlabel="step", ylabel=label, title=f"{metric.upper()} by step ({what})")
+        finish_plot(fig, ax, out / f"{metric}_by_step.png")

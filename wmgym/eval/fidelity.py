@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wmgym.eval.common import batched_rollouts, finish_plot, lpips_by_step, lpips_head, write_grid, write_rollouts
+from wmgym.eval.common import (batched_rollouts, finish_plot, lpips_by_step, lpips_head, plot_metrics_by_step, write_grid,
+                               write_rollouts)
 from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.image_metrics import psnr, psnr_from_mse, ssim
 from wmgym.train.checkpoint import write_text_atomic
@@ -272,14 +273,8 @@ def _plot_by_step(out: Path, m: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for metric, label in (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
-                          ("lpips", "LPIPS, lower is better" + ("" if m["lpips_pretrained"] else " (offline fallback trunk)"))):
-        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-        steps = np.arange(1, len(m[f"{metric}_by_step"]) + 1)
-        for key, name in (("", "world model"), ("_null_action", "same model, null actions"), ("_copy_first", "first frame copied")):
-            ax.plot(steps, m[f"{metric}{key}_by_step"], marker="o", markersize=3, label=name)
-        ax.set(xlabel="step", ylabel=label, title=f"{metric.upper()} by step ({m['episodes']} held-out episodes)")
-        finish_plot(fig, ax, out / f"{metric}_by_step.png")
+    plot_metrics_by_step(out, m, (("_null_action", "same model, null actions"), ("_copy_first", "first frame copied")),
+                         f"{m['episodes']} held-out episodes")
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
     steps = np.arange(1, len(m["psnr_by_step_long"]) + 1)
     ax.plot(steps, m["psnr_by_step_long"], marker="o", markersize=2, label="world model (sliding window)")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wmgym.eval.common import batched_rollouts, finish_plot, lpips_by_step, lpips_head, write_grid, write_rollouts
+from wmgym.eval.common import batched_rollouts, lpips_by_step, lpips_head, plot_metrics_by_step, write_grid, write_rollouts
 from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.image_metrics import psnr, ssim
 from wmgym.train.checkpoint import write_text_atomic
@@ -142,28 +142,13 @@ def evaluate_robot(config: EvalConfig) -> dict:
     metrics["wall_time_s"] = time.perf_counter() - began
     metrics["config"] = asdict(config)
 
-    _plot_by_step(out, metrics)
+    plot_metrics_by_step(out, metrics, (("_null_action", "same model, null actions"), ("_copy_last", "last given frame copied")),
+                         f"{n} held-out real episodes")
     write_grid(out / "swap_grid.png", swaps[:, :, -1].cpu().numpy(), np.broadcast_to(truth[None, :k, -1], (k, k, *truth.shape[2:])))
     write_rollouts(out / "rollouts.png", truth, predicted.cpu().numpy(), rows=min(6, n))
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     write_text_atomic(out / "report.md", _report(metrics))
     return metrics
-
-
-def _plot_by_step(out: Path, m: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for metric, label in (("psnr", "PSNR (dB), higher is better"), ("ssim", "SSIM, higher is better"),
-                          ("lpips", "LPIPS, lower is better" + ("" if m["lpips_pretrained"] else " (offline fallback trunk)"))):
-        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-        steps = np.arange(1, len(m[f"{metric}_by_step"]) + 1)
-        for key, name in (("", "world model"), ("_null_action", "same model, null actions"), ("_copy_last", "last given frame copied")):
-            ax.plot(steps, m[f"{metric}{key}_by_step"], marker="o", markersize=3, label=name)
-        ax.set(xlabel="step", ylabel=label, title=f"{metric.upper()} by step ({m['episodes']} held-out real episodes)")
-        finish_plot(fig, ax, out / f"{metric}_by_step.png")
 
 
 def _report(m: dict) -> str:
