@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from wmgym.data.dataset import split_episodes
-from wmgym.data.store import CAMERA_KEY, EpisodeStore
+from wmgym.data.store import EpisodeStore
+from wmgym.data.store_layout import CAMERA_KEY
 from wmgym.rewards.judge import first_accept_peaks, judge_figures
 from wmgym.rewards.videoclip import WEIGHTS_FILE, VideoCLIP
 from wmgym.train.judge_eval import judge_probabilities, judged_clips, videoclip_figures

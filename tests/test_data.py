@@ -104,7 +104,7 @@ def test_store_roundtrip_is_exact(tmp_path):
 
 
 def test_many_episodes_read_at_once_equal_the_records(tmp_path, monkeypatch):
-    import wmgym.data.store as store_module
+    import wmgym.data.store_reads as store_module
 
     monkeypatch.setattr(store_module, "READ_BLOCK_FRAMES", 4)  # blocks that cut through episodes
     specs = plan_episodes(4, 3, TASKS, SIZE, SIZE, horizon=4)

@@ -148,7 +148,7 @@ def make_old_store(path, records, monkeypatch) -> None:
     """A store the way `EpisodeStore` wrote them before issue 36: no checksum codec, and zarr's
     default of skipping chunks that are all zero."""
     with monkeypatch.context() as old:
-        old.setattr(store_module, "_CHECKED", {})
+        old.setattr(store_module, "CHECKED", {})
         old.setattr(EpisodeStore, "_array", lambda self, key: self.root[key])
         with EpisodeStore.create(path, SIZE, SIZE, TASKS) as writer:
             writer.append(records)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +97,17 @@ def recover_directory(final: Path) -> None:
 
 def _previous(final: Path) -> Path:
     return final.with_name(f".{final.name}.previous")
+
+
+@contextmanager
+def directory_written_atomically(final: Path, what: str):
+    """Yield a temporary directory beside `final` to write into; when the block ends, it takes
+    `final`'s place (`replace_directory`); when the block fails, it is removed and nothing
+    half-written is left beside `final`."""
+    tmp = temporary_directory_beside(Path(final), what)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_directory(tmp, Path(final))

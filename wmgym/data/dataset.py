@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from wmgym.data.batch import Window
-from wmgym.data.store import CAMERA_KEY, EpisodeStore
+from wmgym.data.store import EpisodeStore
+from wmgym.data.store_layout import CAMERA_KEY
 
 SPLITS = ("train", "val", "all")
 CONDITION_VIEWS = {"grippers": "grippers_rgb", "static_scene": "static_scene_rgb"}

@@ -1,44 +1,7 @@
 """The episode store: simulated episodes in UMI's ReplayBuffer layout, in a zarr (v3) directory.
 
-Layout (N frames over E episodes; an episode of T actions has T + 1 frames):
-
-    data/camera0_rgb                 (N, H, W, 3) uint8    the camera view (UMI's name for camera 0)
-    data/static_scene_rgb            (N, H, W, 3) uint8    start state without grippers
-    data/grippers_rgb                (N, H, W, 3) uint8    grippers alone on black
-    data/robot{0,1}_eef_pos          (N, 3) float32        robot0 = left, robot1 = right
-    data/robot{0,1}_eef_rot_axis_angle (N, 3) float32
-    data/robot{0,1}_gripper_width    (N, 1) float32
-    data/action                      (N, 20) float32       layout of `wmgym.actions`
-    data/task_id                     (N,) int16
-    data/score                       (N,) float32
-    data/robot{0,1}_held_particles   (N,) int16            cloth particles the gripper holds (optional)
-    meta/episode_ends                (E,) int64            cumulative frame counts (UMI)
-    meta/episode_task_id (int16), meta/episode_seed (int64), meta/episode_kind (int8, index
-    into `EPISODE_KINDS`), meta/episode_noise (float32), meta/episode_success (bool): (E,)
-    meta/goal_rgb                    (E, H, W, 3) uint8
-    root attrs: format_version, height, width, tasks, episode_captions, goal_captions
-
-A robot store (`wmgym import`, root attribute source: "robot"; `EpisodeStore.create_robot`)
-holds real robot episodes in the same frame of reference, fewer arrays:
-
-    data/camera0_rgb                 (N, H, W, 3) uint8    the camera a world model predicts
-    data/action                      (N, A) float32        the dataset's actions or converted ones
-    data/timestamp                   (N,) float64          seconds from the episode's start
-    data/task_id                     (N,) int16
-    data/state                       (N, S) float32        optional
-    meta/episode_ends, meta/episode_task_id, meta/episode_source_index (E,)
-    root attrs: source, format_version, height, width, tasks (task texts), action_names,
-    state_names (or null), episode_captions and goal_captions (the task text of each episode),
-    import (what `wmgym import` read and chose)
-
-`robot{0,1}_held_particles` (the simulator's grasp state, `EpisodeRecord.held_particles`) is
-optional: stores made before it was recorded lack it, still open, and take new episodes
-without it; a store that has it needs it in every record appended.
-
-`task_id` indexes the store's own `tasks` list (read names, not ids, when mixing stores).
-UMI keeps one action per frame, so row T of each episode's `data/action` -- its last frame --
-is padding: a "hold" action (zero position delta, identity rot6d [1, 0, 0, 0, 1, 0], the
-current widths at indices 9 and 19). `read_episode` drops it; `WindowDataset` never uses it.
+The arrays of both kinds of store (simulator and robot), their shapes and the records they
+hold are in `wmgym.data.store_layout`.
 
 Integrity (issue 36): every array's chunks carry a crc32c checksum, and every chunk is written,
 even an all-zero one, so a changed byte fails its read and a missing chunk file of a committed
@@ -67,76 +30,17 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from wmgym.data.chunks import check_chunk_files, checksummed_codecs, naming_damage
-from wmgym.outputs import OutputKind, check_output
+from wmgym.data.chunks import check_chunk_files, naming_damage
+from wmgym.data.store_reads import BulkReads
+from wmgym.data.store_layout import (ATTR_LISTS, CAMERA_KEY, CHECKED, CHUNK_EPISODES, CHUNK_FRAMES, CHUNK_ROWS, EPISODE_ARRAYS,
+                                     EPISODE_STORE, FORMAT_VERSION, FRAME_ARRAYS, IMAGE, OPTIONAL_FRAME_ARRAYS,
+                                     ROBOT_EPISODE_ARRAYS, ROBOT_FRAME_ARRAYS, ROBOT_OPTIONAL_FRAME_ARRAYS, ROOT_ATTRS,
+                                     SOURCES, array_tail, check_robot_record, check_simulator_record, hold_action)
+from wmgym.outputs import check_output
 from wmgym.sim.episode import EPISODE_KINDS, EpisodeRecord, EpisodeSpec
 from wmgym.writer_lock import WriterLock
 
-FORMAT_VERSION = 1
-CHUNK_FRAMES = 64  # image chunks hold ~64 frames (~780 KiB raw at 64x64)
-CHUNK_ROWS = 4096  # chunks of the small per-frame arrays
-CHUNK_EPISODES = 1 << 16  # per-episode scalars: one chunk, so a commit is one file
-HOLD_ROT6D = np.array([1, 0, 0, 0, 1, 0], np.float32)
-
-_IMAGE = "image"  # marker for trailing shape (H, W, 3)
-# name -> (dtype, trailing shape)
-FRAME_ARRAYS: dict[str, tuple[str, object]] = {
-    "camera0_rgb": ("uint8", _IMAGE),
-    "static_scene_rgb": ("uint8", _IMAGE),
-    "grippers_rgb": ("uint8", _IMAGE),
-    "robot0_eef_pos": ("float32", (3,)),
-    "robot0_eef_rot_axis_angle": ("float32", (3,)),
-    "robot0_gripper_width": ("float32", (1,)),
-    "robot1_eef_pos": ("float32", (3,)),
-    "robot1_eef_rot_axis_angle": ("float32", (3,)),
-    "robot1_gripper_width": ("float32", (1,)),
-    "action": ("float32", (20,)),
-    "task_id": ("int16", ()),
-    "score": ("float32", ()),
-}
-# Present in stores made since they were recorded; older stores open and append without them.
-OPTIONAL_FRAME_ARRAYS: dict[str, tuple[str, object]] = {
-    "robot0_held_particles": ("int16", ()),
-    "robot1_held_particles": ("int16", ()),
-}
-EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
-    "episode_task_id": ("int16", ()),
-    "episode_seed": ("int64", ()),
-    "episode_kind": ("int8", ()),
-    "episode_noise": ("float32", ()),
-    "episode_success": ("bool", ()),
-    "goal_rgb": ("uint8", _IMAGE),
-}
-# Every array: zstd as before, then a crc32c checksum of each chunk; and every chunk written,
-# even an all-zero one (zarr skips those by default, so a lost file would read as zeros).
-_CHECKED = {"compressors": checksummed_codecs(), "config": {"write_empty_chunks": True}}
-ROBOT_FRAME_ARRAYS: dict[str, tuple[str, object]] = {
-    "camera0_rgb": ("uint8", _IMAGE),
-    "action": ("float32", "action_dim"),
-    "timestamp": ("float64", ()),
-    "task_id": ("int16", ()),
-}
-"""The per-frame arrays of a robot store (`wmgym import`): the one camera a world model predicts,
-the dataset's actions (any size, `action_names`), timestamps; "state" (`state_names`) is optional."""
-ROBOT_OPTIONAL_FRAME_ARRAYS: dict[str, tuple[str, object]] = {"state": ("float32", "state_dim")}
-ROBOT_EPISODE_ARRAYS: dict[str, tuple[str, object]] = {
-    "episode_task_id": ("int16", ()),
-    "episode_source_index": ("int64", ()),
-}
-SOURCES = ("simulator", "robot")
-"""What a store holds (root attribute "source"; stores made before it are "simulator")."""
-ATTR_LISTS = ("episode_captions", "goal_captions")
-EPISODE_STORE = OutputKind("episode store", ("zarr.json",))  # what --overwrite may replace
-ROOT_ATTRS = ("format_version", "height", "width", "tasks") + ATTR_LISTS
-
-
-READ_BLOCK_FRAMES = 4096
-"""Rows read from zarr at a time by `EpisodeStore.read_frames`."""
-CAMERA_KEY = "camera0_rgb"
-"""The array (under data/) of the camera frames, UMI's name for camera 0."""
-
-
-class EpisodeStore:
+class EpisodeStore(BulkReads):
     """Append-only episode store; see the module docstring for the layout and the commit rule.
 
     Use `EpisodeStore.create` or `EpisodeStore.open`, not the constructor. A writer (mode "a")
@@ -236,13 +140,13 @@ class EpisodeStore:
         """Empty arrays for `frame_arrays` (under data/) and `episode_arrays` (under meta/), and meta/episode_ends."""
         for group, specs, rows in (("data", frame_arrays, CHUNK_ROWS), ("meta", episode_arrays, CHUNK_EPISODES)):
             for name, (dtype, tail) in specs.items():
-                image = tail is _IMAGE
-                tail = _tail(tail, height, width, sizes)
+                image = tail is IMAGE
+                tail = array_tail(tail, height, width, sizes)
                 chunk = (CHUNK_FRAMES,) if image else (rows,)
                 root.create_array(f"{group}/{name}", shape=(0, *tail), dtype=dtype,
-                                  chunks=chunk + tail, **_CHECKED)
+                                  chunks=chunk + tail, **CHECKED)
         root.create_array("meta/episode_ends", shape=(0,), dtype="int64", chunks=(CHUNK_EPISODES,),
-                          **_CHECKED)
+                          **CHECKED)
 
     @classmethod
     def open(cls, path, mode: str = "r", check_chunks: bool = True) -> "EpisodeStore":
@@ -313,7 +217,7 @@ class EpisodeStore:
             frames, optional, episodes = ROBOT_FRAME_ARRAYS, ROBOT_OPTIONAL_FRAME_ARRAYS, ROBOT_EPISODE_ARRAYS
         else:
             sizes, frames, optional, episodes = {}, FRAME_ARRAYS, OPTIONAL_FRAME_ARRAYS, EPISODE_ARRAYS
-        resolve = lambda specs: {name: (dtype, _tail(tail, self.height, self.width, sizes)) for name, (dtype, tail) in specs.items()}
+        resolve = lambda specs: {name: (dtype, array_tail(tail, self.height, self.width, sizes)) for name, (dtype, tail) in specs.items()}
         return resolve(frames), resolve(optional), resolve(episodes)
 
     @property
@@ -383,50 +287,6 @@ class EpisodeStore:
         array = self.root[key]
         with naming_damage(array, rows, self.path, self._ends):
             return array[rows]
-
-    def episode_rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        """(keep bool (N,) over the store's frame rows, lengths int64 (E,)): the rows of episodes
-        `indices` and their frame counts (actions + 1)."""
-        slices = [self.episode_slice(int(i)) for i in indices]
-        keep = np.zeros(self.num_frames, bool)
-        for rows in slices:
-            keep[rows] = True
-        return keep, np.array([rows.stop - rows.start for rows in slices], np.int64)
-
-    def read_frames(self, indices, names) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Per-frame arrays of many episodes at once, for training sets.
-
-        Args:
-            indices: episode indices, sorted (the rows come back in store order).
-            names: arrays under data/ ("camera0_rgb", "action", "score", "robot0_eef_pos", ...).
-        Returns:
-            name -> the episodes' rows back to back (N, ...), and each episode's frame count (E,).
-        Arrays are read in blocks of `READ_BLOCK_FRAMES` rows, so peak memory stays near the
-        result; a decode error names the store, the array, the episodes and the chunk.
-        """
-        keep, lengths = self.episode_rows(indices)
-        return self.read_rows(keep, names), lengths
-
-    def read_meta(self, name: str, indices) -> np.ndarray:
-        """Per-episode array meta/`name` ("episode_success", "goal_rgb", ...) at episodes `indices` (E, ...)."""
-        return self._read(f"meta/{name}", slice(0, self.num_episodes))[np.asarray(indices, np.int64)]
-
-    def read_rows(self, keep: np.ndarray, names) -> dict[str, np.ndarray]:
-        """name -> data/`name`[keep] for a bool mask `keep` (N,) over the store's frame rows (any
-        rows, e.g. sampled frames), read block by block as `read_frames` does."""
-        out = {}
-        for name in names:
-            array = self.root[f"data/{name}"]
-            rows, filled = np.empty((int(keep.sum()), *array.shape[1:]), array.dtype), 0
-            for start in range(0, len(keep), READ_BLOCK_FRAMES):
-                mask = keep[start: start + READ_BLOCK_FRAMES]
-                count = int(mask.sum())
-                if count:
-                    block = self._read(f"data/{name}", slice(start, start + len(mask)))
-                    rows[filled: filled + count] = block[mask]
-                    filled += count
-            out[name] = rows
-        return out
 
     def read_record(self, i: int) -> EpisodeRecord:
         """Episode `i` as the `EpisodeRecord` that was appended (task_id: index into `tasks`).
@@ -508,7 +368,7 @@ class EpisodeStore:
         return ends[:k]
 
     def _array(self, key: str) -> zarr.Array:
-        """Array `key` for writing: every chunk written, even an all-zero one (see `_CHECKED`);
+        """Array `key` for writing: every chunk written, even an all-zero one (see `CHECKED`);
         zarr keeps that setting per opened array, not in the store."""
         return self.root[key].with_config({"write_empty_chunks": True})
 
@@ -546,10 +406,10 @@ class EpisodeStore:
         if self.is_robot:
             return self._append_robot(records)
         for record in records:
-            self._check(record)
+            check_simulator_record(self, record)
         lengths = np.array([r.num_frames for r in records], np.int64)
         task_ids = [self.tasks.index(r.spec.task) for r in records]
-        hold = [_hold_action(r.gripper_width[-1]) for r in records]
+        hold = [hold_action(r.gripper_width[-1]) for r in records]
         frame_blocks = {
             CAMERA_KEY: [r.camera for r in records],
             "static_scene_rgb": [r.static_scene for r in records],
@@ -579,7 +439,7 @@ class EpisodeStore:
     def _append_robot(self, records) -> None:
         """`append` of `RobotRecord`s to a robot store; a task text not yet in the store is added."""
         for record in records:
-            self._check_robot(record)
+            check_robot_record(self, record)
         new_tasks = [t for t in dict.fromkeys(r.task for r in records) if t not in self.tasks]
         if new_tasks:  # before the data: a task id never points past the list
             self.tasks = (*self.tasks, *new_tasks)
@@ -622,59 +482,6 @@ class EpisodeStore:
         self._resize(arr, start + len(new_ends))
         arr[start:] = new_ends
 
-    def _check(self, record: EpisodeRecord) -> None:
-        """Shapes and names of one record against this store (ValueError saying which)."""
-        frames, horizon = record.num_frames, len(record.actions)
-        image = (frames, self.height, self.width, 3)
-        expected = {"camera": image, "static_scene": image, "grippers": image,
-                    "eef_pos": (frames, 2, 3), "eef_rot_axis_angle": (frames, 2, 3),
-                    "gripper_width": (frames, 2), "actions": (frames - 1, 20),
-                    "score": (frames,), "goal_image": image[1:]}
-        if self.has_held_particles:
-            if record.held_particles is None:
-                raise ValueError(f"episode {record.spec} has no held_particles, which the store {self.path} "
-                                 "records; append it to a store made without them (or give the record its grasp state)")
-            expected["held_particles"] = (frames, 2)
-        for name, shape in expected.items():
-            got = np.shape(getattr(record, name))
-            if got != shape:
-                raise ValueError(f"episode {record.spec}: {name} has shape {got}, expected "
-                                 f"{shape} (store is {self.height}x{self.width}, T={horizon})")
-        if horizon < 1:
-            raise ValueError(f"episode {record.spec} has no actions; need T >= 1")
-        if record.spec.task not in self.tasks:
-            raise ValueError(f"episode task {record.spec.task!r} is not one of the store's "
-                             f"tasks {self.tasks}")
-        if record.spec.kind not in EPISODE_KINDS:
-            raise ValueError(f"episode kind {record.spec.kind!r} is not one of {EPISODE_KINDS}")
-
-
-    def _check_robot(self, record) -> None:
-        """Shapes of one `RobotRecord` against this robot store (ValueError saying which)."""
-        frames = record.num_frames
-        expected = {"camera": (frames, self.height, self.width, 3), "actions": (frames, len(self.action_names)),
-                    "timestamps": (frames,)}
-        if self.state_names is not None:
-            expected["state"] = (frames, len(self.state_names))
-        for name, shape in expected.items():
-            got = np.shape(getattr(record, name))
-            if got != shape:
-                raise ValueError(f"episode {record.source_index}: {name} has shape {got}, expected {shape} "
-                                 f"(store {self.path} is {self.height}x{self.width}, {len(self.action_names)} action values)")
-        if frames < 2:
-            raise ValueError(f"episode {record.source_index} has {frames} frame(s); an episode needs at least 2")
-        if not (np.isfinite(record.actions).all() and (record.state is None or np.isfinite(record.state).all())):
-            raise ValueError(f"episode {record.source_index} has non-finite actions or state")
-
-
-def _tail(tail, height: int, width: int, sizes: dict) -> tuple:
-    """The trailing shape of an array spec: (H, W, 3) for an image, (n,) for a named size, else as given."""
-    if tail is _IMAGE:
-        return (height, width, 3)
-    if isinstance(tail, str):
-        return (sizes[tail],)
-    return tuple(tail)
-
 
 @contextmanager
 def _released_on_error(lock: WriterLock | None, path: Path):
@@ -690,11 +497,3 @@ def _released_on_error(lock: WriterLock | None, path: Path):
             raise PermissionError(f"cannot write episode store {path}: {error.strerror} "
                                   f"({error.filename or path})") from error
         raise
-
-
-def _hold_action(widths: np.ndarray) -> np.ndarray:
-    """The padding action of an episode's last frame: stay put, keep the widths."""
-    action = np.zeros(20, np.float32)
-    action[3:9] = action[13:19] = HOLD_ROT6D
-    action[9], action[19] = widths
-    return action

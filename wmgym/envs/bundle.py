@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from wmgym.outputs import OutputKind, check_output, replace_directory, temporary_directory_beside
+from wmgym.outputs import OutputKind, check_output, directory_written_atomically
 from wmgym.writer_lock import WriterLock
 
 FORMAT_VERSION = 1
@@ -199,8 +199,7 @@ def _write_bundle(out: Path, world_model: Path, videoclip, num_start_frames: int
             elif not np.array_equal(frame, starts[-1]):
                 raise RuntimeError("the simulator's start state depends on the task; the bank assumes it does not")
             goals[task].append(env.world.render_goal())
-    tmp = temporary_directory_beside(out, "bundle")
-    try:
+    with directory_written_atomically(out, "bundle") as tmp:  # nothing half-written is left beside it
         shutil.copytree(world_model, tmp / "world_model")
         overrides = {k: v for k, v in (("num_steps", num_steps), ("guidance_scale", guidance_scale)) if v is not None}
         if overrides:
@@ -225,10 +224,6 @@ def _write_bundle(out: Path, world_model: Path, videoclip, num_start_frames: int
                 "bank_seed": bank_seed, "tasks": {task: {"caption": make_task(task).caption} for task in TASKS},
                 "made_with": made_with}
         (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
-    except BaseException:  # leave nothing half-written beside `out`
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_directory(tmp, out)
     return out
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, check_rotations
 from wmgym.conditioning import GripperConditions
 from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
+from wmgym.envs.options import checked_reset_options
 from wmgym.envs.sim_fold import StartState
 from wmgym.model.config_checks import is_finite_number
 from wmgym.model.imagination import Imagination
@@ -164,12 +165,7 @@ class ImaginedEpisodes:
         generator where one is given (per-env seeds), else from `rng`.
         """
         rows = [int(i) for i in rows]
-        if options is not None and not isinstance(options, dict):
-            raise ValueError(f"reset(options=...) takes None or a dict with keys from {RESET_OPTIONS}, got {type(options).__name__}")
-        r, options = len(rows), dict(options or {})
-        unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
-        if unknown:
-            raise ValueError(f"unknown reset options {unknown}; expected one of {RESET_OPTIONS}")
+        r, options = len(rows), checked_reset_options(options, RESET_OPTIONS)
         if options.get("start") is not None:
             options.update(_start_options(options.pop("start"), r, options))
         frame = options.get("frame")

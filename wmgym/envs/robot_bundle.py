@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from wmgym.envs.bundle import BUNDLE_FILE, BUNDLE_KIND, FORMAT_VERSION, resolve_world_model
-from wmgym.outputs import check_output, replace_directory, temporary_directory_beside
+from wmgym.outputs import check_output, directory_written_atomically
 from wmgym.writer_lock import WriterLock
 
 ROBOT_KIND = "robot"
@@ -211,8 +211,7 @@ def make_robot_bundle(out: str | os.PathLike, world_model: str | os.PathLike, da
                 "fps": None if fps is None or not math.isfinite(float(fps)) else float(fps), "tasks": list(store.tasks),
                 "num_start_frames": len(episodes), "store": str(Path(data).resolve()), "start_episodes": episodes,
                 "start_split": split, "val_fraction": val_fraction, "made_with": made_with}
-        tmp = temporary_directory_beside(out, "bundle")
-        try:
+        with directory_written_atomically(out, "bundle") as tmp:  # nothing half-written is left beside it
             shutil.copytree(world_model, tmp / WORLD_MODEL_DIR)
             overrides = {k: v for k, v in (("num_steps", num_steps), ("guidance_scale", guidance_scale)) if v is not None}
             if overrides:
@@ -222,10 +221,6 @@ def make_robot_bundle(out: str | os.PathLike, world_model: str | os.PathLike, da
             write_strip(tmp / GOAL_FILE, np.stack(goals))
             (tmp / TASKS_FILE).write_text(json.dumps(tasks, indent=2))
             (tmp / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
-        except BaseException:  # leave nothing half-written beside `out`
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        replace_directory(tmp, out)
     return out
 
 

@@ -23,6 +23,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from wmgym.envs.options import checked_reset_options
 from wmgym.envs.robot_bundle import RobotBundle, check_model_matches_store
 from wmgym.model.imagination import Imagination
 from wmgym.model.world_model import WorldModel
@@ -163,12 +164,7 @@ class RobotEpisodes:
         `row_rngs[k]` where given).
         """
         rows = [int(i) for i in rows]
-        if options is not None and not isinstance(options, dict):
-            raise ValueError(f"reset(options=...) takes None or a dict with keys from {RESET_OPTIONS}, got {type(options).__name__}")
-        r, options = len(rows), dict(options or {})
-        unknown = sorted(set(options) - set(RESET_OPTIONS), key=str)
-        if unknown:
-            raise ValueError(f"unknown reset options {unknown}; expected one of {RESET_OPTIONS}")
+        r, options = len(rows), checked_reset_options(options, RESET_OPTIONS)
         n = self.bundle.num_starts
         if options.get("frame") is not None:
             if options.get("start") is not None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wmgym.outputs import OutputKind, check_output, replace_directory, temporary_directory_beside
+from wmgym.outputs import OutputKind, check_output, directory_written_atomically
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,17 +31,12 @@ def write_model_directory(directory: str | os.PathLike, config: dict, weights: d
 
     directory = Path(directory)
     check_output(directory, MODEL_DIRECTORY, overwrite)
-    tmp = temporary_directory_beside(directory, MODEL_DIRECTORY.name)
-    try:
+    with directory_written_atomically(directory, MODEL_DIRECTORY.name) as tmp:  # nothing half-written is left beside it
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         for name, state in weights.items():
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp / name)
         if extra is not None:
             extra(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_directory(tmp, directory)
     return directory
 
 

@@ -31,7 +31,8 @@ import zarr
 from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM
-from wmgym.data.store import CAMERA_KEY, EPISODE_STORE, HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS, EpisodeStore
+from wmgym.data.store import EpisodeStore
+from wmgym.data.store_layout import CAMERA_KEY, EPISODE_STORE, HOLD_ROT6D, OPTIONAL_FRAME_ARRAYS
 from wmgym.outputs import check_output, replace_directory, temporary_directory_beside
 from wmgym.writer_lock import WriterLock, lock_path
 

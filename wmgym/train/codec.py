@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.data.store import CAMERA_KEY, FRAME_ARRAYS, ROBOT_FRAME_ARRAYS, EpisodeStore
+from wmgym.data.store import EpisodeStore
+from wmgym.data.store_layout import CAMERA_KEY, FRAME_ARRAYS, ROBOT_FRAME_ARRAYS
 from wmgym.model.model_files import MODEL_DIRECTORY
 from wmgym.outputs import check_output, recover_directory, replace_directory, temporary_directory_beside
 from wmgym.train.checkpoint import check_resume_config, flatten_optimizer, read_json, run_lock, section, unflatten_optimizer

@@ -49,7 +49,7 @@ def load_clips(store: EpisodeStore, indices: np.ndarray) -> EpisodeClips:
     """Read episodes `indices` of `store` (camera view, scores, widths, captions) into memory."""
     import torch
 
-    from wmgym.data.store import CAMERA_KEY
+    from wmgym.data.store_layout import CAMERA_KEY
     from wmgym.sim.gripper import GRASP_WIDTH
     from wmgym.sim.tasks import make_task
 

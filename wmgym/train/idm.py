@@ -128,7 +128,8 @@ class _Transitions:
         import torch
 
         from wmgym.data.dataset import split_episodes
-        from wmgym.data.store import CAMERA_KEY, EpisodeStore
+        from wmgym.data.store import EpisodeStore
+        from wmgym.data.store_layout import CAMERA_KEY
         from wmgym.policies.idm import future_rows
 
         store = EpisodeStore.open(path)

@@ -124,7 +124,8 @@ class ScoredFrames:
 
     def __init__(self, path: str, split: str, val_fraction: float):
         from wmgym.data.dataset import split_episodes
-        from wmgym.data.store import CAMERA_KEY, EpisodeStore
+        from wmgym.data.store import EpisodeStore
+        from wmgym.data.store_layout import CAMERA_KEY
 
         store = EpisodeStore.open(path)
         if store.num_episodes == 0:

@@ -135,7 +135,8 @@ def load_demonstrations(path, task: str, split: str = "train", kinds=("demo",), 
     `kinds` and, with `only_success`, that succeeded.
     """
     from wmgym.data.dataset import split_episodes
-    from wmgym.data.store import CAMERA_KEY, EpisodeStore
+    from wmgym.data.store import EpisodeStore
+    from wmgym.data.store_layout import CAMERA_KEY
     from wmgym.sim.episode import EPISODE_KINDS
 
     store = EpisodeStore.open(path)
