@@ -4,7 +4,10 @@
 
 Both environments start from the same state (the simulator's `state()` is handed to the
 world model through `reset(options={"start": ...})`) and receive the same random actions;
-the video shows simulator | world model, side by side.
+the video shows simulator | world model, side by side. Uniform random actions rotate the
+grippers about every axis, which the training data never does: the world model does not read
+such an action (`sampler.action_support`) and follows the grippers view it renders from it, and
+`info["trust"]` says how far to believe each frame.
 """
 
 from __future__ import annotations
@@ -37,16 +40,19 @@ def main(argv: list[str] | None = None) -> str:
     # The simulator's frame and grippers (the grippers: for a conditioned model) as the model's start.
     model_frame, _ = world_model.reset(seed=args.seed, options={"start": sim.unwrapped.state()})
     sim.action_space.seed(args.seed)
-    sim_frames, model_frames = [sim_frame], [model_frame]
+    sim_frames, model_frames, trust = [sim_frame], [model_frame], []
     for _ in range(args.steps):
         action = sim.action_space.sample()
         sim_frames.append(sim.step(action)[0])
-        model_frames.append(world_model.step(action)[0])
+        frame, *_, info = world_model.step(action)
+        model_frames.append(frame)
+        trust.append(info.get("trust"))  # absent for a world model without trust.json
     sim_frames, model_frames = np.stack(sim_frames), np.stack(model_frames)
     mse = np.mean((sim_frames[1:].astype(np.float64) - model_frames[1:]) ** 2)
     psnr = float(psnr_from_mse(torch.tensor(mse)))
     path = write_video(tile_views([sim_frames, model_frames], scale=max(1, 128 // size)), args.out, fps=4)
-    print(f"simulator | world model, {args.steps} random steps, PSNR {psnr:.1f} dB -> {path}")
+    said = "" if trust[0] is None else f", trust {trust[0]:.2f} at the first step, {trust[-1]:.2f} at the last"
+    print(f"simulator | world model, {args.steps} random steps, PSNR {psnr:.1f} dB{said} -> {path}")
     return str(path)
 
 

@@ -19,6 +19,7 @@ from wmgym.data.imagine import ImagineConfig
 from wmgym.data.robot_import import ImportConfig
 from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.eval.policies import EvalPoliciesConfig
+from wmgym.eval.trust_config import TrustConfig
 from wmgym.policies.plan_config import PlanConfig
 from wmgym.train.codec import TrainCodecConfig
 from wmgym.train.grasp_prior import TrainGraspPriorConfig
@@ -233,6 +234,7 @@ COMMANDS = {"generate": (GenerateConfig, _when_run("wmgym.data.generate:generate
             "train-videoclip": (TrainVideoCLIPConfig, _when_run("wmgym.train.videoclip:train_videoclip")),
             "bundle": (BundleConfig, bundle), "eval": (EvalConfig, _when_run("wmgym.eval.fidelity:evaluate")),
             "eval-policies": (EvalPoliciesConfig, _when_run("wmgym.eval.policies:evaluate_policies")),
+            "calibrate-trust": (TrustConfig, _when_run("wmgym.eval.trust:calibrate_trust")),
             "train-policy": (TrainPolicyConfig, _when_run("wmgym.train.policy:train_policy")),
             "plan": (PlanConfig, _when_run("wmgym.policies.mpc:plan")),
             "train-idm": (TrainIDMConfig, _when_run("wmgym.train.idm:train_idm")),

@@ -27,7 +27,7 @@ DEMO_NOISE_LEVELS = (0.0, 0.01, 0.02, 0.04)
 PERTURBED_NOISE = 0.02
 PROPOSAL_NOISE = 0.01  # ProposalConfig's default: `wmgym plan`'s own proposals
 # Episode kinds by letter, for `GenerateConfig.kinds`.
-KIND_LETTERS = {"D": "demo", "P": "perturbed", "R": "random", "X": "replay", "G": "proposal"}
+KIND_LETTERS = {"D": "demo", "P": "perturbed", "R": "random", "X": "replay", "G": "proposal", "U": "uniform"}
 # The default cycle of 20 kinds, spread evenly: 11 demo (55%), 5 perturbed (25%), 4 random (20%).
 DEFAULT_KINDS = "DPDRDPDDRDPDDRDPDRDP"
 KIND_CYCLE = tuple(KIND_LETTERS[c] for c in DEFAULT_KINDS)
@@ -73,7 +73,8 @@ class GenerateConfig:
     """Cycle of episode kinds, one letter each: D demo, P perturbed, R random, X replay (another
     start state's clean demonstration played from this one: motion that mostly misses the
     cloth), G proposal (the clean demonstrator's sequence plus `proposal_noise`, 1 cm, of Gaussian noise a step, as
-    `wmgym plan` draws its candidates); episode i gets letter i % len. E.g. "X" for replay
+    `wmgym plan` draws its candidates), U uniform (every action drawn uniformly over the action
+    box, as `action_space.sample()` does); episode i gets letter i % len. E.g. "X" for replay
     episodes only."""
     proposal_noise: float = PROPOSAL_NOISE
     """Std (metres) of the G episodes' Gaussian noise on every position delta and width

@@ -32,6 +32,7 @@ from wmgym.rewards.base import RewardHead
 from wmgym.sim.gripper_track import GripperState
 from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import WorldConfig
+from wmgym.trust import TrustCalibration, TrustTracker
 
 RESET_OPTIONS = ("start", "frame", "goal_image", "goal_text", "task", "grippers")
 REWARDS = ("videoclip", "lpips", "lpips-offline", "lpips-calibrated", "none")
@@ -98,6 +99,8 @@ class ImaginedEpisodes:
             self.judge = SuccessJudge(self.videoclip, judge_threshold)
         self.generator = torch.Generator(device=self.device)
         self.imagination: Imagination | None = None
+        # Each row's trust in its newest frame (wmgym.trust; NaN for a world model without trust.json).
+        self.trust = TrustTracker(num_envs, self.device, TrustCalibration.of_model_dir(self.bundle.world_model_dir))
         b = num_envs
         self.frames = torch.zeros(b, (max_episode_steps or 16) + 1, self.height, self.width, 3, dtype=torch.uint8, device=self.device)
         self.lengths = np.zeros(b, dtype=np.int64)  # frames so far per row (0: never reset)
@@ -206,11 +209,13 @@ class ImaginedEpisodes:
             conditions = self.grippers.restart(rows, self._start_grippers(options.get("grippers"), index, r), rng)
         if self.imagination is None or r == self.num_envs and rows == list(range(self.num_envs)):
             self.imagination = Imagination(self.model, self.num_envs, num_steps=self.num_steps, guidance_scale=self.guidance_scale)
+            self.imagination.track_trust = self.trust.calibration is not None
             if r != self.num_envs:
                 raise RuntimeError("the first reset must start every row")
             self.imagination.start(starts[:, None], generator=self.generator, conditions=conditions)
         else:
             self.imagination.start(starts[:, None], rows=rows, generator=self.generator, conditions=conditions)
+        self.trust.reset(rows)
         self.frames[rows, 0] = starts
         if self.clip_features is not None:
             self.clip_features[rows, 0] = self.videoclip.frame_features(starts[:, None], starts)[:, 0]
@@ -226,7 +231,8 @@ class ImaginedEpisodes:
     # ------------------------------------------------------------ step
     def step(self, actions, active=None):
         """Generate every row's next frame; returns (observations uint8 (b, Ho, Wo, 3) on the device,
-        reward terms {name: float (b,)}, success bool (b,), truncated bool (b,)).
+        reward terms {name: float (b,)}, success bool (b,), truncated bool (b,)). `trust.trust`
+        (b,) then holds each row's trust in its new frame (`wmgym.trust`).
 
         actions: float (b, 20) (NumPy or torch). `active` bool (b,): rows whose episode goes on;
         the others (about to be reset) are generated with the batch but not recorded.
@@ -243,6 +249,7 @@ class ImaginedEpisodes:
                 self.clip_features = torch.cat([self.clip_features, torch.zeros_like(self.clip_features)], dim=1)
         conditions = self.grippers.step(actions.cpu().numpy()) if self.uses_grippers else None  # (b, 1)
         latents = self.imagination.step(actions, self.generator, conditions)
+        self.trust.update(self.imagination)
         frames = self.model.decode_latents(latents)[:, 0]  # (b, H, W, 3)
         rows = np.flatnonzero(active).tolist()
         self.frames[rows, self.lengths[rows]] = frames[rows]
@@ -266,6 +273,14 @@ class ImaginedEpisodes:
         if self.max_episode_steps is not None:
             truncated = active & (self.lengths > self.max_episode_steps) & ~success
         return self._to_obs_size(frames), terms, success & active, truncated
+
+    def with_trust(self, info: dict, trust=None) -> dict:
+        """`info` with "trust": `trust` (default: every row's, float32 (b,)), a Python float for one
+        row's; unchanged for a world model without a trust calibration (no trust.json)."""
+        if self.trust.calibration is None:
+            return info
+        trust = self.trust.trust.cpu().numpy() if trust is None else trust
+        return {**info, "trust": float(trust) if np.ndim(trust) == 0 else trust}
 
     def _start_grippers(self, given, index: list[int], r: int) -> list[GripperState]:
         """The grippers at the start of r episodes: `given` (one `GripperState` or r), else the bank's at `index`."""

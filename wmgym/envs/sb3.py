@@ -133,9 +133,10 @@ class WMFoldVecEnv(VecEnv):
         terms = {name: value.float().cpu().numpy() for name, value in terms.items()}
         rewards = np.sum(list(terms.values()), axis=0).astype(np.float32) if terms else np.zeros(self.num_envs, np.float32)
         dones = success | truncated
-        infos: list[dict[str, Any]] = [
+        trust = self.core.trust.trust.cpu().numpy()
+        infos: list[dict[str, Any]] = [self.core.with_trust(
             {"success": bool(success[i]), "task": self.core.tasks[i], "reward_terms": {k: float(v[i]) for k, v in terms.items()},
-             "TimeLimit.truncated": bool(truncated[i] and not success[i])} for i in range(self.num_envs)]
+             "TimeLimit.truncated": bool(truncated[i] and not success[i])}, trust[i]) for i in range(self.num_envs)]
         rows = np.flatnonzero(dones)
         if rows.size:  # same-step autoreset: report the last frame, return the new start
             for i in rows:

@@ -68,6 +68,13 @@ class WorldModelVectorEnv(VectorEnv):
     `max_episode_steps`. Autoreset is next-step (`metadata["autoreset_mode"]`): the step
     after an episode ends resets that env, ignores its action and returns reward 0.
 
+    ## Trust
+    `info["trust"]` float32 (num_envs,) in [0, 1]: how far to believe each env's new frame
+    (1 at a reset), from the sampler's own by-products (`wmgym.trust`), calibrated on the
+    simulator (`wmgym calibrate-trust`); absent for a world model without trust.json. Actions
+    outside the training support are not read (`sampler.action_support`): such a frame
+    follows the grippers view alone.
+
     ## Arguments
     `num_envs`: batch size. {_DOC_ARGUMENTS} `return_torch`: return torch tensors on the device.
     `render_mode`: None or "rgb_array".
@@ -108,13 +115,14 @@ class WorldModelVectorEnv(VectorEnv):
         self._observations = self.core.reset_rows(range(self.num_envs), self.np_random, options, row_rngs=row_rngs)
         self._needs_reset[:] = False
         info = {"success": np.zeros(self.num_envs, dtype=bool), "task": np.array(self.core.tasks, dtype=object)}
-        return self._out(self._observations), info
+        return self._out(self._observations), self.core.with_trust(info)
 
     def step(self, actions):
         if self._observations is None:
             raise RuntimeError("call reset() before step()")
         resetting = self._needs_reset.copy()
         observations, terms, success, truncated = self.core.step(actions, active=~resetting)
+        trust = self.core.trust.trust.cpu().numpy()  # of the generated frames, before an autoreset below sets 1
         rewards = sum(terms.values()) if terms else torch.zeros(self.num_envs, device=self.core.device)
         rows = np.flatnonzero(resetting)
         if rows.size:  # next-step autoreset: these envs start over; action ignored, reward 0
@@ -127,6 +135,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._needs_reset = success | truncated
         info = {"success": success.copy(), "task": np.array(self.core.tasks, dtype=object), "step": self.core.lengths - 1,
                 "reward_terms": {name: value.float().cpu().numpy() for name, value in terms.items()}}
+        info = self.core.with_trust(info, trust)
         if self.return_torch:
             device = self.core.device
             return (observations, rewards.float(), torch.from_numpy(success).to(device), torch.from_numpy(truncated).to(device), info)
@@ -186,6 +195,9 @@ class WorldModelEnv(gym.Env):
     frames, reward and judge keep coming, truncated stays True past the horizon), as after
     Gymnasium's `TimeLimit` and in `SimFold-v0`. Gymnasium leaves `reset()` to the caller.
 
+    ## Trust
+    `info["trust"]` float in [0, 1], as in `WorldModelVectorEnv` (absent without trust.json).
+
     ## Arguments
     {_DOC_ARGUMENTS} `render_mode`: None or "rgb_array".
     """
@@ -227,7 +239,7 @@ class WorldModelEnv(gym.Env):
     def _info(self, terms: dict[str, float], success: bool) -> dict[str, Any]:
         core = self.core
         return {"success": success, "task": core.tasks[0], "goal_text": core.goal_texts[0], "step": int(core.lengths[0] - 1),
-                "reward_terms": dict(terms)}
+                "reward_terms": dict(terms)} | ({"trust": float(core.trust.trust[0])} if core.trust.calibration else {})
 
     def goal_image(self) -> np.ndarray:
         """uint8 (H, W, 3): the current episode's goal image (at the model's resolution)."""

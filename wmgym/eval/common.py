@@ -27,6 +27,15 @@ def batched_rollouts(model, starts: np.ndarray, actions: np.ndarray, batch_size:
     return torch.cat(parts)
 
 
+def hold_still_actions(states, horizon: int) -> np.ndarray:
+    """float32 (N, T, 20): for each start `GripperState`, the action that holds both grippers still
+    at their start widths, T times (the grippers view of the null-action baseline never moves)."""
+    from wmgym.actions import identity_action
+
+    hold = np.stack([identity_action(*state.widths) for state in states]) if states else np.zeros((0, 20), np.float32)
+    return np.repeat(hold[:, None], horizon, axis=1)
+
+
 def lpips_head(allow_offline_fallback: bool = True, device: str = "auto"):
     """LPIPS (AlexNet trunk) for fidelity figures; without its pretrained trunk weights, the offline fallback (flagged as `is_pretrained`)."""
     from wmgym.rewards.lpips_head import LPIPSHead

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wmgym.eval.common import (batched_rollouts, finish_plot, lpips_by_step, lpips_head, plot_metrics_by_step, write_grid,
-                               write_rollouts)
+from wmgym.eval.common import (batched_rollouts, finish_plot, hold_still_actions, lpips_by_step, lpips_head,
+                               plot_metrics_by_step, write_grid, write_rollouts)
 from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.image_metrics import psnr, psnr_from_mse, ssim
 from wmgym.train.checkpoint import write_text_atomic
@@ -175,6 +175,15 @@ def evaluate(config: EvalConfig) -> dict:
     metrics["psnr_long_step_last"] = float(long_psnr[-1])
     metrics["psnr_drop_16_to_32"] = metrics["psnr_long_step16"] - metrics["psnr_long_step32"]
 
+    # ---- behaviours: uniform random exploration and the trust score (wmgym.eval.trust)
+    if config.behaviour_episodes:
+        from wmgym.eval.trust import behaviour_figures, behaviour_rollouts
+        from wmgym.trust import TrustCalibration
+
+        rollouts = behaviour_rollouts(model, config.behaviour_episodes, config.seed, config.horizon,
+                                      TrustCalibration.of_model_dir(bundle.world_model_dir), batch_size=config.batch_size)
+        metrics.update(behaviour_figures(rollouts))
+
     # ---- speed and the quality-speed curve
     if config.speed:
         from wmgym.eval.speed import env_steps_per_s
@@ -217,15 +226,6 @@ def _check_config(config: EvalConfig) -> None:
         raise ValueError("need at least one curve_num_steps and curve_guidance value")
 
 
-def hold_still_actions(states, horizon: int) -> np.ndarray:
-    """float32 (N, T, 20): for each start `GripperState`, the action that holds both grippers still
-    at their start widths, T times (the grippers view of the null-action baseline never moves)."""
-    from wmgym.actions import identity_action
-
-    hold = np.stack([identity_action(*state.widths) for state in states]) if states else np.zeros((0, 20), np.float32)
-    return np.repeat(hold[:, None], horizon, axis=1)
-
-
 def _simulate(specs, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run `EpisodeSpec`s (one size and horizon) in the simulator -> camera frames uint8 (N, T+1, H, W, 3),
     actions float32 (N, T, 20) and the simulator's grippers view uint8 (N, T+1, H, W, 3)."""
@@ -261,6 +261,12 @@ def _targets(m: dict) -> list[dict]:
              m["swap_controllability"] >= TARGETS["swap_controllability"]),
             ("PSNR at step 32 within 3 dB of step 16 (long rollouts)", m["psnr_drop_16_to_32"],
              m["psnr_drop_16_to_32"] <= TARGETS["long_drop_db"])]
+    if "psnr_uniform_step16" in m and m["psnr_uniform_step16"] is not None:
+        rows.append(("uniform random actions: PSNR at step 16 >= 24 dB", m["psnr_uniform_step16"], m["psnr_uniform_step16"] >= 24.0))
+        rows.append(("uniform random actions: no step below 18 dB", m["psnr_uniform_min_step"], m["psnr_uniform_min_step"] >= 18.0))
+    if "trust_auroc" in m:
+        rows.append(("trust AUROC at flagging frames > 3 dB below their rollout's median >= 0.85", m["trust_auroc"],
+                     m["trust_auroc"] >= 0.85))
     if "env_steps_per_s" in m:
         rows.append(("env_steps_per_s >= 30 with 16 envs", m["env_steps_per_s"], m["env_steps_per_s"] >= TARGETS["env_steps_per_s"]))
     return [{"target": name, "measured": float(value), "met": bool(met)} for name, value, met in rows]
@@ -329,6 +335,20 @@ def _report(m: dict, config: EvalConfig) -> str:
               f"{config.long_episodes} episodes of {config.long_horizon} steps, sliding window: PSNR at step 16 "
               f"{fmt(m['psnr_long_step16'])} dB, step 32 {fmt(m['psnr_long_step32'])} dB, step {config.long_horizon} "
               f"{fmt(m['psnr_long_step_last'])} dB.", "", "![long](psnr_by_step_long.png)", ""]
+    if "behaviours" in m:
+        lines += ["## Behaviours and trust", "", f"{config.behaviour_episodes} held-out episodes per behaviour; PSNR against the "
+                  "simulator; trust = `info[\"trust\"]`; flagged = more than 3 dB below the rollout's median PSNR; gated = "
+                  "actions outside the training support, read as the null action.", "",
+                  "| behaviour | PSNR mean | PSNR step 16 | lowest step | first frame copied, step 16 | gated | mean trust | flagged |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, b in m["behaviours"].items():
+            trust = "-" if b["trust_mean"] is None else fmt(b["trust_mean"])
+            lines.append(f"| {name} | {fmt(b['psnr_mean'])} | {fmt(b['psnr_last_step'])} | {fmt(b['psnr_min_step'])} | "
+                         f"{fmt(b['copy_first_psnr_last_step'])} | {b['gated_fraction']:.2f} | {trust} | {b['flagged_fraction']:.3f} |")
+        if "trust_auroc" in m:
+            lines += ["", f"Trust AUROC, pooled: flagged frames {fmt(m['trust_auroc'])}, bad frames (flagged or below 24 dB) "
+                      f"{fmt(m['trust_auroc_bad'])}."]
+        lines.append("")
     if "quality_speed" in m:
         lines += ["## Speed", "", f"`env_steps_per_s` with {config.speed_envs} vector envs at the default settings: "
                   f"{m['env_steps_per_s']:.1f}.", "", "| sampler steps | guidance | PSNR mean (dB) | env steps/s |", "|---|---|---|---|"]

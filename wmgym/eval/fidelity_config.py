@@ -38,6 +38,10 @@ class EvalConfig:
     """Episodes of the long-rollout test."""
     long_horizon: int = 48
     """Steps of the long-rollout test (>= 32; step 32 is compared with step 16)."""
+    behaviour_episodes: int = 32
+    """Held-out episodes per behaviour (expert, noisy, perturbed, random, uniform random =
+    `action_space.sample()`, hold-still; `wmgym.eval.trust`) for fidelity by behaviour and the
+    trust score's AUROC; 0 skips them."""
     speed_envs: int = 16
     """Vector envs for `env_steps_per_s` and the quality-speed curve."""
     curve_num_steps: tuple[int, ...] = (1, 2, 4, 8)

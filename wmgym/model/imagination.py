@@ -61,6 +61,11 @@ class Imagination:
         self.last: torch.Tensor | None = None  # newest history latent (b*rep, 1, C, h, w), at history noise
         self.last_clean: torch.Tensor | None = None  # the same frame before history noise: the residual anchor
         self.num_generated = 0  # frames generated since the last whole-batch start (for error messages)
+        # What the newest step() saw, per row (b,), for trust scores (`wmgym.trust`); free by-products of sampling:
+        self.disagreement: torch.Tensor | None = None  # mean squared latent difference, first clean estimate vs final frame
+        self.change: torch.Tensor | None = None  # mean squared latent difference, final frame vs the row's previous frame
+        self.gated: torch.Tensor | None = None  # bool: the row's action was replaced by the null action (out of support)
+        self.track_trust = True  # False: leave disagreement and change None (saves two reductions a step)
 
     @property
     def is_started(self) -> bool:
@@ -122,6 +127,8 @@ class Imagination:
             conditions: the new frame's `Conditions` (b, 1), if the model has any.
             drop_actions: replace the action by the null action of action dropout (the model's
                 action-free prediction; the frame keeps it as history): the null-action baseline.
+                Rows whose action lies outside the training support (`WorldModel.out_of_support`,
+                the sampler's `action_support`) get the null action either way.
         Returns:
             latents (b, 1, C, h, w) of the new frames (`model.decode_latents` makes pixels).
         Raises:
@@ -135,15 +142,24 @@ class Imagination:
         if actions.dim() != 2 or actions.shape[0] != b:
             raise ValueError(f"step takes one action per row, (b={b}, {model.action_dim}), got {tuple(actions.shape)}")
         action = model.normalize_actions(actions[:, None])  # (b, 1, action_dim)
+        dropped = model.out_of_support(actions[:, None].to(model.device)) | drop_actions  # (b, 1)
         cond = model.encode_conditions(conditions, b, 1)  # (maps, vectors)
         x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
+        first_estimate = None
         for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
             timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)
-            v = self._predict(x, timesteps, action, cond, drop_actions)
+            v = self._predict(x, timesteps, action, cond, dropped)
             if self.rep == 2:
                 v_cond, v_uncond = v.chunk(2)
                 v = v_uncond + self.guidance_scale * (v_cond - v_uncond)
+            if first_estimate is None and self.track_trust:  # the first call's clean estimate (schedule.ddim_step, step 1)
+                a = model.alphas_cumprod[int(k)]
+                first_estimate = a.sqrt() * x - (1 - a).sqrt() * v
             x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), model.alphas_cumprod)
+        if self.track_trust:
+            self.disagreement = (first_estimate - x).float().square().mean(dim=(1, 2, 3, 4))
+            self.change = (x - self.last_clean[:b]).float().square().mean(dim=(1, 2, 3, 4))
+        self.gated = dropped[:, 0] & ~torch.as_tensor(drop_actions, device=model.device)
         self.num_generated += 1
         if not torch.isfinite(x).all():  # one check per frame; NaN latents would decode to black frames
             raise NonFiniteLatentsError(
@@ -151,7 +167,7 @@ class Imagination:
                 f"settings are broken (num_steps={self.num_steps}, guidance_scale={self.guidance_scale})")
         hist = torch.full((b, 1), s.history_timestep, device=model.device, dtype=torch.long)
         noisy = add_noise(x, torch.randn(x.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
-        self._add(noisy, hist, action, torch.full((b, 1), drop_actions, dtype=torch.bool, device=model.device), cond, clean=x)
+        self._add(noisy, hist, action, dropped, cond, clean=x)
         return x
 
     # ------------------------------------------------------------ internals
@@ -179,11 +195,11 @@ class Imagination:
             first = self.parts[:1] if s.keep_first_frame else []
             self.parts = first + self.parts[len(self.parts) - s.window_frames + len(first) :]
 
-    def _predict(self, x, timesteps, action, cond, drop_actions: bool = False) -> torch.Tensor:
-        """v for the newest frame x (b, 1, C, h, w); guided runs get [cond, uncond] stacked."""
+    def _predict(self, x, timesteps, action, cond, dropped: torch.Tensor) -> torch.Tensor:
+        """v for the newest frame x (b, 1, C, h, w), with the null action where `dropped` (b, 1) is
+        set; guided runs get [cond, uncond] stacked."""
         b = x.shape[0]
-        x, timesteps, action, cond = self._repeat(x, timesteps, action, cond)
-        dropped = torch.full((b * self.rep, 1), drop_actions, dtype=torch.bool, device=x.device)
+        x, timesteps, action, cond, dropped = self._repeat(x, timesteps, action, cond, dropped)
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
         if self.use_cache:

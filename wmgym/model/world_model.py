@@ -192,6 +192,24 @@ class WorldModel(nn.Module):
             raise ValueError(f"actions contain non-finite values\n{self.action_layout}")
         return (torch.maximum(torch.minimum(actions, self.action_high), self.action_low) - self.action_mean) / self.action_std
 
+    def action_support_distance(self, actions) -> torch.Tensor:
+        """How far raw actions (b, T, action_dim) lie outside the training actions' range -> (b, T):
+        the largest, over components, of the distance beyond `config.action_min/max` in training
+        standard deviations (0 inside the range; +inf for a model without a range is never
+        returned: such a model reports 0). `sampler.action_support` gates on it."""
+        actions = _to_tensor(actions, torch.float32, self.device)
+        beyond = torch.maximum(actions - self.action_high, self.action_low - actions).clamp_min(0) / self.action_std
+        return beyond.nan_to_num(0.0, posinf=0.0).amax(-1)
+
+    def out_of_support(self, actions, action_support: float | None = None) -> torch.Tensor:
+        """bool (b, T): the raw actions (b, T, action_dim) the model will not read, because they lie
+        further than `action_support` (default: the checkpoint's `sampler.action_support`) outside
+        the training range; all False when that is None."""
+        action_support = self.sampler.action_support if action_support is None else action_support
+        if action_support is None:
+            return torch.zeros(actions.shape[:-1], dtype=torch.bool, device=self.device)
+        return self.action_support_distance(actions) > action_support
+
     def _frame_actions(self, actions: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame conditioning (b, t, action_dim) and is_dropped (b, t): frame i gets a_{i-1}."""
         b = actions.shape[0]

@@ -37,6 +37,15 @@ class SamplerDefaults:
         window_frames: frames the KV cache keeps (None: all); bounds memory past the
             training length.
         keep_first_frame: keep the start frame in the window for the whole rollout.
+        action_support: how far (in training standard deviations, per component) an action may
+            lie outside the training actions' range (`action_min`..`action_max`) and still be
+            read; a further one is replaced by the null action of action dropout for its row
+            and step, so the frame follows the conditions (WMFold-v0: the grippers view the
+            track renders from that very action) instead of an action embedding the model never
+            learnt. None reads every action (after clamping to the range); a model without an
+            action range (`action_min` None) reads every action either way. Uniform random
+            actions (`action_space.sample()`) rotate about every axis, which the training data
+            never does: read, they turn rollouts into noise within a few steps.
     """
 
     num_steps: int = 8
@@ -44,6 +53,7 @@ class SamplerDefaults:
     history_timestep: int = 20
     window_frames: int | None = 16
     keep_first_frame: bool = True
+    action_support: float | None = 3.0
 
     def __post_init__(self):
         """ValueError naming the first invalid setting (a NaN guidance would give black frames)."""
@@ -51,6 +61,8 @@ class SamplerDefaults:
         check_sampler_arguments(self.num_steps, self.guidance_scale)
         if self.history_timestep < 0:
             raise ValueError(f"history_timestep must be >= 0, got {self.history_timestep}")
+        if self.action_support is not None and self.action_support < 0:
+            raise ValueError(f"action_support must be None or >= 0, got {self.action_support}")
         if self.window_frames is not None and self.window_frames < 1 + int(self.keep_first_frame):
             raise ValueError(f"window_frames must be None or >= {1 + int(self.keep_first_frame)}"
                              f"{' (keep_first_frame is true)' if self.keep_first_frame else ''}, got {self.window_frames}")

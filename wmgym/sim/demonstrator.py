@@ -165,3 +165,18 @@ class RandomBehaviour:
                 width = 0.0 if width >= GRASP_WIDTH else OPEN_WIDTH
             hands.append(np.concatenate([delta, rot[:, 0], rot[:, 1], [width]]))
         return validate_action(np.concatenate(hands))
+
+
+class UniformBehaviour:
+    """Every action drawn uniformly over the action box (`wmgym.actions.ACTION_LOW`..`ACTION_HIGH`),
+    which is what Gymnasium's `Box.sample()` does for `SimFold-v0`'s and `WMFold-v0`'s action
+    space: a random rotation, a jump of up to `MAX_POSITION_DELTA` per axis and a random jaw
+    width every step. The first exploration an RL user runs."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def action(self) -> np.ndarray:
+        from wmgym.actions import ACTION_HIGH, ACTION_LOW
+
+        return self.rng.uniform(ACTION_LOW, ACTION_HIGH).astype(np.float32)

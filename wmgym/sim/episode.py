@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-EPISODE_KINDS = ("demo", "perturbed", "random", "replay", "proposal")  # append only: stores keep kinds as indices
+EPISODE_KINDS = ("demo", "perturbed", "random", "replay", "proposal", "uniform")  # append only: stores keep kinds as indices
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,10 @@ class EpisodeSpec:
             "proposal" (the clean demonstrator's actions at speed 1 for this start state, as
             `wmgym plan` takes them for its nominal sequence, plus Gaussian noise of std `noise`
             on every position delta and width, clipped to the action bounds, executed open loop:
-            the planner's own proposals, about a third of which succeed).
+            the planner's own proposals, about a third of which succeed) or "uniform" (every
+            action drawn uniformly over the action box, as `env.action_space.sample()` draws
+            it: random rotations, jumps of up to 12 cm per axis, random jaw widths; what an RL
+            user's first exploration looks like).
         noise: demonstrator noise level (0 = clean), used by "demo", "perturbed" and "replay";
             for "proposal" the std (metres) of the action noise.
         height, width: image size in pixels.
@@ -105,7 +108,7 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     runs `RandomBehaviour`. Frames are recorded before each action and once after the last.
     """
     from wmgym.actions import MAX_POSITION_DELTA, matrix_to_axis_angle
-    from wmgym.sim.demonstrator import DemoParams, RandomBehaviour, ScriptedDemonstrator
+    from wmgym.sim.demonstrator import DemoParams, RandomBehaviour, ScriptedDemonstrator, UniformBehaviour
     from wmgym.sim.gripper import GRASP_WIDTH
     from wmgym.sim.tasks import TASKS, describe_outcome, make_task
     from wmgym.sim.world import OPEN_WIDTH
@@ -124,6 +127,8 @@ def run_episode(spec: EpisodeSpec) -> EpisodeRecord:
     world.reset(rng, spec.task)
     if spec.kind == "random":
         policy = RandomBehaviour(world, rng, spec.horizon)
+    elif spec.kind == "uniform":
+        policy = UniformBehaviour(rng)
     elif spec.kind in ("replay", "proposal"):
         policy = None
     else:
