@@ -289,6 +289,13 @@ def _plot_by_step(out: Path, m: dict) -> None:
     ax.axvline(32, color="gray", ls="--", lw=0.8)
     ax.set(xlabel="step", ylabel="PSNR (dB)", title="Long rollouts")
     finish_plot(fig, ax, out / "psnr_by_step_long.png")
+    if "behaviours" in m:
+        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+        for name, b in m["behaviours"].items():
+            ax.plot(np.arange(1, len(b["psnr_by_step"]) + 1), b["psnr_by_step"], marker="o", markersize=2, label=name)
+        ax.axhline(24, color="gray", ls="--", lw=0.8)
+        ax.set(xlabel="step", ylabel="PSNR (dB)", title="World model against the simulator, by behaviour")
+        finish_plot(fig, ax, out / "psnr_by_behaviour.png")
     if "quality_speed" in m:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
         for g in sorted({p["guidance_scale"] for p in m["quality_speed"]}):
@@ -345,6 +352,7 @@ def _report(m: dict, config: EvalConfig) -> str:
             trust = "-" if b["trust_mean"] is None else fmt(b["trust_mean"])
             lines.append(f"| {name} | {fmt(b['psnr_mean'])} | {fmt(b['psnr_last_step'])} | {fmt(b['psnr_min_step'])} | "
                          f"{fmt(b['copy_first_psnr_last_step'])} | {b['gated_fraction']:.2f} | {trust} | {b['flagged_fraction']:.3f} |")
+        lines += ["", "![by behaviour](psnr_by_behaviour.png)"]
         if "trust_auroc" in m:
             lines += ["", f"Trust AUROC, pooled: flagged frames {fmt(m['trust_auroc'])}, bad frames (flagged or below 24 dB) "
                       f"{fmt(m['trust_auroc_bad'])}."]
