@@ -24,6 +24,7 @@ from wmgym.policies.plan_config import PlanConfig
 from wmgym.train.codec import TrainCodecConfig
 from wmgym.train.grasp_prior import TrainGraspPriorConfig
 from wmgym.train.idm import TrainIDMConfig
+from wmgym.train.judge_config import TrainJudgeConfig
 from wmgym.train.lpips_calibration import TrainLPIPSConfig
 from wmgym.train.policy import TrainPolicyConfig
 from wmgym.train.videoclip import TrainVideoCLIPConfig
@@ -241,6 +242,7 @@ COMMANDS = {"generate": (GenerateConfig, _when_run("wmgym.data.generate:generate
             "train-lpips": (TrainLPIPSConfig, _when_run("wmgym.train.lpips_calibration:train_lpips")),
             "imagine": (ImagineConfig, _when_run("wmgym.data.imagine:imagine_store")),
             "train-grasp-prior": (TrainGraspPriorConfig, _when_run("wmgym.train.grasp_prior:train_grasp_prior")),
+            "train-judge": (TrainJudgeConfig, _when_run("wmgym.train.judge:train_judge")),
             "verify": (VerifyConfig, verify)}
 """Subcommand -> (the config dataclass its arguments fill, the function that runs it)."""
 

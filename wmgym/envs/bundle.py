@@ -16,6 +16,9 @@ Layout of a bundle directory (docs/design.md, "Checkpoints"; no pickles):
                          the grippers at each start frame: poses (N, 2, 4, 4), widths (N, 2)
                          float64 (for world models conditioned on the grippers view; bundles
                          made before it existed lack it)
+    judge.json           optional: the track judge (`wmgym train-judge`, `wmgym.rewards.track_judge`),
+                         the success judge over VideoCLIP, the grippers' track and the grasp prior;
+                         without it the env judges with VideoCLIP alone
 
 `make_bundle` renders the banks with the reference simulator, so `reset` in `WMFold-v0`
 starts from the same states `SimFold-v0` does (start frame i is `SimFold-v0`'s first
@@ -42,6 +45,7 @@ from wmgym.writer_lock import WriterLock
 FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 GRIPPERS_FILE = "start_grippers.safetensors"
+JUDGE_FILE = "judge.json"  # `wmgym.rewards.track_judge.JUDGE_FILE` (not imported: this module stays light)
 BUNDLE_KIND = OutputKind("bundle", (BUNDLE_FILE,))
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "wmfold"
 
@@ -84,6 +88,12 @@ class Bundle:
     def videoclip_dir(self) -> Path | None:
         path = self.directory / "videoclip"
         return path if path.is_dir() else None
+
+    @property
+    def judge_file(self) -> Path | None:
+        """The track judge's judge.json (None: judge with VideoCLIP alone); `TrackJudge.load` reads it."""
+        path = self.directory / JUDGE_FILE
+        return path if path.is_file() else None
 
     @property
     def lpips_dir(self) -> Path | None:

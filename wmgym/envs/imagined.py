@@ -94,9 +94,10 @@ class ImaginedEpisodes:
             self._check_goal_texts([goal_text])
         self.judge = None
         if use_success_judge:
-            from wmgym.rewards.judge import SuccessJudge
+            from wmgym.rewards.judge import make_judge
 
-            self.judge = SuccessJudge(self.videoclip, judge_threshold)
+            # The bundle's track judge (judge.json: VideoCLIP, the grippers' track, the grasp prior) or VideoCLIP alone.
+            self.judge = make_judge(self.bundle, self.videoclip, self.model, num_envs, judge_threshold)
         self.generator = torch.Generator(device=self.device)
         self.imagination: Imagination | None = None
         # Each row's trust in its newest frame (wmgym.trust; NaN for a world model without trust.json).
@@ -247,6 +248,7 @@ class ImaginedEpisodes:
             self.frames = torch.cat([self.frames, torch.zeros_like(self.frames)], dim=1)
             if self.clip_features is not None:
                 self.clip_features = torch.cat([self.clip_features, torch.zeros_like(self.clip_features)], dim=1)
+        poses_before = self._track_poses() if getattr(self.judge, "reads_track", False) else None  # (b, 8)
         conditions = self.grippers.step(actions.cpu().numpy()) if self.uses_grippers else None  # (b, 1)
         latents = self.imagination.step(actions, self.generator, conditions)
         self.trust.update(self.imagination)
@@ -267,6 +269,8 @@ class ImaginedEpisodes:
                 self.potential[rows] = scores
                 terms[self.head.name] = delta
             if probability is not None:
+                if poses_before is not None:  # the track judge reads the grippers and grasp draws too
+                    probability = self._track_probability(rows, probability, poses_before, conditions)
                 success[rows] = (probability >= self.judge.threshold).cpu().numpy()
         self.success[rows] = success[rows]
         truncated = np.zeros(self.num_envs, dtype=bool)
@@ -331,6 +335,23 @@ class ImaginedEpisodes:
             scores = self.head.score(clips, [self.goal_texts[i] for i in rows])
         probability = self.judge.probability_of_embeddings(video, [self.tasks[i] for i in rows]) if with_judge else None
         return scores.float(), probability
+
+    def _track_poses(self) -> np.ndarray:
+        """float32 (b, 8): every row's gripper pose vector now (the track judge's input)."""
+        from wmgym.sim.gripper_track import pose_vector
+
+        if not self.uses_grippers:
+            raise RuntimeError(f"the bundle {self.bundle.directory}'s judge.json reads the grippers' track, which this "
+                               "world model does not keep; delete judge.json to judge with VideoCLIP alone")
+        return np.stack([pose_vector(track.poses, track.widths) for track in self.grippers.tracks])
+
+    def _track_probability(self, rows, probability: torch.Tensor, poses_before: np.ndarray, conditions) -> torch.Tensor:
+        """The track judge's p(done) (r,) of `rows` after a step, from VideoCLIP's (r,), the poses
+        (b, 8) before the step and the step's Conditions (their grasp draws, if any)."""
+        held = None if conditions is None else conditions.vectors.get("held")
+        drawn = None if held is None else held.detach().cpu().numpy()[rows, 0]
+        return self.judge.step_probability(rows, self.lengths[rows], probability, poses_before[rows],
+                                           self._track_poses()[rows], drawn, [self.tasks[i] for i in rows])
 
     def _clip_features(self, rows) -> torch.Tensor:
         """VideoCLIP features (r, K, f) of the frames `_clips` would pick, from the cache."""

@@ -25,6 +25,11 @@ good per-prefix accuracy then over-accepts whole episodes.
 The shipped judge is trained on episodes re-drawn by the shipped world model (`wmgym imagine`),
 the frames it judges in the environment; its threshold and its precision, recall and accuracy
 on held-out imagined episodes: docs/results.md, "Success judge and text retrieval (VideoCLIP)".
+
+A bundle with a judge.json (`wmgym train-judge`) judges with `TrackSuccessJudge` instead: the
+answer above, the grippers' track, the grasp prior and the env's grasp draws of the episode so
+far go through a small trained classifier (`wmgym.rewards.track_judge`); `make_judge` picks one
+(benchmarks/judge_accuracy.py measures both per behaviour).
 """
 
 from __future__ import annotations
@@ -100,6 +105,60 @@ class SuccessJudge:
         """bool (b,) on `device`: whether each clip shows `task` done (probability >= threshold)."""
         return self.probability(frames, task) >= self.threshold
 
+
+
+class TrackSuccessJudge(SuccessJudge):
+    """The env's judge when its bundle has a `judge.json` (`wmgym.rewards.track_judge`): the
+    VideoCLIP question above gives p(done | clip, task), and the track judge turns it, with the
+    grippers' track, the grasp prior and the env's grasp draws of the episode so far, into the
+    verdict's probability (`step_probability`). `threshold` is the track judge's.
+
+    Args:
+        head: the VideoCLIP reward head.
+        track: the `TrackJudge` read from judge.json.
+        grasp_prior: the world model's `GraspPrior`.
+        num_rows: b, the env's rows (each keeps its episode's history).
+        threshold: overrides the track judge's threshold.
+    """
+
+    reads_track = True
+
+    def __init__(self, head: VideoCLIPHead, track, grasp_prior, num_rows: int, threshold: float | None = None):
+        from wmgym.rewards.track_judge import TrackJudgeRows
+
+        super().__init__(head, None)
+        self.rows = TrackJudgeRows(track, grasp_prior, num_rows, threshold)
+        self.threshold = self.rows.threshold
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold}")
+
+    def step_probability(self, rows, lengths, p_done: torch.Tensor, poses_before: np.ndarray, poses: np.ndarray,
+                         drawn: np.ndarray | None, tasks) -> torch.Tensor:
+        """float (r,) on p_done's device: p(done) of the rows' episodes after a step, from
+        VideoCLIP's p_done (r,), the pose vectors (r, 8) before and after the step, the step's
+        grasp draws (r, 2) or None, and each row's task (see `TrackJudgeRows.probability`)."""
+        p = self.rows.probability(rows, lengths, p_done.detach().cpu().numpy(), poses_before, poses, drawn, tasks)
+        return torch.as_tensor(p, dtype=torch.float32, device=p_done.device)
+
+
+def make_judge(bundle, head: VideoCLIPHead, world_model, num_rows: int, threshold: float | None = None) -> SuccessJudge:
+    """The success judge of a bundle: a `TrackSuccessJudge` when it has a judge.json
+    (`Bundle.judge_file`), else the VideoCLIP judge alone (`SuccessJudge`, the bundles before it).
+    ValueError when judge.json is damaged or the world model has no grasp prior to feed it."""
+    path = getattr(bundle, "judge_file", None)
+    if path is None:
+        return SuccessJudge(head, threshold)
+    from wmgym.rewards.track_judge import TrackJudge
+
+    track = TrackJudge.load(path)
+    prior = getattr(world_model, "grasp_prior", None)
+    if prior is None:
+        raise ValueError(f"{path} judges with the grasp prior's p(held), but the world model in {bundle.directory} has no "
+                         "grasp_prior/; delete judge.json to judge with VideoCLIP alone")
+    missing = [t for t in bundle.captions if t not in track.tasks]
+    if missing:
+        raise ValueError(f"{path} knows the tasks {', '.join(track.tasks)}, not {', '.join(missing)} of its bundle")
+    return TrackSuccessJudge(head, track, prior, num_rows, threshold)
 
 def calibrate_threshold(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
     """The threshold in {0.01, ..., 0.99} with the best accuracy of `probabilities >= t` on `labels`.
