@@ -173,8 +173,11 @@ def test_paired_evaluation_reports_corrected_rates_with_intervals(tiny_bundle, t
         assert p["k"] == 3 and p["n"] == 3 and p["raw"] == 0.0  # the tiny judge never fires
         assert 0.0 <= p["low"] <= p["estimate"] <= p["high"] <= 1.0 and p["high"] > p["low"]
         assert p["covered"] == (p["low"] <= row["sim_success_rate"] <= p["high"])
+        q = row["pooled"]
+        assert 0.0 <= q["low"] <= q["estimate"] <= q["high"] <= 1.0 and q["covered"] == (q["low"] <= row["sim_success_rate"] <= q["high"])
+        assert len(row["sim_success"]) == len(row["model_success"]) == 6  # per-episode verdicts, for re-analysis
     summary = result["paired_summary"]
-    assert summary["policies"] == 2 and 0 <= summary["covered"] <= 2
+    assert summary["policies"] == 2 and 0 <= summary["covered"] <= 2 and 0 <= summary["pooled_covered"] <= 2
     assert (tmp_path / "ep" / "intervals.png").stat().st_size > 1000
     assert "Paired evaluation" in (tmp_path / "ep" / "report.md").read_text()
     with pytest.raises(ValueError, match="--paired K"):

@@ -57,10 +57,11 @@ class EvalPoliciesConfig:
     device: str = "auto"
     """"auto", "cpu" or "cuda"."""
     paired: int = 0
-    """K > 0: also report each policy's bias-corrected success rate and its interval
-    (prediction-powered inference, `wmgym.eval.ppi`) from the world model's verdicts on episodes
-    K..E-1 and K paired ground-truth episodes (the first K starts, both worlds); the simulator's
-    rate over all E episodes is the truth it is checked against (`covered`)."""
+    """K > 0: also report each policy's bias-corrected success rate and its interval from the world
+    model's verdicts on episodes K..E-1 and K paired ground-truth episodes (the first K starts,
+    both worlds), by two estimators (`wmgym.eval.ppi`): the judge's error rates pooled across the
+    policies (`pooled`, the headline) and prediction-powered inference per policy (`paired`); the
+    simulator's rate over all E episodes is the truth they are checked against (`covered`)."""
     confidence: float = 0.9
     """Coverage of the --paired intervals."""
 
@@ -288,7 +289,8 @@ def evaluate_policies(config: EvalPoliciesConfig, policies: dict[str, Policy] | 
         imagined = run_in_world_model(policy, starts, config.horizon, seed=config.seed, core=core)
         rows.append({"policy": name, "sim_success_rate": float(sim["success"].mean()),
                      "model_success_rate": float(imagined["success"].mean()), "sim_mean_score": float(sim["score"].mean()),
-                     "episode_agreement": float((sim["success"] == imagined["success"]).mean())})
+                     "episode_agreement": float((sim["success"] == imagined["success"]).mean()),
+                     "sim_success": sim["success"].astype(bool).tolist(), "model_success": imagined["success"].astype(bool).tolist()})
         if config.paired:
             from wmgym.eval.ppi import ppi_success_rate
 
@@ -301,10 +303,19 @@ def evaluate_policies(config: EvalPoliciesConfig, policies: dict[str, Policy] | 
               "policies": rows, "episodes": config.episodes, "horizon": config.horizon, "checkpoint": str(core.bundle.directory),
               "judge_threshold": float(core.judge.threshold), "wall_time_s": time.perf_counter() - began, "config": asdict(config)}
     if config.paired:
+        from wmgym.eval.ppi import pooled_success_rates
+
+        k = config.paired
+        pooled = pooled_success_rates([(np.array(r["model_success"][k:]), np.array(r["sim_success"][:k]),
+                                        np.array(r["model_success"][:k])) for r in rows], config.confidence)
+        for row, estimate in zip(rows, pooled):
+            row["pooled"] = {**estimate, "covered": bool(estimate["low"] <= row["sim_success_rate"] <= estimate["high"])}
         paired = [r["paired"] for r in rows]
-        result["paired_summary"] = {"k": config.paired, "confidence": config.confidence,
+        width = lambda key: float(np.mean([r[key]["high"] - r[key]["low"] for r in rows]))
+        result["paired_summary"] = {"k": k, "confidence": config.confidence, "policies": len(rows),
+                                    "pooled_covered": sum(r["pooled"]["covered"] for r in rows), "pooled_mean_width": width("pooled"),
                                     "covered": sum(p["covered"] for p in paired), "paired_covered": sum(p["paired_covered"] for p in paired),
-                                    "policies": len(rows), "mean_width": float(np.mean([p["high"] - p["low"] for p in paired])),
+                                    "mean_width": width("paired"),
                                     "mean_paired_width": float(np.mean([p["paired_high"] - p["paired_low"] for p in paired]))}
         _intervals(out / "intervals.png", result)
     write_text_atomic(out / "agreement.json", json.dumps(result, indent=2))
@@ -375,16 +386,19 @@ def _intervals(path: Path, result: dict) -> None:
     rows, summary = result["policies"], result["paired_summary"]
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.2), dpi=120)
     for i, row in enumerate(rows):
-        p = row["paired"]
-        ax.plot([p["paired_low"], p["paired_high"]], [i + 0.18] * 2, color="0.65", lw=3)
-        ax.plot([p["low"], p["high"]], [i - 0.18] * 2, color="C0", lw=3)
-        ax.plot(p["estimate"], i - 0.18, "o", color="C0", ms=4)
-        ax.plot(p["raw"], i - 0.18, "x", color="C3", ms=5)
-        ax.plot(row["sim_success_rate"], i, "|", color="k", ms=14, mew=2)
+        p, q = row["paired"], row["pooled"]
+        ax.plot([p["paired_low"], p["paired_high"]], [i + 0.25] * 2, color="0.65", lw=3)
+        ax.plot([p["low"], p["high"]], [i] * 2, color="C1", lw=3)
+        ax.plot([q["low"], q["high"]], [i - 0.25] * 2, color="C0", lw=3)
+        ax.plot(q["estimate"], i - 0.25, "o", color="C0", ms=4)
+        ax.plot(q["raw"], i - 0.25, "x", color="C3", ms=5)
+        ax.plot(row["sim_success_rate"], i, "|", color="k", ms=16, mew=2)
     ax.set_yticks(range(len(rows)), [r["policy"] for r in rows], fontsize=7)
     ax.set(xlabel="success rate", xlim=(-0.02, 1.02),
-           title=f"{summary['confidence']:.0%} intervals, K = {summary['k']}: {summary['covered']} of {summary['policies']} cover the simulator")
-    ax.plot([], [], color="C0", lw=3, label="world model + K paired (PPI)")
+           title=f"{summary['confidence']:.0%} intervals, K = {summary['k']}: {summary['pooled_covered']} of {summary['policies']} "
+                 "cover the simulator")
+    ax.plot([], [], color="C0", lw=3, label="world model + K paired, judge errors pooled")
+    ax.plot([], [], color="C1", lw=3, label="world model + K paired, PPI++ per policy")
     ax.plot([], [], color="0.65", lw=3, label="K paired alone (Wilson)")
     ax.plot([], [], "x", color="C3", label="world model's own rate")
     ax.plot([], [], "|", color="k", ms=10, mew=2, label=f"simulator, {result['episodes']} episodes")
@@ -412,14 +426,16 @@ def _report(result: dict) -> str:
     if "paired_summary" in result:
         summary = result["paired_summary"]
         lines += [f"**Paired evaluation** (K = {summary['k']} ground-truth episodes per policy, "
-                  f"{summary['confidence']:.0%} intervals, prediction-powered): the interval covers the simulator's rate "
-                  f"over all {result['episodes']} episodes for {summary['covered']} of {summary['policies']} policies "
-                  f"(the K episodes alone: {summary['paired_covered']}); mean width {summary['mean_width']:.3f} "
-                  f"(alone: {summary['mean_paired_width']:.3f}).", "",
-                  "| policy | world model's rate | corrected rate [interval] | K paired alone [Wilson] | simulator |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['policy']} | {r['paired']['raw']:.2f} | {r['paired']['estimate']:.2f} [{r['paired']['low']:.2f}, "
-                  f"{r['paired']['high']:.2f}] | {r['paired']['paired']:.2f} [{r['paired']['paired_low']:.2f}, "
-                  f"{r['paired']['paired_high']:.2f}] | {r['sim_success_rate']:.2f} |" for r in result["policies"]]
+                  f"{summary['confidence']:.0%} intervals). The simulator's rate over all {result['episodes']} episodes lies in "
+                  f"the interval of {summary['pooled_covered']} of {summary['policies']} policies with the judge's errors pooled "
+                  f"across policies (mean width {summary['pooled_mean_width']:.3f}), {summary['covered']} with PPI++ per policy "
+                  f"(width {summary['mean_width']:.3f}), {summary['paired_covered']} with the K episodes alone (Wilson, width "
+                  f"{summary['mean_paired_width']:.3f}).", "",
+                  "| policy | world model's rate | pooled [interval] | PPI++ [interval] | K paired alone [Wilson] | simulator |",
+                  "|---|---|---|---|---|---|"]
+        span = lambda e, low="low", high="high": f"[{e[low]:.2f}, {e[high]:.2f}]"
+        lines += [f"| {r['policy']} | {r['model_success_rate']:.2f} | {r['pooled']['estimate']:.2f} {span(r['pooled'])} | "
+                  f"{r['paired']['estimate']:.2f} {span(r['paired'])} | {r['paired']['paired']:.2f} "
+                  f"{span(r['paired'], 'paired_low', 'paired_high')} | {r['sim_success_rate']:.2f} |" for r in result["policies"]]
         lines += ["", "![intervals](intervals.png)", ""]
     return "\n".join(lines)
