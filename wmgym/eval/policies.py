@@ -384,7 +384,7 @@ def _intervals(path: Path, result: dict) -> None:
     import matplotlib.pyplot as plt
 
     rows, summary = result["policies"], result["paired_summary"]
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.8), dpi=120)
     for i, row in enumerate(rows):
         p, q = row["paired"], row["pooled"]
         ax.plot([p["paired_low"], p["paired_high"]], [i + 0.25] * 2, color="0.65", lw=3)
@@ -402,7 +402,7 @@ def _intervals(path: Path, result: dict) -> None:
     ax.plot([], [], color="0.65", lw=3, label="K paired alone (Wilson)")
     ax.plot([], [], "x", color="C3", label="world model's own rate")
     ax.plot([], [], "|", color="k", ms=10, mew=2, label=f"simulator, {result['episodes']} episodes")
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.4, -0.1), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
