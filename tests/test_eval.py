@@ -67,7 +67,7 @@ def test_swap_controllability_rewards_following_the_actions(swap_truth):
 def test_eval_writes_metrics_report_and_plots(tiny_bundle, tmp_path):
     config = EvalConfig(checkpoint=str(tiny_bundle), out=str(tmp_path / "eval"), episodes=3, horizon=4, swap_episodes=2,
                         long_episodes=1, long_horizon=32, speed_envs=2, curve_num_steps=(1, 2), curve_guidance=(1.0,),
-                        curve_episodes=2, device="cpu")
+                        curve_episodes=2, behaviour_episodes=2, device="cpu")
     with warnings.catch_warnings():  # without LPIPS trunk weights (CI) the fallback warns; metrics.json flags it
         warnings.simplefilter("ignore", UserWarning)
         metrics = evaluate(config)
@@ -85,7 +85,11 @@ def test_eval_writes_metrics_report_and_plots(tiny_bundle, tmp_path):
     assert saved["psnr_gain_over_copy_first"] == pytest.approx(saved["psnr_mean"] - saved["psnr_copy_first_mean"])
     assert [p["num_steps"] for p in saved["quality_speed"]] == [1, 2] and saved["env_steps_per_s"] > 0
     assert {t["target"].split(" ")[0] for t in saved["targets"]} >= {"psnr_mean", "swap_controllability", "env_steps_per_s"}
-    for name in ("psnr_by_step", "ssim_by_step", "lpips_by_step", "psnr_by_step_long", "quality_speed", "swap_grid", "rollouts"):
+    assert set(saved["behaviours"]) == {"expert", "noisy", "perturbed", "random", "uniform", "hold-still"}
+    assert saved["psnr_uniform_episodes"] == 2 and saved["psnr_uniform_min_step"] <= saved["behaviours"]["uniform"]["psnr_mean"]
+    assert "trust_auroc" not in saved  # the tiny bundle has no trust.json
+    for name in ("psnr_by_step", "ssim_by_step", "lpips_by_step", "psnr_by_step_long", "quality_speed", "swap_grid", "rollouts",
+                 "psnr_by_behaviour"):
         assert (tmp_path / "eval" / f"{name}.png").stat().st_size > 1000
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "## Action cross-swap" in report and "swap_grid.png" in report and "| psnr_mean >= 24 dB |" in report

@@ -193,3 +193,16 @@ def test_both_env_checkers_pass_with_trust_in_the_infos(trusted_bundle):
     env = gym.make("WMFold-v0", checkpoint=str(trusted_bundle), device="cpu", reward="none", use_success_judge=False)
     gymnasium_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=False)
+
+
+def test_calibrate_trust_fits_a_calibration_the_env_then_reads(tiny_grippers_bundle, tmp_path):
+    from wmgym.cli import main
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_grippers_bundle, root)
+    main(["calibrate-trust", "--checkpoint", str(root), "--episodes", "3", "--horizon", "4", "--device", "cpu"])
+    fitted = TrustCalibration.of_model_dir(Bundle.load(root).world_model_dir)
+    assert fitted is not None and fitted.fitted_on["episodes_per_behaviour"] == 3 and fitted.fitted_on["frames"] == 6 * 3 * 4
+    env = gym.make("WMFold-v0", checkpoint=str(root), device="cpu", reward="none", use_success_judge=False)
+    env.reset(seed=0)
+    assert 0.0 <= env.step(identity_action(0.08, 0.08))[-1]["trust"] <= 1.0

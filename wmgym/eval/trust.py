@@ -77,14 +77,13 @@ def behaviour_specs(name: str, episodes: int, seed: int, size: int, horizon: int
 def _simulate(name: str, specs) -> tuple[np.ndarray, np.ndarray, list]:
     """Frames uint8 (n, T+1, H, W, 3), actions float32 (n, T, 20) and start `GripperState`s."""
     from wmgym.eval.common import hold_still_actions
-    from wmgym.sim.episode import replay_actions, run_episode, start_gripper_state
+    from wmgym.sim.episode import replay_actions, simulate_episodes, start_gripper_state
 
     states = [start_gripper_state(s) for s in specs]
     if name == "hold-still":
         actions = hold_still_actions(states, specs[0].horizon)
         return np.stack([replay_actions(s, a) for s, a in zip(specs, actions)]), actions, states
-    records = [run_episode(s) for s in specs]
-    return np.stack([r.camera for r in records]), np.stack([r.actions for r in records]).astype(np.float32), states
+    return (*simulate_episodes(specs), states)
 
 
 @torch.no_grad()
