@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from wmgym.actions import ACTION_DIM, ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, check_rotations
 from wmgym.conditioning import GripperConditions
 from wmgym.envs.bundle import GRIPPERS_FILE, Bundle
-from wmgym.envs.options import checked_reset_options
+from wmgym.envs.options import checked_reset_options, is_int
 from wmgym.envs.sim_fold import StartState
 from wmgym.model.config_checks import is_finite_number
 from wmgym.model.imagination import Imagination
@@ -52,11 +52,11 @@ class ImaginedEpisodes:
                  max_episode_steps: int | None = 16, resolution=None, device: str | torch.device = "auto",
                  use_success_judge: bool = True, judge_threshold: float | None = None,
                  lpips_trunk_weights: str | None = None):
-        if not _is_int(num_envs) or num_envs < 1:
+        if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if task is not None and task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)} or None (a random task per episode)")
-        if max_episode_steps is not None and (not _is_int(max_episode_steps) or max_episode_steps < 1):
+        if max_episode_steps is not None and (not is_int(max_episode_steps) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
         check_sampler_arguments(num_steps, guidance_scale)  # on make, not at the first reset
         if judge_threshold is not None and not (is_finite_number(judge_threshold) and 0 <= judge_threshold <= 1):
@@ -423,10 +423,6 @@ def _read_image(path, what: str) -> np.ndarray:
     if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype != np.uint8:
         raise ValueError(f"{what}: {path} holds a {image.dtype} image of shape {image.shape}; expected 8-bit RGB or RGBA")
     return np.ascontiguousarray(image[..., :3])
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ from gymnasium.vector.utils import batch_space
 
 from wmgym.actions import ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW
 from wmgym.envs.imagined import ImaginedEpisodes
+from wmgym.envs.options import checked_row_seeds
 
 _DOC_ARGUMENTS = """`checkpoint`: a bundle directory (`wmgym bundle`), or None / "default" for the bundle
     shipped in `wmgym/assets/wmfold`. `task`: one of TASKS, or None for a random task per
@@ -104,7 +105,7 @@ class WorldModelVectorEnv(VectorEnv):
         batch's sampling noise from all of them together."""
         row_seeds = None
         if isinstance(seed, (list, tuple, np.ndarray)):
-            row_seeds = _row_seeds(seed, self.num_envs)
+            row_seeds = checked_row_seeds(seed, self.num_envs)
             given = [s for s in row_seeds if s is not None]
             # Every seed enters the batch seed; unseeded envs (None) leave the batch unseeded.
             seed = int(np.random.SeedSequence(given).generate_state(1, np.uint64)[0] >> 1) if len(given) == self.num_envs else None
@@ -148,16 +149,6 @@ class WorldModelVectorEnv(VectorEnv):
         if self.render_mode != "rgb_array" or self._observations is None:
             return None
         return tuple(self._observations.cpu().numpy())
-
-
-def _row_seeds(seeds, num_envs: int) -> list[int | None]:
-    """A per-env seed list, checked: num_envs entries, each a non-negative int or None."""
-    seeds = list(seeds)
-    if len(seeds) != num_envs or not all(s is None or (isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0)
-                                         for s in seeds):
-        raise ValueError(f"reset(seed=...) takes one int, or a list of {num_envs} non-negative ints or None (one per env), "
-                         f"got {seeds!r}")
-    return [None if s is None else int(s) for s in seeds]
 
 
 class WorldModelEnv(gym.Env):
