@@ -24,6 +24,9 @@ from wmgym.policies.plan_config import PlanConfig
 from wmgym.train.codec import TrainCodecConfig
 from wmgym.train.grasp_prior import TrainGraspPriorConfig
 from wmgym.train.idm import TrainIDMConfig
+from wmgym.train.lam import TrainLAMConfig
+from wmgym.eval.lam_config import EvalLAMConfig
+from wmgym.policies.latent_labels import LabelLAMConfig
 from wmgym.train.judge_config import TrainJudgeConfig
 from wmgym.train.lpips_calibration import TrainLPIPSConfig
 from wmgym.train.policy import TrainPolicyConfig
@@ -239,6 +242,9 @@ COMMANDS = {"generate": (GenerateConfig, _when_run("wmgym.data.generate:generate
             "train-policy": (TrainPolicyConfig, _when_run("wmgym.train.policy:train_policy")),
             "plan": (PlanConfig, _when_run("wmgym.policies.mpc:plan")),
             "train-idm": (TrainIDMConfig, _when_run("wmgym.train.idm:train_idm")),
+            "train-lam": (TrainLAMConfig, _when_run("wmgym.train.lam:train_lam")),
+            "eval-lam": (EvalLAMConfig, _when_run("wmgym.eval.lam:evaluate_lam")),
+            "label-lam": (LabelLAMConfig, _when_run("wmgym.policies.latent_labels:label_with_lam")),
             "train-lpips": (TrainLPIPSConfig, _when_run("wmgym.train.lpips_calibration:train_lpips")),
             "imagine": (ImagineConfig, _when_run("wmgym.data.imagine:imagine_store")),
             "train-grasp-prior": (TrainGraspPriorConfig, _when_run("wmgym.train.grasp_prior:train_grasp_prior")),

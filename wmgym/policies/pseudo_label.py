@@ -47,7 +47,7 @@ def is_action_free(store: EpisodeStore) -> bool:
 
 def strip_actions(source, out, overwrite: bool = False) -> Path:
     """Copy the store at `source` to `out` as an action-free store (see the module docstring)."""
-    source, out = _check_paths(source, out, overwrite)
+    source, out = check_paths(source, out, overwrite)
 
     def edit(root: zarr.Group) -> None:
         for name in ("action", *PROPRIOCEPTION):
@@ -60,7 +60,7 @@ def strip_actions(source, out, overwrite: bool = False) -> Path:
                 del root[f"data/{name}"]
         root.attrs["actions"] = "absent"
 
-    return _copy_and_edit(source, out, overwrite, edit)
+    return copy_and_edit(source, out, overwrite, edit)
 
 
 def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = False, show_progress: bool = True) -> Path:
@@ -71,7 +71,7 @@ def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = Fal
     ValueError when the store's frame size is not the model's, FileExistsError when
     `out_store_path` exists and `overwrite` is False.
     """
-    source, out = _check_paths(source_store_path, out_store_path, overwrite)
+    source, out = check_paths(source_store_path, out_store_path, overwrite)
     store = EpisodeStore.open(source)
     if (store.height, store.width) != (model.config.height, model.config.width):
         raise ValueError(f"store {source} holds {store.height}x{store.width} frames, the inverse dynamics model reads "
@@ -101,10 +101,10 @@ def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = Fal
         root.attrs.update({"actions": "pseudo-labelled",
                            "action_labeller": {"model": "InverseDynamicsModel", "config": asdict(model.config)}})
 
-    return _copy_and_edit(source, out, overwrite, edit)
+    return copy_and_edit(source, out, overwrite, edit)
 
 
-def _check_paths(source, out, overwrite: bool) -> tuple[Path, Path]:
+def check_paths(source, out, overwrite: bool) -> tuple[Path, Path]:
     source, out = Path(source), Path(out)
     EpisodeStore.open(source)  # FileNotFoundError / ValueError for a missing or malformed store
     if out.resolve() == source.resolve():
@@ -113,7 +113,7 @@ def _check_paths(source, out, overwrite: bool) -> tuple[Path, Path]:
     return source, out
 
 
-def _copy_and_edit(source: Path, out: Path, overwrite: bool, edit) -> Path:
+def copy_and_edit(source: Path, out: Path, overwrite: bool, edit) -> Path:
     """Copy the committed store `source` beside `out`, apply `edit(root)`, rename it to `out`."""
     with WriterLock(out, "episode store"):  # before anything beside `out` is made or replaced
         tmp = temporary_directory_beside(out, "episode store")

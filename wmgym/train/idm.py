@@ -29,17 +29,15 @@ Output directory (`out`, replaced atomically at every checkpoint):
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from wmgym.actions import ACTION_DIM, WIDTH_DIMS
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
-                                    warmup_cosine_learning_rate as learning_rate, write_run_directory)
+from wmgym.train.checkpoint import STATE_FILE, load_training_state, run_lock, start_run
+from wmgym.train.loop import train_steps
 
 
 @dataclass
@@ -217,72 +215,35 @@ def _train_locked(config: TrainIDMConfig, accelerator) -> Path:
                                          generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     raw_model = accelerator.unwrap_model(model)
-    batches_per_epoch = len(loader)
 
-    def save(final: bool) -> None:
-        if not accelerator.is_main_process:
-            return
-        tensors, meta = optimizer_state(optimizer)
-        write_run_directory(out, raw_model.write_files, config, log, None if final else (tensors, {"step": step, "seconds": elapsed, **meta}))
-
-    def validate() -> dict:
+    def validate(step: int) -> tuple[dict, str]:
         picks = np.linspace(0, len(val) - 1, min(len(val), config.val_transitions)).round().astype(int)
         rows = torch.from_numpy(val.starts[picks])
         predicted = raw_model.predict(val.frames[rows], val.frames[rows + 1], val.frames[val.future[picks]])
         raw_model.train()
         scores = r2_scores(predicted, val.actions[rows].numpy())
-        return {"step": step, **{f"val/r2_{k}": None if math.isnan(v) else v for k, v in scores["groups"].items()}}
+        entry = {"step": step, **{f"val/r2_{k}": None if math.isnan(v) else v for k, v in scores["groups"].items()}}
+        return entry, ", ".join(f"{k.removeprefix('val/r2_')} {v:.3f}" for k, v in entry.items() if k != "step" and v is not None)
 
-    limit = math.inf if config.stop_after_minutes is None else 60.0 * config.stop_after_minutes
-    run_start = time.perf_counter()
-    start_time = run_start - elapsed
     generator = torch.Generator(device=device)
     loss_weights = torch.ones(ACTION_DIM, device=device)
     loss_weights[list(WIDTH_DIMS)] = config.width_weight
-    bar = tqdm(total=config.steps, initial=step, desc="train-idm", disable=not (config.show_progress and accelerator.is_main_process))
-    model.train()
-    running, count = 0.0, 0
-    stop = min(config.steps, config.stop_after or config.steps)
-    while step < stop:
-        epoch, done_in_epoch = divmod(step, batches_per_epoch)
-        sampler.set_epoch(epoch)
-        loader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, done_in_epoch) if done_in_epoch else loader
-        for frames_t, frames_t1, future, actions in batches:
-            generator.manual_seed(_step_seed(config.seed, rank, step))
-            frames = torch.cat([frames_t[:, None], frames_t1[:, None], future], 1)  # (b, 2 + k, H, W, 3)
-            x = _augment(raw_model.to_input(frames), config.blur_probability, generator)  # (b, 2 + k, 3, H, W)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, config)
-            target = raw_model.normalize_actions(actions.to(device))
-            predicted = model(x[:, 0], x[:, 1], x[:, 2:])  # (b, 20) normalised
-            loss = (F.mse_loss(predicted, target, reduction="none") * loss_weights).sum(-1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            running, count = running + float(loss.detach()), count + 1
-            elapsed = time.perf_counter() - start_time
-            is_last = step >= stop or time.perf_counter() - run_start >= limit
-            if step % config.log_every == 0 or is_last:
-                log.append({"step": step, "epoch": epoch, "loss": running / count, "lr": learning_rate(step - 1, config),
-                            "seconds": round(elapsed, 1)})
-                bar.set_postfix(loss=f"{running / count:.3f}")
-                running, count = 0.0, 0
-            if val is not None and accelerator.is_main_process and (step % config.validate_every == 0 or is_last):
-                entry = validate()
-                log.append(entry)
-                bar.write(f"step {step}: " + ", ".join(f"{k.removeprefix('val/r2_')} {v:.3f}" for k, v in entry.items() if k != "step" and v is not None))
-            if is_last:
-                break
-            if step % config.checkpoint_every == 0:
-                save(final=False)
-        if step >= stop or time.perf_counter() - run_start >= limit:
-            break
-    bar.close()
-    save(final=step >= config.steps)
-    accelerator.end_training()
+
+    def train_step(batch, step: int) -> dict:
+        frames_t, frames_t1, future, actions = batch
+        generator.manual_seed(_step_seed(config.seed, rank, step))
+        frames = torch.cat([frames_t[:, None], frames_t1[:, None], future], 1)  # (b, 2 + k, H, W, 3)
+        x = _augment(raw_model.to_input(frames), config.blur_probability, generator)  # (b, 2 + k, 3, H, W)
+        target = raw_model.normalize_actions(actions.to(device))
+        predicted = model(x[:, 0], x[:, 1], x[:, 2:])  # (b, 20) normalised
+        loss = (F.mse_loss(predicted, target, reduction="none") * loss_weights).sum(-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    train_steps(config, accelerator, model, optimizer, loader, sampler, out, step, elapsed, log, train_step,
+                validate if val is not None else None, "train-idm")
     return out
 
 
