@@ -233,10 +233,11 @@ def _frame_metrics(predicted: torch.Tensor, target: torch.Tensor, lpips) -> dict
 
 def _regions(positions: np.ndarray, height: int, width: int) -> np.ndarray:
     """Tool-centre positions (L, 2, 3) -> (2, h, w) bool: pixels within REGION_RADIUS of where each gripper is at some frame."""
-    from wmgym.sim.gripper_track import _camera
+    from wmgym.sim.camera import FisheyeCamera
     from wmgym.sim.world import WorldConfig
 
-    camera = _camera(WorldConfig(height=height, width=width))
+    scene = WorldConfig(height=height, width=width)
+    camera = FisheyeCamera(height, width, scene.camera_position, scene.camera_look_at, fov_deg=scene.camera_fov_deg)
     uv, _ = camera.project(positions.reshape(-1, 3))
     uv = uv.reshape(len(positions), 2, 2)
     rows, cols = np.mgrid[0:height, 0:width] + 0.5

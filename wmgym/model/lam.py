@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wmgym.train.checkpoint import ConfigAndWeights
+from wmgym.model.model_files import ConfigAndWeights
 
 
 @dataclass

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 CONFIG_FILE = "config.json"
+
+
+def resolve_device(device="auto"):
+    """"auto" -> CUDA when available, else CPU; -> torch.device."""
+    import torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 MODEL_DIRECTORY = OutputKind("model directory", (CONFIG_FILE, "*.safetensors"))
 
 
@@ -63,3 +72,66 @@ def load_state_checked(module: nn.Module, path: Path, renamed: dict[str, str] | 
         if value.is_floating_point() and not value.isfinite().all():  # one pass per tensor
             raise ValueError(f"{path}: key {key!r} holds non-finite values (NaN or inf); the weights are damaged")
     module.load_state_dict(state)
+
+
+class ConfigAndWeights:
+    """Mixin for a torch module built as `cls(config, device=...)` from a dataclass config: a model
+    directory of config.json + model.safetensors (the layout of VideoCLIP and the inverse
+    dynamics model). Subclasses set CONFIG_CLASS and MODEL_NAME (for error messages)."""
+
+    CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+    CONFIG_CLASS: type
+    MODEL_NAME: str = "model"
+
+    def save_pretrained(self, directory, overwrite: bool = False) -> Path:
+        """Write config.json + model.safetensors atomically (a temporary directory, then rename).
+        `directory` must not exist, be empty, or (with `overwrite`) hold a model directory."""
+        from wmgym.outputs import replace_directory, temporary_directory_beside
+
+        directory = Path(directory)
+        check_output(directory, MODEL_DIRECTORY, overwrite)
+        tmp = temporary_directory_beside(directory, MODEL_DIRECTORY.name)
+        self.write_files(tmp)
+        replace_directory(tmp, directory)
+        return directory
+
+    def write_files(self, directory: Path) -> None:
+        """config.json + model.safetensors into an existing directory (no atomicity of its own)."""
+        import json
+        from dataclasses import asdict
+
+        from safetensors.torch import save_file
+
+        (directory / self.CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / self.WEIGHTS_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory, device="auto"):
+        """Load a model directory; errors name the missing or mismatched file and key; never reads a pickle."""
+        import json
+
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no {cls.MODEL_NAME} model directory at {directory}")
+        for name in (cls.CONFIG_FILE, cls.WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                pickles = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+                hint = f" (found {pickles}: only safetensors weights are loaded, never pickles)" if pickles else ""
+                raise FileNotFoundError(f"{cls.MODEL_NAME} model directory {directory} is missing {name}{hint}")
+        config_path = directory / cls.CONFIG_FILE
+        try:
+            raw = json.loads(config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_path} is not valid JSON: {error}") from None
+        known = set(cls.CONFIG_CLASS.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{config_path}: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        try:
+            config = cls.CONFIG_CLASS(**raw)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{config_path}: {error}") from None
+        model = cls(config, device="cpu")
+        load_state_checked(model, directory / cls.WEIGHTS_FILE)
+        return model.eval().to(resolve_device(device))

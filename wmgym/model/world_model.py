@@ -24,7 +24,7 @@ from wmgym.model.conditions import Conditions
 from wmgym.model.config_checks import read_config_json
 from wmgym.model.denoiser import Denoiser, DenoiserConfig
 from wmgym.model.imagination import Imagination, NonFiniteLatentsError
-from wmgym.model.model_files import CONFIG_FILE, load_state_checked, write_model_directory
+from wmgym.model.model_files import CONFIG_FILE, load_state_checked, resolve_device, write_model_directory
 from wmgym.model.schedule import add_noise, make_scheduler
 from wmgym.model.world_model_config import SamplerDefaults, WorldModelConfig  # noqa: F401  (importable from here)
 
@@ -38,13 +38,6 @@ LEGACY_WEIGHT_NAMES = {"pose_embed.": "vector_embed."}
 WEIGHT_FILES = ("denoiser.safetensors", "codec.safetensors")
 GRASP_PRIOR_DIR = "grasp_prior"
 """Subdirectory of a held-conditioned checkpoint holding its `GraspPrior` (optional)."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 PREDICTIONS = ("v", "residual")

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from wmgym.actions import ACTION_DIM, ACTION_LAYOUT, WIDTH_DIMS
-from wmgym.train.checkpoint import ConfigAndWeights
+from wmgym.model.model_files import ConfigAndWeights
 
 PREDICT_BATCH = 512  # transitions per forward pass in `predict`
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from wmgym.model.config_checks import check_field_types
 from wmgym.rewards.base import RewardHead, as_frames, as_goal_texts, to_unit_float
-from wmgym.train.checkpoint import ConfigAndWeights
+from wmgym.model.model_files import ConfigAndWeights
 
 CONFIG_FILE, WEIGHTS_FILE = ConfigAndWeights.CONFIG_FILE, ConfigAndWeights.WEIGHTS_FILE
 PAD, UNK = "<pad>", "<unk>"
