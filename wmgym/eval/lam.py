@@ -59,7 +59,8 @@ def evaluate_lam(config: EvalLAMConfig) -> Path:
     fit = split_episodes(store.num_episodes, "train", config.val_fraction)[: config.probe_episodes]
     if len(held) == 0 or len(fit) == 0:
         raise ValueError(f"{config.data}: need held-out and train episodes (val_fraction {config.val_fraction})")
-    models = {_name(path): LatentActionModel.from_pretrained(path, device=config.device) for path in config.lam}
+    paths = {_name(path): Path(path) for path in config.lam}
+    models = {name: LatentActionModel.from_pretrained(path, device=config.device) for name, path in paths.items()}
     for name, model in models.items():
         if (model.config.height, model.config.width) != (store.height, store.width):
             raise ValueError(f"{name} reads {model.config.height}x{model.config.width} frames, {config.data} holds "
@@ -86,7 +87,7 @@ def evaluate_lam(config: EvalLAMConfig) -> Path:
         predicted, masks = _rollouts(model, clips, config.batch_size, config.show_progress, name)
         rollouts[name] = predicted
         entry = {"slots": model.config.slots, "latent_dim": model.config.latent_dim,
-                 "parameters": sum(p.numel() for p in model.parameters()), **_train_facts(Path(dict(zip(map(_name, config.lam), config.lam))[name])),
+                 "parameters": sum(p.numel() for p in model.parameters()), **_train_facts(paths[name]),
                  "rollout": _frame_metrics(torch.from_numpy(predicted), truth[:, 1:], lpips)}
         latents_fit = episode_latents(model, fit_eps["frames"], config.horizon + 1, config.batch_size)
         latents_held = episode_latents(model, held_eps["frames"], config.horizon + 1, config.batch_size)
@@ -99,7 +100,8 @@ def evaluate_lam(config: EvalLAMConfig) -> Path:
             matched = entry["probe"]["pos_width"]["matched_slot"]
             entry["counterfactual"], pictures[name] = _counterfactual(model, held_eps, matched, config, store.height, store.width)
         metrics["models"][name] = entry
-        _write_masks(tmp / f"masks_{name}.png", clips[:4], masks[:4], name) if model.config.slots >= 2 else None
+        if model.config.slots >= 2:
+            _write_masks(tmp / f"masks_{name}.png", clips[:4], masks[:4], name)
     metrics["seconds"] = round(time.perf_counter() - began, 1)
     _write_rollouts(tmp / "rollouts.png", clips[:: max(1, len(clips) // 4)][:4], {n: r[:: max(1, len(clips) // 4)][:4] for n, r in rollouts.items()})
     _plot_by_step(tmp / "psnr_by_step.png", metrics)
