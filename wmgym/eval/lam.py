@@ -69,7 +69,7 @@ def evaluate_lam(config: EvalLAMConfig) -> Path:
             raise ValueError(f"horizon {config.horizon} is longer than {name} allows ({model.config.max_frames - 1})")
     began = time.perf_counter()
     held_eps, fit_eps = _read(store, held), _read(store, fit)
-    clips, clip_episodes = _clips(held_eps["frames"], config.horizon)  # (N, H + 1, h, w, 3) uint8
+    clips = _clips(held_eps["frames"], config.horizon)  # (N, H + 1, h, w, 3) uint8
     entities = GRIPPER_ENTITIES if not store.is_robot else {"full": {"arm": list(range(held_eps["actions"][0].shape[1]))}}
     metrics: dict = {"data": str(config.data), "held_out_episodes": len(held), "probe_fit_episodes": len(fit),
                      "rollout_clips": len(clips), "horizon": config.horizon,
@@ -149,17 +149,16 @@ def _read(store, indices: np.ndarray) -> dict:
     return out
 
 
-def _clips(frames: list[np.ndarray], horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def _clips(frames: list[np.ndarray], horizon: int) -> np.ndarray:
     """Clips of horizon + 1 frames: from frame 0 and from the last start of every episode long enough."""
-    clips, owners = [], []
-    for i, episode in enumerate(frames):
+    clips = []
+    for episode in frames:
         for start in sorted({0, len(episode) - horizon - 1}):
             if start >= 0 and len(episode) >= horizon + 1:
                 clips.append(episode[start: start + horizon + 1])
-                owners.append(i)
     if not clips:
         raise ValueError(f"no held-out episode has {horizon + 1} frames; pass a smaller --horizon")
-    return np.stack(clips), np.array(owners)
+    return np.stack(clips)
 
 
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:

@@ -111,9 +111,7 @@ class TrainLAMConfig:
 
 class _FrameClips:
     """Clips of `num_frames` consecutive camera frames of some episodes, in memory (never the
-    actions): `frames` (N, H, W, 3) uint8 tensor, `starts` (n,) the first row of every clip,
-    `episodes` (n,) each clip's episode (index into `episode_indices`), `offsets` (n,) its first
-    frame within the episode."""
+    actions): `frames` (N, H, W, 3) uint8 tensor, `starts` (n,) the first row of every clip."""
 
     def __init__(self, path: str, split: str, val_fraction: float, max_episodes: int | None, num_frames: int):
         import torch
@@ -131,10 +129,9 @@ class _FrameClips:
         self.frames = torch.from_numpy(rows[CAMERA_KEY])
         first_rows = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         per_episode = np.maximum(lengths - num_frames + 1, 0)
-        self.episodes = np.repeat(np.arange(len(lengths)), per_episode)
-        self.offsets = np.concatenate([np.arange(n) for n in per_episode]).astype(np.int64) if len(lengths) else np.zeros(0, np.int64)
-        self.starts = first_rows[self.episodes] + self.offsets
-        self.lengths, self.first_rows = lengths, first_rows
+        episodes = np.repeat(np.arange(len(lengths)), per_episode)
+        offsets = np.concatenate([np.arange(n) for n in per_episode]).astype(np.int64) if len(lengths) else np.zeros(0, np.int64)
+        self.starts = first_rows[episodes] + offsets
         self.num_frames, self.height, self.width = num_frames, store.height, store.width
         if len(self.starts) == 0:
             raise ValueError(f"no episode of {path}'s {split} split has {num_frames} frames "
