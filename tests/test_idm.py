@@ -15,7 +15,7 @@ from wmgym.model.world_model import WorldModel
 from wmgym.policies import idm as idm_module
 from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
 from wmgym.policies.idm_metrics import COMPONENT_NAMES, idm_r2, idm_r2_on_world_model, r2_scores
-from wmgym.policies.pseudo_label import is_action_free, pseudo_label, strip_actions
+from wmgym.policies.pseudo_label import follow_actions, is_action_free, pseudo_label, strip_actions
 from wmgym.sim.tasks import TASKS
 from wmgym.train.idm import TrainIDMConfig, train_idm
 
@@ -405,6 +405,8 @@ def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
         np.testing.assert_array_equal(hold[[0, 1, 2, 10, 11, 12]], 0.0)
         np.testing.assert_allclose(hold[[9, 19]], expected[-1, [9, 19]], atol=1e-6)
     assert is_action_free(EpisodeStore.open(free))  # the source is left alone
+    for name, values in follow_actions(source, rows, show_progress=False).items():  # the grippers follow the labels
+        np.testing.assert_array_equal(labelled.root[f"data/{name}"][:], values, err_msg=name)
     with pytest.raises(FileExistsError):
         pseudo_label(model, free, out, show_progress=False)
 
@@ -413,6 +415,27 @@ def test_pseudo_labels_are_the_idm_predictions(tmp_path, store):
     for i in range(labelled.num_episodes):
         episode = labelled.read_episode(i)
         np.testing.assert_allclose(episode["actions"], windowed.predict_episode(episode["camera"]), atol=1e-6)
+
+
+def test_follow_actions_remakes_the_grippers_view_from_the_actions(store):
+    source = EpisodeStore.open(store)
+    true_rows = source.root["data/action"][:]
+    followed = follow_actions(source, true_rows, show_progress=False)
+    assert set(followed) == {"grippers_rgb"} | {f"robot{r}_{n}" for r in (0, 1)
+                                               for n in ("eef_pos", "eef_rot_axis_angle", "gripper_width")}
+    for name, values in followed.items():  # the true actions give back the simulator's own arrays
+        np.testing.assert_allclose(values, source.root[f"data/{name}"][:], atol=1e-6, err_msg=name)
+    moved = true_rows.copy()
+    moved[:, 0] += 0.01  # the left gripper 1 cm further along x every step
+    other = follow_actions(source, moved, show_progress=False)
+    first = source.episode_ends[0]
+    assert np.array_equal(other["grippers_rgb"][0], followed["grippers_rgb"][0])  # the start is not an action's
+    assert not np.array_equal(other["grippers_rgb"][1:first], followed["grippers_rgb"][1:first])
+    shift = other["robot0_eef_pos"][first - 1, 0] - followed["robot0_eef_pos"][first - 1, 0]
+    assert 0.9 * 0.01 * (first - 1) < shift <= 0.01 * (first - 1) + 1e-6  # less only where a step meets the action bounds
+    np.testing.assert_array_equal(other["robot1_eef_pos"], followed["robot1_eef_pos"])
+    with pytest.raises(ValueError, match="actions must be"):
+        follow_actions(source, true_rows[:-1], show_progress=False)
 
 
 def test_world_model_r2_gives_a_pose_conditioned_model_the_episodes_gripper_poses(tiny_pose_bundle):

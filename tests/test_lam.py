@@ -209,6 +209,7 @@ def test_cli_help_names_frames_only(capsys):
 def test_label_lam_keeps_true_labels_and_pseudo_labels_the_rest(tmp_path, store):
     from wmgym.data.dataset import split_episodes
     from wmgym.policies.latent_labels import LabelLAMConfig, label_with_lam
+    from wmgym.policies.pseudo_label import follow_actions
 
     run = train_lam(tiny_training(store, tmp_path / "k2"))
     out = label_with_lam(LabelLAMConfig(lam=str(run), data=str(store), out=str(tmp_path / "pl.zarr"), labelled_fraction=0.5,
@@ -229,6 +230,11 @@ def test_label_lam_keeps_true_labels_and_pseudo_labels_the_rest(tmp_path, store)
         else:
             assert not np.array_equal(true, written)
             assert np.array_equal(source.read_episode(i)["camera"], labelled_store.read_episode(i)["camera"])
+    for i in labelled:  # true labels keep the simulator's grippers view; pseudo labels move it
+        assert np.array_equal(source.read_episode(i)["grippers"], labelled_store.read_episode(i)["grippers"])
+    rows = labelled_store.root["data/action"][:]
+    for name, values in follow_actions(labelled_store, rows, show_progress=False).items():
+        np.testing.assert_array_equal(labelled_store.root[f"data/{name}"][:], values, err_msg=name)
     few = EpisodeStore.open(tmp_path / "few.zarr")
     assert few.num_episodes == 2
     assert all(np.array_equal(few.read_episode(j)["actions"], source.read_episode(i)["actions"]) for j, i in enumerate(labelled))

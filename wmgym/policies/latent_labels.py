@@ -12,6 +12,8 @@ Everything the map reads comes from the video.
    `val_fraction`, the world model's split), drawn with `seed`; their actions stay true;
 2. every other episode's actions (val split included) become the map's prediction, clipped
    to the action box (`wmgym.actions.ACTION_LOW/HIGH`), each episode's padding row the hold action;
+   the grippers view and proprioception are re-made from these actions
+   (`wmgym.policies.pseudo_label.follow_actions`), so no array of the copy shows the true ones;
 3. the copy is written to `out` (`wmgym train-wm` reads it like any store) with root attributes
    `actions` = "pseudo-labelled" and `action_labeller` (the model, the labelled episodes, the
    map's R^2 on the labelled transitions); `labelled_out`, when given, gets a store of the
@@ -74,7 +76,7 @@ def label_with_lam(config: LabelLAMConfig) -> Path:
     from wmgym.eval.lam import episode_latents
     from wmgym.eval.lam_probe import fit_probe, r2_score
     from wmgym.model.lam import LatentActionModel
-    from wmgym.policies.pseudo_label import check_paths, copy_and_edit
+    from wmgym.policies.pseudo_label import check_paths, copy_and_edit, follow_actions
 
     _check_config(config)
     source, out = check_paths(config.data, config.out, config.overwrite)
@@ -123,8 +125,12 @@ def label_with_lam(config: LabelLAMConfig) -> Path:
                 "labelled_episodes": labelled.tolist(), "map": "ridge on the latent actions and slot states", "ridge": config.ridge, "fit_r2": round(fit_r2, 4),
                 "seed": config.seed, "pseudo_label_r2": scores}
 
+    followed = follow_actions(store, actions, config.show_progress)
+
     def edit(root) -> None:
         root["data/action"][: len(actions)] = actions
+        for name, values in followed.items():
+            root[f"data/{name}"][: len(values)] = values
         root.attrs.update({"actions": "pseudo-labelled", "action_labeller": labeller})
 
     copy_and_edit(source, out, config.overwrite, edit)

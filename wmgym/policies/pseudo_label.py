@@ -14,7 +14,10 @@ transition (o_t, o_{t+1}) (`InverseDynamicsModel.predict_transitions`, so an IDM
 window stays inside its episode); each episode's last row (UMI's padding row)
 gets the hold action (zero motion, identity rotation) with the last predicted widths. Root
 attributes record it: `actions` = "pseudo-labelled" and `action_labeller` = the IDM's config.
-Proprioception is copied as it is (NaN for an action-free source). Both functions write a
+In a simulator store the grippers view and the proprioception then follow the new actions
+(`follow_actions`): the source's were made by the true actions, and a world model conditioned
+on the grippers view would read the true actions through them. A robot store's proprioception
+is copied as it is (NaN for an action-free source). Both functions write a
 temporary copy beside `out` and rename it into place, so `out` is either complete or absent;
 there is nothing to resume (pseudo-labelling a whole store is short next to training).
 They hold `out`'s writer lock (`wmgym.writer_lock`) throughout: one writer of a store at a time.
@@ -96,12 +99,67 @@ def pseudo_label(model, source_store_path, out_store_path, overwrite: bool = Fal
         bar.update(last - first)
     bar.close()
 
+    followed = follow_actions(store, actions, show_progress)
+
     def edit(root: zarr.Group) -> None:
         root["data/action"][: len(actions)] = actions
+        for name, values in followed.items():
+            root[f"data/{name}"][: len(values)] = values
         root.attrs.update({"actions": "pseudo-labelled",
                            "action_labeller": {"model": "InverseDynamicsModel", "config": asdict(model.config)}})
 
     return copy_and_edit(source, out, overwrite, edit)
+
+
+def follow_actions(store: EpisodeStore, actions: np.ndarray, show_progress: bool = True) -> dict[str, np.ndarray]:
+    """The grippers view and proprioception of a simulator store's every row under `actions`.
+
+    Each episode's grippers start where the simulator started them (`start_gripper_state` of its
+    seed and task: the start an env knows at reset) and are stepped through the episode's rows of
+    `actions` by `GripperTrack`, which renders the simulator's own grippers view (for the store's
+    true actions, these arrays equal the stored ones).
+
+    Args:
+        store: a simulator store (`wmgym generate`), open for reading.
+        actions: float32 (store.num_frames, 20), the store's rows (each episode's last row, the
+            padding row, is not stepped).
+
+    Returns:
+        {"grippers_rgb": uint8 (N, H, W, 3), "robot{r}_eef_pos": float32 (N, 3),
+        "robot{r}_eef_rot_axis_angle": (N, 3), "robot{r}_gripper_width": (N, 1)} for r in 0, 1;
+        empty for a robot store, which has no grippers view.
+    """
+    from wmgym.actions import matrix_to_axis_angle
+    from wmgym.sim.episode import EpisodeSpec, start_gripper_state
+    from wmgym.sim.gripper_track import GripperTrack
+    from wmgym.sim.world import WorldConfig
+
+    if store.is_robot:
+        return {}
+    actions = np.asarray(actions)
+    if actions.shape != (store.num_frames, ACTION_DIM):
+        raise ValueError(f"actions must be ({store.num_frames}, {ACTION_DIM}) for {store.path}, got {actions.shape}")
+    config = WorldConfig(height=store.height, width=store.width)
+    views = np.empty((store.num_frames, store.height, store.width, 3), np.uint8)
+    poses = np.empty((store.num_frames, 2, 4, 4), np.float64)
+    widths = np.empty((store.num_frames, 2), np.float64)
+    seeds, task_ids = store.root["meta/episode_seed"][:], store.root["meta/episode_task_id"][:]
+    ends = store.episode_ends
+    for i in tqdm(range(store.num_episodes), desc="grippers view", unit="episode", disable=not show_progress):
+        start, end = (int(ends[i - 1]) if i else 0), int(ends[i])
+        spec = EpisodeSpec(task=store.tasks[int(task_ids[i])], seed=int(seeds[i]), height=store.height, width=store.width,
+                           horizon=end - start - 1)
+        track = GripperTrack(start_gripper_state(spec), config)
+        for row in range(start, end):
+            views[row], poses[row], widths[row] = track.render(), track.poses, track.widths
+            if row < end - 1:
+                track.step(actions[row])
+    rotations = matrix_to_axis_angle(poses[:, :, :3, :3]).astype(np.float32)
+    arrays = {"grippers_rgb": views}
+    for r in (0, 1):
+        arrays.update({f"robot{r}_eef_pos": poses[:, r, :3, 3].astype(np.float32), f"robot{r}_eef_rot_axis_angle": rotations[:, r],
+                       f"robot{r}_gripper_width": widths[:, r: r + 1].astype(np.float32)})
+    return arrays
 
 
 def check_paths(source, out, overwrite: bool) -> tuple[Path, Path]:
