@@ -57,10 +57,10 @@ def test_world_model_run_starts_a_conditioned_model_from_the_simulators_grippers
     run_in_world_model(Recorder(), starts, horizon=2, core=core)
     worlds, _, _ = start_worlds(starts)
     hold = np.stack([identity_action(0.08, 0.08)] * 2)
-    for track, world in zip(core.grippers.tracks, worlds):
+    for row, world in enumerate(worlds):
         for _ in range(2):
             world.step(hold[0])
-        np.testing.assert_allclose(track.state.poses, world.poses, atol=1e-12)
+        np.testing.assert_allclose(core.grippers.tracks.state(row).poses, world.poses, atol=1e-12)
 
 
 def test_rank_agreement_known_values():

@@ -157,10 +157,9 @@ def test_nearer_polygon_wins():
 
 def test_box_back_faces_are_culled():
     renderer = make_renderer()
-    visible = renderer._box_polygons([small_box([0.1, 0.0, 0.1])])[0]
-    assert len(visible) == 3  # off to the side: the top, the near (-y) and the inner (-x) face
-    visible = renderer._box_polygons([small_box([0.0, 0.0, 0.1])])[0]
-    assert len(visible) == 2  # straight ahead the x faces are edge-on: the top and the near face
+    drawn = lambda box: int(renderer._box_polygons([box.center], [box.rotation], [box.half_extents], [box.color])[3].sum())
+    assert drawn(small_box([0.1, 0.0, 0.1])) == 3  # off to the side: the top, the near (-y) and the inner (-x) face
+    assert drawn(small_box([0.0, 0.0, 0.1])) == 2  # straight ahead the x faces are edge-on: the top and the near face
 
 
 @pytest.mark.parametrize("height, width", [(64, 64), (128, 128), (320, 512)])

@@ -302,7 +302,7 @@ def test_conditioned_env_feeds_the_simulators_grippers_view(tiny_grippers_bundle
     env = make(tiny_grippers_bundle)
     env.reset(seed=0, options={"frame": frame})
     core = env.unwrapped.core
-    np.testing.assert_array_equal(core.grippers.tracks[0].state.poses, bundle.start_grippers[2].poses)
+    np.testing.assert_array_equal(core.grippers.tracks.state(0).poses, bundle.start_grippers[2].poses)
     seen = []
     original = core.imagination.step
     core.imagination.step = lambda actions, generator, conditions=None, **kw: seen.append(conditions.views["grippers"]) or original(
@@ -328,7 +328,7 @@ def test_a_simfold_state_starts_an_episode_without_gripper_internals(tiny_grippe
         first, _ = env.reset(seed=3, options=options)
         runs.append([first] + [env.step(hold())[0] for _ in range(2)])
     np.testing.assert_array_equal(np.stack(runs[0]), np.stack(runs[1]))
-    np.testing.assert_allclose(env.unwrapped.core.grippers.tracks[0].state.widths, state.grippers.widths, atol=1e-6)  # held still
+    np.testing.assert_allclose(env.unwrapped.core.grippers.tracks.state(0).widths, state.grippers.widths, atol=1e-6)  # held still
     with pytest.raises(ValueError, match="without 'frame' and 'grippers'"):
         env.reset(options={"start": state, "frame": frame})
     with pytest.raises(ValueError, match="StartState"):

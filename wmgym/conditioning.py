@@ -40,7 +40,7 @@ import torch
 from wmgym.model.conditions import Conditions
 from wmgym.model.grasp_prior import WIDTH_COLUMNS
 from wmgym.sim.gripper import GRASP_WIDTH
-from wmgym.sim.gripper_track import GripperState, GripperTrack, gripper_views, pose_vector, pose_vectors
+from wmgym.sim.gripper_track import GripperState, GripperTracks, gripper_views, pose_vectors
 from wmgym.sim.world import WorldConfig
 
 GRASP_MODES = ("store", "probability", "sample", "expectation")
@@ -234,16 +234,17 @@ def _candidate_views_and_poses(states: list[GripperState], candidates: np.ndarra
     scene = WorldConfig(height=int(size[0]), width=int(size[1]))
     n = len(candidates)
     future, future_poses = gripper_views([states[-1]] * n, candidates, scene, with_poses=True)  # newest context frame first
-    past = np.array([GripperTrack(state, scene).render() for state in states[:-1]], np.uint8).reshape(-1, *size, 3)
+    past = GripperTracks(states[:-1], scene).render().reshape(-1, *size, 3)
     past_poses = np.array([state.vector() for state in states[:-1]], np.float32).reshape(-1, 8)
     stack = lambda old, new: np.ascontiguousarray(np.concatenate([np.broadcast_to(old[None], (n, *old.shape)), new], axis=1))
     return stack(past, future), stack(past_poses, future_poses)  # c + T frames
 
 
 class GripperConditions:
-    """The conditions of b environment rows, one frame at a time: each row's `GripperTrack`
-    (restarted from a `GripperState`, stepped by the row's actions) renders its view and gives
-    its pose, and a held-conditioned model's grasp state is drawn by `GraspDraws`.
+    """The conditions of b environment rows, one frame at a time: the rows' `GripperTracks`
+    (each row restarted from a `GripperState`, all stepped by the rows' actions in one call)
+    render their views and give their poses, and a held-conditioned model's grasp state is drawn
+    by `GraspDraws`.
 
     Args:
         world_model: the model the conditions are for.
@@ -257,32 +258,32 @@ class GripperConditions:
         self.takes_held = is_held_conditioned(world_model)
         self.is_needed = self.takes_view or self.takes_poses or self.takes_held
         self.scene = scene
-        self.tracks: list[GripperTrack | None] = [None] * num_rows
+        resting = GripperState(np.stack([np.eye(4)] * 2), np.zeros(2))  # until `restart` gives each row its start
+        self.tracks = GripperTracks([resting] * num_rows, scene)
         self.grasp = GraspDraws(world_model, num_rows) if self.takes_held else None
 
     def restart(self, rows, states: list[GripperState], rng: np.random.Generator) -> Conditions:
         """Start `rows` from `states`; returns their first frames' Conditions (r, 1)."""
-        for row, state in zip(rows, states):
-            self.tracks[row] = GripperTrack(state, self.scene)
+        self.tracks.restart(rows, states)
         if self.grasp is not None:
             self.grasp.restart(rows, rng)
         return self.newest(rows)
 
     def step(self, actions: np.ndarray) -> Conditions:
         """Move every row's grippers by its action (b, 20); returns the new frames' Conditions (b, 1)."""
-        for track, action in zip(self.tracks, actions):
-            track.step(action)
+        self.tracks.step(actions)
         return self.newest(range(len(self.tracks)))
 
     def newest(self, rows) -> Conditions:
         """Conditions (r, 1) of each row's newest frame (call once per new frame: the grasp
         draws record its pose)."""
         views, vectors = {}, {}
+        rows = list(rows)
+        poses = self.tracks.pose_vectors(rows)
         if self.takes_held:
-            poses = np.stack([pose_vector(self.tracks[i].poses, self.tracks[i].widths) for i in rows])
             vectors["held"] = self.grasp.held(rows, poses)[:, None]
         if self.takes_view:
-            views["grippers"] = np.stack([self.tracks[i].render() for i in rows])[:, None]
+            views["grippers"] = self.tracks.render(rows)[:, None]
         if self.takes_poses:
-            vectors["poses"] = np.stack([pose_vector(self.tracks[i].poses, self.tracks[i].widths) for i in rows])[:, None]
+            vectors["poses"] = poses[:, None]
         return Conditions(views, vectors)

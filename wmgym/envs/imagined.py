@@ -76,7 +76,7 @@ class ImaginedEpisodes:
         if self.grippers.takes_held and self.model.grasp_prior is None:
             raise FileNotFoundError(f"the world model in {self.bundle.directory} is conditioned on the grasp state and has no "
                                     "grasp_prior/ to draw it from (`wmgym train-grasp-prior --out <model dir>/grasp_prior`)")
-        self.uses_grippers = self.grippers.is_needed  # rows keep a GripperTrack
+        self.uses_grippers = self.grippers.is_needed  # the rows' GripperTracks are stepped
         if self.uses_grippers and self.bundle.start_grippers is None:
             raise FileNotFoundError(f"the world model in {self.bundle.directory} is conditioned on the grippers, but the "
                                     f"bundle has no {GRIPPERS_FILE} (the start banks' gripper poses); remake it with `wmgym bundle`")
@@ -338,12 +338,10 @@ class ImaginedEpisodes:
 
     def _track_poses(self) -> np.ndarray:
         """float32 (b, 8): every row's gripper pose vector now (the track judge's input)."""
-        from wmgym.sim.gripper_track import pose_vector
-
         if not self.uses_grippers:
             raise RuntimeError(f"the bundle {self.bundle.directory}'s judge.json reads the grippers' track, which this "
                                "world model does not keep; delete judge.json to judge with VideoCLIP alone")
-        return np.stack([pose_vector(track.poses, track.widths) for track in self.grippers.tracks])
+        return self.grippers.tracks.pose_vectors()
 
     def _track_probability(self, rows, probability: torch.Tensor, poses_before: np.ndarray, conditions) -> torch.Tensor:
         """The track judge's p(done) (r,) of `rows` after a step, from VideoCLIP's (r,), the poses

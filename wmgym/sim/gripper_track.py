@@ -4,8 +4,14 @@ A world model conditioned on the grippers view (the Dexterous World Models seed'
 conditioning) needs that view for every frame it generates. The grippers' motion is pure
 kinematics of the actions (the cloth never pushes a gripper), so `GripperTrack` reproduces
 the simulator's grippers view exactly from a start `GripperState` and the actions, at a
-fraction of a simulator step's cost: `FoldWorld` and `GripperTrack` share `move_grippers`
-and `gripper_boxes`, and the renderer draws the same boxes on black.
+fraction of a simulator step's cost: `FoldWorld` and `GripperTracks` share `move_grippers`
+and the gripper boxes, and the renderer draws the same boxes on black.
+
+`GripperTracks` steps and renders b rows at once (one vectorised kinematics call and one
+polygon computation per step; only the polygon fill runs per row), as a vector env, a
+planner's candidates or an evaluation's episodes need; every row's numbers are computed
+independently of the others, so a batch gives each row's frames bit for bit as a batch of one.
+`GripperTrack` is one row of it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 
 from wmgym.sim.camera import FisheyeCamera
 from wmgym.sim.render import Renderer
-from wmgym.sim.world import FoldWorld, WorldConfig, gripper_boxes, move_grippers
+from wmgym.sim.world import FoldWorld, WorldConfig, gripper_box_arrays, move_grippers
 
 
 @dataclass(frozen=True)
@@ -71,42 +77,116 @@ def _renderer(config: WorldConfig) -> Renderer:
     return Renderer(_camera(config), np.zeros((2, 2, 3), np.uint8), supersample=config.supersample)
 
 
-class GripperTrack:
-    """Steps the grippers of one episode by actions and renders their view, as `FoldWorld` would.
+class GripperTracks:
+    """Steps the grippers of b episodes by actions and renders their views, as `FoldWorld` would.
 
     Args:
-        state: the grippers at the episode's first frame.
-        config: the scene settings of the simulator that made the episode (resolution, camera,
+        states: b `GripperState`s, the grippers at each episode's first frame.
+        config: the scene settings of the simulator that made the episodes (resolution, camera,
             substeps); the default is `SimFold-v0`'s at 64x64.
     """
 
-    def __init__(self, state: GripperState, config: WorldConfig = WorldConfig()):
+    def __init__(self, states, config: WorldConfig = WorldConfig()):
         self.config = config
-        self.poses, self.widths = state.poses.copy(), state.widths.copy()
-        self.step_count = 0
+        self.poses = np.stack([s.poses for s in states]) if len(states) else np.zeros((0, 2, 4, 4))  # (b, 2, 4, 4)
+        self.widths = np.stack([s.widths for s in states]) if len(states) else np.zeros((0, 2))  # (b, 2)
+        self.step_counts = np.zeros(len(states), np.int64)
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    def restart(self, rows, states) -> None:
+        """Start `rows` (indices) afresh from `states` (one `GripperState` each)."""
+        for row, state in zip(rows, states):
+            self.poses[row], self.widths[row], self.step_counts[row] = state.poses, state.widths, 0
+
+    def state(self, row: int) -> GripperState:
+        return GripperState(self.poses[row].copy(), self.widths[row].copy())
+
+    def step(self, actions) -> None:
+        """Move every row's grippers through its action (b, 20) (ValueError for a bad one, as the simulator)."""
+        actions = np.asarray(actions)
+        if actions.shape != (len(self), 20):
+            raise ValueError(f"GripperTracks.step takes one action per row, ({len(self)}, 20), got {actions.shape}")
+        if not len(self):
+            return
+        for _ in move_grippers(self.poses, self.widths, actions, self.config.substeps):
+            pass
+        self.step_counts += 1
+
+    def render(self, rows=None) -> np.ndarray:
+        """(r, H, W, 3) uint8: each of `rows`' (default all) grippers alone on black, pixel-aligned
+        with the camera view."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, np.int64)
+        out = np.empty((len(rows), self.config.height, self.config.width, 3), np.uint8)
+        renderer = _renderer(self.config)
+        phases = (self.step_counts[rows] % self.config.camera_period if self.config.is_camera_moving
+                  else np.zeros(len(rows), np.int64))
+        for phase in np.unique(phases):  # rows that see the same camera are drawn in one call
+            which = np.nonzero(phases == phase)[0]
+            camera = _camera(self.config)
+            if self.config.is_camera_moving:
+                camera = camera.moved(int(phase) / self.config.camera_period)
+            renderer.set_camera(camera)
+            centers, rotations, half_extents, colors = gripper_box_arrays(self.poses[rows[which]], self.widths[rows[which]])
+            out[which] = renderer.render_boxes(centers, rotations, half_extents, colors)
+        return out
+
+    def pose_vectors(self, rows=None) -> np.ndarray:
+        """float32 (r, 8): each of `rows`' (default all) pose vector (`GripperState.vector`)."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, np.int64)
+        return pose_vectors(self.poses[rows, :, :3, 3], self.widths[rows])
+
+
+class GripperTrack:
+    """Steps the grippers of one episode by actions and renders their view, as `FoldWorld` would
+    (one row of `GripperTracks`).
+
+    Args:
+        state: the grippers at the episode's first frame.
+        config: as `GripperTracks`.
+    """
+
+    def __init__(self, state: GripperState, config: WorldConfig = WorldConfig()):
+        self.tracks = GripperTracks([state], config)
+
+    @property
+    def config(self) -> WorldConfig:
+        return self.tracks.config
+
+    @property
+    def poses(self) -> np.ndarray:
+        """(2, 4, 4) the grippers' poses now."""
+        return self.tracks.poses[0]
+
+    @property
+    def widths(self) -> np.ndarray:
+        """(2,) the jaw openings now."""
+        return self.tracks.widths[0]
+
+    @property
+    def step_count(self) -> int:
+        return int(self.tracks.step_counts[0])
 
     @property
     def state(self) -> GripperState:
-        return GripperState(self.poses.copy(), self.widths.copy())
+        return self.tracks.state(0)
 
     def step(self, action) -> None:
         """Move the grippers through one 20-D action (ValueError for a bad one, as the simulator)."""
-        for _ in move_grippers(self.poses, self.widths, action, self.config.substeps):
-            pass
-        self.step_count += 1
+        action = np.asarray(action)
+        if action.shape != (20,):
+            raise ValueError(f"a gripper step takes one action of shape (20,), got {action.shape}")
+        self.tracks.step(action[None])
 
     def render(self) -> np.ndarray:
         """(H, W, 3) uint8: the grippers alone on black, pixel-aligned with the camera view."""
-        renderer = _renderer(self.config)
-        camera = _camera(self.config)
-        if self.config.is_camera_moving:
-            camera = camera.moved((self.step_count % self.config.camera_period) / self.config.camera_period)
-        renderer.set_camera(camera)
-        return renderer.render(None, None, None, None, gripper_boxes(self.poses, self.widths), draw_table=False)
+        return self.tracks.render()[0]
 
 
 def gripper_views(states, actions, config: WorldConfig | None = None, with_poses: bool = False):
-    """The grippers view of every frame of b episodes: uint8 (b, T + 1, H, W, 3).
+    """The grippers view of every frame of b episodes: uint8 (b, T + 1, H, W, 3), all b stepped
+    and rendered together (`GripperTracks`).
 
     Args:
         states: b `GripperState`s, the grippers at each episode's first frame.
@@ -121,10 +201,9 @@ def gripper_views(states, actions, config: WorldConfig | None = None, with_poses
         raise ValueError(f"actions must be ({len(states)}, T, 20) for {len(states)} start states, got {actions.shape}")
     out = np.empty((len(states), actions.shape[1] + 1, config.height, config.width, 3), np.uint8)
     poses = np.empty((len(states), actions.shape[1] + 1, 8), np.float32)
-    for i, state in enumerate(states):
-        track = GripperTrack(state, config)
-        out[i, 0], poses[i, 0] = track.render(), state.vector()
-        for t, action in enumerate(actions[i]):
-            track.step(action)
-            out[i, t + 1], poses[i, t + 1] = track.render(), pose_vector(track.poses, track.widths)
+    tracks = GripperTracks(states, config)
+    out[:, 0], poses[:, 0] = tracks.render(), tracks.pose_vectors()
+    for t in range(actions.shape[1]):
+        tracks.step(actions[:, t])
+        out[:, t + 1], poses[:, t + 1] = tracks.render(), tracks.pose_vectors()
     return (out, poses) if with_poses else out

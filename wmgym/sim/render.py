@@ -195,7 +195,7 @@ class Renderer:
 
     def _shade(self, colors: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """(P, 3) base colours and unit normals -> (P, 3) flat Lambert-shaded colours (float)."""
-        return colors * (AMBIENT + DIFFUSE * np.abs(normals @ self.light_dir))[:, None]
+        return colors * (AMBIENT + DIFFUSE * np.abs((normals * self.light_dir).sum(-1)))[:, None]  # elementwise: row-independent
 
     def _to_canvas(self, uv: np.ndarray) -> np.ndarray:
         """(..., 2) continuous output-pixel coords -> int32 fixed-point supersampled-canvas coords."""
@@ -227,26 +227,69 @@ class Renderer:
         depth = distance[faces].mean(axis=1) - self.height_bias * corners[:, :, 2].mean(axis=1)
         return uv_faces[keep], depth[keep], colors[keep]
 
-    def _box_polygons(self, boxes: list[Box]):
-        centers = np.array([box.center for box in boxes], dtype=np.float64)  # (B, 3)
-        rotations = np.array([box.rotation for box in boxes], dtype=np.float64)  # (B, 3, 3)
-        half_extents = np.array([box.half_extents for box in boxes], dtype=np.float64)  # (B, 3)
-        base_colors = np.array([box.color for box in boxes], dtype=np.float64)  # (B, 3)
-        offsets = _CORNER_SIGNS[None] * half_extents[:, None]  # (B, 8, 3) in the box frame
-        corners = centers[:, None] + np.einsum("bij,bkj->bki", rotations, offsets)  # (B, 8, 3)
-        normals = rotations[:, :, _FACE_AXES].transpose(0, 2, 1) * _FACE_SIGNS[None, :, None]  # (B, 6, 3)
-        face_centers = centers[:, None] + normals * half_extents[:, _FACE_AXES][..., None]  # (B, 6, 3)
+    def _box_polygons(self, centers, rotations, half_extents, base_colors):
+        """Boxes as arrays: centres (N, 3), world-from-box rotations (N, 3, 3), half extents (N, 3)
+        and colours (N, 3) -> every face's uv (N*6, 4, 2), depth (N*6,), shaded colour (N*6, 3) and
+        whether it is drawn (N*6,) (facing the camera, in front, near the image). Each box's
+        numbers are sums of elementwise products, so a box gives the same polygons however many
+        are computed at once (one frame's, or a vector env's rows in one call)."""
+        centers, rotations = np.asarray(centers, np.float64), np.asarray(rotations, np.float64)
+        half_extents = np.asarray(half_extents, np.float64)
+        offsets = _CORNER_SIGNS[None] * half_extents[:, None]  # (N, 8, 3) in the box frame
+        corners = centers[:, None] + (rotations[:, None] * offsets[:, :, None, :]).sum(-1)  # (N, 8, 3)
+        normals = rotations[:, :, _FACE_AXES].transpose(0, 2, 1) * _FACE_SIGNS[None, :, None]  # (N, 6, 3)
+        face_centers = centers[:, None] + normals * half_extents[:, _FACE_AXES][..., None]  # (N, 6, 3)
         to_camera = np.asarray(self.camera.position) - face_centers
-        is_visible = np.einsum("bfi,bfi->bf", normals, to_camera) > 0  # (B, 6) back-face culling
-        points_camera = self.camera.to_camera_frame(corners.reshape(-1, 3))
-        uv, distance = self.camera.project_camera_frame(points_camera)  # (B*8, 2), (B*8,)
-        vertex_index = (np.arange(len(boxes))[:, None, None] * 8 + _BOX_FACES[None]).reshape(-1, 4)  # (B*6, 4)
-        colors = np.repeat(base_colors, 6, axis=0)  # (B*6, 3)
+        is_visible = (normals * to_camera).sum(-1) > 0  # (N, 6) back-face culling
+        points = corners.reshape(-1, 3) - np.asarray(self.camera.position, np.float64)
+        points_camera = (points[:, :, None] * np.asarray(self.camera.rotation, np.float64)[None]).sum(1)  # (N*8, 3)
+        uv, distance = self.camera.project_camera_frame(points_camera)  # (N*8, 2), (N*8,)
+        vertex_index = (np.arange(len(centers))[:, None, None] * 8 + _BOX_FACES[None]).reshape(-1, 4)  # (N*6, 4)
+        colors = np.repeat(np.asarray(base_colors, np.float64), 6, axis=0)  # (N*6, 3)
         colors = np.maximum(self._shade(colors, normals.reshape(-1, 3)), MIN_BOX_CHANNEL)
-        uv_faces = uv[vertex_index]  # (B*6, 4, 2)
+        uv_faces = uv[vertex_index]  # (N*6, 4, 2)
         keep = is_visible.reshape(-1) & self._is_drawable(uv_faces, points_camera[vertex_index, 2])
         depth = distance[vertex_index].mean(axis=1) - self.height_bias * corners.reshape(-1, 3)[vertex_index, 2].mean(axis=1)
-        return uv_faces[keep], depth[keep], colors[keep]
+        return uv_faces, depth, colors, keep
+
+    def render_boxes(self, centers: np.ndarray, rotations: np.ndarray, half_extents: np.ndarray, colors: np.ndarray,
+                     draw_table: bool = False) -> np.ndarray:
+        """b frames of boxes alone, (b, H, W, 3) uint8: what `render` draws for each row's boxes
+        without cloth, bit for bit, with the polygons of all rows computed in one call.
+
+        Args:
+            centers: (b, P, 3) box centres (world, metres).
+            rotations: (b, P, 3, 3) world-from-box rotations.
+            half_extents: (P, 3) half side lengths, the same in every row.
+            colors: (P, 3) RGB in [0, 255].
+            draw_table: as in `render`.
+        """
+        centers = np.asarray(centers, np.float64)
+        b, count = centers.shape[:2]
+        uv, depth, shaded, keep = self._box_polygons(centers.reshape(-1, 3), np.asarray(rotations).reshape(-1, 3, 3),
+                                                     np.tile(half_extents, (b, 1)), np.tile(colors, (b, 1)))
+        faces = count * 6
+        out = np.empty((b, self.camera.height, self.camera.width, 3), np.uint8)
+        for row in range(b):
+            rows = slice(row * faces, (row + 1) * faces)
+            kept = keep[rows]
+            out[row] = self._draw(draw_table, [(uv[rows][kept], depth[rows][kept], shaded[rows][kept])])
+        return out
+
+    def _draw(self, draw_table: bool, polygon_sets) -> np.ndarray:
+        """Fill the polygons of (uv (P, K, 2), depth (P,), colour (P, 3)) sets far to near over the
+        table (or black), then downsample: (H, W, 3) uint8."""
+        canvas = (self._background if draw_table else self._black).copy()
+        polygons = [polygon for uv, _, _ in polygon_sets for polygon in self._to_canvas(uv)]
+        if polygons:
+            order = np.argsort(-np.concatenate([d for _, d, _ in polygon_sets]), kind="stable").tolist()  # far to near
+            color_list = np.rint(np.clip(np.concatenate([c for _, _, c in polygon_sets]), 0, 255)).astype(np.int64).tolist()
+            fill = cv2.fillConvexPoly
+            for index in order:
+                fill(canvas, polygons[index], color_list[index], cv2.LINE_8, SUBPIXEL_BITS)
+        if self.scale == 1:
+            return canvas
+        return cv2.resize(canvas, (self.camera.width, self.camera.height), interpolation=cv2.INTER_AREA)
 
     def render(
         self,
@@ -267,24 +310,11 @@ class Renderer:
             boxes: solid boxes (grippers), drawn with back-face culling.
             draw_table: False renders on pure black: pixels nothing covers are exactly 0.
         """
-        canvas = (self._background if draw_table else self._black).copy()
-        polygons, depths, colors = [], [], []
+        sets = []
         if cloth_positions is not None and faces is not None and len(faces):
-            uv, depth, color = self._cloth_polygons(cloth_positions, faces, front_color, back_color)
-            polygons += list(self._to_canvas(uv))
-            depths.append(depth)
-            colors.append(color)
+            sets.append(self._cloth_polygons(cloth_positions, faces, front_color, back_color))
         if boxes:
-            uv, depth, color = self._box_polygons(boxes)
-            polygons += list(self._to_canvas(uv))
-            depths.append(depth)
-            colors.append(color)
-        if polygons:
-            order = np.argsort(-np.concatenate(depths), kind="stable").tolist()  # far to near
-            color_list = np.rint(np.clip(np.concatenate(colors), 0, 255)).astype(np.int64).tolist()
-            fill = cv2.fillConvexPoly
-            for index in order:
-                fill(canvas, polygons[index], color_list[index], cv2.LINE_8, SUBPIXEL_BITS)
-        if self.scale == 1:
-            return canvas
-        return cv2.resize(canvas, (self.camera.width, self.camera.height), interpolation=cv2.INTER_AREA)
+            uv, depth, color, keep = self._box_polygons([box.center for box in boxes], [box.rotation for box in boxes],
+                                                        [box.half_extents for box in boxes], [box.color for box in boxes])
+            sets.append((uv[keep], depth[keep], color[keep]))
+        return self._draw(draw_table, sets)

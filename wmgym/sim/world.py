@@ -17,7 +17,8 @@ from scipy.spatial.transform import Rotation
 from wmgym.actions import apply_hand_action, check_rotations, validate_action
 from wmgym.sim.camera import FisheyeCamera
 from wmgym.sim.cloth import ClothMesh, ClothSim, ClothState, ShirtShape, make_shirt_mesh
-from wmgym.sim.gripper import DOWN, GRASP_WIDTH, grasp_candidates, grasp_offsets, gripper_parts, limit_pose
+from wmgym.sim.gripper import (DOWN, GRASP_WIDTH, PART_HALF_EXTENTS, PART_IS_FINGER, grasp_candidates, grasp_offsets,
+                               gripper_parts, limit_pose, part_centers)
 from wmgym.sim.render import Box, Renderer, make_table_texture
 from wmgym.sim.tasks import TASKS, ShirtFrame, Task, fold_score, goal_positions, make_task
 
@@ -31,52 +32,66 @@ _BODY_COLORS = ((85, 80, 75), (70, 78, 92))
 
 
 def move_grippers(poses: np.ndarray, widths: np.ndarray, action, substeps: int, after_hand=None):
-    """Move both grippers through one 20-D action, in place; a generator yielding after each substep.
+    """Move grippers through 20-D actions, in place; a generator yielding after each substep.
 
     The only gripper kinematics of the simulator (`FoldWorld.step` runs its cloth substeps at
-    the yields; `GripperTrack` runs none): each hand's target pose is its action applied to its
+    the yields; `GripperTracks` runs none): each hand's target pose is its action applied to its
     pose, limited to the workspace and the table; the pose then moves there over `substeps`
-    linear/geodesic steps (re-limited near the table) and the width linearly.
+    linear/geodesic steps (re-limited near the table) and the width linearly. Vectorised over
+    any leading batch shape (the rows of a vector env move in one call), with every row's
+    result independent of the others (the simulator moves a batch of one).
 
     Args:
-        poses: (2, 4, 4) float gripper poses, updated in place.
-        widths: (2,) float jaw openings (metres), updated in place.
-        action: (20,) action (the layout of docs/design.md, "Actions").
-        after_hand: called with the hand index after that hand moved in a substep.
+        poses: (..., 2, 4, 4) float gripper poses, updated in place.
+        widths: (..., 2) float jaw openings (metres), updated in place.
+        action: (..., 20) actions (the layout of docs/design.md, "Actions").
+        after_hand: called with the hand index after each substep, both hands moved (one pair
+            of grippers only: poses (2, 4, 4)).
     """
     action = validate_action(action)
-    if action.shape != (20,):
-        raise ValueError(f"a gripper step takes one action of shape (20,), got {action.shape}")
+    batch = poses.shape[:-3]
+    if poses.shape[-3:] != (2, 4, 4) or widths.shape != batch + (2,) or action.shape != batch + (20,):
+        raise ValueError(f"move_grippers takes poses (..., 2, 4, 4), widths (..., 2) and actions (..., 20) of one batch "
+                         f"shape, got {poses.shape}, {widths.shape} and {action.shape}")
+    if after_hand is not None and batch:
+        raise ValueError("after_hand is for one pair of grippers (poses (2, 4, 4))")
     check_rotations(action)
-    targets, target_widths = [], []
-    for hand in range(2):
-        pose, width = apply_hand_action(poses[hand], action[10 * hand : 10 * hand + 10])
-        width = float(np.clip(width, 0.0, OPEN_WIDTH + 0.01))
-        targets.append(limit_pose(pose, width))
-        target_widths.append(width)
-    rotvecs = [Rotation.from_matrix(poses[h, :3, :3].T @ targets[h][:3, :3]).as_rotvec() for h in range(2)]
+    targets, target_widths = apply_hand_action(poses, action.reshape(*batch, 2, 10))
+    target_widths = np.clip(target_widths, 0.0, OPEN_WIDTH + 0.01)
+    targets = limit_pose(targets, target_widths)
+    relative = np.swapaxes(poses[..., :3, :3], -1, -2) @ targets[..., :3, :3]
+    rotvecs = Rotation.from_matrix(relative.reshape(-1, 3, 3)).as_rotvec().reshape(*batch, 2, 3)
     start_poses, start_widths = poses.copy(), widths.copy()
     for s in range(1, substeps + 1):
         f = s / substeps
-        for hand in range(2):
-            poses[hand, :3, 3] = (1 - f) * start_poses[hand, :3, 3] + f * targets[hand][:3, 3]
-            poses[hand, :3, :3] = start_poses[hand, :3, :3] @ _rodrigues(f * rotvecs[hand])
-            widths[hand] = (1 - f) * start_widths[hand] + f * target_widths[hand]
-            if poses[hand, 2, 3] < TABLE_CHECK_HEIGHT:  # a turning gripper near the table
-                poses[hand] = limit_pose(poses[hand], widths[hand])
-            if after_hand is not None:
+        poses[..., :3, 3] = (1 - f) * start_poses[..., :3, 3] + f * targets[..., :3, 3]
+        poses[..., :3, :3] = start_poses[..., :3, :3] @ _rodrigues(f * rotvecs)
+        widths[...] = (1 - f) * start_widths + f * target_widths
+        low = poses[..., 2, 3] < TABLE_CHECK_HEIGHT  # a turning gripper near the table
+        if low.any():
+            poses[low] = limit_pose(poses[low], widths[low])
+        if after_hand is not None:
+            for hand in range(2):
                 after_hand(hand)
         yield
 
 
 def gripper_boxes(poses: np.ndarray, widths: np.ndarray) -> list[Box]:
     """The renderer's boxes of both grippers at `poses` (2, 4, 4) opened to `widths` (2,)."""
-    boxes = []
-    for hand in range(2):
-        for part in gripper_parts(poses[hand], widths[hand]):
-            color = _FINGER_COLORS[hand] if part.is_finger else _BODY_COLORS[hand]
-            boxes.append(Box(part.center, part.rotation, part.half_extents, np.array(color)))
-    return boxes
+    return [Box(c, r, h, np.array(k)) for c, r, h, k in zip(*gripper_box_arrays(poses, widths))]
+
+
+GRIPPER_BOX_COLORS = np.array([_FINGER_COLORS[hand] if finger else _BODY_COLORS[hand]
+                               for hand in range(2) for finger in PART_IS_FINGER], np.float64)  # (8, 3)
+
+
+def gripper_box_arrays(poses: np.ndarray, widths: np.ndarray):
+    """The grippers' boxes as arrays, for rows of grippers at `poses` (..., 2, 4, 4) opened to
+    `widths` (..., 2): centres (..., 8, 3), rotations (..., 8, 3, 3), half extents (8, 3) and
+    colours (8, 3) (left hand's four parts, then the right's; `Renderer.render_boxes` draws them)."""
+    centers = part_centers(poses, widths).reshape(*poses.shape[:-3], 8, 3)
+    rotations = np.repeat(poses[..., :3, :3], 4, axis=-3)
+    return centers, rotations, np.tile(PART_HALF_EXTENTS, (2, 1)), GRIPPER_BOX_COLORS
 
 
 @dataclass(frozen=True)
@@ -121,13 +136,14 @@ def _table_texture(index: int) -> np.ndarray:
 
 
 def _rodrigues(rotvec: np.ndarray) -> np.ndarray:
-    """Rotation matrix of an axis-angle vector (3,); inlined for the substep loop."""
-    angle = float(np.linalg.norm(rotvec))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = rotvec / angle
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * (kx @ kx)
+    """Rotation matrices (..., 3, 3) of axis-angle vectors (..., 3), elementwise in each row."""
+    angle = np.sqrt((rotvec * rotvec).sum(-1))[..., None, None]  # (..., 1, 1)
+    k = rotvec / np.where(angle[..., 0] < 1e-12, 1.0, angle[..., 0])
+    zero = np.zeros_like(k[..., 0])
+    kx = np.stack([np.stack([zero, -k[..., 2], k[..., 1]], -1), np.stack([k[..., 2], zero, -k[..., 0]], -1),
+                   np.stack([-k[..., 1], k[..., 0], zero], -1)], -2)
+    out = np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * (kx @ kx)
+    return np.where(angle < 1e-12, np.eye(3), out)
 
 
 def _shirt_colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
