@@ -86,6 +86,22 @@ def test_same_seed_same_frames_other_seed_differs(bundle_dir):
     assert not np.array_equal(a[1:], c[1:])
 
 
+def test_bf16_precision_is_taken_deterministic_and_checked(bundle_dir):
+    def run(**kwargs):
+        env = make(bundle_dir, **kwargs)
+        frames, rng = [env.reset(seed=3)[0]], np.random.default_rng(0)
+        for _ in range(2):
+            frames.append(env.step(rng.uniform(ACTION_LOW_SAFE, ACTION_HIGH_SAFE).astype(np.float32))[0])
+        return env, np.stack(frames).astype(np.float64)
+
+    env, half = run(precision="bf16")
+    assert env.unwrapped.core.model.sampler.precision == "bf16"
+    np.testing.assert_array_equal(half, run(precision="bf16")[1])
+    assert np.abs(half - run()[1]).mean() < 2.0  # rounding, not another rollout
+    with pytest.raises(ValueError, match="precision must be one of"):
+        make(bundle_dir, precision="fp16")
+
+
 ACTION_LOW_SAFE = np.where(np.arange(20) % 10 == 9, 0.0, -ACTION_HIGH * 0.5)
 ACTION_HIGH_SAFE = ACTION_HIGH * 0.5
 

@@ -51,7 +51,7 @@ class ImaginedEpisodes:
                  reward: str | RewardHead = "videoclip", num_steps: int | None = None, guidance_scale: float | None = None,
                  max_episode_steps: int | None = 16, resolution=None, device: str | torch.device = "auto",
                  use_success_judge: bool = True, judge_threshold: float | None = None,
-                 lpips_trunk_weights: str | None = None):
+                 lpips_trunk_weights: str | None = None, precision: str | None = None):
         if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if task is not None and task not in TASKS:
@@ -68,6 +68,8 @@ class ImaginedEpisodes:
             raise ValueError(f"the bundle {self.bundle.directory} has no goals for task {task!r}; it has "
                              f"{', '.join(self.bundle_tasks) or 'none'} (pass one of them, or None for a random one)")
         self.model = WorldModel.from_pretrained(self.bundle.world_model_dir, device=device).eval()
+        if precision is not None:
+            self.model.set_precision(precision)
         self.device = self.model.device
         # The grippers' motion is kinematics of the actions: each row's track renders the view
         # the model is conditioned on, exactly as the simulator would, and a held-conditioned

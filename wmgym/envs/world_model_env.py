@@ -25,7 +25,8 @@ _DOC_ARGUMENTS = """`checkpoint`: a bundle directory (`wmgym bundle`), or None /
     other sizes are resized, bilinear with antialiasing). `device`: "auto" (CUDA when
     available). `use_success_judge`: terminate on the VideoCLIP success judge; `judge_threshold`
     overrides its calibrated threshold (`SuccessJudge`).
-    `lpips_trunk_weights`: path of the LPIPS trunk file (see `LPIPSHead`)."""
+    `lpips_trunk_weights`: path of the LPIPS trunk file (see `LPIPSHead`). `precision`: "fp32" or
+    "bf16", what the denoiser computes in (default: the checkpoint's, `SamplerDefaults.precision`)."""
 
 
 class WorldModelVectorEnv(VectorEnv):
@@ -86,11 +87,12 @@ class WorldModelVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, checkpoint=None, task: str | None = "fold_half", goal_image=None, goal_text=None,
                  reward="videoclip", num_steps: int | None = None, guidance_scale: float | None = None, max_episode_steps: int = 16,
                  resolution=None, device="auto", use_success_judge: bool = True, judge_threshold: float | None = None,
-                 lpips_trunk_weights=None, return_torch: bool = False, render_mode: str | None = None):
+                 lpips_trunk_weights=None, return_torch: bool = False, render_mode: str | None = None, precision: str | None = None):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.core = ImaginedEpisodes(num_envs, checkpoint, task, goal_image, goal_text, reward, num_steps, guidance_scale,
-                                     max_episode_steps, resolution, device, use_success_judge, judge_threshold, lpips_trunk_weights)
+                                     max_episode_steps, resolution, device, use_success_judge, judge_threshold, lpips_trunk_weights,
+                                     precision)
         self.num_envs, self.return_torch, self.render_mode = num_envs, return_torch, render_mode
         self.single_observation_space = spaces.Box(0, 255, (self.core.obs_height, self.core.obs_width, 3), np.uint8)
         self.single_action_space = spaces.Box(ACTION_LOW, ACTION_HIGH, (20,), np.float32)
@@ -198,11 +200,12 @@ class WorldModelEnv(gym.Env):
     def __init__(self, checkpoint=None, task: str | None = "fold_half", goal_image=None, goal_text=None, reward="videoclip",
                  num_steps: int | None = None, guidance_scale: float | None = None, max_episode_steps: int | None = None,
                  resolution=None, device="auto", use_success_judge: bool = True, judge_threshold: float | None = None,
-                 lpips_trunk_weights=None, render_mode: str | None = None):
+                 lpips_trunk_weights=None, render_mode: str | None = None, precision: str | None = None):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.core = ImaginedEpisodes(1, checkpoint, task, goal_image, goal_text, reward, num_steps, guidance_scale,
-                                     max_episode_steps, resolution, device, use_success_judge, judge_threshold, lpips_trunk_weights)
+                                     max_episode_steps, resolution, device, use_success_judge, judge_threshold, lpips_trunk_weights,
+                                     precision)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, (self.core.obs_height, self.core.obs_width, 3), np.uint8)
         self.action_space = spaces.Box(ACTION_LOW, ACTION_HIGH, (20,), np.float32)

@@ -182,8 +182,9 @@ class Imagination:
         self.last_clean = self._repeat(clean[:, -1:])[0]
         latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
         if self.use_cache:  # one pass writes the finished frames' keys and values
-            self.model.denoiser(latents, timesteps, actions, dropped, *cond, cache=self.cache, write_cache=True,
-                                previous_first=self.last)
+            with self.model.inference_autocast():
+                self.model.denoiser(latents, timesteps, actions, dropped, *cond, cache=self.cache, write_cache=True,
+                                    previous_first=self.last)
             self.last = latents[:, -1:]
             return
         self.last = latents[:, -1:]
@@ -202,13 +203,14 @@ class Imagination:
         x, timesteps, action, cond, dropped = self._repeat(x, timesteps, action, cond, dropped)
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
-        if self.use_cache:
-            output = self.model.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
-        else:
-            seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
-            seq_cond = [None if new is None else torch.cat([p[4][j] for p in self.parts] + [new], dim=1) for j, new in enumerate(cond)]
-            output = self.model.denoiser(*seq, *seq_cond)[:, -1:]
-        return self.model.predicted_velocity(output, x, timesteps, self.last_clean)
+        with self.model.inference_autocast():
+            if self.use_cache:
+                output = self.model.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
+            else:
+                seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
+                seq_cond = [None if new is None else torch.cat([p[4][j] for p in self.parts] + [new], dim=1) for j, new in enumerate(cond)]
+                output = self.model.denoiser(*seq, *seq_cond)[:, -1:]
+        return self.model.predicted_velocity(output.float(), x, timesteps, self.last_clean)
 
 
 def _rows(x) -> torch.Tensor:

@@ -108,6 +108,17 @@ class WorldModel(nn.Module):
         self.register_buffer("vector_std", torch.tensor([d for v in specs for d in v["std"]], dtype=torch.float32), persistent=False)
         self.to(resolve_device(device))
 
+    def set_precision(self, precision: str) -> "WorldModel":
+        """Imagine with the denoiser in `precision` from now on (`SamplerDefaults.precision`:
+        "fp32" or "bf16"); returns the model. Training is unaffected (Accelerate's
+        `--mixed-precision` governs it)."""
+        self.sampler = SamplerDefaults(**{**asdict(self.sampler), "precision": precision})  # validated there
+        return self
+
+    def inference_autocast(self):
+        """The autocast context `Imagination` runs the denoiser in (`SamplerDefaults.precision`)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.sampler.precision == "bf16")
+
     @property
     def device(self) -> torch.device:
         return self.alphas_cumprod.device

@@ -25,6 +25,9 @@ def check_sampler_arguments(num_steps=None, guidance_scale=None) -> None:
         raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class SamplerDefaults:
     """Sampler settings a checkpoint carries; `rollout` keywords override them.
@@ -46,6 +49,11 @@ class SamplerDefaults:
             action range (`action_min` None) reads every action either way. Uniform random
             actions (`action_space.sample()`) rotate about every axis, which the training data
             never does: read, they turn rollouts into noise within a few steps.
+        precision: what the denoiser computes in while imagining (one of `PRECISIONS`): "fp32",
+            or "bf16", its calls under `torch.autocast(dtype=torch.bfloat16)` (matmuls and
+            attention in bfloat16, fast on CPUs with AMX/AVX512-BF16 and on GPUs; the KV cache
+            then holds bfloat16; the sampler step stays float32). Both are deterministic on a
+            fixed device; their frames differ by rounding.
     """
 
     num_steps: int = 8
@@ -54,11 +62,14 @@ class SamplerDefaults:
     window_frames: int | None = 16
     keep_first_frame: bool = True
     action_support: float | None = 3.0
+    precision: str = "fp32"
 
     def __post_init__(self):
         """ValueError naming the first invalid setting (a NaN guidance would give black frames)."""
         check_field_types(self)
         check_sampler_arguments(self.num_steps, self.guidance_scale)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.history_timestep < 0:
             raise ValueError(f"history_timestep must be >= 0, got {self.history_timestep}")
         if self.action_support is not None and self.action_support < 0:
