@@ -136,14 +136,25 @@ def _table_texture(index: int) -> np.ndarray:
 
 
 def _rodrigues(rotvec: np.ndarray) -> np.ndarray:
-    """Rotation matrices (..., 3, 3) of axis-angle vectors (..., 3), elementwise in each row."""
-    angle = np.sqrt((rotvec * rotvec).sum(-1))[..., None, None]  # (..., 1, 1)
-    k = rotvec / np.where(angle[..., 0] < 1e-12, 1.0, angle[..., 0])
-    zero = np.zeros_like(k[..., 0])
-    kx = np.stack([np.stack([zero, -k[..., 2], k[..., 1]], -1), np.stack([k[..., 2], zero, -k[..., 0]], -1),
-                   np.stack([-k[..., 1], k[..., 0], zero], -1)], -2)
-    out = np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * (kx @ kx)
-    return np.where(angle < 1e-12, np.eye(3), out)
+    """Rotation matrices (..., 3, 3) of axis-angle vectors (..., 3), elementwise in each row:
+    I + sin(a) [k]x + (1 - cos(a)) (k k^T - I) for the unit axis k and angle a."""
+    angle = np.sqrt((rotvec * rotvec).sum(-1))  # (...)
+    small = angle < 1e-12
+    k = rotvec / np.where(small, 1.0, angle)[..., None]
+    sin, one_minus_cos = np.sin(angle)[..., None, None], (1 - np.cos(angle))[..., None, None]
+    out = one_minus_cos * (k[..., :, None] * k[..., None, :])
+    skew = sin * k[..., None, :]  # sin(a) k, placed into the cross-product matrix below
+    out[..., 0, 1] -= skew[..., 0, 2]
+    out[..., 0, 2] += skew[..., 0, 1]
+    out[..., 1, 0] += skew[..., 0, 2]
+    out[..., 1, 2] -= skew[..., 0, 0]
+    out[..., 2, 0] -= skew[..., 0, 1]
+    out[..., 2, 1] += skew[..., 0, 0]
+    diagonal = 1 - one_minus_cos[..., 0, 0]  # cos(a)
+    for i in range(3):
+        out[..., i, i] += diagonal
+    out[small] = np.eye(3)
+    return out
 
 
 def _shirt_colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
