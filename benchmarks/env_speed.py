@@ -19,7 +19,9 @@ Best of `--repeats` after a warm-up episode.
 
 `--sweep` also times the current tree at 16 envs (or the largest asked below it) under each
 combination of denoiser precision (fp32 / bf16, `SamplerDefaults.precision`), sampler steps
-(1 / 2) and torch threads (1 / all), each in a fresh process, to choose the defaults from.
+(1 / 2) and torch threads (1 / all), each in a fresh process, to choose the defaults from;
+`--sweep-compile` adds each under `torch.compile` of the denoiser (compiled before the clock
+starts; minutes each on the CPU).
 """
 
 from __future__ import annotations
@@ -99,13 +101,19 @@ def worker(args) -> None:
     import torch
 
     import wmgym
-    from wmgym.eval.speed import env_steps_per_s
+    from wmgym.eval.speed import timed, vector_env_episode
 
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = {k: v for k, v in (("precision", args.precision), ("num_steps", args.num_steps)) if v is not None}
+    episode, envs = vector_env_episode(args.envs[0], args.steps, device=args.device, **settings)
+    if args.compile:  # the env's denoiser through TorchInductor; the KV cache's growing length makes shapes dynamic
+        model = envs.unwrapped.core.model
+        model.denoiser = torch.compile(model.denoiser, dynamic=True)
+        episode()  # compiling, outside the timing
     result = {"wmgym": str(Path(wmgym.__file__).resolve().parent), "threads": torch.get_num_threads(), **settings,
-              "env_steps_per_s": env_steps_per_s(args.envs[0], args.steps, args.repeats, device=args.device, **settings)}
+              "compile": args.compile, "env_steps_per_s": args.envs[0] * args.steps / timed(episode, args.repeats)}
+    envs.close()
     if args.bare:
         result.update(bare_rollout(args.envs[0], args.steps, args.repeats, args.device, args.flops))
     print("RESULT " + json.dumps(result))
@@ -135,9 +143,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--sweep", action="store_true", help="also time precision x sampler steps x threads at 16 envs")
+    parser.add_argument("--sweep-compile", action="store_true",
+                        help="with --sweep, also each combination under torch.compile (minutes of compiling each)")
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     parser.add_argument("--num-steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
@@ -173,9 +184,10 @@ def main() -> None:
             for num_steps in (1, 2):
                 for threads in sorted({1, os.cpu_count() or 1}):
                     settings = ("--precision", precision, "--num-steps", num_steps, "--threads", threads)
-                    sweep.append(measure(ROOT, flops_at, args, settings=settings))
-                    print(f"{flops_at} envs, {precision}, {num_steps} sampler steps, {threads} threads: "
-                          f"{sweep[-1]['env_steps_per_s']:.1f} env steps/s", flush=True)
+                    for compiled in (False, True) if args.sweep_compile else (False,):
+                        sweep.append(measure(ROOT, flops_at, args, settings=settings + (("--compile",) if compiled else ())))
+                        print(f"{flops_at} envs, {precision}, {num_steps} sampler steps, {threads} threads"
+                              f"{', torch.compile' if compiled else ''}: {sweep[-1]['env_steps_per_s']:.1f} env steps/s", flush=True)
     result = {"benchmark": "env_speed", "baseline": commit, "device": args.device, "steps": args.steps, "repeats": args.repeats,
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}, "rows": rows, "sweep": sweep}
