@@ -33,25 +33,10 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BASELINE = "e3bb47e"  # main before issue 41 (the speed issue)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def matmul_flops_per_second(device: str, size: int = 1024, repeats: int = 10) -> float:
-    import torch
-
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    a @ b
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 def bare_rollout(num_envs: int, steps: int, repeats: int, device: str, count_flops: bool) -> dict:
@@ -61,7 +46,7 @@ def bare_rollout(num_envs: int, steps: int, repeats: int, device: str, count_flo
 
     from wmgym.conditioning import model_conditions, needs_grippers
     from wmgym.envs.bundle import Bundle
-    from wmgym.eval.speed import random_actions, timed
+    from wmgym.eval.speed import matmul_flops_per_second, random_actions, timed
     from wmgym.model.world_model import WorldModel
     from wmgym.sim.gripper_track import gripper_views
     from wmgym.sim.world import WorldConfig

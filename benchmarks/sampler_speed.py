@@ -26,17 +26,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from wmgym.eval.speed import matmul_flops_per_second
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
-
-
-def matmul_flops_per_second(size: int = 1024, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 def grippers_views(model, horizon: int):

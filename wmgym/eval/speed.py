@@ -26,6 +26,22 @@ def timed(function: Callable[[], object], repeats: int) -> float:
     return best
 
 
+def matmul_flops_per_second(device: str = "cpu", size: int = 1024, repeats: int = 10) -> float:
+    """FLOP/s of a dense float32 (size x size) matmul on `device`, after a warm-up: the yardstick
+    the benchmarks measure a denoiser's achieved FLOP/s against, in the same process."""
+    import torch
+
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
 def random_actions(steps: int, num_envs: int, seed: int = 0) -> np.ndarray:
     """Random in-bound actions float32 (steps, num_envs, 20): half the position and rotation
     range, both jaws half open."""
