@@ -131,6 +131,43 @@ def test_sliding_window_bounds_cache_memory():
     assert kept == [0.0, 7.0, 8.0, 9.0]  # the first frame and the three newest
 
 
+def test_cache_only_pass_writes_the_same_cache_and_needs_write_cache():
+    den = randomized(WorldModel(tiny_config(), device="cpu")).denoiser
+    x, timesteps, actions = torch.randn(2, 3, 3, SIZE, SIZE), torch.randint(0, 1000, (2, 3)), torch.randn(2, 3, 20)
+    full, lean = KVCache(2, den.config.tokens_per_frame, 4, True), KVCache(2, den.config.tokens_per_frame, 4, True)
+    for i in range(3):  # the third pass slides the window
+        den(x[:, i : i + 1], timesteps[:, i : i + 1], actions[:, i : i + 1], cache=full, write_cache=True)
+        assert den(x[:, i : i + 1], timesteps[:, i : i + 1], actions[:, i : i + 1], cache=lean, write_cache=True, return_output=False) is None
+    for layer in range(2):
+        for a, b in zip(full.get(layer), lean.get(layer)):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="must write the cache"):
+        den(x[:, :1], timesteps[:, :1], actions[:, :1], cache=lean, return_output=False)
+
+
+def test_window_slices_equal_the_per_row_gather():
+    # Rows that keep the same slots take the slicing path; a restarted row forces the per-row
+    # gather for the same pass. Both must keep exactly the slots the window plan names.
+    def filled(restart: bool):
+        cache = KVCache(1, 2, max_frames=3, keep_first_frame=True)
+        for frame in range(5):
+            k = torch.tensor([0.0, 1.0]).reshape(2, 1, 1, 1).expand(2, 1, 2, 1) + 100 * frame  # row r: 100 frame + r
+            cache.append(0, k, -k)
+            if restart and frame == 1:
+                cache.append_rows(torch.tensor([1]), fresh)
+        return cache
+    fresh = KVCache(1, 2, max_frames=3, keep_first_frame=True)
+    fresh.append(0, torch.full((1, 1, 2, 1), -7.0), torch.full((1, 1, 2, 1), 7.0))
+    shared, restarted = filled(False), filled(True)
+    frames = lambda cache, row: cache.get(0)[0][row, 0, ::2, 0].tolist()
+    assert frames(shared, 0) == [0.0, 300.0, 400.0] and frames(shared, 1) == [1.0, 301.0, 401.0]  # first and two newest
+    assert frames(restarted, 0) == [0.0, 300.0, 400.0]  # the same slots through the gather
+    valid = restarted.valid[1].tolist() if restarted.valid is not None else [True] * restarted.num_frames
+    kept_row1 = [v for v, ok in zip(frames(restarted, 1), valid) if ok]
+    assert kept_row1 == [-7.0, 301.0, 401.0]  # the restarted row: its new start frame and its two newest
+    torch.testing.assert_close(shared.get(0)[1], -shared.get(0)[0])  # values follow their keys
+
+
 def test_save_load_roundtrip_is_exact(tmp_path):
     model = randomized(WorldModel(tiny_config(), device="cpu"))
     path = model.save_pretrained(tmp_path / "ckpt")

@@ -3,9 +3,13 @@ the denoiser's block-causal attention, which no library provides).
 
 Dimensions: b batch, h heads, f cached frame slots, p tokens per frame, e head width.
 
-Keys are stored *before* the temporal rotary embedding; the denoiser rotates them by their
-rank among the row's valid frames at attention time. So when the window slides, cached keys
-stay valid and attention sees the same relative positions as a recompute of the window.
+Keys are stored *before* the temporal rotary embedding, and rotated by their rank among the
+row's valid frames for attention. So when the window slides, cached keys stay valid and
+attention sees the same relative positions as a recompute of the window. The rotated keys are
+kept too, in an attention buffer with room for the new frames after them: they are re-made only
+when the cache changes (once per finished frame), not at every denoiser call, and a call only
+writes its new frames' keys and values into the buffer's tail instead of concatenating the
+whole cache (issue 41; the same values, so the same attention, bit for bit).
 
 Rows (batch elements) can restart independently -- a vector environment resets one
 imagined episode while the others go on. A row's old frames are then marked invalid
@@ -16,6 +20,8 @@ positions, that a fresh rollout from its own start would see.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -41,7 +47,10 @@ class KVCache:
         self.keys: list[torch.Tensor | None] = [None] * num_layers  # each (b, h, f * p, e)
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.valid: torch.Tensor | None = None  # (b, f) bool; None while every slot is valid
-        self._plan: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)  # this pass's (gather index, valid)
+        # Per layer: (rotated keys, values) (b, h, (f + n) * p, e), the cached frames then room for n new ones; None: stale.
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        # This pass's (gather index, valid, the index's slots when every row's are the same):
+        self._plan: tuple[torch.Tensor | None, torch.Tensor | None, list[int] | None] = (None, None, None)
 
     @property
     def num_frames(self) -> int:
@@ -50,7 +59,37 @@ class KVCache:
         return 0 if k is None else k.shape[2] // self.tokens_per_frame
 
     def get(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Keys (before rotation) and values (b, h, f * p, e) of `layer`, or (None, None) when empty."""
         return self.keys[layer], self.values[layer]
+
+    def attention_inputs(self, layer: int, new_keys: torch.Tensor, new_values: torch.Tensor,
+                         rotate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values to attend over: the cached frames', rotated, then the new frames'.
+
+        Args:
+            new_keys: rotated keys (b, h, n * p, e) of the n frames of this call.
+            new_values: their values (b, h, n * p, e).
+            rotate: rotate(keys (b, h, f * p, e), positions (b or 1, f)) -> the keys rotated by
+                their frames' positions; called only when the cache changed since the last call.
+        Returns:
+            keys, values (b, h, (f + n) * p, e). They are views of a buffer that the next call
+            overwrites: use them before calling again.
+        """
+        past_keys, past_values = self.get(layer)
+        if past_keys is None:
+            return new_keys, new_values
+        b, h, cached, e = past_keys.shape
+        buffer = self._buffers[layer]
+        if buffer is None or buffer[0].shape[2] != cached + new_keys.shape[2] or buffer[0].dtype != new_keys.dtype:
+            ranks = self.positions()  # this layer's frames: `valid` changes after the last layer's append
+            positions = torch.arange(cached // self.tokens_per_frame, device=past_keys.device)[None] if ranks is None else ranks[0]
+            buffer = tuple(x.new_empty(b, h, cached + new_keys.shape[2], e, dtype=new_keys.dtype) for x in (past_keys, past_values))
+            buffer[0][:, :, :cached] = rotate(past_keys, positions)
+            buffer[1][:, :, :cached] = past_values
+            self._buffers[layer] = buffer
+        buffer[0][:, :, cached:] = new_keys
+        buffer[1][:, :, cached:] = new_values
+        return buffer
 
     def positions(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(rank (b, f) of each slot among its row's valid frames, valid count (b,)), or None when all are valid."""
@@ -101,15 +140,30 @@ class KVCache:
         return self.keys[0].shape[0]
 
     def _store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        index = self._plan[0]
+        self._buffers[layer] = None  # its rotations and contents are stale
+        index, _, shared = self._plan
+        p = self.tokens_per_frame
         for store, new in ((self.keys, keys), (self.values, values)):
+            if shared is not None and store[layer] is not None:
+                # Every row keeps the same slots: one copy of contiguous slices instead of a concatenation and a gather.
+                cached = store[layer].shape[2] // p
+                runs: list[list] = []  # [tensor, first slot, end slot]
+                for slot in shared:
+                    piece, local = (store[layer], slot) if slot < cached else (new, slot - cached)
+                    if runs and runs[-1][0] is piece and runs[-1][2] == local:
+                        runs[-1][2] += 1
+                    else:
+                        runs.append([piece, local, local + 1])
+                store[layer] = torch.cat([piece[:, :, first * p : end * p] for piece, first, end in runs], dim=2)
+                continue
             x = new if store[layer] is None else torch.cat([store[layer], new], dim=2)
             store[layer] = x if index is None else self._gather(x, index)
 
-    def _window_plan(self, slots: int, valid: torch.Tensor | None, b: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(gather index (b, max_frames) or None, valid (b, slots kept) or None) for `slots` slots."""
+    def _window_plan(self, slots: int, valid: torch.Tensor | None, b: int, device) -> tuple:
+        """(gather index (b, max_frames) or None, valid (b, slots kept) or None, the index's row as
+        a list when every row's is the same, else None) for `slots` slots."""
         if self.max_frames is None or slots <= self.max_frames:
-            return None, valid
+            return None, valid, None
         if valid is None:
             valid = torch.ones(b, slots, dtype=torch.bool, device=device)
         rank = valid.long().cumsum(dim=1) - 1  # (b, slots)
@@ -119,7 +173,8 @@ class KVCache:
         # Kept slots last, in slot order; the row's remaining columns hold dropped slots, marked invalid.
         order = torch.argsort(kept.long() * slots + torch.arange(slots, device=device), dim=1)[:, -self.max_frames :]
         new_valid = torch.gather(kept, 1, order)
-        return order, None if bool(new_valid.all()) else new_valid
+        shared = order[0].tolist() if bool((order == order[:1]).all()) else None
+        return order, None if bool(new_valid.all()) else new_valid, shared
 
     def _gather(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         b, h, _, e = x.shape
@@ -129,4 +184,6 @@ class KVCache:
         return torch.gather(frames, 2, index).reshape(b, h, -1, e)
 
     def num_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
+        """Bytes held: the keys and values, and the attention buffers."""
+        held = self.keys + self.values + [x for buffer in self._buffers if buffer is not None for x in buffer]
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
