@@ -22,6 +22,7 @@ from wmgym.eval.policies import EvalPoliciesConfig
 from wmgym.eval.trust_config import TrustConfig
 from wmgym.policies.plan_config import PlanConfig
 from wmgym.train.codec import TrainCodecConfig
+from wmgym.train.distill_config import DistillConfig
 from wmgym.train.grasp_prior import TrainGraspPriorConfig
 from wmgym.train.idm import TrainIDMConfig
 from wmgym.train.lam import TrainLAMConfig
@@ -235,6 +236,7 @@ COMMANDS = {"generate": (GenerateConfig, _when_run("wmgym.data.generate:generate
             "rollout": (RolloutConfig, rollout),
             "train-codec": (TrainCodecConfig, _when_run("wmgym.train.codec:train_codec")),
             "train-wm": (TrainWorldModelConfig, _when_run("wmgym.train.world_model:train_world_model")),
+            "distill": (DistillConfig, _when_run("wmgym.train.distill:distill")),
             "train-videoclip": (TrainVideoCLIPConfig, _when_run("wmgym.train.videoclip:train_videoclip")),
             "bundle": (BundleConfig, bundle), "eval": (EvalConfig, _when_run("wmgym.eval.fidelity:evaluate")),
             "eval-policies": (EvalPoliciesConfig, _when_run("wmgym.eval.policies:evaluate_policies")),

@@ -54,6 +54,9 @@ class Imagination:
         self.num_steps = s.num_steps if num_steps is None else int(num_steps)
         self.guidance_scale = s.guidance_scale if guidance_scale is None else float(guidance_scale)
         self.timesteps = sampling_timesteps(self.num_steps, model.config.num_train_timesteps).to(model.device)
+        # One step: the distilled one-step denoiser (`wmgym distill`) if the model has one, for every call,
+        # cache writes included (its history keys and values are its own); else the model's denoiser.
+        self.denoiser = model.sampling_denoiser(self.num_steps)
         self.rep = 2 if self.guidance_scale != 1.0 else 1  # guided: [conditional, newest action dropped]
         self._new_cache = lambda: KVCache(dcfg.depth, dcfg.tokens_per_frame, s.window_frames, s.keep_first_frame)
         self.cache = self._new_cache() if use_cache else None
@@ -111,7 +114,7 @@ class Imagination:
         rows = torch.cat([rows + i * self.batch_size for i in range(self.rep)])
         noisy, hist, null, dropped, cond, context = self._repeat(noisy, hist, null, dropped, cond, context)
         fresh = self._new_cache()
-        model.denoiser(noisy, hist, null, dropped, *cond, cache=fresh, write_cache=True)
+        self.denoiser(noisy, hist, null, dropped, *cond, cache=fresh, write_cache=True, return_output=False)
         self.cache.append_rows(rows, fresh)
         self.last[rows], self.last_clean[rows] = noisy[:, -1:], context[:, -1:]
 
@@ -144,30 +147,33 @@ class Imagination:
         action = model.normalize_actions(actions[:, None])  # (b, 1, action_dim)
         dropped = model.out_of_support(actions[:, None].to(model.device)) | drop_actions  # (b, 1)
         cond = model.encode_conditions(conditions, b, 1)  # (maps, vectors)
-        x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
-        first_estimate = None
-        for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
-            timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)
-            v = self._predict(x, timesteps, action, cond, dropped)
-            if self.rep == 2:
-                v_cond, v_uncond = v.chunk(2)
-                v = v_uncond + self.guidance_scale * (v_cond - v_uncond)
-            if first_estimate is None and self.track_trust:  # the first call's clean estimate (schedule.ddim_step, step 1)
-                a = model.alphas_cumprod[int(k)]
-                first_estimate = a.sqrt() * x - (1 - a).sqrt() * v
-            x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), model.alphas_cumprod)
-        if self.track_trust:
-            self.disagreement = (first_estimate - x).float().square().mean(dim=(1, 2, 3, 4))
-            self.change = (x - self.last_clean[:b]).float().square().mean(dim=(1, 2, 3, 4))
-        self.gated = dropped[:, 0] & ~torch.as_tensor(drop_actions, device=model.device)
-        self.num_generated += 1
-        if not torch.isfinite(x).all():  # one check per frame; NaN latents would decode to black frames
-            raise NonFiniteLatentsError(
-                f"the world model produced non-finite latents at generated frame {self.num_generated}; its weights or sampler "
-                f"settings are broken (num_steps={self.num_steps}, guidance_scale={self.guidance_scale})")
-        hist = torch.full((b, 1), s.history_timestep, device=model.device, dtype=torch.long)
-        noisy = add_noise(x, torch.randn(x.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
-        self._add(noisy, hist, action, dropped, cond, clean=x)
+        # One autocast context for the frame's denoiser calls, so that bf16 copies of the weights are made once
+        # per frame rather than once per call (autocast caches them until its outermost context exits).
+        with model.inference_autocast():
+            x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
+            first_estimate = None
+            for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
+                timesteps = torch.full((b, 1), int(k), device=model.device, dtype=torch.long)
+                v = self._predict(x, timesteps, action, cond, dropped)
+                if self.rep == 2:
+                    v_cond, v_uncond = v.chunk(2)
+                    v = v_uncond + self.guidance_scale * (v_cond - v_uncond)
+                if first_estimate is None and self.track_trust:  # the first call's clean estimate (schedule.ddim_step, step 1)
+                    a = model.alphas_cumprod[int(k)]
+                    first_estimate = a.sqrt() * x - (1 - a).sqrt() * v
+                x = ddim_step(x, v, timesteps, torch.full_like(timesteps, int(k_next)), model.alphas_cumprod)
+            if self.track_trust:
+                self.disagreement = (first_estimate - x).float().square().mean(dim=(1, 2, 3, 4))
+                self.change = (x - self.last_clean[:b]).float().square().mean(dim=(1, 2, 3, 4))
+            self.gated = dropped[:, 0] & ~torch.as_tensor(drop_actions, device=model.device)
+            self.num_generated += 1
+            if not torch.isfinite(x).all():  # one check per frame; NaN latents would decode to black frames
+                raise NonFiniteLatentsError(
+                    f"the world model produced non-finite latents at generated frame {self.num_generated}; its weights or sampler "
+                    f"settings are broken (num_steps={self.num_steps}, guidance_scale={self.guidance_scale})")
+            hist = torch.full((b, 1), s.history_timestep, device=model.device, dtype=torch.long)
+            noisy = add_noise(x, torch.randn(x.shape, device=model.device, generator=generator), hist, model.alphas_cumprod)
+            self._add(noisy, hist, action, dropped, cond, clean=x)
         return x
 
     # ------------------------------------------------------------ internals
@@ -183,8 +189,8 @@ class Imagination:
         latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
         if self.use_cache:  # one pass writes the finished frames' keys and values
             with self.model.inference_autocast():
-                self.model.denoiser(latents, timesteps, actions, dropped, *cond, cache=self.cache, write_cache=True,
-                                    previous_first=self.last)
+                self.denoiser(latents, timesteps, actions, dropped, *cond, cache=self.cache, write_cache=True,
+                              previous_first=self.last, return_output=False)
             self.last = latents[:, -1:]
             return
         self.last = latents[:, -1:]
@@ -205,11 +211,11 @@ class Imagination:
             dropped[b:] = True  # the unconditional branch drops only the newest action
         with self.model.inference_autocast():
             if self.use_cache:
-                output = self.model.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
+                output = self.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
             else:
                 seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
                 seq_cond = [None if new is None else torch.cat([p[4][j] for p in self.parts] + [new], dim=1) for j, new in enumerate(cond)]
-                output = self.model.denoiser(*seq, *seq_cond)[:, -1:]
+                output = self.denoiser(*seq, *seq_cond)[:, -1:]
         return self.model.predicted_velocity(output.float(), x, timesteps, self.last_clean)
 
 

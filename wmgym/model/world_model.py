@@ -36,6 +36,8 @@ LEGACY_WEIGHT_NAMES = {"pose_embed.": "vector_embed."}
 """Weight-name prefixes of checkpoints saved before the per-frame vector was named (old -> new)."""
 
 WEIGHT_FILES = ("denoiser.safetensors", "codec.safetensors")
+ONE_STEP_WEIGHTS = "denoiser_one_step.safetensors"
+"""Optional weights of a denoiser distilled for one-step sampling (`wmgym distill`; `WorldModel.one_step_denoiser`)."""
 GRASP_PRIOR_DIR = "grasp_prior"
 """Subdirectory of a held-conditioned checkpoint holding its `GraspPrior` (optional)."""
 
@@ -103,6 +105,7 @@ class WorldModel(nn.Module):
         self.register_buffer("action_low", torch.tensor(bounds[0], dtype=torch.float32), persistent=False)
         self.register_buffer("action_high", torch.tensor(bounds[1], dtype=torch.float32), persistent=False)
         object.__setattr__(self, "_grasp_prior", None)  # not a submodule: see `grasp_prior`
+        object.__setattr__(self, "_one_step_denoiser", None)  # not a submodule either: see `one_step_denoiser`
         specs = config.condition_vectors.values()  # each vector's statistics, concatenated in order
         self.register_buffer("vector_mean", torch.tensor([m for v in specs for m in v["mean"]], dtype=torch.float32), persistent=False)
         self.register_buffer("vector_std", torch.tensor([d for v in specs for d in v["std"]], dtype=torch.float32), persistent=False)
@@ -136,7 +139,33 @@ class WorldModel(nn.Module):
         of the module tree, so the model's state dict is the denoiser's and the codec's."""
         return self._grasp_prior
 
+    @property
+    def one_step_denoiser(self) -> Denoiser | None:
+        """A copy of `denoiser` distilled to sample a frame in one step (`wmgym distill`: progressive
+        distillation of the 2-step sampler, Salimans & Ho 2022), or None. `Imagination` calls it,
+        for denoising and cache writes alike, when num_steps == 1 (`sampling_denoiser`); other
+        step counts use `denoiser`. Saved as denoiser_one_step.safetensors; kept out of the module
+        tree (the state dict stays the denoiser's and the codec's) but moved with the model."""
+        return self._one_step_denoiser
+
+    def sampling_denoiser(self, num_steps: int) -> Denoiser:
+        """The denoiser a sampler of `num_steps` steps per frame calls: `one_step_denoiser` for one
+        step when the model has one, else `denoiser`."""
+        return self._one_step_denoiser if num_steps == 1 and self._one_step_denoiser is not None else self.denoiser
+
+    def _apply(self, fn, *args, **kwargs):
+        """`nn.Module._apply` (`.to`, `.float`, ...), applied to `one_step_denoiser` too."""
+        super()._apply(fn, *args, **kwargs)
+        if self._one_step_denoiser is not None:
+            self._one_step_denoiser._apply(fn, *args, **kwargs)
+        return self
+
     def __setattr__(self, name, value) -> None:
+        if name == "one_step_denoiser":  # kept out of the module tree, as the grasp prior is
+            if value is not None and (not isinstance(value, Denoiser) or value.config != self.denoiser.config):
+                raise ValueError("a one-step denoiser must be a Denoiser with the world model's denoiser config")
+            object.__setattr__(self, "_one_step_denoiser", None if value is None else value.to(self.device))
+            return
         if name == "grasp_prior":  # before nn.Module would register the prior as a submodule
             if value is not None and not self.is_held_conditioned:
                 raise ValueError("a grasp prior serves a held-conditioned world model; this one is not")
@@ -405,10 +434,14 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write config.json + denoiser.safetensors + codec.safetensors (+ grasp_prior/) atomically
-        (an existing model directory is replaced only with `overwrite`; anything else there is refused)."""
+        """Write config.json + denoiser.safetensors + codec.safetensors (+ denoiser_one_step.safetensors,
+        + grasp_prior/) atomically (an existing model directory is replaced only with `overwrite`;
+        anything else there is refused)."""
         prior = self.grasp_prior
-        return write_model_directory(directory, asdict(self.config), dict(zip(WEIGHT_FILES, (self.denoiser.state_dict(), self.codec.state_dict()))),
+        weights = dict(zip(WEIGHT_FILES, (self.denoiser.state_dict(), self.codec.state_dict())))
+        if self.one_step_denoiser is not None:
+            weights[ONE_STEP_WEIGHTS] = self.one_step_denoiser.state_dict()
+        return write_model_directory(directory, asdict(self.config), weights,
                                      extra=None if prior is None else lambda tmp: prior.save_pretrained(tmp / GRASP_PRIOR_DIR),
                                      overwrite=overwrite)
 
@@ -431,6 +464,10 @@ class WorldModel(nn.Module):
             raise ValueError(f"{config_path}: {error}") from None
         for module, name in ((model.denoiser, WEIGHT_FILES[0]), (model.codec, WEIGHT_FILES[1])):
             load_state_checked(module, directory / name, renamed=LEGACY_WEIGHT_NAMES)
+        if (directory / ONE_STEP_WEIGHTS).is_file():  # a distilled one-step denoiser (`wmgym distill`)
+            one_step = Denoiser(model.denoiser.config)
+            load_state_checked(one_step, directory / ONE_STEP_WEIGHTS, renamed=LEGACY_WEIGHT_NAMES)
+            model.one_step_denoiser = one_step
         if model.is_held_conditioned and (directory / GRASP_PRIOR_DIR).is_dir():
             from wmgym.model.grasp_prior import GraspPrior
 
