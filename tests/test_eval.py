@@ -67,7 +67,7 @@ def test_swap_controllability_rewards_following_the_actions(swap_truth):
 def test_eval_writes_metrics_report_and_plots(tiny_bundle, tmp_path):
     config = EvalConfig(checkpoint=str(tiny_bundle), out=str(tmp_path / "eval"), episodes=3, horizon=4, swap_episodes=2,
                         long_episodes=1, long_horizon=32, speed_envs=2, curve_num_steps=(1, 2), curve_guidance=(1.0,),
-                        curve_episodes=2, behaviour_episodes=2, device="cpu")
+                        curve_episodes=2, behaviour_episodes=2, device="cpu", precision="bf16", num_steps=1)
     with warnings.catch_warnings():  # without LPIPS trunk weights (CI) the fallback warns; metrics.json flags it
         warnings.simplefilter("ignore", UserWarning)
         metrics = evaluate(config)
@@ -88,6 +88,7 @@ def test_eval_writes_metrics_report_and_plots(tiny_bundle, tmp_path):
     assert set(saved["behaviours"]) == {"expert", "noisy", "perturbed", "random", "uniform", "hold-still"}
     assert saved["psnr_uniform_episodes"] == 2 and saved["psnr_uniform_min_step"] <= saved["behaviours"]["uniform"]["psnr_mean"]
     assert "trust_auroc" not in saved  # the tiny bundle has no trust.json
+    assert saved["precision"] == "bf16" and saved["num_steps"] == 1  # --precision and --num-steps override the checkpoint's
     for name in ("psnr_by_step", "ssim_by_step", "lpips_by_step", "psnr_by_step_long", "quality_speed", "swap_grid", "rollouts",
                  "psnr_by_behaviour"):
         assert (tmp_path / "eval" / f"{name}.png").stat().st_size > 1000
@@ -113,6 +114,12 @@ def test_eval_command_rejects_bad_settings(capsys):
     with pytest.raises(SystemExit) as error:
         main(["eval", "--long-horizon", "20", "--out", "/tmp/never"])
     assert "long_horizon must be >= 32" in str(error.value)
+    with pytest.raises(SystemExit) as error:
+        main(["eval", "--precision", "fp16", "--out", "/tmp/never"])
+    assert "precision must be one of" in str(error.value)
+    with pytest.raises(SystemExit) as error:
+        main(["eval", "--num-steps", "0", "--out", "/tmp/never"])
+    assert "num_steps must be >= 1" in str(error.value)
 
 
 # ---------------------------------------------------------------- a world model conditioned on the grippers view

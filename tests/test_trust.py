@@ -84,6 +84,15 @@ def test_a_world_model_without_trust_json_reports_no_trust(tiny_grippers_bundle)
     assert "trust" not in env.step(identity_action(0.08, 0.08))[-1]
 
 
+def test_a_one_step_sampler_reports_no_trust_and_warns(trusted_bundle):
+    # Trust reads the second denoiser call's correction of the first; one step has none to read.
+    with pytest.warns(UserWarning, match="at least two steps"):
+        env = gym.make("WMFold-v0", checkpoint=str(trusted_bundle), device="cpu", reward="none", use_success_judge=False,
+                       num_steps=1)
+    assert "trust" not in env.reset(seed=0)[1]
+    assert "trust" not in env.step(identity_action(0.08, 0.08))[-1]
+
+
 def test_the_shipped_bundle_carries_a_calibrated_trust_score():
     assert TrustCalibration.of_model_dir(Bundle.load("default").world_model_dir) is not None
     env = gym.make("WMFold-v0", device="cpu", reward="none", use_success_judge=False)

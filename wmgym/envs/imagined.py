@@ -13,6 +13,7 @@ Ho x Wo the observation size, K frames a video head sees.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,13 @@ class ImaginedEpisodes:
         self.generator = torch.Generator(device=self.device)
         self.imagination: Imagination | None = None
         # Each row's trust in its newest frame (wmgym.trust; NaN for a world model without trust.json).
-        self.trust = TrustTracker(num_envs, self.device, TrustCalibration.of_model_dir(self.bundle.world_model_dir))
+        calibration = TrustCalibration.of_model_dir(self.bundle.world_model_dir)
+        if calibration is not None and (self.model.sampler.num_steps if num_steps is None else num_steps) < 2:
+            # Trust reads how much the second denoiser call corrected the first; one step has no second call.
+            warnings.warn("trust scores need a sampler of at least two steps per frame (their disagreement feature); "
+                          "with num_steps=1 info has no 'trust'", stacklevel=3)
+            calibration = None
+        self.trust = TrustTracker(num_envs, self.device, calibration)
         b = num_envs
         self.frames = torch.zeros(b, (max_episode_steps or 16) + 1, self.height, self.width, 3, dtype=torch.uint8, device=self.device)
         self.lengths = np.zeros(b, dtype=np.int64)  # frames so far per row (0: never reset)

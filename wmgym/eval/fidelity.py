@@ -41,6 +41,7 @@ from wmgym.eval.common import (batched_rollouts, finish_plot, hold_still_actions
                                plot_metrics_by_step, write_grid, write_rollouts)
 from wmgym.eval.fidelity_config import EvalConfig
 from wmgym.image_metrics import psnr, psnr_from_mse, ssim
+from wmgym.model.world_model_config import PRECISIONS
 from wmgym.train.checkpoint import write_text_atomic
 
 TARGETS = {  # issue 6: what a shipped bundle must reach (reported, never lowered)
@@ -104,11 +105,15 @@ def evaluate(config: EvalConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.load(config.checkpoint)
     model = WorldModel.from_pretrained(bundle.world_model_dir, device=config.device).eval()
+    if config.precision is not None:
+        model.set_precision(config.precision)
+    if config.num_steps is not None:
+        model.sampler.num_steps = config.num_steps
     conditioned = needs_grippers(model)
     height, width = model.config.height, model.config.width
     began = time.perf_counter()
     metrics: dict = {"checkpoint": str(bundle.directory), "episodes": config.episodes, "seed": config.seed,
-                     "horizon": config.horizon, "num_steps": model.sampler.num_steps,
+                     "horizon": config.horizon, "num_steps": model.sampler.num_steps, "precision": model.sampler.precision,
                      "guidance_scale": model.sampler.guidance_scale, "device": str(model.device),
                      "condition_views": list(model.config.condition_views),
                      "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
@@ -180,8 +185,10 @@ def evaluate(config: EvalConfig) -> dict:
         from wmgym.eval.trust import behaviour_figures, behaviour_rollouts
         from wmgym.trust import TrustCalibration
 
-        rollouts = behaviour_rollouts(model, config.behaviour_episodes, config.seed, config.horizon,
-                                      TrustCalibration.of_model_dir(bundle.world_model_dir), batch_size=config.batch_size)
+        # Trust reads the second denoiser call's correction of the first: none with one step (as in WMFold-v0).
+        calibration = TrustCalibration.of_model_dir(bundle.world_model_dir) if model.sampler.num_steps >= 2 else None
+        rollouts = behaviour_rollouts(model, config.behaviour_episodes, config.seed, config.horizon, calibration,
+                                      batch_size=config.batch_size)
         metrics.update(behaviour_figures(rollouts))
 
     # ---- speed and the quality-speed curve
@@ -189,7 +196,8 @@ def evaluate(config: EvalConfig) -> dict:
         from wmgym.eval.speed import env_steps_per_s
 
         speed = lambda **kw: env_steps_per_s(config.speed_envs, config.horizon, repeats=2, checkpoint=str(bundle.directory),
-                                             device=config.device, **kw)
+                                             device=config.device, precision=model.sampler.precision,
+                                             **{"num_steps": model.sampler.num_steps, **kw})
         metrics["env_steps_per_s"] = speed()
         c = min(config.curve_episodes, config.episodes)
         curve = []
@@ -224,6 +232,10 @@ def _check_config(config: EvalConfig) -> None:
         raise ValueError(f"long_horizon must be >= 32 (step 32 is compared with step 16), got {config.long_horizon}")
     if not config.curve_num_steps or not config.curve_guidance:
         raise ValueError("need at least one curve_num_steps and curve_guidance value")
+    if config.num_steps is not None and config.num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1 or None (the checkpoint's), got {config.num_steps}")
+    if config.precision is not None and config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} or None (the checkpoint's), got {config.precision!r}")
 
 
 def _simulate(specs, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

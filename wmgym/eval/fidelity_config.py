@@ -56,5 +56,10 @@ class EvalConfig:
     """Rollouts per batched world-model call."""
     lpips_fallback: bool = True
     """Without LPIPS's pretrained trunk weights, use its offline fallback (flagged in metrics.json) instead of failing."""
+    num_steps: int | None = None
+    """Sampler steps per frame for everything but the quality-speed curve (1: a distilled one-step
+    denoiser if the world model has one, `wmgym distill`); None: the checkpoint's."""
+    precision: str | None = None
+    """What the denoiser computes in, "fp32" or "bf16" (`SamplerDefaults.precision`); None: the checkpoint's."""
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu" or "cuda"."""
