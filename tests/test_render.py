@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wmgym.sim.camera import MIN_RESOLUTION, FisheyeCamera
+from wmgym.sim.cloth import make_shirt_mesh
 from wmgym.sim.render import Box, Renderer, make_table_texture
 
 FRONT = (220, 40, 40)
@@ -160,6 +161,38 @@ def test_box_back_faces_are_culled():
     drawn = lambda box: int(renderer._box_polygons([box.center], [box.rotation], [box.half_extents], [box.color])[3].sum())
     assert drawn(small_box([0.1, 0.0, 0.1])) == 3  # off to the side: the top, the near (-y) and the inner (-x) face
     assert drawn(small_box([0.0, 0.0, 0.1])) == 2  # straight ahead the x faces are edge-on: the top and the near face
+
+
+def test_render_with_boxes_alone_is_both_renders_bit_for_bit():
+    renderer = make_renderer()
+    positions, faces = cloth_square(0.01)
+    boxes = [small_box([0.1, 0.0, 0.1]), small_box([-0.05, 0.02, 0.005], (20, 200, 20))]
+    scene, alone = renderer.render_with_boxes_alone(positions, faces, FRONT, BACK, boxes)
+    np.testing.assert_array_equal(scene, renderer.render(positions, faces, FRONT, BACK, boxes))
+    np.testing.assert_array_equal(alone, renderer.render(None, None, FRONT, BACK, boxes, draw_table=False))
+    assert alone.any() and not np.array_equal(scene, alone)
+
+
+def test_cloth_polygons_are_numpys_cross_products_and_means_bit_for_bit():
+    """The triangle arithmetic written out per corner gives what np.cross, np.linalg.norm and
+    mean(axis=1) give, on a crumpled shirt with triangles facing both ways."""
+    renderer = make_renderer()
+    mesh = make_shirt_mesh()
+    rng = np.random.default_rng(0)
+    positions = mesh.rest_positions + rng.normal(0.0, 0.01, mesh.rest_positions.shape)
+    uv, depth, colors = renderer._cloth_polygons(positions, mesh.faces, FRONT, BACK)
+    corners = positions[mesh.faces]  # (F, 3, 3)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    is_front = np.einsum("fi,fi->f", normals, np.asarray(renderer.camera.position) - corners.mean(axis=1)) > 0
+    assert is_front.any() and not is_front.all()
+    expected_colors = renderer._shade(np.where(is_front[:, None], np.float64(FRONT), np.float64(BACK)), normals)
+    points_uv, distance = renderer.camera.project(positions)
+    expected_depth = distance[mesh.faces].mean(axis=1) - renderer.height_bias * corners[:, :, 2].mean(axis=1)
+    keep = renderer._is_drawable(points_uv[mesh.faces], renderer.camera.to_camera_frame(positions)[mesh.faces, 2])
+    np.testing.assert_array_equal(colors, expected_colors[keep])
+    np.testing.assert_array_equal(depth, expected_depth[keep])
+    np.testing.assert_array_equal(uv, points_uv[mesh.faces][keep])
 
 
 @pytest.mark.parametrize("height, width", [(64, 64), (128, 128), (320, 512)])

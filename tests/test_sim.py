@@ -14,9 +14,10 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from wmgym.actions import MAX_POSITION_DELTA, hand_action_from_poses, identity_action
+from wmgym.sim.cloth import row_norms
 from wmgym.sim.demonstrator import DemoParams, ScriptedDemonstrator
 from wmgym.sim.episode import EPISODE_KINDS, EpisodeSpec, run_episode
-from wmgym.sim.gripper import DOWN, gripper_parts
+from wmgym.sim.gripper import DOWN, PART_HALF_EXTENTS, gripper_parts
 from wmgym.sim.tasks import TASKS, describe_outcome, fold_score, make_task
 from wmgym.sim.world import OPEN_WIDTH, FoldWorld, WorldConfig
 
@@ -172,6 +173,38 @@ def test_cloth_in_free_fall_keeps_its_shape():
     drop = template - state.positions  # (n, 3)
     assert drop[0, 2] > 0.05  # measured 8.5 cm: g t^2 / 2 = 20 cm, capped at half a thickness per substep
     np.testing.assert_allclose(drop, np.broadcast_to(drop[0], drop.shape), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_row_norms_are_numpys_norms_bit_for_bit(columns):
+    rng = np.random.default_rng(columns)
+    rows = rng.normal(size=(500, columns)) * np.logspace(-8, 1, 500)[:, None]
+    for a in (rows, rows[::3], np.asfortranarray(rows), np.zeros((0, columns))):
+        np.testing.assert_array_equal(row_norms(a), np.linalg.norm(a, axis=1))
+
+
+def test_finger_box_pushes_out_exactly_the_particles_inside_it():
+    """`_solve_obstacles` moves the free particles inside a box to its surface (plus the table
+    offset) and nothing else; boxes away from the cloth, skipped by its bounding-box test, and
+    held particles stay put, whatever the order of the boxes."""
+    world = reset_world(seed=1)
+    cloth, x = world.cloth, world.positions.copy()
+    rotation = Rotation.from_rotvec([0.3, -0.2, 1.0]).as_matrix()
+    half = PART_HALF_EXTENTS[2]  # the palm, a few particles wide
+    touching = (x[200] + [0.0, 0.0, 0.01], rotation, half)
+    away = [(x[200] + [0.0, 0.0, 0.2], rotation, half), (x[200] + [0.4, 0.0, 0.0], np.eye(3), half)]
+    depth = lambda points: half + cloth.table_offset - np.abs((points - touching[0]) @ rotation)  # (n, 3)
+    inside = np.all(depth(x) > 0, axis=1)
+    assert inside.sum() > 3
+    inv_mass = np.ones(len(x))
+    inv_mass[np.flatnonzero(inside)[0]] = 0.0  # a held particle
+    for obstacles in ([*away, touching], [touching, *away]):
+        out = cloth._solve_obstacles(x.copy(), inv_mass, obstacles)
+        moved = np.any(out != x, axis=1)
+        np.testing.assert_array_equal(moved, inside & (inv_mass > 0))
+        assert np.all(depth(out[moved]).min(axis=1) > -1e-9)  # on the surface, not beyond it
+        assert np.all(np.any(depth(out[moved]) < 1e-9, axis=1))  # and no longer inside
+    assert np.array_equal(cloth._solve_obstacles(x.copy(), inv_mass, away), x)
 
 
 def random_pick_and_place_targets(rng: np.random.Generator, steps: int = 8):
@@ -339,6 +372,23 @@ def test_three_views_are_pixel_aligned(is_camera_moving):
         if t < 16:
             world.step(expert.action())
     assert min(drawn_pixels) > 20
+
+
+def test_renderer_kept_across_resets_draws_as_a_fresh_one():
+    """The world keeps one renderer per table texture; a reset that draws a texture again gets
+    that renderer back looking from the start camera, not from where a moving camera left it."""
+    world = reset_world(seed=5, is_camera_moving=True)
+    first = world.renderer
+    for _ in range(3):
+        world.views()
+        world.step(hold(world))
+    world.reset(np.random.default_rng(5), "fold_half")  # the same texture again
+    fresh = reset_world(seed=5, is_camera_moving=True)
+    assert world.renderer is first and world.renderer.camera == fresh.renderer.camera == world.camera
+    render = lambda w: w.renderer.render(w.start, w.mesh.faces, w.front_color, w.back_color, w._boxes())
+    np.testing.assert_array_equal(render(world), render(fresh))
+    for view, expected in zip(world.views(), fresh.views()):
+        np.testing.assert_array_equal(view, expected)
 
 
 # Tasks

@@ -18,7 +18,7 @@ from wmgym.actions import apply_hand_action, check_rotations, validate_action
 from wmgym.sim.camera import FisheyeCamera
 from wmgym.sim.cloth import ClothMesh, ClothSim, ClothState, ShirtShape, make_shirt_mesh
 from wmgym.sim.gripper import (DOWN, GRASP_WIDTH, PART_HALF_EXTENTS, PART_IS_FINGER, grasp_candidates, grasp_offsets,
-                               gripper_parts, limit_pose, part_centers)
+                               limit_pose, part_centers)
 from wmgym.sim.render import Box, Renderer, make_table_texture
 from wmgym.sim.tasks import TASKS, ShirtFrame, Task, fold_score, goal_positions, make_task
 
@@ -29,6 +29,7 @@ TABLE_CHECK_HEIGHT = 0.17
 HOME_POSITIONS = np.array([[-0.24, -0.26, 0.16], [0.24, -0.26, 0.16]])
 _FINGER_COLORS = ((235, 125, 40), (40, 175, 195))  # left orange, right teal: tell the hands apart
 _BODY_COLORS = ((85, 80, 75), (70, 78, 92))
+_FINGER_PARTS = tuple(part for part, is_finger in enumerate(PART_IS_FINGER) if is_finger)
 
 
 def move_grippers(poses: np.ndarray, widths: np.ndarray, action, substeps: int, after_hand=None):
@@ -182,6 +183,9 @@ class FoldWorld:
         self.mesh: ClothMesh = make_shirt_mesh(self.shape)
         self.cloth = ClothSim(self.mesh)
         self.renderer: Renderer | None = None
+        # One renderer per table texture, kept across resets: its table background (a remap of the
+        # texture for the camera) is a pure function of the texture and the camera.
+        self._renderers: dict[int, Renderer] = {}
 
     # ----------------------------------------------------------------- reset
     def reset(self, rng: np.random.Generator, task: str) -> None:
@@ -201,8 +205,12 @@ class FoldWorld:
         self.start = self.state.positions.copy()
         self.goal = goal_positions(self.task, self.start, rest_xy, self.frame, self.cloth.thickness)
         self.front_color, self.back_color = _shirt_colors(rng)
-        texture = _table_texture(int(rng.integers(NUM_TABLE_TEXTURES)))
-        self.renderer = Renderer(self.camera, texture, supersample=self.config.supersample)
+        texture_index = int(rng.integers(NUM_TABLE_TEXTURES))
+        if texture_index not in self._renderers:
+            self._renderers[texture_index] = Renderer(self.camera, _table_texture(texture_index),
+                                                      supersample=self.config.supersample)
+        self.renderer = self._renderers[texture_index]
+        self.renderer.set_camera(self.camera)  # a moving camera left it elsewhere
         home = HOME_POSITIONS + rng.uniform(-0.02, 0.02, size=(2, 3))
         yaw = Rotation.from_euler("z", self.frame.yaw).as_matrix()
         self.poses = np.stack([np.eye(4), np.eye(4)])
@@ -256,12 +264,11 @@ class FoldWorld:
         return np.concatenate(index), np.concatenate(targets)
 
     def _finger_obstacles(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        return [
-            (p.center, p.rotation, p.half_extents)
-            for hand in range(2)
-            for p in gripper_parts(self.poses[hand], self.widths[hand])
-            if p.is_finger
-        ]
+        """The fingers as `ClothSim.step`'s obstacles: the boxes of `gripper_parts`, both hands'
+        centres computed at once (`part_centers` gives each row what it gives it alone)."""
+        centers = part_centers(self.poses, self.widths)  # (2, 4, 3)
+        return [(centers[hand, part], self.poses[hand, :3, :3], PART_HALF_EXTENTS[part])
+                for hand in range(2) for part in _FINGER_PARTS]
 
     # ---------------------------------------------------------------- status
     @property
@@ -307,10 +314,9 @@ class FoldWorld:
         faces = self.mesh.faces
         boxes = self._boxes()
         r = self.renderer
-        camera = r.render(self.state.positions, faces, self.front_color, self.back_color, boxes)
+        camera, grippers = r.render_with_boxes_alone(self.state.positions, faces, self.front_color, self.back_color, boxes)
         if self._static_view is None:
             self._static_view = r.render(self.start, faces, self.front_color, self.back_color, [])
-        grippers = r.render(None, None, self.front_color, self.back_color, boxes, draw_table=False)
         return camera, self._static_view, grippers
 
     def render_goal(self) -> np.ndarray:
