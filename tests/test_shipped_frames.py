@@ -6,7 +6,8 @@ fc49846's) by `python tests/test_shipped_frames.py --write`, on this project's 2
 `gym.make_vec("WMFold-v0", num_envs=4, device="cpu")`, `reset(seed=7)`, then `STEPS` actions
 from `actions()`, which move both grippers and close them at step 3 (so the grasp prior's draws
 are part of it). It holds the observations (STEPS + 1, 4, 64, 64, 3) uint8 and the rewards and
-judge verdicts of every step.
+judge verdicts of every step. The denoiser computes in float32 here (the bundle's default,
+"auto", is bfloat16 on CPUs that have it, whose frames depend on the CPU's bfloat16 kernels).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def rollout() -> dict[str, np.ndarray]:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        envs = gym.make_vec("WMFold-v0", num_envs=NUM_ENVS, device="cpu")
+        envs = gym.make_vec("WMFold-v0", num_envs=NUM_ENVS, device="cpu", precision="fp32")
         observations, _ = envs.reset(seed=7)
         frames, rewards, success = [observations], [], []
         for action in actions():

@@ -105,6 +105,21 @@ def test_bf16_precision_is_deterministic_close_to_fp32_and_checked():
         SamplerDefaults(precision="int8")
 
 
+def test_auto_precision_is_bf16_where_the_device_computes_it_natively(monkeypatch):
+    import wmgym.model.world_model as world_model
+
+    model = randomized(WorldModel(tiny_config(), device="cpu")).eval().set_precision("auto")
+    frames, actions = random_inputs(horizon=3)
+    roll = lambda: model.rollout(frames, actions, generator=torch.Generator().manual_seed(0))
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(world_model, "computes_bf16_natively", lambda device, native=native: native)
+        assert model.compute_precision == expected
+        auto = roll()
+        model.set_precision(expected)
+        assert torch.equal(auto, roll())  # auto draws exactly what the precision it resolved to draws
+        model.set_precision("auto")
+
+
 def test_guidance_scale_one_equals_conditional():
     model = randomized(WorldModel(tiny_config(), device="cpu"))
     frames, actions = random_inputs(horizon=4)

@@ -66,6 +66,16 @@ def gripper_region_weights(grippers: torch.Tensor, latent_size: tuple[int, int],
     return (1.0 + weight * mask).reshape(b, t, 1, *latent_size)
 
 
+def computes_bf16_natively(device: torch.device) -> bool:
+    """Whether `device` has bfloat16 arithmetic in hardware: a CPU with AVX512-BF16 or AMX (elsewhere
+    bfloat16 autocast is emulated, slower than float32), or a CUDA GPU that supports bfloat16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # torch's own CPU feature probes (private, so absent ones read as False)
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
 def _to_tensor(x, dtype, device) -> torch.Tensor:
     return (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))).to(device=device, dtype=dtype)
 
@@ -113,14 +123,21 @@ class WorldModel(nn.Module):
 
     def set_precision(self, precision: str) -> "WorldModel":
         """Imagine with the denoiser in `precision` from now on (`SamplerDefaults.precision`:
-        "fp32" or "bf16"); returns the model. Training is unaffected (Accelerate's
+        "fp32", "bf16" or "auto"); returns the model. Training is unaffected (Accelerate's
         `--mixed-precision` governs it)."""
         self.sampler = SamplerDefaults(**{**asdict(self.sampler), "precision": precision})  # validated there
         return self
 
+    @property
+    def compute_precision(self) -> str:
+        """"fp32" or "bf16": what the denoiser computes in while imagining, "auto" resolved for this device."""
+        if self.sampler.precision != "auto":
+            return self.sampler.precision
+        return "bf16" if computes_bf16_natively(self.device) else "fp32"
+
     def inference_autocast(self):
-        """The autocast context `Imagination` runs the denoiser in (`SamplerDefaults.precision`)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.sampler.precision == "bf16")
+        """The autocast context `Imagination` runs the denoiser in (`compute_precision`)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_precision == "bf16")
 
     @property
     def device(self) -> torch.device:
