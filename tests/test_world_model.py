@@ -105,15 +105,16 @@ def test_bf16_precision_is_deterministic_close_to_fp32_and_checked():
         SamplerDefaults(precision="int8")
 
 
-def test_auto_precision_is_bf16_where_the_device_computes_it_natively(monkeypatch):
+def test_auto_precision_is_bf16_for_large_batches_where_the_device_computes_it_natively(monkeypatch):
     import wmgym.model.world_model as world_model
 
     model = randomized(WorldModel(tiny_config(), device="cpu")).eval().set_precision("auto")
-    frames, actions = random_inputs(horizon=3)
+    rows = world_model.AUTO_BF16_MIN_ROWS
+    frames, actions = random_inputs(b=rows, horizon=3)
     roll = lambda: model.rollout(frames, actions, generator=torch.Generator().manual_seed(0))
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(world_model, "computes_bf16_natively", lambda device, native=native: native)
-        assert model.compute_precision == expected
+        assert model.compute_precision(rows) == expected and model.compute_precision(rows - 1) == "fp32"
         auto = roll()
         model.set_precision(expected)
         assert torch.equal(auto, roll())  # auto draws exactly what the precision it resolved to draws
@@ -337,10 +338,11 @@ def test_restarted_cache_row_matches_a_fresh_cache(keep_first_frame, steps_after
     assert batched.num_frames <= 4 + 1  # the window bounds memory per row (plus one invalid pad at most)
 
 
-def test_restarting_a_row_leaves_the_other_rows_unchanged():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_restarting_a_row_leaves_the_other_rows_unchanged(precision):
     from wmgym.model.imagination import Imagination
 
-    model = randomized(WorldModel(tiny_config(window_frames=3), device="cpu"))
+    model = randomized(WorldModel(tiny_config(window_frames=3), device="cpu")).set_precision(precision)
     frames, actions = random_inputs(b=3, horizon=6)
     restart_frame = random_inputs(b=1, seed=5)[0]
     runs = []
@@ -353,6 +355,8 @@ def test_restarting_a_row_leaves_the_other_rows_unchanged():
                 imagination.start(restart_frame, rows=[1], generator=torch.Generator().manual_seed(9))
             out.append(model.decode_latents(imagination.step(actions[:, i], g)))
         runs.append(torch.cat(out, dim=1))
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        assert all(k.dtype == v.dtype == dtype for layer in range(2) for k, v in [imagination.cache.get(layer)])  # restart included
     plain, restarted = runs
     assert torch.equal(plain[[0, 2]], restarted[[0, 2]])
     assert torch.equal(plain[1, :3], restarted[1, :3]) and not torch.equal(plain[1, 3:], restarted[1, 3:])

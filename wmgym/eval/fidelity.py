@@ -113,7 +113,7 @@ def evaluate(config: EvalConfig) -> dict:
     height, width = model.config.height, model.config.width
     began = time.perf_counter()
     metrics: dict = {"checkpoint": str(bundle.directory), "episodes": config.episodes, "seed": config.seed,
-                     "horizon": config.horizon, "num_steps": model.sampler.num_steps, "precision": model.compute_precision,
+                     "horizon": config.horizon, "num_steps": model.sampler.num_steps, "precision": model.sampler.precision,
                      "guidance_scale": model.sampler.guidance_scale, "device": str(model.device),
                      "condition_views": list(model.config.condition_views),
                      "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",

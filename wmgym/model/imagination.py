@@ -114,7 +114,8 @@ class Imagination:
         rows = torch.cat([rows + i * self.batch_size for i in range(self.rep)])
         noisy, hist, null, dropped, cond, context = self._repeat(noisy, hist, null, dropped, cond, context)
         fresh = self._new_cache()
-        self.denoiser(noisy, hist, null, dropped, *cond, cache=fresh, write_cache=True, return_output=False)
+        with model.inference_autocast(self.batch_size * self.rep):  # the batch's precision, so its cache stays one dtype
+            self.denoiser(noisy, hist, null, dropped, *cond, cache=fresh, write_cache=True, return_output=False)
         self.cache.append_rows(rows, fresh)
         self.last[rows], self.last_clean[rows] = noisy[:, -1:], context[:, -1:]
 
@@ -149,7 +150,7 @@ class Imagination:
         cond = model.encode_conditions(conditions, b, 1)  # (maps, vectors)
         # One autocast context for the frame's denoiser calls, so that bf16 copies of the weights are made once
         # per frame rather than once per call (autocast caches them until its outermost context exits).
-        with model.inference_autocast():
+        with model.inference_autocast(b * self.rep):
             x = torch.randn((b, 1, *self.last_clean.shape[2:]), device=model.device, generator=generator)
             first_estimate = None
             for k, k_next in zip(self.timesteps[:-1], self.timesteps[1:]):
@@ -188,7 +189,7 @@ class Imagination:
         self.last_clean = self._repeat(clean[:, -1:])[0]
         latents, timesteps, actions, dropped, cond = self._repeat(latents, timesteps, actions, dropped, cond)
         if self.use_cache:  # one pass writes the finished frames' keys and values
-            with self.model.inference_autocast():
+            with self.model.inference_autocast(latents.shape[0]):
                 self.denoiser(latents, timesteps, actions, dropped, *cond, cache=self.cache, write_cache=True,
                               previous_first=self.last, return_output=False)
             self.last = latents[:, -1:]
@@ -209,7 +210,7 @@ class Imagination:
         x, timesteps, action, cond, dropped = self._repeat(x, timesteps, action, cond, dropped)
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
-        with self.model.inference_autocast():
+        with self.model.inference_autocast(x.shape[0]):
             if self.use_cache:
                 output = self.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
             else:

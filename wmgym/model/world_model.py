@@ -66,6 +66,12 @@ def gripper_region_weights(grippers: torch.Tensor, latent_size: tuple[int, int],
     return (1.0 + weight * mask).reshape(b, t, 1, *latent_size)
 
 
+AUTO_BF16_MIN_ROWS = 8
+"""Precision "auto" computes in bfloat16 from this many rows per denoiser call: on this project's CPU
+(AMX) bf16 was 11-14% slower than fp32 with 1-2 envs, 4% slower with 4, 12% faster with 8 and 26%
+faster with 16 (issue 41, `benchmarks/env_speed.py --worker --envs N --precision P`)."""
+
+
 def computes_bf16_natively(device: torch.device) -> bool:
     """Whether `device` has bfloat16 arithmetic in hardware: a CPU with AVX512-BF16 or AMX (elsewhere
     bfloat16 autocast is emulated, slower than float32), or a CUDA GPU that supports bfloat16."""
@@ -128,16 +134,16 @@ class WorldModel(nn.Module):
         self.sampler = SamplerDefaults(**{**asdict(self.sampler), "precision": precision})  # validated there
         return self
 
-    @property
-    def compute_precision(self) -> str:
-        """"fp32" or "bf16": what the denoiser computes in while imagining, "auto" resolved for this device."""
+    def compute_precision(self, rows: int) -> str:
+        """"fp32" or "bf16": what the denoiser computes in for a call on `rows` rows (batch elements):
+        the sampler's precision, with "auto" resolved for this device and batch."""
         if self.sampler.precision != "auto":
             return self.sampler.precision
-        return "bf16" if computes_bf16_natively(self.device) else "fp32"
+        return "bf16" if rows >= AUTO_BF16_MIN_ROWS and computes_bf16_natively(self.device) else "fp32"
 
-    def inference_autocast(self):
-        """The autocast context `Imagination` runs the denoiser in (`compute_precision`)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_precision == "bf16")
+    def inference_autocast(self, rows: int):
+        """The autocast context `Imagination` runs the denoiser in for `rows` rows (`compute_precision`)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_precision(rows) == "bf16")
 
     @property
     def device(self) -> torch.device:

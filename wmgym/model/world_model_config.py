@@ -53,10 +53,11 @@ class SamplerDefaults:
             or "bf16", its calls under `torch.autocast(dtype=torch.bfloat16)` (matmuls and
             attention in bfloat16, fast on CPUs with AMX/AVX512-BF16 and on GPUs; the KV cache
             then holds bfloat16; the sampler step stays float32). Both are deterministic on a
-            fixed device; their frames differ by rounding. "auto": "bf16" on a device that
-            computes bfloat16 natively (a CPU with AVX512-BF16 or AMX, a GPU that supports it),
-            else "fp32" (`WorldModel.compute_precision`); the shipped model's default (issue 41:
-            1.3x the env steps/s of fp32 on this project's CPU, PSNR within 0.01 dB).
+            fixed device; their frames differ by rounding. "auto": "bf16" for calls on at least
+            `AUTO_BF16_MIN_ROWS` rows on a device that computes bfloat16 natively (a CPU with
+            AVX512-BF16 or AMX, a GPU that supports it), else "fp32" (`WorldModel.compute_precision`);
+            the shipped model's default (issue 41: 1.26x the env steps/s of fp32 with 16 envs on
+            this project's CPU, PSNR within 0.01 dB).
     """
 
     num_steps: int = 8
