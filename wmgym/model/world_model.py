@@ -68,7 +68,7 @@ def gripper_region_weights(grippers: torch.Tensor, latent_size: tuple[int, int],
 
 AUTO_BF16_MIN_ROWS = 8
 """Precision "auto" computes in bfloat16 from this many rows per denoiser call: on this project's CPU
-(AMX) bf16 was 11-14% slower than fp32 with 1-2 envs, 4% slower with 4, 12% faster with 8 and 26%
+(AMX) bf16 was 14-16% slower than fp32 with 1-2 envs, 4% slower with 4, 12% faster with 8 and 25%
 faster with 16 (issue 41, `benchmarks/env_speed.py --worker --envs N --precision P`)."""
 
 

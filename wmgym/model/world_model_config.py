@@ -56,7 +56,7 @@ class SamplerDefaults:
             fixed device; their frames differ by rounding. "auto": "bf16" for calls on at least
             `AUTO_BF16_MIN_ROWS` rows on a device that computes bfloat16 natively (a CPU with
             AVX512-BF16 or AMX, a GPU that supports it), else "fp32" (`WorldModel.compute_precision`);
-            the shipped model's default (issue 41: 1.26x the env steps/s of fp32 with 16 envs on
+            the shipped model's default (issue 41: 1.25x the env steps/s of fp32 with 16 envs on
             this project's CPU, PSNR within 0.01 dB).
     """
 
