@@ -201,6 +201,21 @@ def start_run(config) -> Path:
     return out
 
 
+def run_locked(config, body, **accelerator_options):
+    """Run `body(accelerator)` under the run's Hugging Face Accelerator (on the CPU when
+    `config.device` is "cpu"; ValueError when "cuda" was asked for and is missing) while the main
+    process holds the writer lock of `config.out` (`run_lock`); returns what `body` returns.
+    Every process waits until the lock is held, so none reads `out` before."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=config.device == "cpu", **accelerator_options)
+    if config.device == "cuda" and accelerator.device.type != "cuda":
+        raise ValueError("device='cuda' was asked for but CUDA is not available")
+    with run_lock(config.out, accelerator.is_main_process):
+        accelerator.wait_for_everyone()
+        return body(accelerator)
+
+
 def run_lock(out, is_main_process: bool = True):
     """The writer lock of the run directory `out`, held for a whole run so a second run on the
     same `out` refuses naming the first (issue 36); only the main process of a multi-process

@@ -54,7 +54,7 @@ from wmgym.model.denoiser import Denoiser
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
 from wmgym.model.world_model import ONE_STEP_WEIGHTS, WorldModel
-from wmgym.train.checkpoint import STATE_FILE, STATE_META, load_training_state, run_lock, start_run
+from wmgym.train.checkpoint import STATE_FILE, STATE_META, load_training_state, run_locked, start_run
 from wmgym.train.distill_config import DistillConfig
 from wmgym.train.loop import train_steps
 
@@ -67,15 +67,8 @@ def distill(config: DistillConfig) -> Path:
     """Distil (or resume distilling) a world model's sampler into a one-step denoiser; writes and
     returns the run directory `config.out`, a world-model directory with the student. The main
     process holds the writer lock of `config.out` throughout, so a second run on it refuses."""
-    from accelerate import Accelerator
-
     check_config(config)
-    accelerator = Accelerator(cpu=config.device == "cpu")
-    if config.device == "cuda" and accelerator.device.type != "cuda":
-        raise ValueError("device='cuda' was asked for but CUDA is not available")
-    with run_lock(config.out, accelerator.is_main_process):
-        accelerator.wait_for_everyone()  # no process reads `out` before the lock is held
-        return _distill_locked(config, accelerator)
+    return run_locked(config, lambda accelerator: _distill_locked(config, accelerator))
 
 
 def teacher_directory(world_model: str) -> Path:

@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 
 from wmgym.actions import ACTION_DIM, WIDTH_DIMS
-from wmgym.train.checkpoint import STATE_FILE, load_training_state, run_lock, start_run
+from wmgym.train.checkpoint import STATE_FILE, load_training_state, run_locked, start_run
 from wmgym.train.loop import train_steps
 
 
@@ -161,15 +161,8 @@ class _Transitions:
 def train_idm(config: TrainIDMConfig) -> Path:
     """Train (or resume) an inverse dynamics model; writes and returns the model directory `config.out`.
     The main process holds the writer lock of `config.out` throughout, so a second run on it refuses."""
-    from accelerate import Accelerator
-
     _check_config(config)
-    accelerator = Accelerator(cpu=config.device == "cpu")
-    if config.device == "cuda" and accelerator.device.type != "cuda":
-        raise ValueError("device='cuda' was asked for but CUDA is not available")
-    with run_lock(config.out, accelerator.is_main_process):
-        accelerator.wait_for_everyone()  # no process reads `out` before the lock is held
-        return _train_locked(config, accelerator)
+    return run_locked(config, lambda accelerator: _train_locked(config, accelerator))
 
 
 def _train_locked(config: TrainIDMConfig, accelerator) -> Path:

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from wmgym.train.checkpoint import STATE_FILE, load_training_state, run_lock, start_run
+from wmgym.train.checkpoint import STATE_FILE, load_training_state, run_locked, start_run
 from wmgym.train.loop import train_steps
 
 
@@ -148,15 +148,8 @@ class _FrameClips:
 def train_lam(config: TrainLAMConfig) -> Path:
     """Train (or resume) a latent action model; writes and returns the model directory `config.out`.
     The main process holds the writer lock of `config.out` throughout."""
-    from accelerate import Accelerator
-
     _check_config(config)
-    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision)
-    if config.device == "cuda" and accelerator.device.type != "cuda":
-        raise ValueError("device='cuda' was asked for but CUDA is not available")
-    with run_lock(config.out, accelerator.is_main_process):
-        accelerator.wait_for_everyone()
-        return _train_locked(config, accelerator)
+    return run_locked(config, lambda accelerator: _train_locked(config, accelerator), mixed_precision=config.mixed_precision)
 
 
 def _train_locked(config: TrainLAMConfig, accelerator) -> Path:

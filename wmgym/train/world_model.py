@@ -36,7 +36,7 @@ from wmgym.model.codec import PixelCodec
 from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.outputs import check_output
-from wmgym.train.checkpoint import check_resume_config, read_json, read_log, run_lock, section, write_text_atomic
+from wmgym.train.checkpoint import check_resume_config, read_json, read_log, run_locked, section, write_text_atomic
 from wmgym.train.sampling import EpochPermutationSampler, epoch_items
 from wmgym.model.world_model_config import HELD_VECTOR, pose_vector_spec
 from wmgym.train.wm_build import (HELD_DIM, POSE_DIM, action_statistics, pose_statistics, with_condition_views,
@@ -65,8 +65,6 @@ class _LossModule(nn.Module):
 def train_world_model(config: TrainWorldModelConfig) -> Path:
     """Train (or resume) a world model; returns the newest checkpoint directory. The main
     process holds the writer lock of `config.out` throughout, so a second run on it refuses."""
-    from accelerate import Accelerator
-
     _check_config(config)
     summary_writer = None
     if config.tensorboard:  # an optional dependency: fail before any work when it is missing
@@ -74,13 +72,8 @@ def train_world_model(config: TrainWorldModelConfig) -> Path:
             from torch.utils.tensorboard import SummaryWriter as summary_writer
         except ImportError:
             raise ValueError("--tensorboard needs the optional `tensorboard` package: pip install tensorboard") from None
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu",
-                              step_scheduler_with_optimizer=False)  # the schedule counts optimizer steps
-    if config.device == "cuda" and accelerator.device.type != "cuda":
-        raise ValueError("device='cuda' was asked for but CUDA is not available")
-    with run_lock(config.out, accelerator.is_main_process):
-        accelerator.wait_for_everyone()  # no process reads `out` before the lock is held
-        return _train_locked(config, accelerator, summary_writer)
+    return run_locked(config, lambda accelerator: _train_locked(config, accelerator, summary_writer),
+                      mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False)  # the schedule counts optimizer steps
 
 
 def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) -> Path:
