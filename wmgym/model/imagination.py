@@ -179,7 +179,9 @@ class Imagination:
 
     # ------------------------------------------------------------ internals
     def _repeat(self, *tensors):
-        """Each tensor (or tuple of tensors, or None) with its rows repeated `rep` times."""
+        """Each tensor (or tuple of tensors, or None) with its rows repeated `rep` times (the tensors themselves for rep 1)."""
+        if self.rep == 1:
+            return list(tensors)
         one = lambda x: tuple(one(y) for y in x) if isinstance(x, tuple) else None if x is None else x.repeat(
             self.rep, *([1] * (x.dim() - 1)))
         return [one(x) for x in tensors]
