@@ -399,6 +399,24 @@ def test_focus_windows_are_drawn_focus_repeats_times_per_epoch():
         epoch_items(offsets, (20, 30), 2)
 
 
+def test_epoch_loader_draws_whole_batches_in_the_seeded_order_without_the_global_rng():
+    import torch
+
+    from wmgym.train.sampling import EpochPermutationSampler, epoch_loader
+
+    data = torch.arange(10)
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    loader = epoch_loader(data, batch_size=3, seed=4)
+    batches = [b.tolist() for b in loader]
+    assert torch.equal(torch.rand(1), before)  # iterating did not draw from the global RNG
+    order = list(EpochPermutationSampler(10, seed=4))
+    assert batches == [order[0:3], order[3:6], order[6:9]]  # the last partial batch is dropped
+    focused = epoch_loader(data, batch_size=2, seed=4, items=np.array([1, 1, 2, 2]))
+    assert sorted(x for b in focused for x in b.tolist()) == [1, 1, 2, 2]
+
+
 def test_focus_windows_lengthen_the_epoch_and_resume_identically(store, tmp_path):
     focus = dict(focus_window_starts=(2, 5), focus_repeats=3, steps=8, checkpoint_every=4)
     train_world_model(tiny(store, tmp_path / "straight", **focus))

@@ -100,6 +100,15 @@ def optimizer_state(optimizer) -> tuple[dict, dict]:
     return {f"optimizer/{k}": v for k, v in tensors.items()}, {"optimizer": meta}
 
 
+def training_progress(out: Path, optimizer, resumed: bool) -> tuple[int, float, list[dict], dict, dict]:
+    """(step, seconds, log, meta, tensors) where a run stands: a fresh run's zeros, or a resumed
+    run's training state at `out` loaded into `optimizer` (`load_training_state`)."""
+    if not resumed:
+        return 0, 0.0, [], {}, {}
+    meta, tensors, log = load_training_state(out, optimizer)
+    return meta["step"], meta["seconds"], log, meta, tensors
+
+
 def load_training_state(out: Path, optimizer) -> tuple[dict, dict, list[dict]]:
     """Read `write_run_directory`'s training state at `out` into `optimizer`; returns (meta,
     tensors, log), the log cut at the checkpoint's step (lines past it are redone)."""

@@ -54,7 +54,7 @@ from wmgym.model.denoiser import Denoiser
 from wmgym.model.kv_cache import KVCache
 from wmgym.model.schedule import add_noise, ddim_step, sampling_timesteps
 from wmgym.model.world_model import ONE_STEP_WEIGHTS, WorldModel
-from wmgym.train.checkpoint import STATE_FILE, STATE_META, load_training_state, run_locked, start_run
+from wmgym.train.checkpoint import STATE_FILE, STATE_META, run_locked, start_run, training_progress
 from wmgym.train.distill_config import DistillConfig
 from wmgym.train.loop import train_steps
 
@@ -84,7 +84,7 @@ def teacher_directory(world_model: str) -> Path:
 
 def _distill_locked(config: DistillConfig, accelerator) -> Path:
     from wmgym.data.batch import WindowBatch
-    from wmgym.train.sampling import EpochPermutationSampler
+    from wmgym.train.sampling import epoch_loader
 
     out = start_run(config)
     device, rank = accelerator.device, accelerator.process_index
@@ -105,14 +105,9 @@ def _distill_locked(config: DistillConfig, accelerator) -> Path:
                          f"{config.batch_size}")
     distiller = Distiller(teacher.to(device), student, source, config.teacher_steps, config.action_dropout)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    step, log, elapsed = 0, [], 0.0
-    if resumed:
-        meta, _, log = load_training_state(out, optimizer)
-        step, elapsed = meta["step"], meta["seconds"]
-    sampler = EpochPermutationSampler(len(train), config.seed)
-    loader = torch.utils.data.DataLoader(train, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                                         collate_fn=WindowBatch.collate,
-                                         generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
+    step, elapsed, log, _, _ = training_progress(out, optimizer, resumed)
+    loader = epoch_loader(train, config.batch_size, config.seed, collate_fn=WindowBatch.collate)
+    sampler = loader.sampler  # set to each epoch by train_steps
     model, optimizer, loader = accelerator.prepare(distiller, optimizer, loader)
     generator = torch.Generator(device=device)
 

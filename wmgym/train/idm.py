@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 
 from wmgym.actions import ACTION_DIM, WIDTH_DIMS
-from wmgym.train.checkpoint import STATE_FILE, load_training_state, run_locked, start_run
+from wmgym.train.checkpoint import STATE_FILE, run_locked, start_run, training_progress
 from wmgym.train.loop import train_steps
 
 
@@ -171,7 +171,7 @@ def _train_locked(config: TrainIDMConfig, accelerator) -> Path:
 
     from wmgym.policies.idm import IDMConfig, InverseDynamicsModel
     from wmgym.policies.idm_metrics import r2_scores
-    from wmgym.train.sampling import EpochPermutationSampler
+    from wmgym.train.sampling import epoch_loader
 
     out = start_run(config)
     device, rank = accelerator.device, accelerator.process_index
@@ -199,13 +199,9 @@ def _train_locked(config: TrainIDMConfig, accelerator) -> Path:
         raise ValueError(f"{source} reads {model.config.height}x{model.config.width} frames, "
                          f"the store has {train.height}x{train.width}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    step, log, elapsed = 0, [], 0.0
-    if resumed:
-        meta, _, log = load_training_state(out, optimizer)
-        step, elapsed = meta["step"], meta["seconds"]
-    sampler = EpochPermutationSampler(len(train), config.seed)
-    loader = torch.utils.data.DataLoader(train, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                                         generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
+    step, elapsed, log, _, _ = training_progress(out, optimizer, resumed)
+    loader = epoch_loader(train, config.batch_size, config.seed)
+    sampler = loader.sampler  # set to each epoch by train_steps
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     raw_model = accelerator.unwrap_model(model)
 

@@ -47,7 +47,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
+from wmgym.train.checkpoint import (STATE_FILE, optimizer_state, run_lock, start_run, training_progress,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 
 RANKING_MARGIN = 0.02  # pairs whose scores differ by less are not ranked
@@ -195,10 +195,7 @@ def _train_locked(config: TrainLPIPSConfig) -> Path:
     resumed = config.resume and (out / STATE_FILE).is_file()
     model = (load_calibrated(out)[0] if resumed else build_lpips(config.net)).to(device).requires_grad_(True).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    step, log, elapsed = 0, [], 0.0
-    if resumed:
-        meta, _, log = load_training_state(out, optimizer)
-        step, elapsed = meta["step"], meta["seconds"]
+    step, elapsed, log, _, _ = training_progress(out, optimizer, resumed)
     info = {"calibrated_on": "1 - fold score (wmgym.sim.tasks.fold_score) of the frame's cloth to the goal image's",
             "stores": [str(p) for p in paths], "height": train[0].height, "width": train[0].width}
 

@@ -32,6 +32,16 @@ class EpochPermutationSampler(torch.utils.data.Sampler):
         return len(self.items)
 
 
+def epoch_loader(dataset, batch_size: int, seed: int, items=None, **loader_options) -> torch.utils.data.DataLoader:
+    """Whole batches of `dataset` in each epoch's seeded order (`EpochPermutationSampler` over
+    `items`, default every index once), the last partial batch dropped; the loader's own
+    generator is seeded too, so nothing draws from the global RNG. `loader_options` go to the
+    DataLoader (collate_fn, num_workers, ...)."""
+    sampler = EpochPermutationSampler(len(dataset) if items is None else items, seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+                                       generator=torch.Generator().manual_seed(seed), **loader_options)
+
+
 def epoch_items(window_offsets: np.ndarray, focus_window_starts: tuple[int, int] | None, focus_repeats: int) -> np.ndarray:
     """The dataset indices one epoch draws: every window once, and those whose first frame
     (`window_offsets`, the frame of its episode each window starts at) is in the inclusive

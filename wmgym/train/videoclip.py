@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wmgym.data.store import EpisodeStore
-from wmgym.train.checkpoint import (STATE_FILE, load_training_state, optimizer_state, run_lock, start_run,
+from wmgym.train.checkpoint import (STATE_FILE, optimizer_state, run_lock, start_run, training_progress,
                                     warmup_cosine_learning_rate as learning_rate, write_run_directory)
 from wmgym.train.episode_clips import join_clips, load_clips, task_captions
 from wmgym.train.judge_eval import CALIBRATION_RULES, calibrate, videoclip_figures
@@ -187,12 +187,10 @@ def _train_locked(config: TrainVideoCLIPConfig) -> Path:
                                    {"params": [model.logit_scale], "weight_decay": 0.0}], lr=config.learning_rate)
     rng = np.random.default_rng(config.seed)
     noise_generator = torch.Generator(device=device).manual_seed(config.seed)
-    step, log, elapsed = 0, [], 0.0
+    step, elapsed, log, meta, state = training_progress(out, optimizer, resumed)
     if resumed:
-        meta, state, log = load_training_state(out, optimizer)
         noise_generator.set_state(state["rng/noise"])
         rng.bit_generator.state = meta["rng"]
-        step, elapsed = meta["step"], meta["seconds"]
 
     def save(final: bool, calibration: dict | None = None) -> None:
         tensors, meta = optimizer_state(optimizer)

@@ -37,7 +37,7 @@ from wmgym.model.denoiser import DenoiserConfig
 from wmgym.model.world_model import SamplerDefaults, WorldModel, WorldModelConfig
 from wmgym.outputs import check_output
 from wmgym.train.checkpoint import check_resume_config, read_json, read_log, run_locked, section, write_text_atomic
-from wmgym.train.sampling import EpochPermutationSampler, epoch_items
+from wmgym.train.sampling import epoch_items, epoch_loader
 from wmgym.model.world_model_config import HELD_VECTOR, pose_vector_spec
 from wmgym.train.wm_build import (HELD_DIM, POSE_DIM, action_statistics, pose_statistics, with_condition_views,
                                   with_held_conditioning, with_pose_conditioning)
@@ -121,13 +121,12 @@ def _train_locked(config: TrainWorldModelConfig, accelerator, summary_writer) ->
         model.denoiser.load_state_dict(section(tensors, "raw/"))
     model.codec.requires_grad_(False)
 
-    sampler = EpochPermutationSampler(epoch_items(train_set.window_offsets, config.focus_window_starts,
-                                                  config.focus_repeats), config.seed)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                                         collate_fn=WindowBatch.collate,  # stacked by name
-                                         num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=config.num_workers > 0,
-                                         generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
+    loader = epoch_loader(train_set, config.batch_size, config.seed,
+                          epoch_items(train_set.window_offsets, config.focus_window_starts, config.focus_repeats),
+                          collate_fn=WindowBatch.collate,  # stacked by name
+                          num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                          persistent_workers=config.num_workers > 0)
+    sampler = loader.sampler  # set to each epoch below
     if config.pose_lr_scale != 1.0 and not model.denoiser.config.vector_dim:
         raise ValueError("pose_lr_scale needs a model that reads the pose or the grasp state through its embedding "
                          "(--pose-conditioning --pose-input embedding, or --held-conditioning)")
