@@ -116,8 +116,8 @@ def follow_actions(store: EpisodeStore, actions: np.ndarray, show_progress: bool
 
     Each episode's grippers start where the simulator started them (`start_gripper_state` of its
     seed and task: the start an env knows at reset) and are stepped through the episode's rows of
-    `actions` by `GripperTrack`, which renders the simulator's own grippers view (for the store's
-    true actions, these arrays equal the stored ones).
+    `actions` by `GripperTracks` (all episodes of a length at once), which renders the simulator's
+    own grippers view (for the store's true actions, these arrays equal the stored ones).
 
     Args:
         store: a simulator store (`wmgym generate`), open for reading.
@@ -131,7 +131,7 @@ def follow_actions(store: EpisodeStore, actions: np.ndarray, show_progress: bool
     """
     from wmgym.actions import matrix_to_axis_angle
     from wmgym.sim.episode import EpisodeSpec, start_gripper_state
-    from wmgym.sim.gripper_track import GripperTrack
+    from wmgym.sim.gripper_track import GripperTracks
     from wmgym.sim.world import WorldConfig
 
     if store.is_robot:
@@ -144,16 +144,21 @@ def follow_actions(store: EpisodeStore, actions: np.ndarray, show_progress: bool
     poses = np.empty((store.num_frames, 2, 4, 4), np.float64)
     widths = np.empty((store.num_frames, 2), np.float64)
     seeds, task_ids = store.root["meta/episode_seed"][:], store.root["meta/episode_task_id"][:]
-    ends = store.episode_ends
-    for i in tqdm(range(store.num_episodes), desc="grippers view", unit="episode", disable=not show_progress):
-        start, end = (int(ends[i - 1]) if i else 0), int(ends[i])
-        spec = EpisodeSpec(task=store.tasks[int(task_ids[i])], seed=int(seeds[i]), height=store.height, width=store.width,
-                           horizon=end - start - 1)
-        track = GripperTrack(start_gripper_state(spec), config)
-        for row in range(start, end):
-            views[row], poses[row], widths[row] = track.render(), track.poses, track.widths
-            if row < end - 1:
-                track.step(actions[row])
+    ends = store.episode_ends.astype(np.int64)
+    starts = np.concatenate([[0], ends[:-1]])
+    bar = tqdm(total=store.num_episodes, desc="grippers view", unit="episode", disable=not show_progress)
+    for length in np.unique(ends - starts):  # episodes of one length step together, one row each (`GripperTracks`)
+        episodes = np.flatnonzero(ends - starts == length)
+        states = [start_gripper_state(EpisodeSpec(task=store.tasks[int(task_ids[i])], seed=int(seeds[i]), height=store.height,
+                                                  width=store.width, horizon=int(length) - 1)) for i in episodes]
+        tracks = GripperTracks(states, config)
+        for t in range(int(length)):
+            rows = starts[episodes] + t
+            views[rows], poses[rows], widths[rows] = tracks.render(), tracks.poses, tracks.widths
+            if t < length - 1:
+                tracks.step(actions[rows])
+        bar.update(len(episodes))
+    bar.close()
     rotations = matrix_to_axis_angle(poses[:, :, :3, :3]).astype(np.float32)
     arrays = {"grippers_rgb": views}
     for r in (0, 1):
