@@ -95,6 +95,9 @@ def test_a_one_step_sampler_reports_no_trust_and_warns(trusted_bundle):
 
 def test_the_shipped_bundle_carries_a_calibrated_trust_score():
     assert TrustCalibration.of_model_dir(Bundle.load("default").world_model_dir) is not None
+    directory = Bundle.load("default").world_model_dir
+    assert TrustCalibration.of_model_dir(directory, num_steps=2) is not None
+    assert TrustCalibration.of_model_dir(directory, num_steps=1) is None  # one step: no second call to read
     env = gym.make("WMFold-v0", device="cpu", reward="none", use_success_judge=False)
     env.reset(seed=0)
     env.action_space.seed(0)

@@ -39,6 +39,8 @@ TRUST_FEATURES = ("step", "log_cum_disagreement", "log_disagreement", "log_cum_c
 sums and of the newest values of `disagreement` and `change`; two interactions with the step;
 the running disagreement against the first step's (a rollout that has grown less sure than it began)."""
 STEP_SCALE = 16.0
+MIN_SAMPLER_STEPS = 2
+"""Trust reads how much the sampler's second denoiser call corrected the first: a one-step sampler has none."""
 _TINY = 1e-6  # keeps the logs finite for a row whose latents did not move at all
 
 
@@ -111,10 +113,13 @@ class TrustCalibration:
             raise ValueError(f"{path}: not a valid trust calibration ({error}); refit it with `wmgym calibrate-trust`") from None
 
     @classmethod
-    def of_model_dir(cls, directory: str | os.PathLike) -> "TrustCalibration | None":
-        """The calibration saved beside a world model's config.json, or None when it has none."""
+    def of_model_dir(cls, directory: str | os.PathLike, num_steps: int | None = None) -> "TrustCalibration | None":
+        """The calibration saved beside a world model's config.json, or None when it has none or
+        when the sampler takes `num_steps` < `MIN_SAMPLER_STEPS` (None: not checked)."""
         path = Path(directory) / TRUST_FILE
-        return cls.load(path) if path.is_file() else None
+        if not path.is_file() or (num_steps is not None and num_steps < MIN_SAMPLER_STEPS):
+            return None
+        return cls.load(path)
 
 
 def fit_trust(features: np.ndarray, bad: np.ndarray, l2: float = 1e-3, fitted_on: dict | None = None) -> TrustCalibration:

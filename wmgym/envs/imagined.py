@@ -33,7 +33,7 @@ from wmgym.rewards.base import RewardHead
 from wmgym.sim.gripper_track import GripperState
 from wmgym.sim.tasks import TASKS
 from wmgym.sim.world import WorldConfig
-from wmgym.trust import TrustCalibration, TrustTracker
+from wmgym.trust import MIN_SAMPLER_STEPS, TrustCalibration, TrustTracker
 
 RESET_OPTIONS = ("start", "frame", "goal_image", "goal_text", "task", "grippers")
 REWARDS = ("videoclip", "lpips", "lpips-offline", "lpips-calibrated", "none")
@@ -105,8 +105,7 @@ class ImaginedEpisodes:
         self.imagination: Imagination | None = None
         # Each row's trust in its newest frame (wmgym.trust; NaN for a world model without trust.json).
         calibration = TrustCalibration.of_model_dir(self.bundle.world_model_dir)
-        if calibration is not None and (self.model.sampler.num_steps if num_steps is None else num_steps) < 2:
-            # Trust reads how much the second denoiser call corrected the first; one step has no second call.
+        if calibration is not None and (self.model.sampler.num_steps if num_steps is None else num_steps) < MIN_SAMPLER_STEPS:
             warnings.warn("trust scores need a sampler of at least two steps per frame (their disagreement feature); "
                           "with num_steps=1 info has no 'trust'", stacklevel=3)
             calibration = None

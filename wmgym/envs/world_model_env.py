@@ -25,7 +25,7 @@ _DOC_ARGUMENTS = """`checkpoint`: a bundle directory (`wmgym bundle`), or None /
     other sizes are resized, bilinear with antialiasing). `device`: "auto" (CUDA when
     available). `use_success_judge`: terminate on the VideoCLIP success judge; `judge_threshold`
     overrides its calibrated threshold (`SuccessJudge`).
-    `lpips_trunk_weights`: path of the LPIPS trunk file (see `LPIPSHead`). `precision`: "fp32" or
+    `lpips_trunk_weights`: path of the LPIPS trunk file (see `LPIPSHead`). `precision`: "auto", "fp32" or
     "bf16", what the denoiser computes in (default: the checkpoint's, `SamplerDefaults.precision`)."""
 
 

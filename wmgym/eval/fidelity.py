@@ -185,8 +185,7 @@ def evaluate(config: EvalConfig) -> dict:
         from wmgym.eval.trust import behaviour_figures, behaviour_rollouts
         from wmgym.trust import TrustCalibration
 
-        # Trust reads the second denoiser call's correction of the first: none with one step (as in WMFold-v0).
-        calibration = TrustCalibration.of_model_dir(bundle.world_model_dir) if model.sampler.num_steps >= 2 else None
+        calibration = TrustCalibration.of_model_dir(bundle.world_model_dir, model.sampler.num_steps)  # none for one step
         rollouts = behaviour_rollouts(model, config.behaviour_episodes, config.seed, config.horizon, calibration,
                                       batch_size=config.batch_size)
         metrics.update(behaviour_figures(rollouts))

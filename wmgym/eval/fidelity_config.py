@@ -60,6 +60,6 @@ class EvalConfig:
     """Sampler steps per frame for everything but the quality-speed curve (1: a distilled one-step
     denoiser if the world model has one, `wmgym distill`); None: the checkpoint's."""
     precision: str | None = None
-    """What the denoiser computes in, "fp32" or "bf16" (`SamplerDefaults.precision`); None: the checkpoint's."""
+    """What the denoiser computes in, "auto", "fp32" or "bf16" (`SamplerDefaults.precision`); None: the checkpoint's."""
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu" or "cuda"."""

@@ -212,13 +212,12 @@ class Imagination:
         x, timesteps, action, cond, dropped = self._repeat(x, timesteps, action, cond, dropped)
         if self.rep == 2:
             dropped[b:] = True  # the unconditional branch drops only the newest action
-        with self.model.inference_autocast(x.shape[0]):
-            if self.use_cache:
-                output = self.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
-            else:
-                seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
-                seq_cond = [None if new is None else torch.cat([p[4][j] for p in self.parts] + [new], dim=1) for j, new in enumerate(cond)]
-                output = self.denoiser(*seq, *seq_cond)[:, -1:]
+        if self.use_cache:  # under step()'s autocast context
+            output = self.denoiser(x, timesteps, action, dropped, *cond, cache=self.cache, previous_first=self.last)
+        else:
+            seq = [torch.cat([p[j] for p in self.parts] + [new], dim=1) for j, new in enumerate((x, timesteps, action, dropped))]
+            seq_cond = [None if new is None else torch.cat([p[4][j] for p in self.parts] + [new], dim=1) for j, new in enumerate(cond)]
+            output = self.denoiser(*seq, *seq_cond)[:, -1:]
         return self.model.predicted_velocity(output.float(), x, timesteps, self.last_clean)
 
 
